@@ -1,0 +1,36 @@
+//! Shared vocabulary of kiosk-fleet: topic names, the JSON messages that travel
+//! on them, and the postcard framing of records kept in sled.
+//!
+//! - [`topic`]: [`Topic`] and its constructors, one per topic of DESIGN.md.
+//! - [`print`], [`status`], [`cash`], [`command`]: one file per message family.
+//! - [`wire`]: JSON encode/decode with errors that name the offending field.
+//! - [`record`]: postcard records behind a one-byte version tag.
+//!
+//! Every wire message carries `"v": 1` ([`V1`]), unknown fields are ignored,
+//! money is an integer count of minor units plus an ISO 4217 code, and times
+//! are RFC 3339 UTC. This crate has no async runtime and no I/O.
+
+pub mod cash;
+pub mod command;
+pub mod id;
+pub mod print;
+pub mod record;
+pub mod schema;
+pub mod status;
+pub mod topic;
+pub mod version;
+pub mod wire;
+
+pub use cash::{CashAck, CashAction, CashControl, CashEvent, CreditKind};
+pub use command::{Command, CommandKind};
+pub use id::{Currency, IdError, JobId, KioskId};
+pub use print::{
+    Barcode, BarcodeFormat, Document, JobResult, JobState, PrintJob, RawDocument, Receipt,
+    ReceiptItem, ResultState, TextDocument,
+};
+pub use status::{CashDeviceStatus, KioskStatus, PaperStatus, Presence, PrinterStatus};
+pub use topic::{Topic, TopicKind};
+pub use version::V1;
+
+/// Timestamps on the wire and in stores: UTC, serialized as RFC 3339.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,460 @@
+//! Print jobs (`kiosk/<id>/print`) and their results (`kiosk/<id>/print/result`).
+
+use base64::Engine as _;
+use chrono::Utc;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Currency, JobId, Timestamp, V1};
+
+/// Most copies one job may ask for.
+pub const MAX_COPIES: u8 = 10;
+
+/// One print job, published QoS 1 on `kiosk/<id>/print`.
+///
+/// ```json
+/// {"v":1,"job_id":"01J9...","printer":"receipt","copies":1,
+///  "created_at":"2026-11-21T10:00:00Z","expires_at":"2026-11-22T10:00:00Z",
+///  "document":{"kind":"text","text":"Hello\n"}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PrintJob {
+    /// Wire version, always 1.
+    pub v: V1,
+    /// Unique id; a kiosk prints each id at most once.
+    pub job_id: JobId,
+    /// Logical printer name on the kiosk (`receipt`, `kitchen`, ...),
+    /// `[a-z0-9_-]{1,32}`.
+    pub printer: String,
+    /// What to print.
+    pub document: Document,
+    /// How many copies, 1 to 10; default 1.
+    #[serde(default = "one")]
+    pub copies: u8,
+    /// When the job was created; defaults to the time it is decoded.
+    #[serde(default = "Utc::now")]
+    #[schemars(transform = no_default)]
+    pub created_at: Timestamp,
+    /// After this instant the job is not printed any more but reported
+    /// `expired`. No expiry when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The default of `created_at` is "now", which has no fixed schema value.
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
+fn one() -> u8 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PrintJob {
+    /// Checks what the types alone cannot: printer name, copies and the
+    /// document's content.
+    ///
+    /// # Errors
+    /// A human-readable reason naming the offending field, e.g.
+    /// `"copies must be between 1 and 10, got 0"`.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_printer_name(&self.printer)?;
+        if self.copies == 0 || self.copies > MAX_COPIES {
+            return Err(format!(
+                "copies must be between 1 and {MAX_COPIES}, got {}",
+                self.copies
+            ));
+        }
+        self.document.validate()
+    }
+
+    /// True when `expires_at` is set and lies at or before `now`.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// Checks a logical printer name: `[a-z0-9_-]{1,32}`.
+///
+/// # Errors
+/// A reason naming the field `printer`.
+pub fn validate_printer_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "printer must be 1 to 32 characters of a-z, 0-9, '_' and '-', got {name:?}"
+        ))
+    }
+}
+
+/// The content of a job, tagged by `kind`: `text`, `raw` or `receipt`.
+/// Any other `kind` is rejected with a reason naming it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Document {
+    /// Plain text, printed line by line in the printer's code page.
+    Text(TextDocument),
+    /// Ready-made ESC/POS bytes, passed through untouched.
+    Raw(RawDocument),
+    /// A structured receipt the kiosk lays out for its printer's width.
+    Receipt(Receipt),
+}
+
+impl Document {
+    /// The `kind` tag as written on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Document::Text(_) => "text",
+            Document::Raw(_) => "raw",
+            Document::Receipt(_) => "receipt",
+        }
+    }
+
+    /// Checks content rules (valid base64, sane receipt).
+    ///
+    /// # Errors
+    /// A reason naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Document::Text(_) => Ok(()),
+            Document::Raw(raw) => raw.decode().map(drop),
+            Document::Receipt(r) => r.validate(),
+        }
+    }
+}
+
+/// `{"kind":"text","text":"...","cut":true}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TextDocument {
+    /// The text; `\n` separates lines.
+    pub text: String,
+    /// Cut the paper after the text; default true.
+    #[serde(default = "yes")]
+    pub cut: bool,
+}
+
+/// `{"kind":"raw","data":"<base64>"}`: ESC/POS bytes, standard base64
+/// (RFC 4648, with padding).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RawDocument {
+    /// The bytes, base64-encoded.
+    pub data: String,
+}
+
+impl RawDocument {
+    /// Wraps `bytes` as a raw document.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        RawDocument {
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// Decodes the bytes.
+    ///
+    /// # Errors
+    /// A reason naming `document.data` when it is not valid base64.
+    pub fn decode(&self) -> Result<Vec<u8>, String> {
+        base64::engine::general_purpose::STANDARD
+            .decode(self.data.as_bytes())
+            .map_err(|e| format!("document.data is not valid base64: {e}"))
+    }
+}
+
+/// A structured receipt. Amounts are integers in minor units of `currency`
+/// (cents for EUR: `1250` is 12.50 EUR).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Receipt {
+    /// Lines printed centered at the top (shop name, address, ...).
+    #[serde(default)]
+    pub header: Vec<String>,
+    /// The item lines.
+    pub items: Vec<ReceiptItem>,
+    /// Sum before tax, in minor units; printed when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtotal: Option<i64>,
+    /// Tax, in minor units; printed when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<i64>,
+    /// Amount due, in minor units.
+    pub total: i64,
+    /// ISO 4217 code of every amount on the receipt.
+    pub currency: Currency,
+    /// Lines printed centered at the bottom.
+    #[serde(default)]
+    pub footer: Vec<String>,
+    /// Text encoded as a QR code below the footer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
+    /// A 1-D barcode below the footer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barcode: Option<Barcode>,
+    /// Cut the paper at the end; default true.
+    #[serde(default = "yes")]
+    pub cut: bool,
+    /// Pulse the cash drawer kick connector (ESC p) at the end; default false.
+    #[serde(default)]
+    pub open_drawer: bool,
+}
+
+impl Receipt {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(i) = self.items.iter().position(|i| i.name.trim().is_empty()) {
+            return Err(format!("document.items[{i}].name must not be empty"));
+        }
+        if let Some(b) = &self.barcode {
+            b.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// One item line: `2 x Burger ........ 17.00`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReceiptItem {
+    /// How many.
+    pub quantity: u32,
+    /// What.
+    pub name: String,
+    /// Line total (quantity × unit price), in minor units.
+    pub amount: i64,
+}
+
+/// A 1-D barcode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Barcode {
+    /// Symbology.
+    pub format: BarcodeFormat,
+    /// Content; digits only for the EAN/UPC/ITF symbologies.
+    pub data: String,
+}
+
+impl Barcode {
+    fn validate(&self) -> Result<(), String> {
+        let digits = self.data.bytes().all(|b| b.is_ascii_digit());
+        let ok = match self.format {
+            BarcodeFormat::Ean13 => digits && (12..=13).contains(&self.data.len()),
+            BarcodeFormat::Ean8 => digits && (7..=8).contains(&self.data.len()),
+            BarcodeFormat::Upca => digits && (11..=12).contains(&self.data.len()),
+            BarcodeFormat::Itf => digits && !self.data.is_empty() && self.data.len() % 2 == 0,
+            BarcodeFormat::Code39 | BarcodeFormat::Codabar => {
+                !self.data.is_empty() && self.data.is_ascii()
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "document.barcode.data {:?} is not valid for {:?}",
+                self.data, self.format
+            ))
+        }
+    }
+}
+
+/// Barcode symbologies the ESC/POS `GS k` command offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BarcodeFormat {
+    /// EAN-13: 12 or 13 digits.
+    Ean13,
+    /// EAN-8: 7 or 8 digits.
+    Ean8,
+    /// UPC-A: 11 or 12 digits.
+    Upca,
+    /// Code 39.
+    Code39,
+    /// Interleaved 2 of 5: an even count of digits.
+    Itf,
+    /// Codabar (NW-7).
+    Codabar,
+}
+
+/// State of a job as the gateway reports it over HTTP.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Stored by the gateway, not yet confirmed by the kiosk.
+    Queued,
+    /// Stored durably by the kiosk; it will print it or report why not.
+    Received,
+    /// Bytes written to the printer and the printer reported no error.
+    Printed,
+    /// Not printed; `reason` says why (`interrupted`, printer error, bad
+    /// document, ...). Never retried by itself: reprint explicitly.
+    Failed,
+    /// `expires_at` passed before the job could print.
+    Expired,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Received,
+        JobState::Printed,
+        JobState::Failed,
+        JobState::Expired,
+    ];
+
+    /// True for `printed`, `failed` and `expired`: nothing changes after.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Printed | JobState::Failed | JobState::Expired)
+    }
+
+    /// The name used on the wire and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Received => "received",
+            JobState::Printed => "printed",
+            JobState::Failed => "failed",
+            JobState::Expired => "expired",
+        }
+    }
+}
+
+/// States a kiosk reports on `kiosk/<id>/print/result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultState {
+    /// The job is in the kiosk's durable inbox.
+    Received,
+    /// The job printed.
+    Printed,
+    /// The job did not print; see `reason`.
+    Failed,
+    /// The job expired on the kiosk before it could print.
+    Expired,
+}
+
+impl From<ResultState> for JobState {
+    fn from(s: ResultState) -> JobState {
+        match s {
+            ResultState::Received => JobState::Received,
+            ResultState::Printed => JobState::Printed,
+            ResultState::Failed => JobState::Failed,
+            ResultState::Expired => JobState::Expired,
+        }
+    }
+}
+
+/// A kiosk's report on one job, published QoS 1 on
+/// `kiosk/<id>/print/result`.
+///
+/// ```json
+/// {"v":1,"job_id":"01J9...","state":"failed","at":"2026-11-21T10:00:01Z","reason":"interrupted"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobResult {
+    /// Wire version, always 1.
+    pub v: V1,
+    /// The job this is about.
+    pub job_id: JobId,
+    /// The job's state on the kiosk.
+    pub state: ResultState,
+    /// When the kiosk reached that state.
+    pub at: Timestamp,
+    /// Why, for `failed` and `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl JobResult {
+    /// A result stamped now.
+    pub fn now(job_id: JobId, state: ResultState, reason: Option<String>) -> Self {
+        JobResult {
+            v: V1,
+            job_id,
+            state,
+            at: Utc::now(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(doc: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"v":1,"job_id":"j-1","printer":"receipt","document":doc})
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let j: PrintJob =
+            serde_json::from_value(job(serde_json::json!({"kind":"text","text":"hi"}))).unwrap();
+        assert_eq!(j.copies, 1);
+        assert!(j.expires_at.is_none());
+        assert!(matches!(j.document, Document::Text(TextDocument { cut: true, .. })));
+        j.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_kind_is_named() {
+        let err = serde_json::from_value::<PrintJob>(job(serde_json::json!({"kind":"pdf"})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pdf"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut v = job(serde_json::json!({"kind":"raw","data":"G0A=","extra":1}));
+        v["future_field"] = serde_json::json!(true);
+        let j: PrintJob = serde_json::from_value(v).unwrap();
+        match &j.document {
+            Document::Raw(r) => assert_eq!(r.decode().unwrap(), vec![0x1b, 0x40]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let mut j: PrintJob =
+            serde_json::from_value(job(serde_json::json!({"kind":"raw","data":"***"}))).unwrap();
+        assert!(j.validate().unwrap_err().contains("document.data"));
+        j.document = Document::Text(TextDocument {
+            text: "x".into(),
+            cut: false,
+        });
+        j.copies = 0;
+        assert!(j.validate().unwrap_err().contains("copies"));
+        j.copies = 1;
+        j.printer = "Bad Name".into();
+        assert!(j.validate().unwrap_err().contains("printer"));
+    }
+
+    #[test]
+    fn barcode_rules() {
+        let b = |format, data: &str| Barcode {
+            format,
+            data: data.into(),
+        };
+        assert!(b(BarcodeFormat::Ean13, "4006381333931").validate().is_ok());
+        assert!(b(BarcodeFormat::Ean13, "40063813339x1").validate().is_err());
+        assert!(b(BarcodeFormat::Itf, "123").validate().is_err());
+        assert!(b(BarcodeFormat::Code39, "ORDER-17").validate().is_ok());
+    }
+
+    #[test]
+    fn terminal_states() {
+        assert!(!JobState::Queued.is_terminal());
+        assert!(!JobState::Received.is_terminal());
+        assert!(JobState::Printed.is_terminal());
+        assert!(JobState::Failed.is_terminal());
+        assert!(JobState::Expired.is_terminal());
+    }
+}

@@ -1,0 +1,129 @@
+//! Kiosk status (`kiosk/<id>/status`, retained; the last will says `offline`).
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Timestamp, V1};
+
+/// Whether the kiosk's agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Connected; published retained by the agent on every connect.
+    Online,
+    /// Gone: the last will (set at connect) or a clean shutdown.
+    Offline,
+}
+
+/// Paper state from the roll paper sensor (`DLE EOT 4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaperStatus {
+    /// Paper present, not near the end.
+    Ok,
+    /// Near-end sensor triggered: prints, but change the roll soon.
+    NearEnd,
+    /// No paper: jobs wait.
+    Out,
+    /// The link is one-way (device files) or the printer did not answer.
+    #[default]
+    Unknown,
+}
+
+/// Readiness of one logical printer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PrinterStatus {
+    /// True when a job sent now would print: reachable, online, cover
+    /// closed, paper not out.
+    pub ready: bool,
+    /// The printer is reachable and reports itself online (`DLE EOT 1`).
+    pub online: bool,
+    /// Paper sensor.
+    pub paper: PaperStatus,
+    /// The cover is open (`DLE EOT 2`).
+    pub cover_open: bool,
+    /// Why the printer is not ready, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A kiosk's status, published retained with QoS 1 on `kiosk/<id>/status`.
+///
+/// ```json
+/// {"v":1,"state":"online","agent_version":"0.1.0","at":"2026-11-21T10:00:00Z",
+///  "printers":{"receipt":{"ready":true,"online":true,"paper":"ok","cover_open":false}}}
+/// ```
+/// The last will is `{"v":1,"state":"offline"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KioskStatus {
+    /// Wire version, always 1.
+    pub v: V1,
+    /// Online or offline.
+    pub state: Presence,
+    /// `kiosk-agent` version (semver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// When the status was published; absent in the last will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    /// Each logical printer's readiness, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub printers: BTreeMap<String, PrinterStatus>,
+    /// The cash acceptor, when the kiosk has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cash: Option<CashDeviceStatus>,
+}
+
+/// State of the kiosk's cash acceptor link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CashDeviceStatus {
+    /// The serial port is open.
+    pub connected: bool,
+    /// Acceptance is enabled (`ENABLE` sent and not withdrawn).
+    pub enabled: bool,
+    /// Credits recorded but not yet acknowledged by the cloud.
+    #[serde(default)]
+    pub unacked: u64,
+}
+
+impl KioskStatus {
+    /// The payload of the last will: `{"v":1,"state":"offline"}`.
+    pub fn offline() -> Self {
+        KioskStatus {
+            v: V1,
+            state: Presence::Offline,
+            agent_version: None,
+            at: None,
+            printers: BTreeMap::new(),
+            cash: None,
+        }
+    }
+
+    /// An `online` status stamped now.
+    pub fn online(agent_version: &str, printers: BTreeMap<String, PrinterStatus>) -> Self {
+        KioskStatus {
+            v: V1,
+            state: Presence::Online,
+            agent_version: Some(agent_version.to_owned()),
+            at: Some(Utc::now()),
+            printers,
+            cash: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_will_is_minimal() {
+        let s = serde_json::to_string(&KioskStatus::offline()).unwrap();
+        assert_eq!(s, r#"{"v":1,"state":"offline"}"#);
+        let back: KioskStatus = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, KioskStatus::offline());
+    }
+}
