@@ -13,9 +13,11 @@
 pub mod cash;
 pub mod command;
 pub mod id;
+pub mod mqtt_url;
 pub mod print;
 pub mod record;
 pub mod schema;
+pub mod secret;
 pub mod status;
 pub mod topic;
 pub mod version;
@@ -24,6 +26,8 @@ pub mod wire;
 pub use cash::{CashAck, CashAction, CashControl, CashEvent, CreditKind};
 pub use command::{Command, CommandKind};
 pub use id::{Currency, IdError, JobId, KioskId};
+pub use mqtt_url::MqttUrl;
+pub use secret::Secret;
 pub use print::{
     Barcode, BarcodeFormat, Document, JobResult, JobState, PrintJob, RawDocument, Receipt,
     ReceiptItem, ResultState, TextDocument,

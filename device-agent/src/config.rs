@@ -1,0 +1,360 @@
+//! Agent configuration: a TOML file, then environment variables
+//! `KIOSK_AGENT__<SECTION>__<KEY>` (e.g. `KIOSK_AGENT__BROKER__URL`,
+//! `KIOSK_AGENT__PRINTERS__RECEIPT__ADDRESS`), then validation into
+//! [`AgentConfig`] with errors that name the bad key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kiosk_schemas::print::validate_printer_name;
+use kiosk_schemas::{Currency, KioskId, MqttUrl, Secret};
+use serde::Deserialize;
+
+/// Prefix of environment overrides; `__` separates levels.
+pub const ENV_PREFIX: &str = "KIOSK_AGENT";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// File unreadable, TOML malformed, or a value of the wrong type.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable; names the key.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `printers.receipt.width`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentConfig {
+    /// This kiosk's id: MQTT client id, default username, `<id>` in topics.
+    pub kiosk_id: KioskId,
+    /// MQTT connection.
+    pub broker: BrokerConfig,
+    /// Durable inbox/outbox.
+    pub store: StoreConfig,
+    /// Job handling.
+    #[serde(default)]
+    pub print: PrintConfig,
+    /// Logical printers by name (`receipt`, `kitchen`, ...).
+    #[serde(default)]
+    pub printers: BTreeMap<String, PrinterConfig>,
+    /// The cash acceptor, if the kiosk has one.
+    #[serde(default)]
+    pub cash: Option<CashConfig>,
+}
+
+/// `[broker]`: how the agent reaches the MQTT broker.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerConfig {
+    /// `mqtt://host:port` (plain TCP, default port 1883).
+    pub url: String,
+    /// MQTT username; defaults to `kiosk_id`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// MQTT password (the kiosk's generated secret).
+    pub password: Secret,
+    /// MQTT keep alive; the broker declares the kiosk offline (last will)
+    /// about 1.5 times this after the link dies. Default 30 s.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// First reconnect delay; doubles up to `reconnect_max`, with jitter.
+    /// Default 500 ms.
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 30 s.
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+/// `[store]`: the sled directory holding the inbox and outbox.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreConfig {
+    /// Directory of the sled database; created if missing.
+    pub path: PathBuf,
+    /// How long finished jobs are remembered for deduplication. Must exceed
+    /// the longest job lifetime (gateway `delivery.default_expires_in`).
+    /// Default 7 days.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+/// `[print]`: job handling.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PrintConfig {
+    /// Largest accepted print job payload, in bytes; larger ones are
+    /// answered `failed`. Default 512 KiB.
+    #[serde(default = "default_max_job_bytes")]
+    pub max_job_bytes: usize,
+    /// How often a waiting job re-checks a not-ready printer, and how often
+    /// printer status is polled for the kiosk status. Default 5 s.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub status_interval: Duration,
+}
+
+impl Default for PrintConfig {
+    fn default() -> Self {
+        PrintConfig {
+            max_job_bytes: default_max_job_bytes(),
+            status_interval: default_status_interval(),
+        }
+    }
+}
+
+/// Which driver talks to a printer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    /// A character device or file (`/dev/usb/lp0`); one-way, status unknown.
+    Device,
+    /// Raw TCP, port 9100 by default; two-way, status read with `DLE EOT`.
+    Tcp,
+}
+
+/// `[printers.<name>]`: one logical printer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PrinterConfig {
+    /// `device` or `tcp`.
+    pub driver: DriverKind,
+    /// Device path for `device`; `host:port` (port defaults to 9100) for `tcp`.
+    pub address: String,
+    /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm). Default 48.
+    #[serde(default = "default_width")]
+    pub width: u8,
+    /// Character code table, one of the `escpos` crate's page codes
+    /// (`PC437`, `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, ...).
+    /// Default `PC437`.
+    #[serde(default = "default_code_page")]
+    pub code_page: String,
+    /// Connect/read/write timeout for `tcp`. Default 5 s.
+    #[serde(default = "default_printer_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// `[cash]`: the serial cash acceptor.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CashConfig {
+    /// Serial port, e.g. `/dev/ttyUSB0` or `/dev/kiosk-cash`.
+    pub port: String,
+    /// Baud rate. Default 9600.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Currency of the acceptor's amounts.
+    pub currency: Currency,
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_max_job_bytes() -> usize {
+    512 * 1024
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_width() -> u8 {
+    48
+}
+fn default_code_page() -> String {
+    "PC437".to_owned()
+}
+fn default_printer_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_baud() -> u32 {
+    9600
+}
+
+impl AgentConfig {
+    /// Loads `file` (TOML), applies `KIOSK_AGENT__*` variables from the
+    /// process environment, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// Like [`AgentConfig::load`], with the environment given explicitly
+    /// (`None`: the process environment). Used by tests.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn load_with_env(
+        file: &Path,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(file).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(env),
+            )
+            .build()?;
+        let parsed: AgentConfig = cfg.try_deserialize()?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// Parses a TOML string without environment overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        let parsed: AgentConfig = cfg.try_deserialize()?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// The parsed `broker.url`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for `broker.url`.
+    pub fn broker_url(&self) -> Result<MqttUrl, ConfigError> {
+        self.broker
+            .url
+            .parse::<MqttUrl>()
+            .map_err(|e| invalid("broker.url", e.to_string()))
+    }
+
+    /// The MQTT username: `broker.username`, or the kiosk id.
+    pub fn username(&self) -> &str {
+        self.broker
+            .username
+            .as_deref()
+            .unwrap_or(self.kiosk_id.as_str())
+    }
+
+    /// Checks values the types accept but the agent cannot use.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker_url()?;
+        if self.broker.password.is_empty() {
+            return Err(invalid("broker.password", "must not be empty"));
+        }
+        if self.broker.keep_alive < Duration::from_secs(1) {
+            return Err(invalid("broker.keep_alive", "must be at least 1s"));
+        }
+        if self.broker.reconnect_min.is_zero() || self.broker.reconnect_max < self.broker.reconnect_min
+        {
+            return Err(invalid(
+                "broker.reconnect_max",
+                "reconnect_min must be > 0 and reconnect_max >= reconnect_min",
+            ));
+        }
+        if self.print.max_job_bytes == 0 {
+            return Err(invalid("print.max_job_bytes", "must be > 0"));
+        }
+        for (name, p) in &self.printers {
+            let key = |k: &str| format!("printers.{name}.{k}");
+            validate_printer_name(name).map_err(|m| invalid(format!("printers.{name}"), m))?;
+            if p.width != 32 && p.width != 48 {
+                return Err(invalid(key("width"), format!("must be 32 or 48, got {}", p.width)));
+            }
+            if p.address.trim().is_empty() {
+                return Err(invalid(key("address"), "must not be empty"));
+            }
+            if crate::render::page_code(&p.code_page).is_none() {
+                return Err(invalid(
+                    key("code_page"),
+                    format!("unknown code page {:?}", p.code_page),
+                ));
+            }
+        }
+        if let Some(cash) = &self.cash {
+            if cash.port.trim().is_empty() {
+                return Err(invalid("cash.port", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        kiosk_id = "demo-1"
+        [broker]
+        url = "mqtt://127.0.0.1:1883"
+        password = "s3cret"
+        [store]
+        path = "/tmp/x"
+        [printers.receipt]
+        driver = "tcp"
+        address = "127.0.0.1:9100"
+    "#;
+
+    #[test]
+    fn defaults() {
+        let c = AgentConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.username(), "demo-1");
+        assert_eq!(c.broker.keep_alive, Duration::from_secs(30));
+        let p = &c.printers["receipt"];
+        assert_eq!((p.driver, p.width, p.code_page.as_str()), (DriverKind::Tcp, 48, "PC437"));
+        assert!(format!("{c:?}").contains("[redacted]"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn env_overrides_named_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, MINIMAL).unwrap();
+        let env = [
+            ("KIOSK_AGENT__BROKER__URL", "mqtt://10.0.0.1:1884"),
+            ("KIOSK_AGENT__PRINTERS__RECEIPT__ADDRESS", "printer.local:9100"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = AgentConfig::load_with_env(&file, Some(env)).unwrap();
+        assert_eq!(c.broker.url, "mqtt://10.0.0.1:1884");
+        assert_eq!(c.printers["receipt"].address, "printer.local:9100");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = MINIMAL.replace("address = \"127.0.0.1:9100\"", "address = \"x\"\nwidth = 40");
+        let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("printers.receipt.width"), "{err}");
+
+        let bad = MINIMAL.replace("mqtt://127.0.0.1:1883", "http://x");
+        let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("broker.url"), "{err}");
+
+        let bad = MINIMAL.replace("kiosk_id = \"demo-1\"", "kiosk_id = \"Demo 1\"");
+        let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("kiosk id"), "{err}");
+    }
+}
