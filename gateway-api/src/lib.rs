@@ -1,1 +1,253 @@
-//! placeholder
+//! kiosk-gateway: the cloud side of kiosk-fleet.
+//!
+//! An HTTP API (axum) that turns print jobs into MQTT publishes and tracks
+//! every job durably in sled, an MQTT client session (rumqttc) that records
+//! results and kiosk statuses, and, by default, the broker itself (rumqttd,
+//! via `kiosk-broker`) in the same process.
+//!
+//! [`Gateway::start`] brings everything up on the configured addresses
+//! (port 0 picks free ports, which tests use) and [`Gateway::shutdown`]
+//! stops it cleanly; [`run`] does both around a cancellation token, for
+//! `main`.
+
+pub mod api_keys;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod fleet;
+pub mod ingest;
+pub mod metrics;
+pub mod mqtt;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use kiosk_broker::{BrokerConfig, BrokerHandle, CredentialStore, EmbeddedBroker};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::GatewayConfig;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The store could not be opened.
+    #[error("opening store: {0}")]
+    Store(#[from] store::StoreError),
+    /// The API key file could not be read.
+    #[error(transparent)]
+    ApiKeys(#[from] api_keys::ApiKeyError),
+    /// The embedded broker could not start.
+    #[error("embedded broker: {0}")]
+    Broker(#[from] kiosk_broker::BrokerError),
+    /// The credentials file (external broker mode) could not be read.
+    #[error("credentials: {0}")]
+    Credentials(#[from] kiosk_broker::CredentialsError),
+    /// The HTTP listener could not be bound.
+    #[error("binding HTTP listener {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    http_addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    broker: Option<BrokerHandle>,
+    store: store::Store,
+}
+
+/// Where a client on this host reaches a listener bound to `addr`.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+impl Gateway {
+    /// Opens the store, starts the embedded broker (unless
+    /// `broker.embedded = false`), connects the MQTT session, and serves
+    /// HTTP. Returns once the listeners are bound; the MQTT session connects
+    /// in the background (see `GET /healthz`).
+    ///
+    /// # Errors
+    /// [`GatewayError`] naming what could not be opened or bound.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let store = store::Store::open(&config.store.path)?;
+        let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
+
+        let (broker, credentials, mqtt_host, mqtt_port) = match config.external_broker()? {
+            None => {
+                let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
+                    config::ConfigError::Invalid {
+                        key: "broker.credentials",
+                        message: "required when broker.embedded = true".to_owned(),
+                    }
+                })?;
+                let broker_config = BrokerConfig {
+                    listen: config.broker.listen,
+                    max_payload_bytes: config.broker.max_payload_bytes,
+                    max_connections: config.broker.max_connections,
+                    ..BrokerConfig::new(credentials_path)
+                };
+                let handle = EmbeddedBroker::start(broker_config).await?;
+                let addr = connectable(handle.local_addr());
+                let creds = handle.credentials();
+                (
+                    Some(handle),
+                    Some(creds),
+                    addr.ip().to_string(),
+                    addr.port(),
+                )
+            }
+            Some(url) => {
+                let creds = match &config.broker.credentials {
+                    Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
+                    None => None,
+                };
+                (None, creds, url.host, url.port)
+            }
+        };
+        let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
+
+        let settings = mqtt::MqttSettings {
+            host: mqtt_host,
+            port: mqtt_port,
+            client_id: config.broker.client_id.clone(),
+            username: config.broker.username.clone(),
+            password: config.broker.password.clone(),
+            keep_alive: config.broker.keep_alive,
+            // Room for the largest job plus MQTT framing.
+            max_packet_bytes: config
+                .broker
+                .max_payload_bytes
+                .max(config.delivery.max_job_bytes)
+                + 4096,
+        };
+        let (link, session) = mqtt::connect(&settings);
+        let fleet = Arc::new(fleet::Fleet::new(
+            store.clone(),
+            credentials,
+            config.kiosks.iter().cloned(),
+        ));
+        let metrics = Arc::new(metrics::Metrics::new());
+        let delivery = Arc::new(delivery::Delivery::new(
+            store.clone(),
+            fleet.clone(),
+            link.clone(),
+            config.delivery.clone(),
+            config.store.retention,
+        ));
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let (online_tx, online_rx) = mpsc::channel(1024);
+        tasks.spawn(session.run(inbound_tx, shutdown.clone()));
+        let ingest = ingest::Ingest {
+            store: store.clone(),
+            fleet: fleet.clone(),
+            metrics: metrics.clone(),
+            link: link.clone(),
+            online: online_tx,
+            max_job_bytes: config.delivery.max_job_bytes,
+        };
+        tasks.spawn(ingest.run(inbound_rx, shutdown.clone()));
+        tasks.spawn(delivery.clone().run(online_rx, shutdown.clone()));
+
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+        let app = routes::router(routes::AppState::new(routes::AppInner {
+            store: store.clone(),
+            fleet,
+            delivery,
+            api_keys,
+            metrics,
+            link,
+            config: config.clone(),
+        }));
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tasks.close();
+        tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, embedded = broker.is_some(), "gateway started");
+        Ok(Gateway {
+            http_addr,
+            mqtt_addr,
+            shutdown,
+            tasks,
+            broker,
+            store,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The embedded broker's MQTT address (`None` with an external broker).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// Stops HTTP, the MQTT session and the embedded broker, flushes and
+    /// closes the store. Returns when the store directory can be reopened.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+        if let Some(broker) = self.broker {
+            broker.shutdown().await;
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// Runs the gateway until `shutdown` is cancelled (SIGTERM, ctrl-c).
+///
+/// # Errors
+/// [`GatewayError`] when it cannot start.
+pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let gateway = Gateway::start(config).await?;
+    shutdown.cancelled().await;
+    gateway.shutdown().await;
+    Ok(())
+}

@@ -18,7 +18,9 @@ pub enum IdError {
     #[error("invalid kiosk id {0:?}: expected 1 to 64 characters of a-z, 0-9 and '-'")]
     Kiosk(String),
     /// A job id must match `[A-Za-z0-9._:~-]{1,128}`.
-    #[error("invalid job id {0:?}: expected 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':', '~' and '-'")]
+    #[error(
+        "invalid job id {0:?}: expected 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':', '~' and '-'"
+    )]
     Job(String),
     /// A currency must be an ISO 4217 alphabetic code.
     #[error("invalid currency {0:?}: expected an ISO 4217 code such as \"EUR\"")]
@@ -46,7 +48,11 @@ impl KioskId {
             && s.len() <= Self::MAX_LEN
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok { Ok(Self(s)) } else { Err(IdError::Kiosk(s)) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(IdError::Kiosk(s))
+        }
     }
 
     /// The id as a string slice.
@@ -75,9 +81,14 @@ impl JobId {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'~' | b'-'));
-        if ok { Ok(Self(s)) } else { Err(IdError::Job(s)) }
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'~' | b'-')
+            });
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(IdError::Job(s))
+        }
     }
 
     /// The id as a string slice.

@@ -10,6 +10,7 @@
 //! money is an integer count of minor units plus an ISO 4217 code, and times
 //! are RFC 3339 UTC. This crate has no async runtime and no I/O.
 
+pub mod backoff;
 pub mod cash;
 pub mod command;
 pub mod id;
@@ -27,11 +28,11 @@ pub use cash::{CashAck, CashAction, CashControl, CashEvent, CreditKind};
 pub use command::{Command, CommandKind};
 pub use id::{Currency, IdError, JobId, KioskId};
 pub use mqtt_url::MqttUrl;
-pub use secret::Secret;
 pub use print::{
     Barcode, BarcodeFormat, Document, JobResult, JobState, PrintJob, RawDocument, Receipt,
     ReceiptItem, ResultState, TextDocument,
 };
+pub use secret::Secret;
 pub use status::{CashDeviceStatus, KioskStatus, PaperStatus, Presence, PrinterStatus};
 pub use topic::{Topic, TopicKind};
 pub use version::V1;

@@ -47,7 +47,13 @@ impl FromStr for MqttUrl {
             let (host, after) = r.split_once(']').ok_or_else(|| err("unclosed '['"))?;
             match after {
                 "" => (host, None),
-                a => (host, Some(a.strip_prefix(':').ok_or_else(|| err("expected ':' after ']'"))?)),
+                a => (
+                    host,
+                    Some(
+                        a.strip_prefix(':')
+                            .ok_or_else(|| err("expected ':' after ']'"))?,
+                    ),
+                ),
             }
         } else {
             match rest.split_once(':') {
@@ -108,7 +114,15 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["h:1", "http://h", "mqtt://", "mqtt://h:x", "mqtt://h:1/x", "mqtt://u@h", "mqtt://[::1"] {
+        for bad in [
+            "h:1",
+            "http://h",
+            "mqtt://",
+            "mqtt://h:x",
+            "mqtt://h:1/x",
+            "mqtt://u@h",
+            "mqtt://[::1",
+        ] {
             assert!(p(bad).is_err(), "{bad}");
         }
     }

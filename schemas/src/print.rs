@@ -245,7 +245,9 @@ impl Barcode {
             BarcodeFormat::Ean13 => digits && (12..=13).contains(&self.data.len()),
             BarcodeFormat::Ean8 => digits && (7..=8).contains(&self.data.len()),
             BarcodeFormat::Upca => digits && (11..=12).contains(&self.data.len()),
-            BarcodeFormat::Itf => digits && !self.data.is_empty() && self.data.len() % 2 == 0,
+            BarcodeFormat::Itf => {
+                digits && !self.data.is_empty() && self.data.len().is_multiple_of(2)
+            }
             BarcodeFormat::Code39 | BarcodeFormat::Codabar => {
                 !self.data.is_empty() && self.data.is_ascii()
             }
@@ -310,7 +312,10 @@ impl JobState {
 
     /// True for `printed`, `failed` and `expired`: nothing changes after.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Printed | JobState::Failed | JobState::Expired)
+        matches!(
+            self,
+            JobState::Printed | JobState::Failed | JobState::Expired
+        )
     }
 
     /// The name used on the wire and in metrics labels.
@@ -398,7 +403,10 @@ mod tests {
             serde_json::from_value(job(serde_json::json!({"kind":"text","text":"hi"}))).unwrap();
         assert_eq!(j.copies, 1);
         assert!(j.expires_at.is_none());
-        assert!(matches!(j.document, Document::Text(TextDocument { cut: true, .. })));
+        assert!(matches!(
+            j.document,
+            Document::Text(TextDocument { cut: true, .. })
+        ));
         j.validate().unwrap();
     }
 

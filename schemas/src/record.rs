@@ -78,9 +78,15 @@ mod tests {
         assert_eq!(decode::<R>(1, &bytes).unwrap(), r);
         assert!(matches!(
             decode::<R>(2, &bytes),
-            Err(RecordError::Version { found: 1, expected: 2 })
+            Err(RecordError::Version {
+                found: 1,
+                expected: 2
+            })
         ));
         assert!(matches!(decode::<R>(1, &[]), Err(RecordError::Empty)));
-        assert!(matches!(decode::<R>(1, &[1, 0xff]), Err(RecordError::Postcard(_))));
+        assert!(matches!(
+            decode::<R>(1, &[1, 0xff]),
+            Err(RecordError::Postcard(_))
+        ));
     }
 }

@@ -14,8 +14,14 @@ pub fn wire_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("job-result.schema.json", schema_for!(JobResult).to_value()),
         ("cash-event.schema.json", schema_for!(CashEvent).to_value()),
         ("cash-ack.schema.json", schema_for!(CashAck).to_value()),
-        ("cash-control.schema.json", schema_for!(CashControl).to_value()),
-        ("kiosk-status.schema.json", schema_for!(KioskStatus).to_value()),
+        (
+            "cash-control.schema.json",
+            schema_for!(CashControl).to_value(),
+        ),
+        (
+            "kiosk-status.schema.json",
+            schema_for!(KioskStatus).to_value(),
+        ),
         ("command.schema.json", schema_for!(Command).to_value()),
     ]
 }

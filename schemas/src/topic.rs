@@ -193,13 +193,22 @@ mod tests {
     fn constructors_match_design() {
         let id = k("demo-1");
         assert_eq!(Topic::print(&id).as_str(), "kiosk/demo-1/print");
-        assert_eq!(Topic::print_result(&id).as_str(), "kiosk/demo-1/print/result");
+        assert_eq!(
+            Topic::print_result(&id).as_str(),
+            "kiosk/demo-1/print/result"
+        );
         assert_eq!(Topic::cash(&id).as_str(), "kiosk/demo-1/cash");
         assert_eq!(Topic::cash_ack(&id).as_str(), "kiosk/demo-1/cash/ack");
-        assert_eq!(Topic::cash_control(&id).as_str(), "kiosk/demo-1/cash/control");
+        assert_eq!(
+            Topic::cash_control(&id).as_str(),
+            "kiosk/demo-1/cash/control"
+        );
         assert_eq!(Topic::status(&id).as_str(), "kiosk/demo-1/status");
         assert_eq!(Topic::cmd(&id).as_str(), "kiosk/demo-1/cmd");
-        assert_eq!(TopicKind::PrintResult.all_kiosks_filter(), "kiosk/+/print/result");
+        assert_eq!(
+            TopicKind::PrintResult.all_kiosks_filter(),
+            "kiosk/+/print/result"
+        );
     }
 
     #[test]

@@ -83,9 +83,13 @@ mod tests {
         let err = decode::<PrintJob>(p, 1024).unwrap_err().to_string();
         assert!(err.contains("document") && err.contains("pdf"), "{err}");
 
-        let p = br#"{"v":1,"job_id":"a b","printer":"receipt","document":{"kind":"text","text":""}}"#;
+        let p =
+            br#"{"v":1,"job_id":"a b","printer":"receipt","document":{"kind":"text","text":""}}"#;
         let err = decode::<PrintJob>(p, 1024).unwrap_err().to_string();
-        assert!(err.contains("job_id") && err.contains("invalid job id"), "{err}");
+        assert!(
+            err.contains("job_id") && err.contains("invalid job id"),
+            "{err}"
+        );
 
         let err = decode::<PrintJob>(b"not json", 1024).unwrap_err();
         assert!(matches!(err, WireError::Invalid(_)));
@@ -94,7 +98,13 @@ mod tests {
     #[test]
     fn size_is_checked_first() {
         let err = decode::<PrintJob>(&[b' '; 20], 10).unwrap_err();
-        assert_eq!(err, WireError::TooLarge { size: 20, limit: 10 });
+        assert_eq!(
+            err,
+            WireError::TooLarge {
+                size: 20,
+                limit: 10
+            }
+        );
     }
 
     #[test]

@@ -25,10 +25,9 @@ fn json_schema_files_are_current() {
 #[test]
 fn examples_validate_against_their_own_shape() {
     // Every example in README and examples/ must decode with the real types.
-    let receipt = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/receipt.json"),
-    )
-    .unwrap();
+    let receipt =
+        std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/receipt.json"))
+            .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&receipt).unwrap();
     let doc: kiosk_schemas::Document = serde_json::from_value(body["document"].clone()).unwrap();
     doc.validate().unwrap();

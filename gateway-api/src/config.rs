@@ -1,0 +1,382 @@
+//! Gateway configuration: a TOML file, then environment variables
+//! `KIOSK_GATEWAY__<SECTION>__<KEY>` (e.g. `KIOSK_GATEWAY__HTTP__LISTEN`,
+//! `KIOSK_GATEWAY__BROKER__LISTEN`), then validation with errors that name
+//! the bad key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kiosk_schemas::{KioskId, MqttUrl, Secret};
+use serde::Deserialize;
+
+/// Prefix of environment overrides; `__` separates levels.
+pub const ENV_PREFIX: &str = "KIOSK_GATEWAY";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// File unreadable, TOML malformed, or a value of the wrong type.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable; names the key.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `http.listen`.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayConfig {
+    /// `[http]`: the HTTP API.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[broker]`: the embedded broker, or the external one.
+    pub broker: BrokerSection,
+    /// `[store]`: the sled directory.
+    pub store: StoreConfig,
+    /// `[delivery]`: republish and expiry policy.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Kiosks known in addition to the `kiosk` entries of the broker's
+    /// credentials file (useful with an external broker). A kiosk that
+    /// publishes its status is known from then on as well.
+    #[serde(default)]
+    pub kiosks: Vec<KioskId>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    /// Listen address. Default `127.0.0.1:8080`; port 0 picks a free port.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes. Default 1 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// File of API keys, one `name:sha256-hex-of-key` per line (see
+    /// `kiosk-gateway apikey add`). Every `/v1` route needs
+    /// `Authorization: Bearer <key>`.
+    pub api_keys: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            api_keys: None,
+        }
+    }
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSection {
+    /// Run rumqttd in-process (default true). When false, connect to `url`.
+    #[serde(default = "yes")]
+    pub embedded: bool,
+    /// Embedded broker's MQTT listener. Default `127.0.0.1:1883`; use
+    /// `0.0.0.0:1883` to accept kiosks from the internet. Port 0 picks a
+    /// free port.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: SocketAddr,
+    /// Credentials file of the embedded broker (`user:role:hash` lines, see
+    /// `kiosk-broker passwd`). Its `kiosk` entries are the known kiosks.
+    pub credentials: Option<PathBuf>,
+    /// Largest MQTT payload the embedded broker accepts, in bytes. Default 1 MiB.
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Most concurrent MQTT connections of the embedded broker. Default 20000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// External broker, `mqtt://host[:port]`; ignored when `embedded`.
+    pub url: Option<String>,
+    /// The gateway's MQTT username. Default `gateway`.
+    #[serde(default = "default_username")]
+    pub username: String,
+    /// The gateway's MQTT password.
+    pub password: Secret,
+    /// The gateway's MQTT client id. Default `kiosk-gateway`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// MQTT keep alive. Default 30 s.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreConfig {
+    /// Directory of the sled database; created if missing.
+    pub path: PathBuf,
+    /// Finished jobs older than this are deleted. Default 30 days.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliveryConfig {
+    /// How often unfinished jobs are re-sent to online kiosks. Default 30 s.
+    #[serde(default = "default_republish_interval", with = "humantime_serde")]
+    pub republish_interval: Duration,
+    /// Lifetime of a job when the request gives no `expires_in_s`, and of a
+    /// job published over MQTT without `expires_at`. Default 24 h.
+    #[serde(default = "default_expires_in", with = "humantime_serde")]
+    pub default_expires_in: Duration,
+    /// Longest `expires_in_s` accepted. Default 7 days.
+    #[serde(default = "default_max_expires_in", with = "humantime_serde")]
+    pub max_expires_in: Duration,
+    /// How long after a received job's expiry the gateway keeps asking the
+    /// kiosk for its outcome. Default 24 h.
+    #[serde(default = "default_result_grace", with = "humantime_serde")]
+    pub result_grace: Duration,
+    /// Largest print job, as encoded JSON, in bytes; larger requests get
+    /// 413. Keep it at or below the agents' `print.max_job_bytes`. Default
+    /// 512 KiB.
+    #[serde(default = "default_max_job_bytes")]
+    pub max_job_bytes: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            republish_interval: default_republish_interval(),
+            default_expires_in: default_expires_in(),
+            max_expires_in: default_max_expires_in(),
+            result_grace: default_result_grace(),
+            max_job_bytes: default_max_job_bytes(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_mqtt_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_payload_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_username() -> String {
+    "gateway".to_owned()
+}
+fn default_client_id() -> String {
+    "kiosk-gateway".to_owned()
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_republish_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_expires_in() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_expires_in() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_result_grace() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_job_bytes() -> usize {
+    512 * 1024
+}
+
+impl GatewayConfig {
+    /// Loads `file` (TOML), applies `KIOSK_GATEWAY__*` variables from the
+    /// process environment, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// Like [`GatewayConfig::load`] with the environment given explicitly
+    /// (`None`: the process environment).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn load_with_env(
+        file: &Path,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(file).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(env),
+            )
+            .build()?;
+        let parsed: GatewayConfig = cfg.try_deserialize()?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// Parses a TOML string without environment overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        let parsed: GatewayConfig = cfg.try_deserialize()?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// The external broker URL, parsed; `None` when embedded.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for `broker.url`.
+    pub fn external_broker(&self) -> Result<Option<MqttUrl>, ConfigError> {
+        if self.broker.embedded {
+            return Ok(None);
+        }
+        let url = self
+            .broker
+            .url
+            .as_deref()
+            .ok_or_else(|| invalid("broker.url", "required when broker.embedded = false"))?;
+        let url = url
+            .parse::<MqttUrl>()
+            .map_err(|e| invalid("broker.url", e.to_string()))?;
+        if url.tls {
+            return Err(invalid(
+                "broker.url",
+                "mqtts:// is not supported by this build yet; use mqtt://",
+            ));
+        }
+        Ok(Some(url))
+    }
+
+    /// Checks values the types accept but the gateway cannot use.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.external_broker()?;
+        if self.broker.embedded && self.broker.credentials.is_none() {
+            return Err(invalid(
+                "broker.credentials",
+                "required when broker.embedded = true (the embedded broker refuses anonymous clients)",
+            ));
+        }
+        if self.broker.password.is_empty() {
+            return Err(invalid("broker.password", "must not be empty"));
+        }
+        if self.broker.client_id.is_empty() {
+            return Err(invalid("broker.client_id", "must not be empty"));
+        }
+        if self.broker.keep_alive < Duration::from_secs(1) {
+            return Err(invalid("broker.keep_alive", "must be at least 1s"));
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes", "must be > 0"));
+        }
+        if self.delivery.republish_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "delivery.republish_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if self.delivery.default_expires_in.is_zero() {
+            return Err(invalid("delivery.default_expires_in", "must be > 0"));
+        }
+        if self.delivery.max_expires_in < self.delivery.default_expires_in {
+            return Err(invalid(
+                "delivery.max_expires_in",
+                "must be >= delivery.default_expires_in",
+            ));
+        }
+        if self.delivery.max_job_bytes == 0 {
+            return Err(invalid("delivery.max_job_bytes", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [broker]
+        credentials = "credentials"
+        password = "pw"
+        [store]
+        path = "/tmp/store"
+    "#;
+
+    #[test]
+    fn defaults() {
+        let c = GatewayConfig::from_toml(MINIMAL).unwrap();
+        assert!(c.broker.embedded);
+        assert_eq!(c.http.listen, default_http_listen());
+        assert_eq!(c.broker.listen, default_mqtt_listen());
+        assert_eq!(c.broker.username, "gateway");
+        assert!(!format!("{c:?}").contains("pw\""));
+    }
+
+    #[test]
+    fn env_overrides_named_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, MINIMAL).unwrap();
+        let env = [
+            ("KIOSK_GATEWAY__HTTP__LISTEN", "0.0.0.0:9000"),
+            ("KIOSK_GATEWAY__BROKER__LISTEN", "0.0.0.0:1884"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = GatewayConfig::load_with_env(&file, Some(env)).unwrap();
+        assert_eq!(c.http.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.broker.listen, "0.0.0.0:1884".parse().unwrap());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let ext = MINIMAL.replace("[broker]", "[broker]\nembedded = false");
+        let err = GatewayConfig::from_toml(&ext).unwrap_err().to_string();
+        assert!(err.contains("broker.url"), "{err}");
+
+        let bad = ext.replace("embedded = false", "embedded = false\nurl = \"http://x\"");
+        let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("broker.url"), "{err}");
+
+        let bad = MINIMAL.replace("credentials = \"credentials\"", "");
+        let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("broker.credentials"), "{err}");
+    }
+}

@@ -1,0 +1,92 @@
+//! HTTP errors: a stable JSON body, never internals.
+//!
+//! Every error answers `{"error": {"code": "...", "message": "..."}}` with
+//! the status below; `code` is stable and meant for programs, `message` for
+//! people. Internal failures are logged with their cause and answered with
+//! a generic message.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401 `unauthorized`: missing or unknown API key.
+    #[error("missing or invalid API key; send `Authorization: Bearer <key>`")]
+    Unauthorized,
+    /// 404 `kiosk_not_found`.
+    #[error("unknown kiosk {0:?}")]
+    KioskNotFound(String),
+    /// 404 `job_not_found`.
+    #[error("unknown print job {0:?}")]
+    JobNotFound(String),
+    /// 400 `invalid_request`: the body or a header is not acceptable.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 413 `payload_too_large`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 409 `conflict`: e.g. the job id is taken, or a reprint of a job whose
+    /// content the gateway never saw.
+    #[error("{0}")]
+    Conflict(String),
+    /// 422 `idempotency_key_reused`: same key, different request.
+    #[error("Idempotency-Key {0:?} was already used with a different request")]
+    IdempotencyKeyReused(String),
+    /// 503 `unavailable`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 `internal`: logged, answered without details.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// HTTP status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::KioskNotFound(_) => (StatusCode::NOT_FOUND, "kiosk_not_found"),
+            ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::IdempotencyKeyReused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(
+                error = format!("{cause:#}"),
+                "internal error answering request"
+            );
+        } else {
+            tracing::debug!(status = status.as_u16(), code, message = %self, "request refused");
+        }
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut resp = (status, body).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,191 @@
+//! Handling what kiosks and backends publish: statuses, job results, and
+//! jobs published straight to `kiosk/<id>/print`.
+//!
+//! Messages are handled in batches: apply each to the store, flush once,
+//! then acknowledge them all (group commit). A message is acknowledged only
+//! after its effect is durable; one whose handling failed is not
+//! acknowledged, so the broker delivers it again. Malformed messages are
+//! logged, counted and acknowledged (redelivering them cannot help).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use kiosk_schemas::wire::{self, WireError};
+use kiosk_schemas::{JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind};
+use rumqttc::Publish;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::mqtt::{Inbound, MqttLink};
+use crate::store::{MqttJobOutcome, ReportOutcome, Source, Store, StoreError};
+
+/// Most messages applied before one flush.
+const BATCH: usize = 256;
+/// Largest status or result payload accepted, in bytes.
+const SMALL_MESSAGE_LIMIT: usize = 64 * 1024;
+
+/// The ingest task's state.
+pub struct Ingest {
+    /// Durable store.
+    pub store: Store,
+    /// Kiosk registry.
+    pub fleet: Arc<Fleet>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// For acknowledgements.
+    pub link: MqttLink,
+    /// Kiosks that reported `online`, for the delivery task.
+    pub online: mpsc::Sender<KioskId>,
+    /// Largest print job payload accepted, in bytes.
+    pub max_job_bytes: usize,
+}
+
+impl Ingest {
+    /// Runs until `shutdown` or until the MQTT session ends.
+    pub async fn run(self, mut rx: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            self.handle_batch(&mut batch).await;
+        }
+    }
+
+    async fn handle_batch(&self, batch: &mut Vec<Inbound>) {
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut online = Vec::new();
+        for msg in batch.drain(..) {
+            match msg {
+                Inbound::Connected { .. } => {}
+                Inbound::Publish(p) => match self.handle(&p, &mut online) {
+                    Ok(()) => acks.push(p),
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, error = %e, "not acknowledged; broker will redeliver");
+                    }
+                },
+            }
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "store flush failed; nothing acknowledged");
+            return;
+        }
+        for p in &acks {
+            self.link.ack(p);
+        }
+        for kiosk in online {
+            if self.online.try_send(kiosk).is_err() {
+                tracing::debug!("delivery busy; the timer will resend");
+            }
+        }
+    }
+
+    fn reject(&self, topic: &str, reason: &'static str, err: &WireError) {
+        self.metrics.rejected(reason);
+        tracing::warn!(topic, error = %err, "ignoring unusable MQTT message");
+    }
+
+    fn handle(&self, p: &Publish, online: &mut Vec<KioskId>) -> Result<(), StoreError> {
+        let Some(topic) = Topic::parse(&p.topic) else {
+            self.metrics.rejected("unknown_topic");
+            tracing::debug!(topic = %p.topic, "ignoring message on a foreign topic");
+            return Ok(());
+        };
+        let kiosk = topic.kiosk();
+        match topic.kind() {
+            TopicKind::Status => {
+                if p.payload.is_empty() {
+                    // A cleared retained status: nothing to learn.
+                    return Ok(());
+                }
+                match wire::decode::<KioskStatus>(&p.payload, SMALL_MESSAGE_LIMIT) {
+                    Ok(status) => {
+                        if self.fleet.apply_status(kiosk, &status)? {
+                            online.push(kiosk.clone());
+                        }
+                        tracing::info!(kiosk = %kiosk, state = ?status.state, "kiosk status");
+                    }
+                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                }
+            }
+            TopicKind::PrintResult => {
+                self.fleet.seen(kiosk);
+                match wire::decode::<JobResult>(&p.payload, SMALL_MESSAGE_LIMIT) {
+                    Ok(result) => self.apply_result(kiosk, result)?,
+                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                }
+            }
+            TopicKind::Print => match wire::decode::<PrintJob>(&p.payload, self.max_job_bytes) {
+                Ok(job) => match self.store.record_mqtt_job(kiosk, &job)? {
+                    MqttJobOutcome::Recorded => {
+                        self.metrics.job_created("mqtt");
+                        tracing::info!(job_id = %job.job_id, kiosk = %kiosk, "recorded job published over MQTT");
+                    }
+                    MqttJobOutcome::WrongKiosk => {
+                        self.metrics.rejected("job_id_of_other_kiosk");
+                        tracing::warn!(job_id = %job.job_id, kiosk = %kiosk, "job id belongs to another kiosk; not recorded");
+                    }
+                    MqttJobOutcome::Completed | MqttJobOutcome::Known => {}
+                },
+                // The kiosk answers such a job with a `failed` result naming
+                // the reason; the gateway just counts it.
+                Err(e) => self.reject(&p.topic, reason(&e), &e),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_result(&self, kiosk: &KioskId, result: JobResult) -> Result<(), StoreError> {
+        let outcome = self.store.apply_report(
+            kiosk,
+            &result.job_id,
+            result.state.into(),
+            result.at,
+            result.reason.clone(),
+            Source::Kiosk,
+        )?;
+        match outcome {
+            ReportOutcome::Applied { from, record } => {
+                tracing::info!(job_id = %record.job_id, kiosk = %kiosk, from = ?from, to = record.state.as_str(),
+                    reason = record.reason.as_deref().unwrap_or(""), "job state");
+                if record.state == kiosk_schemas::JobState::Printed {
+                    let latency = Utc::now() - record.accepted_at;
+                    self.metrics.observe_latency(
+                        latency.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6,
+                    );
+                }
+            }
+            ReportOutcome::Duplicate => {}
+            ReportOutcome::Conflict(record) => {
+                tracing::warn!(job_id = %record.job_id, kiosk = %kiosk, recorded = record.state.as_str(),
+                    reported = ?result.state, "conflicting result ignored; first outcome stands");
+            }
+            ReportOutcome::WrongKiosk => {
+                self.metrics.rejected("job_id_of_other_kiosk");
+                tracing::warn!(job_id = %result.job_id, kiosk = %kiosk, "result for another kiosk's job ignored");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn reason(e: &WireError) -> &'static str {
+    match e {
+        WireError::TooLarge { .. } => "oversized",
+        WireError::Invalid(_) => "malformed",
+    }
+}

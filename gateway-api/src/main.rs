@@ -1,0 +1,122 @@
+//! `kiosk-gateway`: see `kiosk-gateway --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kiosk_gateway::{GatewayConfig, api_keys};
+use tokio_util::sync::CancellationToken;
+
+/// The kiosk-fleet gateway: HTTP API for print jobs, durable job store, and
+/// (by default) the MQTT broker the kiosks connect to.
+///
+/// Configuration comes from the TOML file given with --config, then from
+/// environment variables KIOSK_GATEWAY__<SECTION>__<KEY> (for example
+/// KIOSK_GATEWAY__HTTP__LISTEN=0.0.0.0:8080). Logs go to stderr; set
+/// RUST_LOG (e.g. RUST_LOG=kiosk_gateway=debug) for more.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML), e.g. examples/gateway.toml.
+    #[arg(long, short, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Check the configuration and exit: prints "ok" or the bad key.
+    CheckConfig,
+    /// Manage API keys of the HTTP API (file `http.api_keys`).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create a key named NAME, store its hash, print the key once.
+    Add {
+        /// Name shown in logs and job origins, e.g. `pos-backend`.
+        name: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<GatewayConfig> {
+    let path = config.context("--config FILE is required")?;
+    GatewayConfig::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let config = load(cli.config.as_ref())?;
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                signal.cancel();
+            });
+            kiosk_gateway::run(config, shutdown).await?;
+        }
+        Command::CheckConfig => {
+            load(cli.config.as_ref())?;
+            println!("ok");
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Add { name },
+        } => {
+            let config = load(cli.config.as_ref())?;
+            let file = config
+                .http
+                .api_keys
+                .context("http.api_keys is not set in the configuration")?;
+            let key = api_keys::add_key(&file, &name)?;
+            eprintln!(
+                "added API key {name:?} to {}; it is shown only now:",
+                file.display()
+            );
+            println!("{key}");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

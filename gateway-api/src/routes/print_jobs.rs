@@ -1,0 +1,382 @@
+//! Print jobs: create, read, reprint.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use kiosk_schemas::{Document, JobId, JobState, KioskId, PrintJob, Timestamp, V1, wire};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{AppState, Caller};
+use crate::error::ApiError;
+use crate::store::{CreateOutcome, JobRecord, Origin, Transition};
+
+/// Header carrying the caller's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Body of `POST /v1/kiosks/{kiosk_id}/print-jobs`.
+///
+/// ```json
+/// {"printer":"receipt","document":{"kind":"text","text":"Hello\n"},"copies":1,"expires_in_s":3600}
+/// ```
+#[derive(Debug, Deserialize)]
+pub struct CreatePrintJob {
+    /// Logical printer on the kiosk.
+    pub printer: String,
+    /// What to print (`text`, `raw` or `receipt`).
+    pub document: Document,
+    /// Copies, 1 to 10; default 1.
+    #[serde(default)]
+    pub copies: Option<u8>,
+    /// Seconds until the job expires unprinted; default
+    /// `delivery.default_expires_in`, at most `delivery.max_expires_in`.
+    #[serde(default)]
+    pub expires_in_s: Option<u64>,
+    /// Caller-chosen job id (`[A-Za-z0-9._:~-]{1,128}`); default a ULID.
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+}
+
+/// Optional body of `POST /v1/print-jobs/{job_id}/reprint`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Reprint {
+    /// Copies; default those of the original job.
+    #[serde(default)]
+    pub copies: Option<u8>,
+    /// Seconds until the new job expires; default `delivery.default_expires_in`.
+    #[serde(default)]
+    pub expires_in_s: Option<u64>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    /// Job id.
+    pub job_id: JobId,
+    /// Kiosk.
+    pub kiosk_id: KioskId,
+    /// Logical printer.
+    pub printer: String,
+    /// `queued`, `received`, `printed`, `failed` or `expired`.
+    pub state: JobState,
+    /// Why, for `failed` and `expired`.
+    pub reason: Option<String>,
+    /// Copies.
+    pub copies: u8,
+    /// Creation time (RFC 3339).
+    pub created_at: Timestamp,
+    /// Expiry (RFC 3339), if any.
+    pub expires_at: Option<Timestamp>,
+    /// `http` or `mqtt`.
+    pub origin: &'static str,
+    /// The job this one reprints.
+    pub reprint_of: Option<JobId>,
+    /// Every state with its time, oldest first.
+    pub history: Vec<HistoryView>,
+    /// The document, when known.
+    pub document: Option<serde_json::Value>,
+}
+
+/// One history entry.
+#[derive(Debug, Serialize)]
+pub struct HistoryView {
+    /// State entered.
+    pub state: JobState,
+    /// When (RFC 3339).
+    pub at: Timestamp,
+    /// Why, for `failed` and `expired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(r: JobRecord) -> Self {
+        JobView {
+            document: r
+                .document
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
+            job_id: r.job_id,
+            kiosk_id: r.kiosk_id,
+            printer: r.printer,
+            state: r.state,
+            reason: r.reason,
+            copies: r.copies,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            origin: match r.origin {
+                Origin::Http { .. } => "http",
+                Origin::Mqtt => "mqtt",
+            },
+            reprint_of: r.reprint_of,
+            history: r
+                .history
+                .into_iter()
+                .map(|t: Transition| HistoryView {
+                    state: t.state,
+                    at: t.at,
+                    reason: t.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("request body larger than {limit} bytes"))
+        } else {
+            ApiError::InvalidRequest(rej.body_text())
+        }
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::InvalidRequest(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::InvalidRequest(format!("invalid JSON body: {path}: {inner}"))
+        }
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".to_owned(),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn expiry(
+    app: &AppState,
+    expires_in_s: Option<u64>,
+    now: Timestamp,
+) -> Result<Timestamp, ApiError> {
+    let cfg = &app.config.delivery;
+    let lifetime = match expires_in_s {
+        None => cfg.default_expires_in,
+        Some(0) => {
+            return Err(ApiError::InvalidRequest(
+                "expires_in_s must be > 0".to_owned(),
+            ));
+        }
+        Some(s) if s > cfg.max_expires_in.as_secs() => {
+            return Err(ApiError::InvalidRequest(format!(
+                "expires_in_s must be at most {}",
+                cfg.max_expires_in.as_secs()
+            )));
+        }
+        Some(s) => std::time::Duration::from_secs(s),
+    };
+    let lifetime = chrono::Duration::from_std(lifetime)
+        .map_err(|_| ApiError::InvalidRequest("expires_in_s out of range".to_owned()))?;
+    Ok(now + lifetime)
+}
+
+fn known_kiosk(app: &AppState, raw: &str) -> Result<KioskId, ApiError> {
+    let id = KioskId::new(raw).map_err(|_| ApiError::KioskNotFound(raw.to_owned()))?;
+    if app.fleet.is_known(&id)? {
+        Ok(id)
+    } else {
+        Err(ApiError::KioskNotFound(raw.to_owned()))
+    }
+}
+
+/// Validates, stores (flushed) and publishes a new job.
+async fn submit(
+    app: &AppState,
+    record: JobRecord,
+    idempotency: Option<(&str, [u8; 32])>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let outcome = app.store.create_job(record, idempotency)?;
+    match outcome {
+        CreateOutcome::Created(rec) => {
+            // Durable before we say 202: a crash after this line loses nothing.
+            app.store.flush().await?;
+            app.metrics.job_created("http");
+            tracing::info!(job_id = %rec.job_id, kiosk = %rec.kiosk_id, printer = %rec.printer, "job accepted");
+            app.delivery.send(&rec);
+            Ok((StatusCode::ACCEPTED, Json(rec.into())))
+        }
+        CreateOutcome::Replayed(rec) => Ok((StatusCode::ACCEPTED, Json(rec.into()))),
+        CreateOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused(
+            idempotency.map(|(k, _)| k.to_owned()).unwrap_or_default(),
+        )),
+        CreateOutcome::JobIdTaken => Err(ApiError::Conflict("job_id already exists".to_owned())),
+    }
+}
+
+fn request_hash(kiosk: &KioskId, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(kiosk.as_str().as_bytes());
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// Builds the wire job for a record and checks it, so nothing is stored
+/// that a kiosk would refuse.
+fn check_job(app: &AppState, rec: &JobRecord, document: Document) -> Result<(), ApiError> {
+    let job = PrintJob {
+        v: V1,
+        job_id: rec.job_id.clone(),
+        printer: rec.printer.clone(),
+        document,
+        copies: rec.copies,
+        created_at: rec.created_at,
+        expires_at: rec.expires_at,
+    };
+    job.validate().map_err(ApiError::InvalidRequest)?;
+    let size = wire::encode(&job).len();
+    let limit = app.config.delivery.max_job_bytes;
+    if size > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "print job is {size} bytes as JSON, limit {limit} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/kiosks/{kiosk_id}/print-jobs`, body [`CreatePrintJob`],
+/// optional `Idempotency-Key` header → `202` [`JobView`] with state
+/// `queued`. The job is flushed to disk before the answer. Repeating a
+/// request with the same Idempotency-Key answers the job it created, and
+/// nothing is printed twice.
+///
+/// # Errors
+/// 401 without a valid key; 404 `kiosk_not_found`; 400 `invalid_request`
+/// for a malformed body (the message names the field); 413 for a body over
+/// `http.max_body_bytes` or a job over `delivery.max_job_bytes`; 409 when
+/// `job_id` is taken; 422 when the Idempotency-Key was used with another
+/// request.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(kiosk_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let kiosk = known_kiosk(&app, &kiosk_id)?;
+    let body = body_bytes(body, app.config.http.max_body_bytes)?;
+    let key = idempotency_key(&headers)?;
+    let req: CreatePrintJob = parse_json(&body)?;
+    let now = Utc::now();
+    let expires_at = expiry(&app, req.expires_in_s, now)?;
+    let record = JobRecord {
+        job_id: req.job_id.unwrap_or_else(|| {
+            JobId::new(ulid::Ulid::new().to_string()).unwrap_or_else(|e| unreachable!("{e}"))
+        }),
+        kiosk_id: kiosk.clone(),
+        printer: req.printer,
+        document: serde_json::to_string(&req.document).ok(),
+        copies: req.copies.unwrap_or(1),
+        created_at: now,
+        expires_at: Some(expires_at),
+        state: JobState::Queued,
+        reason: None,
+        history: vec![Transition {
+            state: JobState::Queued,
+            at: now,
+            reason: None,
+        }],
+        origin: Origin::Http { api_key: caller.0 },
+        reprint_of: None,
+        accepted_at: now,
+        gateway_expired: false,
+    };
+    check_job(&app, &record, req.document)?;
+    let hash = request_hash(&kiosk, &body);
+    submit(&app, record, key.as_deref().map(|k| (k, hash))).await
+}
+
+/// `GET /v1/print-jobs/{job_id}` → `200` [`JobView`] with the history of
+/// states.
+///
+/// # Errors
+/// 404 `job_not_found`; 401; 500.
+pub async fn get(
+    State(app): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = JobId::new(job_id.as_str()).map_err(|_| ApiError::JobNotFound(job_id.clone()))?;
+    let rec = app.store.job(&id)?.ok_or(ApiError::JobNotFound(job_id))?;
+    Ok(Json(rec.into()))
+}
+
+/// `POST /v1/print-jobs/{job_id}/reprint`, optional body [`Reprint`],
+/// optional `Idempotency-Key` → `202` a new [`JobView`] with the same
+/// document, printer and kiosk, `reprint_of` set to the original.
+///
+/// # Errors
+/// 404 `job_not_found`; 409 when the gateway never saw the job's content;
+/// 400/413/422 as for create.
+pub async fn reprint(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let id = JobId::new(job_id.as_str()).map_err(|_| ApiError::JobNotFound(job_id.clone()))?;
+    let original = app.store.job(&id)?.ok_or(ApiError::JobNotFound(job_id))?;
+    let body = body_bytes(body, app.config.http.max_body_bytes)?;
+    let key = idempotency_key(&headers)?;
+    let req: Reprint = if body.iter().all(u8::is_ascii_whitespace) {
+        Reprint::default()
+    } else {
+        parse_json(&body)?
+    };
+    let Some(doc_json) = original.document.clone() else {
+        return Err(ApiError::Conflict(
+            "the job's document is unknown to the gateway; it cannot be reprinted".to_owned(),
+        ));
+    };
+    let document: Document = serde_json::from_str(&doc_json)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored document of {id}: {e}")))?;
+    let now = Utc::now();
+    let expires_at = expiry(&app, req.expires_in_s, now)?;
+    let record = JobRecord {
+        job_id: JobId::new(ulid::Ulid::new().to_string()).unwrap_or_else(|e| unreachable!("{e}")),
+        kiosk_id: original.kiosk_id.clone(),
+        printer: original.printer.clone(),
+        document: Some(doc_json),
+        copies: req.copies.unwrap_or(original.copies),
+        created_at: now,
+        expires_at: Some(expires_at),
+        state: JobState::Queued,
+        reason: None,
+        history: vec![Transition {
+            state: JobState::Queued,
+            at: now,
+            reason: None,
+        }],
+        origin: Origin::Http { api_key: caller.0 },
+        reprint_of: Some(original.job_id.clone()),
+        accepted_at: now,
+        gateway_expired: false,
+    };
+    check_job(&app, &record, document)?;
+    let mut hashed = b"reprint:".to_vec();
+    hashed.extend_from_slice(original.job_id.as_str().as_bytes());
+    hashed.extend_from_slice(&body);
+    let hash = request_hash(&original.kiosk_id, &hashed);
+    submit(&app, record, key.as_deref().map(|k| (k, hash))).await
+}
