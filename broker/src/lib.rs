@@ -1,1 +1,51 @@
-//! placeholder
+//! The fleet's MQTT broker: rumqttd embedded as a library, plus what rumqttd
+//! lacks (DESIGN.md, "The VPS process").
+//!
+//! - [`server`]: [`EmbeddedBroker::start`] runs rumqttd's router and an MQTT
+//!   3.1.1 listener on a dedicated thread and runtime and returns a
+//!   [`BrokerHandle`] that can stop it (rumqttd's own `Broker` cannot be
+//!   stopped).
+//! - [`credentials`]: per-client logins from a credentials file
+//!   (`<user>:<role>:<hash>` lines), checked in rumqttd's authentication
+//!   handler, reloaded when the file changes.
+//! - [`hash`]: fast salted SHA-256 for generated secrets, argon2id for chosen
+//!   passwords.
+//! - [`protocol`]: [`FleetProtocol`], the per-connection codec wrapper where
+//!   the topic ACL will inspect CONNECT, SUBSCRIBE and PUBLISH (later issue).
+//! - [`config`]: [`BrokerConfig`], loaded from TOML and `KIOSK_BROKER__*`
+//!   environment variables.
+//!
+//! The gateway runs the broker in-process with [`EmbeddedBroker::start`];
+//! the `kiosk-broker` binary runs it alone with [`run`].
+
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod hash;
+pub mod passwd;
+pub mod protocol;
+pub mod server;
+
+pub use config::BrokerConfig;
+pub use credentials::{
+    AuthOutcome, Change, CredentialStore, CredentialsError, LineError, RefuseReason, Role,
+    delete_user, set_password,
+};
+pub use error::BrokerError;
+pub use hash::{HashError, generate_secret, hash_chosen_password, hash_generated_secret};
+pub use protocol::FleetProtocol;
+pub use server::{BrokerHandle, EmbeddedBroker};
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs the broker until `shutdown` is cancelled, then stops it and waits
+/// until every connection is closed. Used by the `kiosk-broker` binary.
+///
+/// # Errors
+/// As [`EmbeddedBroker::start`]; once started, the broker does not fail.
+pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), BrokerError> {
+    let broker = EmbeddedBroker::start(config).await?;
+    shutdown.cancelled().await;
+    broker.shutdown().await;
+    Ok(())
+}

@@ -264,7 +264,8 @@ impl AgentConfig {
         if self.broker.keep_alive < Duration::from_secs(1) {
             return Err(invalid("broker.keep_alive", "must be at least 1s"));
         }
-        if self.broker.reconnect_min.is_zero() || self.broker.reconnect_max < self.broker.reconnect_min
+        if self.broker.reconnect_min.is_zero()
+            || self.broker.reconnect_max < self.broker.reconnect_min
         {
             return Err(invalid(
                 "broker.reconnect_max",
@@ -278,7 +279,10 @@ impl AgentConfig {
             let key = |k: &str| format!("printers.{name}.{k}");
             validate_printer_name(name).map_err(|m| invalid(format!("printers.{name}"), m))?;
             if p.width != 32 && p.width != 48 {
-                return Err(invalid(key("width"), format!("must be 32 or 48, got {}", p.width)));
+                return Err(invalid(
+                    key("width"),
+                    format!("must be 32 or 48, got {}", p.width),
+                ));
             }
             if p.address.trim().is_empty() {
                 return Err(invalid(key("address"), "must not be empty"));
@@ -290,10 +294,10 @@ impl AgentConfig {
                 ));
             }
         }
-        if let Some(cash) = &self.cash {
-            if cash.port.trim().is_empty() {
-                return Err(invalid("cash.port", "must not be empty"));
-            }
+        if let Some(cash) = &self.cash
+            && cash.port.trim().is_empty()
+        {
+            return Err(invalid("cash.port", "must not be empty"));
         }
         Ok(())
     }
@@ -321,7 +325,10 @@ mod tests {
         assert_eq!(c.username(), "demo-1");
         assert_eq!(c.broker.keep_alive, Duration::from_secs(30));
         let p = &c.printers["receipt"];
-        assert_eq!((p.driver, p.width, p.code_page.as_str()), (DriverKind::Tcp, 48, "PC437"));
+        assert_eq!(
+            (p.driver, p.width, p.code_page.as_str()),
+            (DriverKind::Tcp, 48, "PC437")
+        );
         assert!(format!("{c:?}").contains("[redacted]"));
         assert!(!format!("{c:?}").contains("s3cret"));
     }
@@ -333,7 +340,10 @@ mod tests {
         std::fs::write(&file, MINIMAL).unwrap();
         let env = [
             ("KIOSK_AGENT__BROKER__URL", "mqtt://10.0.0.1:1884"),
-            ("KIOSK_AGENT__PRINTERS__RECEIPT__ADDRESS", "printer.local:9100"),
+            (
+                "KIOSK_AGENT__PRINTERS__RECEIPT__ADDRESS",
+                "printer.local:9100",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -345,7 +355,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let bad = MINIMAL.replace("address = \"127.0.0.1:9100\"", "address = \"x\"\nwidth = 40");
+        let bad = MINIMAL.replace(
+            "address = \"127.0.0.1:9100\"",
+            "address = \"x\"\nwidth = 40",
+        );
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("printers.receipt.width"), "{err}");
 

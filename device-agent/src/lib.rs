@@ -3,3 +3,209 @@
 //! before acknowledging it, and prints on ESC/POS printers.
 
 pub mod config;
+pub mod connection;
+pub mod inbox;
+pub mod intake;
+pub mod printer;
+pub mod render;
+pub mod state;
+pub mod status;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+use connection::Stop;
+
+/// How often finished inbox records past `store.retention` are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The inbox could not be opened or recovered.
+    #[error(transparent)]
+    Inbox(#[from] inbox::InboxError),
+    /// A printer's rendering options are invalid.
+    #[error("printer {printer}: {source}")]
+    Printer {
+        /// Logical printer name.
+        printer: String,
+        /// What is wrong.
+        source: render::RenderError,
+    },
+    /// The MQTT session could not be set up.
+    #[error("{0}")]
+    Broker(String),
+}
+
+/// A running agent.
+pub struct Agent {
+    shutdown: CancellationToken,
+    stop: watch::Sender<Stop>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Opens the inbox (reporting jobs interrupted by a crash as `failed`),
+    /// starts the MQTT session, the intake, one worker per printer and the
+    /// status publisher. Returns at once; the session connects in the
+    /// background and retries forever with backoff.
+    ///
+    /// # Errors
+    /// [`AgentError`] when the configuration is invalid or the store cannot
+    /// be opened (for example while another agent holds it).
+    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        config.validate()?;
+        let db = inbox::Inbox::open_db(&config.store.path)?;
+        let inbox = inbox::Inbox::open(&db)?;
+        let recovered = inbox.recover()?;
+        inbox.flush().await?;
+
+        let board = status::StatusBoard::new(config.printers.keys());
+        let (publisher, connection) =
+            connection::connect(&config, board.clone()).map_err(AgentError::Broker)?;
+        for rec in &recovered {
+            tracing::warn!(job_id = %rec.job_id, printer = %rec.printer, "job was printing when the agent stopped; reported failed: interrupted");
+            intake::publish_result(&publisher, &intake::result_of(rec));
+        }
+
+        let shutdown = CancellationToken::new();
+        let (stop, stop_rx) = watch::channel(Stop::Graceful);
+        let mut tasks = Vec::new();
+        let (tx, rx) = mpsc::channel(256);
+        tasks.push(tokio::spawn(connection.run(tx, shutdown.clone(), stop_rx)));
+
+        let mut wake = HashMap::new();
+        let mut options_by_printer = HashMap::new();
+        for (name, printer) in &config.printers {
+            let notify = Arc::new(Notify::new());
+            wake.insert(name.clone(), notify.clone());
+            let options = render::RenderOptions::from_config(printer).map_err(|source| {
+                AgentError::Printer {
+                    printer: name.clone(),
+                    source,
+                }
+            })?;
+            options_by_printer.insert(name.clone(), options);
+            let worker = worker::Worker {
+                name: name.clone(),
+                config: printer.clone(),
+                driver: Some(printer::open(printer)),
+                options,
+                inbox: inbox.clone(),
+                publisher: publisher.clone(),
+                board: board.clone(),
+                wake: notify,
+                status_interval: config.print.status_interval,
+            };
+            tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+        }
+        let intake = intake::Intake::new(
+            &config,
+            options_by_printer,
+            inbox.clone(),
+            publisher.clone(),
+            wake,
+            board.clone(),
+        );
+        tasks.push(tokio::spawn(intake.run(rx, shutdown.clone())));
+        tasks.push(tokio::spawn(publish_status_changes(
+            board,
+            publisher,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(purge(
+            inbox,
+            config.store.retention,
+            shutdown.clone(),
+        )));
+        tracing::info!(kiosk = %config.kiosk_id, broker = %config.broker.url,
+            printers = config.printers.len(), "agent started");
+        Ok(Agent {
+            shutdown,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops cleanly: finishes a job being written, publishes `offline`,
+    /// disconnects, and closes the store.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(Stop::Graceful);
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!("agent stopped");
+    }
+
+    /// Stops as a crash would (for tests): tasks are dropped where they are,
+    /// nothing is said to the broker, which publishes the last will.
+    pub async fn kill(self) {
+        self.stop.send_replace(Stop::Abrupt);
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn publish_status_changes(
+    board: status::StatusBoard,
+    publisher: connection::Publisher,
+    shutdown: CancellationToken,
+) {
+    let mut changes = board.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = changes.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                publisher.publish_status(&board.online_status());
+            }
+        }
+    }
+}
+
+async fn purge(inbox: inbox::Inbox, retention: Duration, shutdown: CancellationToken) {
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+        match inbox.purge(Utc::now() - retention) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "purged finished jobs past retention"),
+            Err(e) => tracing::error!(error = %e, "inbox purge failed"),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled (SIGTERM, ctrl-c).
+///
+/// # Errors
+/// [`AgentError`] when it cannot start.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let agent = Agent::start(config).await?;
+    shutdown.cancelled().await;
+    agent.shutdown().await;
+    Ok(())
+}

@@ -1,1 +1,403 @@
-//! placeholder
+//! End-to-end harness: the real gateway (with its embedded broker), real
+//! agents and fake port-9100 printers, in one process on ephemeral ports,
+//! each test in its own temporary directory (credentials, API keys, stores).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let mut fleet = kiosk_e2e::TestFleet::start(&["k1"]).await;
+//! let printer = kiosk_testkit::FakePrinter::start().await.unwrap();
+//! let agent = fleet.start_agent("k1", printer.addr()).await;
+//! let job = fleet.create_job("k1", kiosk_e2e::text_job("hello")).await;
+//! fleet.wait_job(&job, "printed").await;
+//! # }
+//! ```
+
+pub mod mosquitto;
+pub mod mqtt;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiosk_agent::{Agent, AgentConfig};
+use kiosk_broker::{Role, hash_generated_secret, set_password};
+use kiosk_gateway::{Gateway, GatewayConfig};
+use kiosk_schemas::Secret;
+use serde_json::{Value, json};
+
+/// Default time a test waits for something to happen before failing.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Installs a log subscriber when `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// How to build a [`TestFleet`].
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Kiosk ids to give credentials to.
+    pub kiosks: Vec<String>,
+    /// `delivery.republish_interval` of the gateway.
+    pub republish_interval: Duration,
+    /// Use this external broker (`broker.embedded = false`) instead of the
+    /// embedded one.
+    pub external_broker: Option<SocketAddr>,
+}
+
+impl FleetOptions {
+    /// Embedded broker, these kiosks, republish every 500 ms.
+    pub fn new(kiosks: &[&str]) -> Self {
+        FleetOptions {
+            kiosks: kiosks.iter().map(|k| (*k).to_owned()).collect(),
+            republish_interval: Duration::from_millis(500),
+            external_broker: None,
+        }
+    }
+}
+
+/// A gateway and the files around it.
+pub struct TestFleet {
+    /// Everything lives here: `credentials`, `api-keys`, `gateway-store/`,
+    /// `agent-<kiosk>/`.
+    pub dir: tempfile::TempDir,
+    /// The gateway configuration (ports fixed after the first start so a
+    /// restart comes back on the same addresses).
+    pub gateway_config: GatewayConfig,
+    /// `http://127.0.0.1:<port>`.
+    pub http_base: String,
+    /// The broker kiosks connect to.
+    pub mqtt_addr: SocketAddr,
+    /// A valid API key (named `test`).
+    pub api_key: String,
+    /// Password of every MQTT user: each kiosk, `gateway`, `backend`, `technician`.
+    pub secrets: BTreeMap<String, String>,
+    gateway: Option<Gateway>,
+    client: reqwest::Client,
+}
+
+impl TestFleet {
+    /// A fleet with an embedded broker and credentials for `kiosks`.
+    pub async fn start(kiosks: &[&str]) -> TestFleet {
+        Self::start_with(FleetOptions::new(kiosks)).await
+    }
+
+    /// A fleet as `opts` says.
+    ///
+    /// # Panics
+    /// When anything cannot be set up: this is test code.
+    pub async fn start_with(opts: FleetOptions) -> TestFleet {
+        init_logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let credentials = dir.path().join("credentials");
+        let mut secrets = BTreeMap::new();
+        let users = opts.kiosks.iter().map(|k| (k.clone(), Role::Kiosk)).chain([
+            ("gateway".to_owned(), Role::Gateway),
+            ("backend".to_owned(), Role::Backend),
+            ("technician".to_owned(), Role::Technician),
+        ]);
+        for (user, role) in users {
+            let secret = kiosk_broker::generate_secret();
+            set_password(&credentials, &user, role, &hash_generated_secret(&secret))
+                .expect("write credentials");
+            secrets.insert(user, secret.expose().to_owned());
+        }
+        let api_keys = dir.path().join("api-keys");
+        let api_key = kiosk_gateway::api_keys::add_key(&api_keys, "test").expect("api key");
+        let broker = match opts.external_broker {
+            None => r#"embedded = true
+listen = "127.0.0.1:0""#
+                .to_owned(),
+            Some(addr) => format!("embedded = false\nurl = \"mqtt://{addr}\""),
+        };
+        let toml = format!(
+            r#"
+kiosks = []
+[http]
+listen = "127.0.0.1:0"
+api_keys = "{api_keys}"
+[broker]
+{broker}
+credentials = "{credentials}"
+password = "{gw_password}"
+keep_alive = "5s"
+[store]
+path = "{store}"
+[delivery]
+republish_interval = "{republish}ms"
+"#,
+            api_keys = api_keys.display(),
+            credentials = credentials.display(),
+            gw_password = secrets["gateway"],
+            store = dir.path().join("gateway-store").display(),
+            republish = opts.republish_interval.as_millis(),
+        );
+        let gateway_config = GatewayConfig::from_toml(&toml).expect("gateway config");
+        let mut fleet = TestFleet {
+            dir,
+            gateway_config,
+            http_base: String::new(),
+            mqtt_addr: opts
+                .external_broker
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            api_key,
+            secrets,
+            gateway: None,
+            client: reqwest::Client::new(),
+        };
+        fleet.start_gateway().await;
+        fleet
+    }
+
+    /// Starts the gateway (again), on the same store and, after the first
+    /// start, the same ports.
+    pub async fn start_gateway(&mut self) {
+        assert!(self.gateway.is_none(), "gateway already running");
+        let gateway = retry_locked(|| Gateway::start(self.gateway_config.clone())).await;
+        self.gateway_config.http.listen = gateway.http_addr();
+        if let Some(addr) = gateway.mqtt_addr() {
+            self.gateway_config.broker.listen = addr;
+            self.mqtt_addr = addr;
+        }
+        self.http_base = format!("http://{}", gateway.http_addr());
+        self.gateway = Some(gateway);
+        self.wait_healthy().await;
+    }
+
+    /// Stops the gateway (and its embedded broker) cleanly.
+    pub async fn stop_gateway(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+
+    /// Waits until `/healthz` says the gateway's MQTT session is up.
+    pub async fn wait_healthy(&self) {
+        let ok = wait_for(WAIT, || async {
+            matches!(self.get("/healthz").await, (200, _))
+        })
+        .await;
+        assert!(ok, "gateway never became healthy");
+    }
+
+    /// Directory of a kiosk's agent store.
+    pub fn agent_store(&self, kiosk: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{kiosk}"))
+    }
+
+    /// An agent configuration for `kiosk` with a `receipt` printer on
+    /// `printer` (tcp), connecting to this fleet's broker.
+    pub fn agent_config(&self, kiosk: &str, printer: SocketAddr) -> AgentConfig {
+        let toml = format!(
+            r#"
+kiosk_id = "{kiosk}"
+[broker]
+url = "mqtt://{mqtt}"
+password = "{password}"
+keep_alive = "5s"
+reconnect_min = "50ms"
+reconnect_max = "1s"
+[store]
+path = "{store}"
+[print]
+status_interval = "200ms"
+[printers.receipt]
+driver = "tcp"
+address = "{printer}"
+width = 48
+code_page = "PC858"
+timeout = "2s"
+"#,
+            mqtt = self.mqtt_addr,
+            password = self.secrets.get(kiosk).map_or("unknown", String::as_str),
+            store = self.agent_store(kiosk).display(),
+        );
+        AgentConfig::from_toml(&toml).expect("agent config")
+    }
+
+    /// Starts `kiosk`'s agent with a `receipt` printer at `printer`.
+    pub async fn start_agent(&self, kiosk: &str, printer: SocketAddr) -> Agent {
+        self.start_agent_with(self.agent_config(kiosk, printer))
+            .await
+    }
+
+    /// Starts an agent with a given configuration, waiting while a
+    /// previous agent still holds the store.
+    pub async fn start_agent_with(&self, config: AgentConfig) -> Agent {
+        retry_locked(|| Agent::start(config.clone())).await
+    }
+
+    /// `GET path` with the API key; returns status and JSON body (or
+    /// `Value::Null` when the body is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.http_base))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST path` with the API key and a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.http_base))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A raw request builder against the gateway (no API key added).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.http_base))
+    }
+
+    /// Posts a job for `kiosk`, asserts `202 queued`, returns its id.
+    pub async fn create_job(&self, kiosk: &str, body: Value) -> String {
+        let (status, resp) = self
+            .post(&format!("/v1/kiosks/{kiosk}/print-jobs"), &body)
+            .await;
+        assert_eq!(status, 202, "{resp}");
+        assert_eq!(resp["state"], "queued", "{resp}");
+        resp["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    /// `GET /v1/print-jobs/{id}`.
+    pub async fn job(&self, job_id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/print-jobs/{job_id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the job is in `state`; returns it. Panics after [`WAIT`].
+    pub async fn wait_job(&self, job_id: &str, state: &str) -> Value {
+        self.wait_get(&format!("/v1/print-jobs/{job_id}"), |b| b["state"] == state)
+            .await
+            .unwrap_or_else(|last| panic!("job {job_id} never became {state}; last seen: {last}"))
+    }
+
+    /// Waits until the kiosk's status is `status` (`online`/`offline`).
+    pub async fn wait_kiosk(&self, kiosk: &str, status: &str) -> Value {
+        self.wait_get(&format!("/v1/kiosks/{kiosk}"), |b| b["status"] == status)
+            .await
+            .unwrap_or_else(|last| panic!("kiosk {kiosk} never became {status}; last seen: {last}"))
+    }
+
+    /// Polls `GET path` until it answers 200 with a body for which `done`
+    /// holds; `Err(last body)` after [`WAIT`].
+    pub async fn wait_get(
+        &self,
+        path: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value, Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 200 && done(&body) {
+                return Ok(body);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Password of an MQTT user as a [`Secret`].
+    pub fn secret(&self, user: &str) -> Secret {
+        Secret::new(self.secrets[user].clone())
+    }
+}
+
+impl Drop for TestFleet {
+    fn drop(&mut self) {
+        // Dropping the gateway without shutdown is fine for tests: its tasks
+        // die with the test's runtime, and the broker stops with its handle.
+        self.gateway.take();
+    }
+}
+
+/// Runs `start` until it stops failing because a store is still locked by
+/// an instance that is shutting down (sled holds a file lock).
+async fn retry_locked<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    mut start: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match start().await {
+            Ok(t) => return t,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "start failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("could not start: {e}"),
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Body of a text job for the `receipt` printer.
+pub fn text_job(text: &str) -> Value {
+    json!({"printer": "receipt", "document": {"kind": "text", "text": text}})
+}
+
+/// Body of a receipt job with the given `(quantity, name, amount)` items,
+/// total the sum, in EUR.
+pub fn receipt_job(items: &[(u32, &str, i64)]) -> Value {
+    let total: i64 = items.iter().map(|i| i.2).sum();
+    json!({
+        "printer": "receipt",
+        "document": {
+            "kind": "receipt",
+            "header": ["Test Shop"],
+            "items": items.iter().map(|(q, n, a)| json!({"quantity": q, "name": n, "amount": a})).collect::<Vec<_>>(),
+            "total": total,
+            "currency": "EUR",
+            "footer": ["Thanks"],
+        }
+    })
+}
+
+/// True when `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Counts jobs among `jobs` whose bytes contain `marker`.
+pub fn count_with(jobs: &[Vec<u8>], marker: &str) -> usize {
+    jobs.iter()
+        .filter(|j| contains(j, marker.as_bytes()))
+        .count()
+}

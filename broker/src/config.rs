@@ -1,0 +1,316 @@
+//! Broker configuration: listener, credentials file, limits and rumqttd's
+//! in-memory log sizing, with defaults for everything but the credentials
+//! file.
+//!
+//! As a standalone program the configuration is a TOML file whose top-level
+//! keys are [`BrokerConfig`]'s fields, overridden by environment variables
+//! `KIOSK_BROKER__<FIELD>` (e.g. `KIOSK_BROKER__LISTEN=0.0.0.0:1883`); see
+//! [`BrokerConfig::load`]. Embedded in the gateway it is a section of the
+//! gateway's configuration.
+//!
+//! ```toml
+//! listen = "0.0.0.0:1883"
+//! credentials = "/etc/kiosk-broker/credentials"
+//! max_payload_bytes = 1048576
+//! max_connections = 20000
+//! connect_timeout = "5s"
+//! max_inflight = 100
+//! max_segment_size = 262144
+//! max_segment_count = 4
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::BrokerError;
+
+/// Prefix of the environment variables that override the config file.
+pub const ENV_PREFIX: &str = "KIOSK_BROKER";
+/// Separator between the prefix and the field name of those variables.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// rumqttd refuses (panics on) segments below 1 KiB.
+const MIN_SEGMENT_SIZE: usize = 1024;
+
+/// How to run the broker.
+///
+/// rumqttd keeps one log per subscription filter (and per topic published to
+/// without any matching filter) **in memory**: up to `max_segment_count`
+/// segments of `max_segment_size` bytes each. The log is what lets a
+/// subscriber that fell behind, or reconnected with a persistent session,
+/// catch up. When it is full rumqttd drops the oldest segment silently, and a
+/// log is never freed while the broker runs, so the worst case is about
+/// `filters x max_segment_size x max_segment_count` bytes: with 10,000 kiosks
+/// each subscribed to a few filters, even 1 MiB per filter adds up to tens of
+/// GiB. The defaults (256 KiB x 4, about 1 MiB per filter) favour memory over
+/// depth, which is safe because the fleet never relies on the broker to keep
+/// messages: print jobs and credits are acknowledged at application level
+/// from durable stores and re-sent (DESIGN.md, "Delivery").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address of the MQTT listener (plain TCP for now; TLS comes later).
+    /// Port 0 picks a free port; read it back with
+    /// [`BrokerHandle::local_addr`](crate::BrokerHandle::local_addr).
+    /// Default `127.0.0.1:1883`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Path of the credentials file (format in [`crate::credentials`]).
+    /// Required: there is no default, so a broker never starts against a file
+    /// nobody meant.
+    pub credentials: PathBuf,
+    /// Largest accepted MQTT packet, in bytes; a client sending a bigger one
+    /// is disconnected. Maps to rumqttd `max_payload_size`. Default 1 MiB.
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Most simultaneous MQTT sessions; further CONNECTs are dropped without
+    /// CONNACK. Default 20,000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a new TCP connection has to send its CONNECT packet before it
+    /// is closed (guards against idle sockets filling the broker). Sent to
+    /// rumqttd in ms as a `u16`, so values above 65.535 s are clamped.
+    /// Default 5 s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Most packets read from one connection in a batch before handing them
+    /// to the router (rumqttd `max_inflight_count`). Default 100.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// Size of one segment of a filter's in-memory log, in bytes (at least
+    /// 1024). A segment holds at least one message whatever its size.
+    /// Default 256 KiB.
+    #[serde(default = "default_max_segment_size")]
+    pub max_segment_size: usize,
+    /// Segments kept per filter log before the oldest is dropped (at least 1).
+    /// Default 4.
+    #[serde(default = "default_max_segment_count")]
+    pub max_segment_count: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 1883))
+}
+fn default_max_payload_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_inflight() -> usize {
+    100
+}
+fn default_max_segment_size() -> usize {
+    256 * 1024
+}
+fn default_max_segment_count() -> usize {
+    4
+}
+
+impl BrokerConfig {
+    /// The default configuration with the given credentials file.
+    pub fn new(credentials: impl Into<PathBuf>) -> Self {
+        BrokerConfig {
+            listen: default_listen(),
+            credentials: credentials.into(),
+            max_payload_bytes: default_max_payload_bytes(),
+            max_connections: default_max_connections(),
+            connect_timeout: default_connect_timeout(),
+            max_inflight: default_max_inflight(),
+            max_segment_size: default_max_segment_size(),
+            max_segment_count: default_max_segment_count(),
+        }
+    }
+
+    /// Loads the configuration of the standalone broker: the TOML file at
+    /// `file` if given, then `KIOSK_BROKER__<FIELD>` environment variables,
+    /// then [`BrokerConfig::validate`].
+    ///
+    /// # Errors
+    /// [`BrokerError::Load`] when the file is missing or unreadable, a key is
+    /// unknown, a value has the wrong type or `credentials` is missing (the
+    /// message names the key); [`BrokerError::Config`] from validation.
+    pub fn load(file: Option<&Path>) -> Result<Self, BrokerError> {
+        Self::load_with(file, config::Environment::with_prefix(ENV_PREFIX))
+    }
+
+    fn load_with(file: Option<&Path>, env: config::Environment) -> Result<Self, BrokerError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let config: BrokerConfig = builder
+            .add_source(env.separator(ENV_SEPARATOR))
+            .build()?
+            .try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that serde cannot: non-zero limits and rumqttd's
+    /// own lower bounds.
+    ///
+    /// # Errors
+    /// [`BrokerError::Config`] naming the first invalid key.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(BrokerError::Config {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.credentials.as_os_str().is_empty() {
+            return invalid("credentials", "must be the path of the credentials file");
+        }
+        if self.max_payload_bytes == 0 {
+            return invalid("max_payload_bytes", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.connect_timeout < Duration::from_millis(1) {
+            return invalid("connect_timeout", "must be at least 1ms");
+        }
+        if self.max_inflight == 0 {
+            return invalid("max_inflight", "must be at least 1");
+        }
+        if self.max_segment_size < MIN_SEGMENT_SIZE {
+            return invalid("max_segment_size", "must be at least 1024 (bytes)");
+        }
+        if self.max_segment_count == 0 {
+            return invalid("max_segment_count", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// [`BrokerConfig::connect_timeout`] in ms, clamped to rumqttd's `u16`.
+    pub(crate) fn connect_timeout_ms(&self) -> u16 {
+        u16::try_from(self.connect_timeout.as_millis()).unwrap_or(u16::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config::Environment::with_prefix(ENV_PREFIX).source(Some(map))
+    }
+
+    fn toml(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults() {
+        let (_dir, path) = toml("credentials = \"/etc/creds\"\n");
+        let config = BrokerConfig::load_with(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(config.credentials, PathBuf::from("/etc/creds"));
+        assert_eq!(config.max_payload_bytes, 1_048_576);
+        assert_eq!(config.max_connections, 20_000);
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_inflight, 100);
+        assert_eq!(config.max_segment_size, 262_144);
+        assert_eq!(config.max_segment_count, 4);
+        assert_eq!(config.connect_timeout_ms(), 5000);
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let (_dir, path) = toml(
+            "listen = \"0.0.0.0:8883\"\ncredentials = \"c\"\nconnect_timeout = \"1m 30s\"\nmax_connections = 5\n",
+        );
+        let config = BrokerConfig::load_with(
+            Some(&path),
+            env(&[
+                ("KIOSK_BROKER__MAX_CONNECTIONS", "7"),
+                ("KIOSK_BROKER__LISTEN", "127.0.0.1:0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.connect_timeout, Duration::from_secs(90));
+        assert_eq!(config.connect_timeout_ms(), u16::MAX);
+
+        let config =
+            BrokerConfig::load_with(None, env(&[("KIOSK_BROKER__CREDENTIALS", "/x")])).unwrap();
+        assert_eq!(config.credentials, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("max_connections = 5\n", "credentials"),
+            (
+                "credentials = \"c\"\nmax_conections = 5\n",
+                "max_conections",
+            ),
+            ("credentials = \"c\"\nlisten = \"nowhere\"\n", "listen"),
+            (
+                "credentials = \"c\"\nconnect_timeout = \"soon\"\n",
+                "connect_timeout",
+            ),
+            (
+                "credentials = \"c\"\nmax_connections = 0\n",
+                "max_connections",
+            ),
+            (
+                "credentials = \"c\"\nmax_segment_size = 100\n",
+                "max_segment_size",
+            ),
+            (
+                "credentials = \"c\"\nmax_segment_count = 0\n",
+                "max_segment_count",
+            ),
+            (
+                "credentials = \"c\"\nconnect_timeout = \"0s\"\n",
+                "connect_timeout",
+            ),
+        ];
+        for (text, key) in cases {
+            let (_dir, path) = toml(text);
+            let err = BrokerConfig::load_with(Some(&path), env(&[])).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let err = BrokerConfig::load_with(
+            None,
+            env(&[
+                ("KIOSK_BROKER__CREDENTIALS", "c"),
+                ("KIOSK_BROKER__MAX_INFLIGHT", "many"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_inflight"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = BrokerConfig::load_with(Some(Path::new("/nonexistent/broker.toml")), env(&[]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/broker.toml"),
+            "{err}"
+        );
+    }
+}

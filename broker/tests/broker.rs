@@ -1,0 +1,462 @@
+//! The embedded broker against real MQTT clients (rumqttc) on 127.0.0.1:0.
+//!
+//! Logs are quiet unless `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use kiosk_broker::{
+    BrokerConfig, BrokerError, BrokerHandle, EmbeddedBroker, Role, delete_user, generate_secret,
+    hash_chosen_password, hash_generated_secret, set_password,
+};
+use kiosk_schemas::Secret;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, Publish, QoS, StateError,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// Longest wait for anything on loopback; only reached when a test fails.
+const WAIT: Duration = Duration::from_secs(5);
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A credentials file with two kiosks, a backend (generated secrets) and a
+/// technician (chosen password, argon2).
+struct Users {
+    dir: tempfile::TempDir,
+    demo1: Secret,
+    demo2: Secret,
+    backend: Secret,
+    technician: Secret,
+}
+
+impl Users {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users {
+            dir,
+            demo1: generate_secret(),
+            demo2: generate_secret(),
+            backend: generate_secret(),
+            technician: Secret::new("chosen by a person"),
+        };
+        let path = users.path();
+        set_password(
+            &path,
+            "demo-1",
+            Role::Kiosk,
+            &hash_generated_secret(&users.demo1),
+        )
+        .unwrap();
+        set_password(
+            &path,
+            "demo-2",
+            Role::Kiosk,
+            &hash_generated_secret(&users.demo2),
+        )
+        .unwrap();
+        let backend = hash_generated_secret(&users.backend);
+        set_password(&path, "backend", Role::Backend, &backend).unwrap();
+        let technician = hash_chosen_password(&users.technician).unwrap();
+        set_password(&path, "technician", Role::Technician, &technician).unwrap();
+        users
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("credentials")
+    }
+
+    fn config(&self) -> BrokerConfig {
+        let mut config = BrokerConfig::new(self.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config
+    }
+}
+
+async fn start() -> (Users, BrokerHandle) {
+    init_logs();
+    let users = Users::new();
+    let broker = EmbeddedBroker::start(users.config()).await.unwrap();
+    (users, broker)
+}
+
+fn options(addr: SocketAddr, client_id: &str, login: Option<(&str, &Secret)>) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password.expose());
+    }
+    options
+}
+
+/// One MQTT connection whose event loop runs in a task that forwards every
+/// incoming packet, and stops at the first error (no reconnect).
+struct Session {
+    client: AsyncClient,
+    incoming: mpsc::UnboundedReceiver<Result<Packet, ConnectionError>>,
+    task: JoinHandle<()>,
+}
+
+impl Session {
+    /// Connects and waits for the CONNACK.
+    async fn connect(options: MqttOptions) -> Result<Session, ConnectionError> {
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        loop {
+            let event = timeout(WAIT, eventloop.poll())
+                .await
+                .expect("CONNACK or error in time")?;
+            if let Event::Incoming(Packet::ConnAck(_)) = event {
+                break;
+            }
+        }
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(packet)) => {
+                        if tx.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Session {
+            client,
+            incoming,
+            task,
+        })
+    }
+
+    /// Waits for the first incoming packet that `pick` accepts; panics on a
+    /// connection error or after [`WAIT`].
+    async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
+        let wait = async {
+            loop {
+                match self.incoming.recv().await {
+                    Some(Ok(packet)) => {
+                        if let Some(found) = pick(packet) {
+                            return found;
+                        }
+                    }
+                    Some(Err(e)) => panic!("connection error while waiting for {what}: {e}"),
+                    None => panic!("event loop ended while waiting for {what}"),
+                }
+            }
+        };
+        timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+    }
+
+    async fn expect_publish(&mut self, topic: &str) -> Publish {
+        self.expect(&format!("PUBLISH on {topic}"), |p| match p {
+            Packet::Publish(publish) if publish.topic == topic => Some(publish),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.expect("SUBACK", |p| matches!(p, Packet::SubAck(_)).then_some(()))
+            .await;
+    }
+
+    /// Publishes with QoS 1 and waits for the PUBACK.
+    async fn publish(&mut self, topic: &str, payload: &str, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+            .await
+            .unwrap();
+        self.expect("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(()))
+            .await;
+    }
+
+    /// Waits until the connection fails and returns the error.
+    async fn expect_error(&mut self) -> ConnectionError {
+        let wait = async {
+            loop {
+                match self.incoming.recv().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return e,
+                    None => panic!("event loop ended without error"),
+                }
+            }
+        };
+        timeout(WAIT, wait).await.expect("connection error in time")
+    }
+}
+
+async fn kiosk(addr: SocketAddr, id: &str, secret: &Secret) -> Session {
+    Session::connect(options(addr, id, Some((id, secret))))
+        .await
+        .unwrap()
+}
+
+async fn backend(addr: SocketAddr, users: &Users) -> Session {
+    Session::connect(options(
+        addr,
+        "backend-main",
+        Some(("backend", &users.backend)),
+    ))
+    .await
+    .unwrap()
+}
+
+/// rumqttd refuses a login by closing the connection without CONNACK, so
+/// rumqttc reports `MqttState(ConnectionAborted)`, never
+/// `ConnectionRefused(code)`.
+async fn assert_refused(options: MqttOptions) {
+    let err = match Session::connect(options).await {
+        Ok(_) => panic!("login accepted"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(
+            err,
+            ConnectionError::MqttState(StateError::ConnectionAborted)
+        ),
+        "{err:?}"
+    );
+}
+
+fn is_connection_lost(err: &ConnectionError) -> bool {
+    matches!(
+        err,
+        ConnectionError::MqttState(StateError::ConnectionAborted | StateError::Io(_))
+            | ConnectionError::Io(_)
+    )
+}
+
+#[tokio::test]
+async fn qos1_round_trip_on_a_topic_nobody_subscribed_before() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+    assert_ne!(addr.port(), 0);
+
+    let mut kiosk = kiosk(addr, "demo-1", &users.demo1).await;
+    // Nobody subscribed yet: with rumqttd's default this disconnects the
+    // publisher; with dynamic filters it is acknowledged.
+    kiosk
+        .publish("kiosk/demo-1/print/result", "early", false)
+        .await;
+
+    let mut backend = backend(addr, &users).await;
+    backend.subscribe("kiosk/+/print/result").await;
+    kiosk
+        .publish("kiosk/demo-1/print/result", "{\"v\":1}", false)
+        .await;
+    let publish = backend.expect_publish("kiosk/demo-1/print/result").await;
+    assert_eq!(&publish.payload[..], b"{\"v\":1}");
+    assert_eq!(publish.qos, QoS::AtLeastOnce);
+
+    // And down: backend to kiosk.
+    kiosk.subscribe("kiosk/demo-1/print").await;
+    backend.publish("kiosk/demo-1/print", "job", false).await;
+    let publish = kiosk.expect_publish("kiosk/demo-1/print").await;
+    assert_eq!(&publish.payload[..], b"job");
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_user_and_anonymous_are_refused() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+
+    assert_refused(options(addr, "demo-1", Some(("demo-1", &users.demo2)))).await;
+    assert_refused(options(addr, "demo-9", Some(("demo-9", &users.demo1)))).await;
+    assert_refused(options(addr, "demo-1", None)).await;
+    assert_refused(options(
+        addr,
+        "x",
+        Some(("technician", &Secret::new("guess"))),
+    ))
+    .await;
+    // Refusals do not hurt the broker: the right login still works.
+    kiosk(addr, "demo-1", &users.demo1).await;
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn kiosk_must_use_its_id_as_client_id_but_role_users_need_not() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+
+    assert_refused(options(addr, "demo-2", Some(("demo-1", &users.demo1)))).await;
+    assert_refused(options(addr, "anything", Some(("demo-1", &users.demo1)))).await;
+
+    // A technician with mosquitto_sub's kind of random client id, argon2
+    // password.
+    let login = Some(("technician", &users.technician));
+    let mut technician = Session::connect(options(addr, "mosqsub|4242-vps", login))
+        .await
+        .unwrap();
+    technician.subscribe("kiosk/#").await;
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_drops_live_connections_and_frees_the_port() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+    let mut kiosk = kiosk(addr, "demo-1", &users.demo1).await;
+    kiosk.subscribe("kiosk/demo-1/print").await;
+
+    broker.shutdown().await;
+    let err = kiosk.expect_error().await;
+    assert!(is_connection_lost(&err), "{err:?}");
+
+    // Same port, new broker, state forgotten but logins work.
+    let mut config = users.config();
+    config.listen = addr;
+    let broker = EmbeddedBroker::start(config).await.unwrap();
+    assert_eq!(broker.local_addr(), addr);
+    let mut kiosk = self::kiosk(addr, "demo-1", &users.demo1).await;
+    kiosk.publish("kiosk/demo-1/status", "online", true).await;
+
+    // Dropping the handle stops the broker as well.
+    drop(broker);
+    let err = kiosk.expect_error().await;
+    assert!(is_connection_lost(&err), "{err:?}");
+}
+
+#[tokio::test]
+async fn retained_message_reaches_a_later_subscriber() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+
+    let mut kiosk = kiosk(addr, "demo-1", &users.demo1).await;
+    kiosk
+        .publish("kiosk/demo-1/status", "{\"state\":\"online\"}", true)
+        .await;
+
+    let mut backend = backend(addr, &users).await;
+    backend.subscribe("kiosk/+/status").await;
+    let publish = backend.expect_publish("kiosk/demo-1/status").await;
+    assert_eq!(&publish.payload[..], b"{\"state\":\"online\"}");
+    assert!(publish.retain);
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn last_will_is_published_when_the_connection_drops() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+
+    let mut backend = backend(addr, &users).await;
+    backend.subscribe("kiosk/+/status").await;
+
+    let mut will_options = options(addr, "demo-2", Some(("demo-2", &users.demo2)));
+    will_options.set_last_will(LastWill::new(
+        "kiosk/demo-2/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let mut kiosk = Session::connect(will_options).await.unwrap();
+    kiosk.publish("kiosk/demo-2/status", "online", true).await;
+    assert_eq!(
+        &backend.expect_publish("kiosk/demo-2/status").await.payload[..],
+        b"online"
+    );
+
+    // Dropping the event loop closes the socket without DISCONNECT, as a
+    // kiosk losing power or network would.
+    kiosk.task.abort();
+    let publish = backend.expect_publish("kiosk/demo-2/status").await;
+    assert_eq!(&publish.payload[..], b"offline");
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn credential_changes_apply_to_the_next_login() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+    let path = users.path();
+
+    let secret = generate_secret();
+    set_password(
+        &path,
+        "demo-3",
+        Role::Kiosk,
+        &hash_generated_secret(&secret),
+    )
+    .unwrap();
+    kiosk(addr, "demo-3", &secret).await;
+    assert!(broker.credentials().role("demo-3") == Some(Role::Kiosk));
+
+    assert!(delete_user(&path, "demo-3").unwrap());
+    assert_refused(options(addr, "demo-3", Some(("demo-3", &secret)))).await;
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_errors_name_their_cause() {
+    init_logs();
+    let users = Users::new();
+
+    let mut config = users.config();
+    config.credentials = users.dir.path().join("missing");
+    let err = EmbeddedBroker::start(config).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Credentials(_)), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    std::fs::write(users.dir.path().join("bad"), "demo-1:kiosk\n").unwrap();
+    let mut config = users.config();
+    config.credentials = users.dir.path().join("bad");
+    let err = EmbeddedBroker::start(config).await.unwrap_err().to_string();
+    assert!(
+        err.ends_with("bad:1: expected <user>:<role>:<hash>"),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = users.config();
+    config.listen = taken.local_addr().unwrap();
+    let err = EmbeddedBroker::start(config).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+
+    let mut config = users.config();
+    config.max_segment_size = 10;
+    let err = EmbeddedBroker::start(config).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BrokerError::Config {
+                key: "max_segment_size",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

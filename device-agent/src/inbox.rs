@@ -1,0 +1,472 @@
+//! The durable inbox of print jobs, in the agent's sled directory.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `jobs` | job id | [`InboxRecord`]: every job seen, for deduplication |
+//! | `queue` | printer `\0` seq (u64 big-endian) | job id of a `received` job, in arrival order |
+//!
+//! Values are postcard records behind a version byte. A job id is admitted
+//! once; every later delivery of it is a [`Admission::Duplicate`] answered
+//! with the stored state, so the same job never prints twice. Finished
+//! records are kept for `store.retention` so late duplicates are still
+//! recognised. Nothing here flushes by itself: call [`Inbox::flush`] before
+//! acknowledging or printing.
+
+use std::path::Path;
+
+use chrono::Utc;
+use kiosk_schemas::record::{self, RecordError};
+use kiosk_schemas::{JobId, PrintJob, Timestamp};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::state::InboxState;
+
+const RECORD_V: u8 = 1;
+
+/// Why the inbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// sled I/O or corruption (disk full, permissions).
+    #[error("inbox store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record could not be read or written.
+    #[error("inbox record {key}: {source}")]
+    Record {
+        /// Which record.
+        key: String,
+        /// What went wrong.
+        source: RecordError,
+    },
+    /// A transition the state machine forbids (a bug, or a corrupted store).
+    #[error("job {job_id}: {from:?} cannot become {to:?}")]
+    Transition {
+        /// The job.
+        job_id: String,
+        /// Current state.
+        from: InboxState,
+        /// Requested state.
+        to: InboxState,
+    },
+    /// No such job.
+    #[error("job {0} is not in the inbox")]
+    Missing(String),
+}
+
+impl From<TransactionError<InboxError>> for InboxError {
+    fn from(e: TransactionError<InboxError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => InboxError::Sled(e),
+        }
+    }
+}
+
+/// One job as the kiosk remembers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    /// The job id.
+    pub job_id: JobId,
+    /// Logical printer; empty for jobs refused on arrival.
+    pub printer: String,
+    /// The job as received (JSON); empty for jobs refused on arrival.
+    pub job_json: String,
+    /// Current state.
+    pub state: InboxState,
+    /// Why, for `failed` and `expired`.
+    pub reason: Option<String>,
+    /// Arrival order.
+    pub seq: u64,
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// When its state last changed.
+    pub updated_at: Timestamp,
+}
+
+impl InboxRecord {
+    /// The stored job.
+    ///
+    /// # Errors
+    /// A message when the stored JSON is unreadable (refused jobs have none).
+    pub fn job(&self) -> Result<PrintJob, String> {
+        serde_json::from_str(&self.job_json).map_err(|e| format!("stored job unreadable: {e}"))
+    }
+}
+
+/// Result of offering a job to the inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// First time seen: stored.
+    New(InboxRecord),
+    /// Seen before: the stored record, unchanged.
+    Duplicate(InboxRecord),
+}
+
+/// Handle to the inbox; cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    db: sled::Db,
+    jobs: sled::Tree,
+    queue: sled::Tree,
+}
+
+fn queue_key(printer: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(printer.len() + 9);
+    k.extend_from_slice(printer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn encode(rec: &InboxRecord) -> Result<Vec<u8>, InboxError> {
+    record::encode(RECORD_V, rec).map_err(|source| InboxError::Record {
+        key: rec.job_id.to_string(),
+        source,
+    })
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<InboxRecord, InboxError> {
+    record::decode(RECORD_V, bytes).map_err(|source| InboxError::Record {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn abort(e: InboxError) -> ConflictableTransactionError<InboxError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Inbox {
+    /// Opens (or creates) the inbox in the sled database `db`.
+    ///
+    /// # Errors
+    /// [`InboxError::Sled`] when the trees cannot be opened.
+    pub fn open(db: &sled::Db) -> Result<Self, InboxError> {
+        Ok(Inbox {
+            db: db.clone(),
+            jobs: db.open_tree("jobs")?,
+            queue: db.open_tree("queue")?,
+        })
+    }
+
+    /// Opens a sled database in `path` (created if missing).
+    ///
+    /// # Errors
+    /// [`InboxError::Sled`] when it cannot be opened (locked by another
+    /// agent, permissions, corruption).
+    pub fn open_db(path: &Path) -> Result<sled::Db, InboxError> {
+        Ok(sled::Config::new().path(path).open()?)
+    }
+
+    /// Makes every change so far durable (fsync).
+    ///
+    /// # Errors
+    /// [`InboxError::Sled`]: nothing may be acknowledged or printed then.
+    pub async fn flush(&self) -> Result<(), InboxError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Applies the restart rule of [`InboxState::after_restart`] to every
+    /// job: jobs found `printing` become `failed: interrupted`. Returns the
+    /// changed records, whose results must be published.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn recover(&self) -> Result<Vec<InboxRecord>, InboxError> {
+        let mut changed = Vec::new();
+        for item in self.jobs.iter() {
+            let (k, v) = item?;
+            let mut rec = decode(&k, &v)?;
+            if let Some((state, reason)) = rec.state.after_restart() {
+                rec.state = state;
+                rec.reason = Some(reason.to_owned());
+                rec.updated_at = Utc::now();
+                self.jobs.insert(&k, encode(&rec)?)?;
+                changed.push(rec);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Reads a job.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn get(&self, job_id: &JobId) -> Result<Option<InboxRecord>, InboxError> {
+        let key = job_id.as_str().as_bytes();
+        self.jobs.get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    /// Stores a valid job as `received` and queues it for its printer,
+    /// unless its id was seen before.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn admit(&self, job: &PrintJob, job_json: &str) -> Result<Admission, InboxError> {
+        self.insert_once(
+            job.job_id.clone(),
+            &job.printer,
+            job_json,
+            InboxState::Received,
+            None,
+        )
+    }
+
+    /// Stores a job that ends on arrival (`failed`: invalid, unknown
+    /// printer; `expired`: arrived too late), unless its id was seen before.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn refuse(
+        &self,
+        job_id: JobId,
+        state: InboxState,
+        reason: String,
+    ) -> Result<Admission, InboxError> {
+        self.insert_once(job_id, "", "", state, Some(reason))
+    }
+
+    fn insert_once(
+        &self,
+        job_id: JobId,
+        printer: &str,
+        job_json: &str,
+        state: InboxState,
+        reason: Option<String>,
+    ) -> Result<Admission, InboxError> {
+        let seq = self.db.generate_id()?;
+        let now = Utc::now();
+        let rec = InboxRecord {
+            job_id,
+            printer: printer.to_owned(),
+            job_json: job_json.to_owned(),
+            state,
+            reason,
+            seq,
+            received_at: now,
+            updated_at: now,
+        };
+        let key = rec.job_id.as_str().as_bytes().to_vec();
+        let bytes = encode(&rec)?;
+        let qkey = queue_key(&rec.printer, seq);
+        let admission = (&self.jobs, &self.queue).transaction(|(jobs, queue)| {
+            if let Some(prev) = jobs.get(&key)? {
+                return Ok(Admission::Duplicate(decode(&key, &prev).map_err(abort)?));
+            }
+            jobs.insert(key.as_slice(), bytes.as_slice())?;
+            if state == InboxState::Received {
+                queue.insert(qkey.as_slice(), key.as_slice())?;
+            }
+            Ok(Admission::New(rec.clone()))
+        })?;
+        Ok(admission)
+    }
+
+    /// The oldest `received` job for `printer`.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn next_for(&self, printer: &str) -> Result<Option<InboxRecord>, InboxError> {
+        let mut prefix = printer.as_bytes().to_vec();
+        prefix.push(0);
+        for item in self.queue.scan_prefix(&prefix) {
+            let (qkey, job_key) = item?;
+            match self.jobs.get(&job_key)? {
+                Some(v) => {
+                    let rec = decode(&job_key, &v)?;
+                    if rec.state == InboxState::Received {
+                        return Ok(Some(rec));
+                    }
+                    // Stale index entry (state moved on): clean it up.
+                    self.queue.remove(qkey)?;
+                }
+                None => {
+                    self.queue.remove(qkey)?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of jobs waiting for a printer.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Moves a job to `to`, keeping the queue index in step. Returns the
+    /// updated record.
+    ///
+    /// # Errors
+    /// [`InboxError::Transition`] for a move the state machine forbids,
+    /// [`InboxError::Missing`], or storage failure.
+    pub fn transition(
+        &self,
+        job_id: &JobId,
+        to: InboxState,
+        reason: Option<String>,
+    ) -> Result<InboxRecord, InboxError> {
+        let key = job_id.as_str().as_bytes();
+        let rec = (&self.jobs, &self.queue).transaction(|(jobs, queue)| {
+            let bytes = jobs
+                .get(key)?
+                .ok_or_else(|| abort(InboxError::Missing(job_id.to_string())))?;
+            let mut rec = decode(key, &bytes).map_err(abort)?;
+            if !rec.state.can_become(to) {
+                return Err(abort(InboxError::Transition {
+                    job_id: job_id.to_string(),
+                    from: rec.state,
+                    to,
+                }));
+            }
+            let qkey = queue_key(&rec.printer, rec.seq);
+            if to == InboxState::Received {
+                queue.insert(qkey.as_slice(), key)?;
+            } else if rec.state == InboxState::Received {
+                queue.remove(qkey.as_slice())?;
+            }
+            rec.state = to;
+            rec.reason = reason.clone();
+            rec.updated_at = Utc::now();
+            jobs.insert(key, encode(&rec).map_err(abort)?)?;
+            Ok(rec)
+        })?;
+        Ok(rec)
+    }
+
+    /// Deletes finished records last changed before `before`. Returns how
+    /// many were deleted.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn purge(&self, before: Timestamp) -> Result<usize, InboxError> {
+        let mut n = 0;
+        for item in self.jobs.iter() {
+            let (k, v) = item?;
+            let Ok(rec) = decode(&k, &v) else { continue };
+            if rec.state.is_final() && rec.updated_at < before {
+                self.jobs.remove(&k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, printer: &str) -> PrintJob {
+        serde_json::from_value(serde_json::json!({
+            "v": 1, "job_id": id, "printer": printer,
+            "document": {"kind": "text", "text": "hi"}
+        }))
+        .unwrap()
+    }
+
+    fn open(dir: &Path) -> Inbox {
+        Inbox::open(&Inbox::open_db(dir).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn admits_once_and_queues_in_order_per_printer() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        for (id, p) in [("a", "receipt"), ("b", "kitchen"), ("c", "receipt")] {
+            assert!(matches!(
+                inbox.admit(&job(id, p), "{}").unwrap(),
+                Admission::New(_)
+            ));
+        }
+        assert!(matches!(
+            inbox.admit(&job("a", "receipt"), "{}").unwrap(),
+            Admission::Duplicate(_)
+        ));
+        assert_eq!(
+            inbox.next_for("receipt").unwrap().unwrap().job_id.as_str(),
+            "a"
+        );
+        assert_eq!(
+            inbox.next_for("kitchen").unwrap().unwrap().job_id.as_str(),
+            "b"
+        );
+        let a = JobId::new("a").unwrap();
+        inbox.transition(&a, InboxState::Printing, None).unwrap();
+        assert_eq!(
+            inbox.next_for("receipt").unwrap().unwrap().job_id.as_str(),
+            "c"
+        );
+        // Nothing written: back in line, ahead of c again.
+        inbox.transition(&a, InboxState::Received, None).unwrap();
+        assert_eq!(
+            inbox.next_for("receipt").unwrap().unwrap().job_id.as_str(),
+            "a"
+        );
+        inbox.transition(&a, InboxState::Printing, None).unwrap();
+        inbox.transition(&a, InboxState::Printed, None).unwrap();
+        let err = inbox
+            .transition(&a, InboxState::Printing, None)
+            .unwrap_err();
+        assert!(matches!(err, InboxError::Transition { .. }));
+        assert_eq!(inbox.queued(), 2);
+    }
+
+    #[test]
+    fn printing_becomes_interrupted_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let inbox = open(dir.path());
+            inbox.admit(&job("a", "receipt"), "{}").unwrap();
+            inbox.admit(&job("b", "receipt"), "{}").unwrap();
+            inbox
+                .transition(&JobId::new("a").unwrap(), InboxState::Printing, None)
+                .unwrap();
+            inbox.db.flush().unwrap();
+        }
+        let inbox = open(dir.path());
+        let changed = inbox.recover().unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].state, InboxState::Failed);
+        assert_eq!(changed[0].reason.as_deref(), Some("interrupted"));
+        // b still waits; a is not reprinted.
+        assert_eq!(
+            inbox.next_for("receipt").unwrap().unwrap().job_id.as_str(),
+            "b"
+        );
+        assert!(inbox.recover().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refused_jobs_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let id = JobId::new("bad").unwrap();
+        inbox
+            .refuse(id.clone(), InboxState::Failed, "unknown printer".into())
+            .unwrap();
+        let Admission::Duplicate(rec) = inbox.admit(&job("bad", "receipt"), "{}").unwrap() else {
+            panic!("should be a duplicate");
+        };
+        assert_eq!(rec.state, InboxState::Failed);
+        assert_eq!(inbox.queued(), 0);
+    }
+
+    #[test]
+    fn purge_keeps_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        inbox.admit(&job("a", "receipt"), "{}").unwrap();
+        inbox
+            .refuse(JobId::new("b").unwrap(), InboxState::Expired, "late".into())
+            .unwrap();
+        assert_eq!(
+            inbox
+                .purge(Utc::now() + chrono::Duration::seconds(1))
+                .unwrap(),
+            1
+        );
+        assert!(inbox.get(&JobId::new("a").unwrap()).unwrap().is_some());
+    }
+}

@@ -1,0 +1,273 @@
+//! What arrives on the kiosk's topics: print jobs and commands.
+//!
+//! For each print job (DESIGN.md, "Print jobs", step 2): check it, store it
+//! in the inbox (a duplicate job id is answered with the stored state),
+//! flush, and only then acknowledge the PUBLISH and publish the result
+//! (`received`, or `failed`/`expired` with the reason). Messages are
+//! handled in batches so one flush covers many jobs.
+//!
+//! Bad input never stops the agent: an oversized payload, malformed JSON,
+//! an unknown document kind, an unknown printer — each becomes a `failed`
+//! result naming the reason when the job id can be read, and a log line
+//! otherwise.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use kiosk_schemas::wire::{self, WireError};
+use kiosk_schemas::{
+    Command, CommandKind, Document, JobId, JobResult, PrintJob, RawDocument, Topic, TopicKind, V1,
+};
+use rumqttc::Publish;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::connection::Publisher;
+use crate::inbox::{Admission, Inbox, InboxError, InboxRecord};
+use crate::render::{self, RenderOptions};
+use crate::state::InboxState;
+use crate::status::StatusBoard;
+
+/// Most messages handled before one flush.
+const BATCH: usize = 128;
+/// Largest command payload, in bytes.
+const COMMAND_LIMIT: usize = 16 * 1024;
+
+/// The intake task's state.
+pub struct Intake {
+    /// The inbox.
+    pub inbox: Inbox,
+    /// Publishing results.
+    pub publisher: Publisher,
+    /// Printers by name with their rendering options, for checking jobs
+    /// and rendering test pages.
+    pub printers: HashMap<String, RenderOptions>,
+    /// Wakes the worker of each printer.
+    pub wake: HashMap<String, Arc<Notify>>,
+    /// Status board (for `ping`).
+    pub board: StatusBoard,
+    /// Largest job payload accepted, in bytes.
+    pub max_job_bytes: usize,
+}
+
+/// What to do once a batch is flushed.
+#[derive(Default)]
+struct After {
+    acks: Vec<Publish>,
+    results: Vec<JobResult>,
+    wake: Vec<String>,
+    status: bool,
+}
+
+impl Intake {
+    /// Builds the intake from the configuration.
+    pub fn new(
+        config: &AgentConfig,
+        printers: HashMap<String, RenderOptions>,
+        inbox: Inbox,
+        publisher: Publisher,
+        wake: HashMap<String, Arc<Notify>>,
+        board: StatusBoard,
+    ) -> Self {
+        Intake {
+            inbox,
+            publisher,
+            printers,
+            wake,
+            board,
+            max_job_bytes: config.print.max_job_bytes,
+        }
+    }
+
+    /// Runs until `shutdown` or until the connection task ends.
+    pub async fn run(self, mut rx: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut after = After::default();
+            for p in batch.drain(..) {
+                match self.handle(&p, &mut after) {
+                    Ok(()) => after.acks.push(p),
+                    Err(e) => {
+                        // Not acknowledged: the broker redelivers it later.
+                        tracing::error!(topic = %p.topic, error = %e, "could not store message");
+                    }
+                }
+            }
+            if let Err(e) = self.inbox.flush().await {
+                tracing::error!(error = %e, "inbox flush failed; nothing acknowledged");
+                continue;
+            }
+            for p in &after.acks {
+                self.publisher.ack(p);
+            }
+            for r in &after.results {
+                publish_result(&self.publisher, r);
+            }
+            for printer in after.wake {
+                if let Some(n) = self.wake.get(&printer) {
+                    n.notify_one();
+                }
+            }
+            if after.status {
+                self.publisher.publish_status(&self.board.online_status());
+            }
+        }
+    }
+
+    fn handle(&self, p: &Publish, after: &mut After) -> Result<(), InboxError> {
+        let Some(topic) = Topic::parse(&p.topic) else {
+            tracing::warn!(topic = %p.topic, "message on an unexpected topic ignored");
+            return Ok(());
+        };
+        if topic.kiosk() != self.publisher.kiosk() {
+            tracing::warn!(topic = %p.topic, "message for another kiosk ignored");
+            return Ok(());
+        }
+        match topic.kind() {
+            TopicKind::Print => self.handle_job(&p.payload, after),
+            TopicKind::Cmd => self.handle_command(&p.payload, after),
+            other => {
+                tracing::debug!(topic = %p.topic, kind = ?other, "no handler for topic; ignored");
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_job(&self, payload: &[u8], after: &mut After) -> Result<(), InboxError> {
+        let job = match wire::decode::<PrintJob>(payload, self.max_job_bytes) {
+            Ok(job) => job,
+            Err(e) => {
+                let reason = match &e {
+                    WireError::TooLarge { size, limit } => {
+                        format!("job payload too large: {size} bytes, limit {limit} bytes")
+                    }
+                    WireError::Invalid(m) => format!("invalid job: {m}"),
+                };
+                return self.refuse(
+                    wire::peek_job_id(payload),
+                    InboxState::Failed,
+                    reason,
+                    after,
+                );
+            }
+        };
+        if let Err(reason) = job.validate() {
+            return self.refuse(
+                Some(job.job_id),
+                InboxState::Failed,
+                format!("invalid job: {reason}"),
+                after,
+            );
+        }
+        if !self.printers.contains_key(&job.printer) {
+            let reason = format!("unknown printer {:?} on this kiosk", job.printer);
+            return self.refuse(Some(job.job_id), InboxState::Failed, reason, after);
+        }
+        if job.is_expired_at(Utc::now()) {
+            let reason = "expired before it reached the kiosk".to_owned();
+            return self.refuse(Some(job.job_id), InboxState::Expired, reason, after);
+        }
+        let json = String::from_utf8_lossy(payload);
+        match self.inbox.admit(&job, &json)? {
+            Admission::New(rec) => {
+                tracing::info!(job_id = %rec.job_id, printer = %rec.printer, kind = job.document.kind(), "job received");
+                after.results.push(result_of(&rec));
+                after.wake.push(rec.printer);
+            }
+            Admission::Duplicate(rec) => {
+                tracing::debug!(job_id = %rec.job_id, state = ?rec.state, "duplicate job answered with stored state");
+                after.results.push(result_of(&rec));
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(
+        &self,
+        job_id: Option<JobId>,
+        state: InboxState,
+        reason: String,
+        after: &mut After,
+    ) -> Result<(), InboxError> {
+        let Some(job_id) = job_id else {
+            tracing::warn!(reason, "print message without a readable job id dropped");
+            return Ok(());
+        };
+        tracing::warn!(job_id = %job_id, reason, "job refused");
+        let rec = match self.inbox.refuse(job_id, state, reason)? {
+            Admission::New(rec) | Admission::Duplicate(rec) => rec,
+        };
+        after.results.push(result_of(&rec));
+        Ok(())
+    }
+
+    fn handle_command(&self, payload: &[u8], after: &mut After) -> Result<(), InboxError> {
+        let cmd = match wire::decode::<Command>(payload, COMMAND_LIMIT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "invalid command ignored");
+                return Ok(());
+            }
+        };
+        match cmd.kind {
+            CommandKind::Ping => after.status = true,
+            CommandKind::TestPrint { printer } => {
+                let Some(options) = self.printers.get(&printer) else {
+                    tracing::warn!(printer, "test print for an unknown printer ignored");
+                    return Ok(());
+                };
+                let page = render::test_page(&printer, options, self.publisher.kiosk().as_str());
+                let job = PrintJob {
+                    v: V1,
+                    job_id: JobId::new(format!("test-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ")))
+                        .unwrap_or_else(|e| unreachable!("{e}")),
+                    printer,
+                    document: Document::Raw(RawDocument::from_bytes(&page.bytes)),
+                    copies: 1,
+                    created_at: Utc::now(),
+                    expires_at: Some(Utc::now() + chrono::Duration::minutes(10)),
+                };
+                let json = String::from_utf8_lossy(&wire::encode(&job)).into_owned();
+                if let Admission::New(rec) = self.inbox.admit(&job, &json)? {
+                    tracing::info!(job_id = %rec.job_id, printer = %rec.printer, "test page queued");
+                    after.results.push(result_of(&rec));
+                    after.wake.push(rec.printer);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The result message for a record's current state.
+pub fn result_of(rec: &InboxRecord) -> JobResult {
+    JobResult {
+        v: V1,
+        job_id: rec.job_id.clone(),
+        state: rec.state.result_state(),
+        at: rec.updated_at,
+        reason: rec.reason.clone(),
+    }
+}
+
+/// Publishes a job result on `kiosk/<id>/print/result` (QoS 1).
+pub fn publish_result(publisher: &Publisher, result: &JobResult) {
+    let topic = Topic::print_result(publisher.kiosk());
+    publisher.publish(&topic, false, wire::encode(result));
+}

@@ -1,0 +1,70 @@
+//! `kiosk-agent`: see `kiosk-agent --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kiosk_agent::AgentConfig;
+use tokio_util::sync::CancellationToken;
+
+/// The kiosk-fleet agent for one kiosk: keeps an outbound MQTT session to
+/// the cloud broker, stores print jobs durably before acknowledging them,
+/// and prints them on ESC/POS printers.
+///
+/// Configuration comes from the TOML file given with --config, then from
+/// environment variables KIOSK_AGENT__<SECTION>__<KEY> (for example
+/// KIOSK_AGENT__BROKER__URL=mqtt://vps.example.com:1883 or
+/// KIOSK_AGENT__PRINTERS__RECEIPT__ADDRESS=192.168.1.50:9100). Logs go to
+/// stderr; set RUST_LOG (e.g. RUST_LOG=kiosk_agent=debug) for more.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML), e.g. /etc/kiosk-agent/agent.toml.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration (file and environment) and exit: prints "ok"
+    /// or the bad key, exit status 0 or 1.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = AgentConfig::load(&cli.config)
+        .with_context(|| format!("loading {}", cli.config.display()))?;
+    if cli.check_config {
+        println!("ok");
+        return Ok(());
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    kiosk_agent::run(config, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The one layout step: a document becomes a list of [`Line`]s that already
+//! fit the paper width, and that list becomes both the ESC/POS bytes
+//! ([`Layout::to_bytes`]) and the plain-text preview ([`Layout::to_preview`]),
+//! so the two cannot drift apart.
+
+use std::collections::HashMap;
+
+use escpos::errors::Result as EscposResult;
+use escpos::printer::Printer;
+use escpos::utils::{
+    CashDrawer, JustifyMode, PageCode, QRCodeCorrectionLevel, QRCodeModel, QRCodeOption,
+};
+use kiosk_schemas::BarcodeFormat;
+
+use super::capture::{Capture, capture};
+
+/// `ESC p m t1 t2` takes two pulse times after the pin, but escpos 0.20's
+/// `cash_drawer` emits only `ESC p m`: a printer would then take the next
+/// two bytes of the stream as t1 and t2. These are the missing parameters,
+/// in units of 2 ms: 50 ms on, 500 ms off, the values drawer makers quote.
+const DRAWER_PULSE_TIMES: [u8; 2] = [25, 250];
+
+/// Columns a tab advances to a multiple of, in text documents.
+const TAB_STOP: usize = 8;
+
+/// Narrowest left column of a two-column line before the right part moves
+/// to a line of its own.
+const MIN_LEFT_WIDTH: usize = 6;
+
+/// Horizontal position of a text line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Align {
+    /// Flush left; right-aligned parts are padded with spaces.
+    Left,
+    /// Centered by the printer (`ESC a 1`) and padded in the preview.
+    Center,
+}
+
+/// Character size (`GS !`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Size {
+    /// 1×1.
+    Normal,
+    /// Double height: same width, so the line keeps all its columns.
+    Tall,
+    /// Double width and height: half the columns.
+    Large,
+}
+
+/// One step of the printed ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Line {
+    /// One printed line of text that fits the width at its size.
+    Text {
+        text: String,
+        align: Align,
+        bold: bool,
+        size: Size,
+    },
+    /// A QR code (`GS ( k`), centered.
+    Qr(String),
+    /// A 1-D barcode (`GS k`), centered, digits printed below.
+    Barcode { format: BarcodeFormat, data: String },
+    /// Full paper cut (`GS V`).
+    Cut,
+    /// Cash drawer kick on pin 2 (`ESC p`).
+    DrawerKick,
+}
+
+/// Builds the lines of one ticket for a given width and code page.
+pub(crate) struct Layout {
+    columns: usize,
+    code_page: PageCode,
+    lines: Vec<Line>,
+    /// Whether a non-ASCII character has a byte in the code page; asking
+    /// escpos costs a printer per character, so each is asked once.
+    encodable: HashMap<char, bool>,
+}
+
+impl Layout {
+    /// An empty ticket `columns` characters wide (font A).
+    pub(crate) fn new(columns: u8, code_page: PageCode) -> Self {
+        Layout {
+            columns: usize::from(columns).max(1),
+            code_page,
+            lines: Vec::new(),
+            encodable: HashMap::new(),
+        }
+    }
+
+    /// Characters per line at `size`.
+    fn width(&self, size: Size) -> usize {
+        match size {
+            Size::Large => (self.columns / 2).max(1),
+            Size::Normal | Size::Tall => self.columns,
+        }
+    }
+
+    /// Adds `text`, split at `\n` and word-wrapped to the width. An empty
+    /// string is one empty line; a final `\n` adds none.
+    pub(crate) fn text(&mut self, text: &str, align: Align, bold: bool, size: Size) {
+        let width = self.width(size);
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        for raw in text.split('\n') {
+            let clean = self.sanitize(raw);
+            for piece in wrap(&clean, width) {
+                self.lines.push(Line::Text {
+                    text: piece,
+                    align,
+                    bold,
+                    size,
+                });
+            }
+        }
+    }
+
+    /// Adds an empty line.
+    pub(crate) fn blank(&mut self) {
+        self.push_text(String::new(), false, Size::Normal);
+    }
+
+    /// Adds a full-width line of dashes.
+    pub(crate) fn rule(&mut self) {
+        self.push_text("-".repeat(self.columns), false, Size::Normal);
+    }
+
+    /// Adds `prefix` + `body` on the left and `right` flush right on the same
+    /// line: `2 x Cheeseburger ....... 17.00`. A long body wraps below
+    /// itself, indented by the prefix's width.
+    pub(crate) fn columns(
+        &mut self,
+        prefix: &str,
+        body: &str,
+        right: &str,
+        bold: bool,
+        size: Size,
+    ) {
+        let width = self.width(size);
+        let (prefix, body, right) = (
+            self.sanitize(prefix),
+            self.sanitize(body),
+            self.sanitize(right),
+        );
+        let indent = prefix.chars().count();
+        let right_len = right.chars().count();
+        let body_width = width.saturating_sub(indent + 1 + right_len);
+        if body_width < MIN_LEFT_WIDTH {
+            // Too narrow for both: the left part wraps on its own and the
+            // right part gets a line of its own, still flush right.
+            for piece in wrap(&format!("{prefix}{body}"), width) {
+                self.push_text(piece, bold, size);
+            }
+            self.push_text(pad_left(&right, width), bold, size);
+            return;
+        }
+        for (i, piece) in wrap(&body, body_width).into_iter().enumerate() {
+            let line = if i == 0 {
+                let gap = width - indent - piece.chars().count() - right_len;
+                format!("{prefix}{piece}{}{right}", " ".repeat(gap))
+            } else {
+                format!("{}{piece}", " ".repeat(indent))
+            };
+            self.push_text(line, bold, size);
+        }
+    }
+
+    /// Adds a code, a cut or a drawer kick.
+    pub(crate) fn push(&mut self, line: Line) {
+        self.lines.push(line);
+    }
+
+    fn push_text(&mut self, text: String, bold: bool, size: Size) {
+        self.lines.push(Line::Text {
+            text,
+            align: Align::Left,
+            bold,
+            size,
+        });
+    }
+
+    /// Makes `s` printable in the code page: control characters become `?`
+    /// (an `ESC` inside an item name must not become a command), tabs
+    /// become spaces up to the next tab stop, carriage returns go, and
+    /// characters the code page has no byte for become `?`.
+    fn sanitize(&mut self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut column = 0;
+        for c in s.chars() {
+            match c {
+                '\r' => continue,
+                '\t' => {
+                    let spaces = TAB_STOP - column % TAB_STOP;
+                    out.extend(std::iter::repeat_n(' ', spaces));
+                    column += spaces;
+                    continue;
+                }
+                c if c.is_control() => out.push('?'),
+                c if c.is_ascii() => out.push(c),
+                c if self.is_encodable(c) => out.push(c),
+                _ => out.push('?'),
+            }
+            column += 1;
+        }
+        out
+    }
+
+    fn is_encodable(&mut self, c: char) -> bool {
+        let code_page = self.code_page;
+        *self.encodable.entry(c).or_insert_with(|| {
+            // escpos writes a character of the code page's table as its one
+            // byte and anything else as UTF-8 (two bytes or more), which a
+            // printer would show as garbage.
+            let mut utf8 = [0u8; 4];
+            let text: &str = c.encode_utf8(&mut utf8);
+            capture(Some(code_page), 48, |p| p.write(text).map(drop))
+                .is_ok_and(|bytes| bytes.len() == 1)
+        })
+    }
+
+    /// The ESC/POS bytes: `ESC @` and `ESC t n` (code page) first, then
+    /// every line in order.
+    ///
+    /// # Errors
+    /// An escpos error, e.g. barcode data its symbology refuses or a QR
+    /// code over 7089 bytes.
+    pub(crate) fn to_bytes(&self) -> EscposResult<Vec<u8>> {
+        let columns = u8::try_from(self.columns).unwrap_or(u8::MAX);
+        capture(Some(self.code_page), columns, |p| {
+            p.init()?;
+            // ESC @ resets the printer to these; only changes are sent.
+            let mut style = Style {
+                align: Align::Left,
+                bold: false,
+                size: Size::Normal,
+            };
+            for line in &self.lines {
+                match line {
+                    Line::Text {
+                        text,
+                        align,
+                        bold,
+                        size,
+                    } => {
+                        style.set(
+                            p,
+                            Style {
+                                align: *align,
+                                bold: *bold,
+                                size: *size,
+                            },
+                        )?;
+                        write_line(p, text)?;
+                    }
+                    Line::Qr(data) => {
+                        style.set(p, Style::CODE)?;
+                        // Model 2 is what current printers read; Model 1
+                        // (the escpos default) is legacy.
+                        let module = if self.columns < 48 { 5 } else { 6 };
+                        let option = QRCodeOption::new(
+                            QRCodeModel::Model2,
+                            module,
+                            QRCodeCorrectionLevel::M,
+                        );
+                        p.qrcode_option(data, option)?;
+                    }
+                    Line::Barcode { format, data } => {
+                        style.set(p, Style::CODE)?;
+                        match format {
+                            BarcodeFormat::Ean13 => p.ean13(data)?,
+                            BarcodeFormat::Ean8 => p.ean8(data)?,
+                            BarcodeFormat::Upca => p.upca(data)?,
+                            BarcodeFormat::Code39 => p.code39(data)?,
+                            BarcodeFormat::Itf => p.itf(data)?,
+                            BarcodeFormat::Codabar => p.codabar(data)?,
+                        };
+                    }
+                    Line::Cut => {
+                        p.cut()?;
+                    }
+                    Line::DrawerKick => {
+                        p.cash_drawer(CashDrawer::Pin2)?
+                            .custom(&DRAWER_PULSE_TIMES)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The plain-text picture of the ticket: one line per printed line,
+    /// none longer than the width, codes and paper handling as markers
+    /// (`[QR: ...]`, `[BARCODE ean13: ...]`, `--- cut ---`,
+    /// `[drawer kick]`).
+    pub(crate) fn to_preview(&self) -> String {
+        let mut out: Vec<String> = Vec::with_capacity(self.lines.len());
+        for line in &self.lines {
+            match line {
+                Line::Text { text, align, .. } => match align {
+                    Align::Left => out.push(text.clone()),
+                    Align::Center => out.push(center(text, self.columns)),
+                },
+                Line::Qr(data) => self.marker(&mut out, &format!("[QR: {data}]")),
+                Line::Barcode { format, data } => {
+                    self.marker(
+                        &mut out,
+                        &format!("[BARCODE {}: {data}]", barcode_name(*format)),
+                    );
+                }
+                Line::Cut => out.push("--- cut ---".to_owned()),
+                Line::DrawerKick => out.push("[drawer kick]".to_owned()),
+            }
+        }
+        let mut preview = String::new();
+        for line in out {
+            preview.push_str(line.trim_end());
+            preview.push('\n');
+        }
+        preview
+    }
+
+    /// A centered marker, cut into pieces when it is wider than the paper.
+    fn marker(&self, out: &mut Vec<String>, text: &str) {
+        let printable: String = text
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        for piece in hard_wrap(&printable, self.columns) {
+            out.push(center(&piece, self.columns));
+        }
+    }
+}
+
+/// Writes one line of text and a line feed (`ESC d 1`).
+///
+/// escpos 0.20's character tables map a few ASCII characters to look-alikes
+/// in the upper half: `-` to the soft hyphen (0xF0 in PC850/PC858, 0xAD in
+/// the Windows pages), `.` to 0xE7 in PC857, so `-12.50` would not print as
+/// such. ASCII is the same in every code page, so ASCII runs go out as they
+/// are and only the other characters are encoded by escpos.
+fn write_line(p: &mut Printer<Capture>, text: &str) -> EscposResult<()> {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let ascii_len = rest.find(|c: char| !c.is_ascii()).unwrap_or(rest.len());
+        if ascii_len > 0 {
+            p.custom(&rest.as_bytes()[..ascii_len])?;
+            rest = &rest[ascii_len..];
+        } else {
+            let other_len = rest.find(|c: char| c.is_ascii()).unwrap_or(rest.len());
+            p.write(&rest[..other_len])?;
+            rest = &rest[other_len..];
+        }
+    }
+    p.feed()?;
+    Ok(())
+}
+
+/// Printer state that only changes when a line needs another value.
+#[derive(Clone, Copy)]
+struct Style {
+    align: Align,
+    bold: bool,
+    size: Size,
+}
+
+impl Style {
+    /// Codes are centered; bold and size do not apply to them.
+    const CODE: Style = Style {
+        align: Align::Center,
+        bold: false,
+        size: Size::Normal,
+    };
+
+    fn set(&mut self, p: &mut Printer<Capture>, want: Style) -> EscposResult<()> {
+        if want.align != self.align {
+            p.justify(match want.align {
+                Align::Left => JustifyMode::LEFT,
+                Align::Center => JustifyMode::CENTER,
+            })?;
+        }
+        if want.bold != self.bold {
+            p.bold(want.bold)?;
+        }
+        if want.size != self.size {
+            match want.size {
+                Size::Normal => p.reset_size()?,
+                Size::Tall => p.size(1, 2)?,
+                Size::Large => p.size(2, 2)?,
+            };
+        }
+        *self = want;
+        Ok(())
+    }
+}
+
+/// The symbology as spelled on the wire (`ean13`, `code39`, ...).
+fn barcode_name(format: BarcodeFormat) -> &'static str {
+    match format {
+        BarcodeFormat::Ean13 => "ean13",
+        BarcodeFormat::Ean8 => "ean8",
+        BarcodeFormat::Upca => "upca",
+        BarcodeFormat::Code39 => "code39",
+        BarcodeFormat::Itf => "itf",
+        BarcodeFormat::Codabar => "codabar",
+    }
+}
+
+fn center(text: &str, width: usize) -> String {
+    let pad = width.saturating_sub(text.chars().count()) / 2;
+    format!("{}{text}", " ".repeat(pad))
+}
+
+fn pad_left(text: &str, width: usize) -> String {
+    let pad = width.saturating_sub(text.chars().count());
+    format!("{}{text}", " ".repeat(pad))
+}
+
+/// Word-wraps one line to `width` characters: breaks at the last space that
+/// fits, cuts words longer than a line, keeps spacing inside each piece. An
+/// empty line stays one empty line.
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let chars: Vec<char> = text.trim_end().chars().collect();
+    let mut rest = chars.as_slice();
+    let mut pieces = Vec::new();
+    while rest.len() > width {
+        let cut = rest[..=width]
+            .iter()
+            .rposition(|&c| c == ' ')
+            .filter(|&i| i > 0)
+            .unwrap_or(width);
+        let piece: String = rest[..cut].iter().collect();
+        pieces.push(piece.trim_end().to_owned());
+        rest = &rest[cut..];
+        while let [' ', tail @ ..] = rest {
+            rest = tail;
+        }
+    }
+    if !rest.is_empty() || pieces.is_empty() {
+        pieces.push(rest.iter().collect());
+    }
+    pieces
+}
+
+/// Cuts `text` into pieces of exactly `width` characters (the last may be
+/// shorter), for markers whose content must not be reflowed.
+pub(crate) fn hard_wrap(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(width.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_cuts_long_words() {
+        assert_eq!(wrap("hello world", 20), ["hello world"]);
+        assert_eq!(wrap("hello world", 8), ["hello", "world"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), [""]);
+        assert_eq!(wrap("a  b   c", 4), ["a  b", "c"]);
+    }
+
+    #[test]
+    fn sanitize_replaces_controls_and_unencodable_characters() {
+        let mut layout = Layout::new(32, PageCode::PC437);
+        assert_eq!(
+            layout.sanitize("Caf\u{e9}\u{1b}@ \u{6f22}\r"),
+            "Caf\u{e9}?@ ?"
+        );
+        assert_eq!(layout.sanitize("a\tb"), "a       b");
+        // The euro sign is in PC858 but not in PC437.
+        assert_eq!(layout.sanitize("5\u{20ac}"), "5?");
+        let mut layout = Layout::new(32, PageCode::PC858);
+        assert_eq!(layout.sanitize("5\u{20ac}"), "5\u{20ac}");
+    }
+
+    #[test]
+    fn columns_puts_the_right_part_flush_right_and_indents_wraps() {
+        let mut layout = Layout::new(20, PageCode::PC437);
+        layout.columns(
+            "2 x ",
+            "Very long burger name",
+            "17.00",
+            false,
+            Size::Normal,
+        );
+        assert_eq!(
+            layout.to_preview(),
+            "2 x Very long  17.00\n    burger\n    name\n"
+        );
+    }
+}

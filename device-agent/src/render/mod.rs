@@ -1,0 +1,630 @@
+//! Turns a print job's [`Document`] into the ESC/POS bytes of one copy and a
+//! plain-text preview of it, for one printer's width (32 or 48 columns,
+//! font A) and code page. Pure: no I/O.
+//!
+//! Every ESC/POS command is built by the `escpos` crate and captured in
+//! memory. Bytes and preview come from the same list of laid-out lines, so
+//! the preview (shown by the demo, written to logs) is what the paper shows.
+
+mod amount;
+pub(crate) mod capture;
+mod layout;
+mod raw;
+
+use kiosk_schemas::{Document, Receipt, TextDocument};
+
+pub use amount::format_amount;
+/// An `escpos` character code table, selected with `ESC t n`.
+pub use escpos::utils::PageCode;
+
+use crate::config::PrinterConfig;
+use layout::{Align, Layout, Line, Size};
+
+/// Code pages a printer can be configured with: every one `escpos` has a
+/// character table for (without a table it cannot encode text at all).
+const PAGE_CODES: [PageCode; 31] = [
+    PageCode::PC437,
+    PageCode::Katakana,
+    PageCode::PC850,
+    PageCode::PC852,
+    PageCode::PC858,
+    PageCode::PC860,
+    PageCode::PC863,
+    PageCode::PC865,
+    PageCode::PC851,
+    PageCode::PC853,
+    PageCode::PC857,
+    PageCode::PC737,
+    PageCode::ISO8859_2,
+    PageCode::ISO8859_7,
+    PageCode::ISO8859_15,
+    PageCode::WPC1252,
+    PageCode::PC866,
+    PageCode::WPC775,
+    PageCode::PC855,
+    PageCode::PC861,
+    PageCode::PC862,
+    PageCode::PC869,
+    PageCode::PC1118,
+    PageCode::PC1119,
+    PageCode::PC1125,
+    PageCode::WPC1250,
+    PageCode::WPC1251,
+    PageCode::WPC1253,
+    PageCode::WPC1254,
+    PageCode::WPC1257,
+    PageCode::KZ1048,
+];
+
+/// Looks up a code page by its config name, as `escpos` spells it (`PC437`,
+/// `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, `ISO8859_15`, `Katakana`,
+/// ...). Case, `-` and `_` are ignored: `pc858`, `ISO-8859-15` work too.
+///
+/// Returns `None` for unknown names and for the page codes `escpos` has no
+/// character table for (`PC720`, `PC864`, `WPC1255`, ...).
+pub fn page_code(name: &str) -> Option<PageCode> {
+    let wanted = normalize(name);
+    PAGE_CODES
+        .iter()
+        .copied()
+        .find(|code| normalize(&code.to_string()) == wanted)
+}
+
+fn normalize(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// How to lay out documents for one printer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenderOptions {
+    /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm).
+    pub columns: u8,
+    /// Character code table text is encoded in.
+    pub code_page: PageCode,
+}
+
+impl Default for RenderOptions {
+    /// 48 columns, PC437: the config defaults.
+    fn default() -> Self {
+        RenderOptions {
+            columns: 48,
+            code_page: PageCode::PC437,
+        }
+    }
+}
+
+impl RenderOptions {
+    /// The options of a configured printer: `width` and `code_page`.
+    ///
+    /// # Errors
+    /// [`RenderError::UnknownCodePage`] when `code_page` is not a name
+    /// [`page_code`] knows (a validated config never has one).
+    pub fn from_config(config: &PrinterConfig) -> Result<Self, RenderError> {
+        let code_page = page_code(&config.code_page)
+            .ok_or_else(|| RenderError::UnknownCodePage(config.code_page.clone()))?;
+        Ok(RenderOptions {
+            columns: config.width,
+            code_page,
+        })
+    }
+}
+
+/// One copy of a document, ready for the printer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// ESC/POS bytes to send as they are.
+    pub bytes: Vec<u8>,
+    /// Plain-text picture of the ticket, `\n`-terminated lines no wider than
+    /// the printer's columns, with markers for what is not text: `[QR: ...]`,
+    /// `[BARCODE ean13: ...]`, `--- cut ---`, `[drawer kick]`.
+    pub preview: String,
+}
+
+/// Why a document could not be rendered. The job fails with this as reason;
+/// printing it again would not help.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A raw document's `data` is not valid base64.
+    #[error("{0}")]
+    Raw(String),
+    /// The configured code page is not one [`page_code`] knows.
+    #[error("unknown code page {0:?}")]
+    UnknownCodePage(String),
+    /// `escpos` refused to build a command: barcode data its symbology does
+    /// not accept, a QR code over 7089 bytes, ...
+    #[error("cannot build ESC/POS: {0}")]
+    Escpos(#[from] escpos::errors::PrinterError),
+}
+
+/// Renders one copy of `doc` (the caller repeats the bytes for copies).
+///
+/// - `receipt` and `text`: bytes start with `ESC @` (initialize) and
+///   `ESC t n` (code page) and end with `GS V` (cut) when `cut` is set; a
+///   receipt with `open_drawer` ends with `ESC p` (drawer kick, pin 2) after
+///   the cut. Characters the code page cannot encode print as `?`.
+/// - `raw`: the decoded bytes untouched (nothing prepended), with a preview
+///   of the text found in them.
+///
+/// # Errors
+/// [`RenderError::Raw`] for bad base64, [`RenderError::Escpos`] for codes
+/// `escpos` refuses.
+pub fn render(doc: &Document, opts: &RenderOptions) -> Result<Rendered, RenderError> {
+    match doc {
+        Document::Raw(raw) => {
+            let bytes = raw.decode().map_err(RenderError::Raw)?;
+            let preview = raw::preview(&bytes, opts.columns);
+            Ok(Rendered { bytes, preview })
+        }
+        Document::Text(text) => finish(&text_layout(text, opts)),
+        Document::Receipt(receipt) => finish(&receipt_layout(receipt, opts)),
+    }
+}
+
+fn finish(layout: &Layout) -> Result<Rendered, RenderError> {
+    Ok(Rendered {
+        bytes: layout.to_bytes()?,
+        preview: layout.to_preview(),
+    })
+}
+
+fn text_layout(doc: &TextDocument, opts: &RenderOptions) -> Layout {
+    let mut layout = Layout::new(opts.columns, opts.code_page);
+    layout.text(&doc.text, Align::Left, false, Size::Normal);
+    if doc.cut {
+        layout.push(Line::Cut);
+    }
+    layout
+}
+
+/// Header centered (first line large and bold), a rule, one line per item
+/// with its amount flush right, a rule, subtotal, tax and a bold TOTAL,
+/// footer centered, QR code, barcode, cut, drawer kick.
+fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Layout {
+    let mut layout = Layout::new(opts.columns, opts.code_page);
+    let amount = |minor: i64| format_amount(minor, &r.currency);
+
+    for (i, line) in r.header.iter().enumerate() {
+        if i == 0 {
+            layout.text(line, Align::Center, true, Size::Large);
+        } else {
+            layout.text(line, Align::Center, false, Size::Normal);
+        }
+    }
+    layout.rule();
+    for item in &r.items {
+        let prefix = format!("{} x ", item.quantity);
+        layout.columns(
+            &prefix,
+            &item.name,
+            &amount(item.amount),
+            false,
+            Size::Normal,
+        );
+    }
+    layout.rule();
+    if let Some(subtotal) = r.subtotal {
+        layout.columns("", "Subtotal", &amount(subtotal), false, Size::Normal);
+    }
+    if let Some(tax) = r.tax {
+        layout.columns("", "Tax", &amount(tax), false, Size::Normal);
+    }
+    let total_label = format!("TOTAL {}", r.currency.as_str());
+    layout.columns("", &total_label, &amount(r.total), true, Size::Tall);
+    if !r.footer.is_empty() {
+        layout.blank();
+        for line in &r.footer {
+            layout.text(line, Align::Center, false, Size::Normal);
+        }
+    }
+    if let Some(qr) = &r.qr {
+        layout.push(Line::Qr(qr.clone()));
+    }
+    if let Some(barcode) = &r.barcode {
+        layout.push(Line::Barcode {
+            format: barcode.format,
+            data: barcode.data.clone(),
+        });
+    }
+    if r.cut {
+        layout.push(Line::Cut);
+    }
+    if r.open_drawer {
+        layout.push(Line::DrawerKick);
+    }
+    layout
+}
+
+/// A short test page for the `test_print` command: kiosk id, printer name,
+/// width, code page, a ruler as wide as the line, the time (UTC) and a line
+/// of accented characters to check the code page; ends with a cut.
+pub fn test_page(printer_name: &str, opts: &RenderOptions, kiosk_id: &str) -> Rendered {
+    let layout = test_page_layout(printer_name, opts, kiosk_id);
+    let preview = layout.to_preview();
+    let bytes = match layout.to_bytes() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            // Only text and a cut, in a code page with a table: escpos has
+            // nothing to refuse. Should that change, the page still prints
+            // as plain text rather than not at all.
+            tracing::error!(error = %e, "cannot build the test page; sending it as plain text");
+            preview.clone().into_bytes()
+        }
+    };
+    Rendered { bytes, preview }
+}
+
+fn test_page_layout(printer_name: &str, opts: &RenderOptions, kiosk_id: &str) -> Layout {
+    let columns = usize::from(opts.columns);
+    let mut layout = Layout::new(opts.columns, opts.code_page);
+    layout.text("TEST PAGE", Align::Center, true, Size::Large);
+    layout.rule();
+    let rows = [
+        ("kiosk", kiosk_id.to_owned()),
+        ("printer", printer_name.to_owned()),
+        ("width", format!("{columns} columns")),
+        ("code page", opts.code_page.to_string()),
+        (
+            "time",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        ),
+    ];
+    for (label, value) in rows {
+        layout.text(
+            &format!("{label:<10} {value}"),
+            Align::Left,
+            false,
+            Size::Normal,
+        );
+    }
+    layout.rule();
+    // Tens above units: the last digit printed is the line's last column.
+    let tens: String = (1..=columns)
+        .map(|i| if i % 10 == 0 { digit(i / 10) } else { ' ' })
+        .collect();
+    let units: String = (1..=columns).map(digit).collect();
+    layout.text(&tens, Align::Left, false, Size::Normal);
+    layout.text(&units, Align::Left, false, Size::Normal);
+    layout.rule();
+    // Accented letters and currency signs, to see the code page at work.
+    let chars = "chars      \u{c4}\u{d6}\u{dc} \u{e4}\u{f6}\u{fc} \u{e9} \u{f1} \u{a3} \u{20ac}";
+    layout.text(chars, Align::Left, false, Size::Normal);
+    layout.text(
+        "(? = not in the code page)",
+        Align::Left,
+        false,
+        Size::Normal,
+    );
+    layout.push(Line::Cut);
+    layout
+}
+
+/// The last decimal digit of `n`.
+fn digit(n: usize) -> char {
+    char::from(b'0' + (n % 10) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use kiosk_schemas::{Barcode, BarcodeFormat, Currency, RawDocument, ReceiptItem};
+
+    use super::*;
+
+    const ESC_INIT: &[u8] = b"\x1b@";
+    const GS_CUT: &[u8] = b"\x1dV";
+    const ESC_DRAWER: &[u8] = b"\x1bp";
+    const GS_QR: &[u8] = b"\x1d(k";
+    const GS_BARCODE: &[u8] = b"\x1dk";
+
+    fn opts(columns: u8) -> RenderOptions {
+        RenderOptions {
+            columns,
+            code_page: PageCode::PC858,
+        }
+    }
+
+    fn receipt() -> Receipt {
+        Receipt {
+            header: vec![
+                "Burger Corner".into(),
+                "12 Market Street".into(),
+                "Order 1042".into(),
+            ],
+            items: vec![
+                item(2, "Cheeseburger", 1700),
+                item(1, "Fries large", 450),
+                item(
+                    1,
+                    "Double bacon cheeseburger with extra pickles and onions",
+                    1290,
+                ),
+                item(1, "Coupon", -200),
+            ],
+            subtotal: Some(2973),
+            tax: Some(267),
+            total: 3240,
+            currency: Currency::new("EUR").unwrap(),
+            footer: vec!["Thank you!".into()],
+            qr: None,
+            barcode: None,
+            cut: true,
+            open_drawer: false,
+        }
+    }
+
+    fn item(quantity: u32, name: &str, amount: i64) -> ReceiptItem {
+        ReceiptItem {
+            quantity,
+            name: name.into(),
+            amount,
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn render_receipt(r: Receipt, columns: u8) -> Rendered {
+        render(&Document::Receipt(r), &opts(columns)).unwrap()
+    }
+
+    #[test]
+    fn page_code_names_are_case_insensitive() {
+        assert_eq!(page_code("PC437"), Some(PageCode::PC437));
+        assert_eq!(page_code("pc858"), Some(PageCode::PC858));
+        assert_eq!(page_code("WPC1252"), Some(PageCode::WPC1252));
+        assert_eq!(page_code("iso-8859-15"), Some(PageCode::ISO8859_15));
+        assert_eq!(page_code("PC866"), Some(PageCode::PC866));
+        assert_eq!(page_code("PC720"), None, "escpos has no table for it");
+        assert_eq!(page_code("UTF-8"), None);
+        assert_eq!(page_code(""), None);
+    }
+
+    #[test]
+    fn every_offered_page_code_can_render_text() {
+        for code in PAGE_CODES {
+            let opts = RenderOptions {
+                columns: 32,
+                code_page: code,
+            };
+            let doc = Document::Text(TextDocument {
+                text: "Hello \u{e9}\u{20ac}".into(),
+                cut: true,
+            });
+            let out = render(&doc, &opts).unwrap_or_else(|e| panic!("{code}: {e}"));
+            assert!(out.preview.starts_with("Hello "), "{code}: {}", out.preview);
+        }
+    }
+
+    #[test]
+    fn ascii_is_sent_as_ascii_in_every_code_page() {
+        let printable: String = (0x20u8..0x7f).map(char::from).collect();
+        for code in PAGE_CODES {
+            let opts = RenderOptions {
+                columns: 100,
+                code_page: code,
+            };
+            let doc = Document::Text(TextDocument {
+                text: printable.clone(),
+                cut: false,
+            });
+            let out = render(&doc, &opts).unwrap();
+            assert!(contains(&out.bytes, printable.as_bytes()), "{code}");
+        }
+    }
+
+    #[test]
+    fn receipt_bytes_start_with_init_and_code_page_and_end_with_cut() {
+        let out = render_receipt(receipt(), 48);
+        // ESC @, then ESC t 19 (PC858).
+        assert!(
+            out.bytes.starts_with(b"\x1b@\x1bt\x13"),
+            "{:02x?}",
+            &out.bytes[..8]
+        );
+        assert!(contains(&out.bytes[out.bytes.len() - 4..], GS_CUT));
+        assert!(!contains(&out.bytes, ESC_DRAWER));
+    }
+
+    #[test]
+    fn receipt_contains_every_name_and_amount_as_text() {
+        let r = receipt();
+        for columns in [32, 48] {
+            let out = render_receipt(r.clone(), columns);
+            for item in &r.items {
+                let first_word = item.name.split(' ').next().unwrap();
+                assert!(contains(&out.bytes, first_word.as_bytes()), "{}", item.name);
+                let amount = format_amount(item.amount, &r.currency);
+                assert!(contains(&out.bytes, amount.as_bytes()), "{amount}");
+                assert!(out.preview.contains(&amount), "{amount}");
+            }
+            for text in ["29.73", "2.67", "32.40", "TOTAL EUR", "-2.00"] {
+                assert!(contains(&out.bytes, text.as_bytes()), "{text}");
+                assert!(out.preview.contains(text), "{text}");
+            }
+            // Wrapped names still hold every word, in the preview too.
+            for word in r.items[2].name.split(' ') {
+                assert!(out.preview.contains(word), "{word}");
+                assert!(contains(&out.bytes, word.as_bytes()), "{word}");
+            }
+        }
+    }
+
+    #[test]
+    fn widths_lay_out_differently_and_preview_fits() {
+        let narrow = render_receipt(receipt(), 32);
+        let wide = render_receipt(receipt(), 48);
+        assert_ne!(narrow.preview, wide.preview);
+        assert_ne!(narrow.bytes, wide.bytes);
+        for (out, columns) in [(&narrow, 32), (&wide, 48)] {
+            for line in out.preview.lines() {
+                assert!(line.chars().count() <= columns, "{columns}: {line:?}");
+            }
+            let rule = "-".repeat(columns);
+            assert!(out.preview.lines().any(|l| l == rule), "{columns}");
+            // Amounts are flush right on item lines.
+            let line = out
+                .preview
+                .lines()
+                .find(|l| l.starts_with("2 x Cheeseburger"))
+                .unwrap();
+            assert_eq!(line.chars().count(), columns);
+            assert!(line.ends_with("17.00"));
+        }
+        assert!(narrow.preview.lines().count() > wide.preview.lines().count());
+    }
+
+    #[test]
+    fn qr_barcode_and_drawer_only_when_asked() {
+        let plain = render_receipt(receipt(), 48);
+        for marker in [GS_QR, GS_BARCODE, ESC_DRAWER] {
+            assert!(!contains(&plain.bytes, marker));
+        }
+        assert!(!plain.preview.contains("[QR"));
+        assert!(!plain.preview.contains("[BARCODE"));
+        assert!(!plain.preview.contains("[drawer kick]"));
+
+        let mut r = receipt();
+        r.qr = Some("https://example.com/r/1042".into());
+        r.barcode = Some(Barcode {
+            format: BarcodeFormat::Ean13,
+            data: "4006381333931".into(),
+        });
+        r.open_drawer = true;
+        let out = render_receipt(r, 48);
+        assert!(contains(&out.bytes, GS_QR));
+        assert!(contains(&out.bytes, b"https://example.com/r/1042"));
+        assert!(contains(&out.bytes, GS_BARCODE));
+        assert!(contains(&out.bytes, b"4006381333931"));
+        // ESC p 0 with both pulse times, last.
+        assert!(
+            out.bytes.ends_with(b"\x1bp\x00\x19\xfa"),
+            "{:02x?}",
+            &out.bytes[out.bytes.len() - 8..]
+        );
+        assert!(out.preview.contains("[QR: https://example.com/r/1042]"));
+        assert!(out.preview.contains("[BARCODE ean13: 4006381333931]"));
+        assert!(out.preview.ends_with("--- cut ---\n[drawer kick]\n"));
+    }
+
+    #[test]
+    fn no_cut_when_not_asked() {
+        let mut r = receipt();
+        r.cut = false;
+        let out = render_receipt(r, 48);
+        assert!(!contains(&out.bytes, GS_CUT));
+        assert!(!out.preview.contains("--- cut ---"));
+    }
+
+    #[test]
+    fn bad_barcode_data_is_an_error_not_a_panic() {
+        let mut r = receipt();
+        r.barcode = Some(Barcode {
+            format: BarcodeFormat::Ean13,
+            data: "12ab".into(),
+        });
+        let err = render(&Document::Receipt(r), &opts(48)).unwrap_err();
+        assert!(matches!(err, RenderError::Escpos(_)), "{err}");
+    }
+
+    #[test]
+    fn characters_outside_the_code_page_print_as_question_marks() {
+        let mut r = receipt();
+        r.items = vec![item(1, "Caf\u{e9} \u{6f22}\u{5b57} \u{1b}x", 100)];
+        let out = render(&Document::Receipt(r), &opts(48)).unwrap();
+        assert!(
+            out.preview.contains("1 x Caf\u{e9} ?? ?x"),
+            "{}",
+            out.preview
+        );
+        // é is 0x82 in PC858; the escape never reaches the printer as such.
+        assert!(contains(&out.bytes, b"1 x Caf\x82 ?? ?x"));
+    }
+
+    #[test]
+    fn text_documents_print_lines_and_wrap() {
+        let doc = Document::Text(TextDocument {
+            text: "Table 4\n\n2x Soup of the day with bread and butter\n".into(),
+            cut: true,
+        });
+        let out = render(&doc, &opts(32)).unwrap();
+        assert_eq!(
+            out.preview,
+            "Table 4\n\n2x Soup of the day with bread\nand butter\n--- cut ---\n"
+        );
+        assert!(out.bytes.starts_with(ESC_INIT));
+        assert!(contains(&out.bytes[out.bytes.len() - 4..], GS_CUT));
+
+        let doc = Document::Text(TextDocument {
+            text: "no cut".into(),
+            cut: false,
+        });
+        let out = render(&doc, &opts(32)).unwrap();
+        assert!(!contains(&out.bytes, GS_CUT));
+        assert_eq!(out.preview, "no cut\n");
+    }
+
+    #[test]
+    fn raw_passes_through_byte_identical() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let doc = Document::Raw(RawDocument::from_bytes(&bytes));
+        let out = render(&doc, &opts(48)).unwrap();
+        assert_eq!(out.bytes, bytes);
+        assert!(out.preview.starts_with("[raw ESC/POS, 256 bytes]"));
+
+        let bad = Document::Raw(RawDocument {
+            data: "not base64!".into(),
+        });
+        let err = render(&bad, &opts(48)).unwrap_err();
+        assert!(err.to_string().contains("document.data"), "{err}");
+    }
+
+    #[test]
+    fn raw_preview_of_rendered_text_shows_the_same_lines() {
+        let doc = Document::Text(TextDocument {
+            text: "Table 4\n\n2x Soup of the day with bread and butter".into(),
+            cut: true,
+        });
+        let rendered = render(&doc, &opts(32)).unwrap();
+        let raw = Document::Raw(RawDocument::from_bytes(&rendered.bytes));
+        let out = render(&raw, &opts(32)).unwrap();
+        let expected = rendered.preview.replace("--- cut ---\n", "");
+        let note = format!("[raw ESC/POS, {} bytes]\n", rendered.bytes.len());
+        assert_eq!(out.preview, note + &expected);
+    }
+
+    #[test]
+    fn test_page_names_kiosk_printer_and_fits() {
+        for columns in [32, 48] {
+            let out = test_page("receipt", &opts(columns), "demo-1");
+            assert!(out.bytes.starts_with(ESC_INIT));
+            assert!(out.preview.contains("demo-1"));
+            assert!(out.preview.contains("receipt"));
+            assert!(out.preview.contains("PC858"));
+            assert!(out.preview.contains(&format!("{columns} columns")));
+            let ruler: String = (1..=usize::from(columns)).map(digit).collect();
+            assert!(out.preview.lines().any(|l| l == ruler));
+            for line in out.preview.lines() {
+                assert!(line.chars().count() <= usize::from(columns), "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn options_from_config() {
+        let config: PrinterConfig = serde_json::from_value(serde_json::json!({
+            "driver": "tcp", "address": "x", "width": 32, "code_page": "pc852", "timeout": "1s"
+        }))
+        .unwrap();
+        let opts = RenderOptions::from_config(&config).unwrap();
+        assert_eq!(
+            opts,
+            RenderOptions {
+                columns: 32,
+                code_page: PageCode::PC852
+            }
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! A job's life on the kiosk. Pure: no I/O.
+//!
+//! ```text
+//! received ──► printing ──► printed
+//!    │   ▲         └──────► failed   (printer error after bytes went out,
+//!    │   │                           or `interrupted`: found here after a crash)
+//!    │   └── nothing was written (printer went away): wait again
+//!    ├──────────────────────► expired (expires_at passed while waiting)
+//!    └──────────────────────► failed  (the document cannot be rendered)
+//! ```
+//!
+//! Every state is stored (and flushed) before anything is acknowledged or
+//! printed. `printing` is written before the first byte goes to the
+//! printer: a job found there after a restart may or may not be on paper,
+//! so it is reported `failed: interrupted` and never reprinted by itself —
+//! a double receipt is worse than a missing one that the operator sees.
+
+use kiosk_schemas::ResultState;
+use serde::{Deserialize, Serialize};
+
+/// Reason reported for a job that was printing when the agent stopped.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// State of a job in the kiosk's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InboxState {
+    /// Stored; waiting for its printer.
+    Received,
+    /// Bytes may be on their way to the printer.
+    Printing,
+    /// Printed.
+    Printed,
+    /// Not printed, or possibly only partly; see the reason.
+    Failed,
+    /// Expired before it could print.
+    Expired,
+}
+
+impl InboxState {
+    /// The state reported to the cloud for this inbox state. `printing` is
+    /// still `received` from the cloud's point of view.
+    pub fn result_state(self) -> ResultState {
+        match self {
+            InboxState::Received | InboxState::Printing => ResultState::Received,
+            InboxState::Printed => ResultState::Printed,
+            InboxState::Failed => ResultState::Failed,
+            InboxState::Expired => ResultState::Expired,
+        }
+    }
+
+    /// True for `printed`, `failed` and `expired`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            InboxState::Printed | InboxState::Failed | InboxState::Expired
+        )
+    }
+
+    /// Whether moving to `next` is allowed.
+    pub fn can_become(self, next: InboxState) -> bool {
+        use InboxState::*;
+        matches!(
+            (self, next),
+            (Received, Printing)
+                | (Received, Expired)
+                | (Received, Failed)
+                | (Printing, Printed)
+                | (Printing, Failed)
+                | (Printing, Received)
+        )
+    }
+
+    /// What a job found in this state when the agent starts becomes.
+    pub fn after_restart(self) -> Option<(InboxState, &'static str)> {
+        match self {
+            InboxState::Printing => Some((InboxState::Failed, INTERRUPTED)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InboxState::*;
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        assert!(Received.can_become(Printing));
+        assert!(Received.can_become(Expired));
+        assert!(Received.can_become(Failed));
+        assert!(Printing.can_become(Printed));
+        assert!(Printing.can_become(Failed));
+        assert!(Printing.can_become(Received));
+        for s in [Printed, Failed, Expired] {
+            for n in [Received, Printing, Printed, Failed, Expired] {
+                assert!(!s.can_become(n), "{s:?} -> {n:?}");
+            }
+        }
+        assert!(!Received.can_become(Printed));
+    }
+
+    #[test]
+    fn restart_rules() {
+        assert_eq!(Printing.after_restart(), Some((Failed, INTERRUPTED)));
+        assert_eq!(Received.after_restart(), None);
+        assert_eq!(Printed.after_restart(), None);
+    }
+
+    #[test]
+    fn reported_states() {
+        assert_eq!(Printing.result_state(), ResultState::Received);
+        assert_eq!(Expired.result_state(), ResultState::Expired);
+    }
+}

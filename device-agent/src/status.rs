@@ -1,0 +1,131 @@
+//! The kiosk's status board: each printer's last known readiness, and the
+//! retained `kiosk/<id>/status` message built from it.
+//!
+//! Printer workers write their readings here; whenever a reading changes,
+//! the board wakes the status publisher, which publishes a fresh `online`
+//! status (retained, QoS 1). The connection task publishes one too on every
+//! connect.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use kiosk_schemas::{CashDeviceStatus, KioskStatus, PrinterStatus};
+use tokio::sync::watch;
+
+/// Version of this agent, reported in the status.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Default)]
+struct Readings {
+    printers: BTreeMap<String, PrinterStatus>,
+    cash: Option<CashDeviceStatus>,
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone)]
+pub struct StatusBoard {
+    readings: Arc<Mutex<Readings>>,
+    changed: watch::Sender<u64>,
+}
+
+impl StatusBoard {
+    /// A board listing `printers`, all `unknown` until first read.
+    pub fn new<'a>(printers: impl IntoIterator<Item = &'a String>) -> Self {
+        let printers = printers
+            .into_iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    PrinterStatus {
+                        error: Some("not checked yet".to_owned()),
+                        ..PrinterStatus::default()
+                    },
+                )
+            })
+            .collect();
+        StatusBoard {
+            readings: Arc::new(Mutex::new(Readings {
+                printers,
+                cash: None,
+            })),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Readings> {
+        self.readings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `printer`'s reading; wakes subscribers when it differs from
+    /// the previous one.
+    pub fn set_printer(&self, printer: &str, status: PrinterStatus) {
+        let changed = {
+            let mut r = self.lock();
+            let prev = r.printers.insert(printer.to_owned(), status.clone());
+            prev.as_ref() != Some(&status)
+        };
+        if changed {
+            tracing::info!(printer, ready = status.ready, paper = ?status.paper,
+                cover_open = status.cover_open, error = status.error.as_deref().unwrap_or(""), "printer status");
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Records the cash acceptor's state.
+    pub fn set_cash(&self, cash: CashDeviceStatus) {
+        let changed = {
+            let mut r = self.lock();
+            let prev = r.cash.replace(cash.clone());
+            prev.as_ref() != Some(&cash)
+        };
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The last reading of `printer`.
+    pub fn printer(&self, printer: &str) -> Option<PrinterStatus> {
+        self.lock().printers.get(printer).cloned()
+    }
+
+    /// An `online` status stamped now.
+    pub fn online_status(&self) -> KioskStatus {
+        let r = self.lock();
+        let mut s = KioskStatus::online(AGENT_VERSION, r.printers.clone());
+        s.cash.clone_from(&r.cash);
+        s
+    }
+
+    /// A receiver that is woken on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiosk_schemas::PaperStatus;
+
+    #[test]
+    fn wakes_only_on_change() {
+        let names = ["receipt".to_owned()];
+        let board = StatusBoard::new(&names);
+        let mut rx = board.subscribe();
+        let ok = PrinterStatus {
+            ready: true,
+            online: true,
+            paper: PaperStatus::Ok,
+            cover_open: false,
+            error: None,
+        };
+        board.set_printer("receipt", ok.clone());
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        board.set_printer("receipt", ok);
+        assert!(!rx.has_changed().unwrap());
+        let s = board.online_status();
+        assert!(s.printers["receipt"].ready);
+        assert_eq!(s.agent_version.as_deref(), Some(AGENT_VERSION));
+    }
+}

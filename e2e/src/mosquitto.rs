@@ -1,0 +1,96 @@
+//! A real mosquitto broker as a child process, for tests of
+//! `broker.embedded = false` (installed by `scripts/test.sh`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Where Debian installs the broker.
+const CANDIDATES: [&str; 3] = [
+    "/usr/sbin/mosquitto",
+    "/usr/bin/mosquitto",
+    "/usr/local/sbin/mosquitto",
+];
+
+/// A running mosquitto on 127.0.0.1, anonymous access, no persistence (so a
+/// restart forgets sessions and queued messages, the worst case for
+/// delivery).
+pub struct Mosquitto {
+    binary: PathBuf,
+    conf: PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+/// The mosquitto binary, if installed.
+pub fn binary() -> Option<PathBuf> {
+    CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with its config in `dir` on a free port.
+    ///
+    /// # Panics
+    /// When mosquitto is not installed or does not start: run
+    /// `scripts/test.sh`, which installs it.
+    pub async fn start(dir: &Path) -> Mosquitto {
+        let binary = binary().expect("mosquitto is not installed; run scripts/test.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let mut m = Mosquitto {
+            binary,
+            conf,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: None,
+        };
+        m.spawn().await;
+        m
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mosquitto");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mosquitto did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills it (SIGKILL: sessions and queued messages are lost).
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Kills it and starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+}

@@ -1,0 +1,302 @@
+//! The print path end to end: HTTP → gateway store → embedded broker →
+//! agent inbox → fake port-9100 printer → result → HTTP.
+
+use std::time::Duration;
+
+use kiosk_e2e::{TestFleet, WAIT, contains, count_with, receipt_job, text_job};
+use kiosk_testkit::{FakePaper, FakePrinter, FakeStatus};
+use serde_json::json;
+
+fn states(job: &serde_json::Value) -> Vec<String> {
+    job["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["state"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn receipt_over_http_reaches_the_printer() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+
+    let items = [
+        (2, "Cheeseburger", 1700),
+        (1, "Fries large", 450),
+        (2, "Lemonade", 600),
+    ];
+    let job_id = fleet.create_job("k1", receipt_job(&items)).await;
+    let job = fleet.wait_job(&job_id, "printed").await;
+    assert_eq!(states(&job), ["queued", "received", "printed"]);
+
+    let jobs = printer.wait_for_jobs(1, WAIT).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let bytes = &jobs[0];
+    assert!(
+        bytes.starts_with(&[0x1b, 0x40]),
+        "starts with ESC @: {:02x?}",
+        &bytes[..8]
+    );
+    for name in [
+        "Cheeseburger",
+        "Fries large",
+        "Lemonade",
+        "17.00",
+        "4.50",
+        "6.00",
+        "27.50",
+    ] {
+        assert!(contains(bytes, name.as_bytes()), "missing {name:?}");
+    }
+    let cut = bytes
+        .windows(2)
+        .rposition(|w| w == [0x1d, 0x56])
+        .expect("a cut (GS V)");
+    assert!(bytes.len() - cut <= 4, "the cut is the last command");
+    agent.shutdown().await;
+    fleet.wait_kiosk("k1", "offline").await;
+}
+
+#[tokio::test]
+async fn job_posted_while_kiosk_offline_prints_once_when_it_comes() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let job_id = fleet.create_job("k1", text_job("OFFLINE-JOB\n")).await;
+    // Several republish intervals pass: nobody is there to take it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fleet.job(&job_id).await["state"], "queued");
+
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_job(&job_id, "printed").await;
+    // More republish intervals: the job is finished, nothing is re-sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count_with(&printer.jobs(), "OFFLINE-JOB"), 1);
+    agent.shutdown().await;
+}
+
+async fn restart_agent_while_jobs_in_flight(kill: bool) {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            fleet
+                .create_job("k1", text_job(&format!("JOB-{i:02}\n")))
+                .await,
+        );
+    }
+    // Stop the agent somewhere in the middle of the run.
+    let _ = printer.wait_for_jobs(3, WAIT).await;
+    if kill {
+        agent.kill().await;
+    } else {
+        agent.shutdown().await;
+    }
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    let mut finished = Vec::new();
+    for id in &ids {
+        let job = fleet
+            .wait_get(&format!("/v1/print-jobs/{id}"), |b| {
+                matches!(b["state"].as_str(), Some("printed" | "failed"))
+            })
+            .await
+            .expect("job finished");
+        finished.push(job);
+    }
+    let jobs = printer.jobs();
+    for (i, job) in finished.iter().enumerate() {
+        let copies = count_with(&jobs, &format!("JOB-{i:02}"));
+        match job["state"].as_str() {
+            Some("printed") => assert_eq!(copies, 1, "JOB-{i:02} printed {copies} times"),
+            // Only a job caught mid-write by the kill may fail, as
+            // `interrupted`; it is on paper at most once.
+            _ => {
+                assert!(kill, "graceful stop must not fail jobs: {job}");
+                assert_eq!(job["reason"], "interrupted", "{job}");
+                assert!(copies <= 1);
+            }
+        }
+    }
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn agent_restarted_cleanly_prints_every_job_once() {
+    restart_agent_while_jobs_in_flight(false).await;
+}
+
+#[tokio::test]
+async fn agent_killed_and_restarted_prints_no_job_twice() {
+    restart_agent_while_jobs_in_flight(true).await;
+}
+
+#[tokio::test]
+async fn same_job_published_twice_prints_once() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+
+    let backend = kiosk_e2e::mqtt::Client::connect(
+        fleet.mqtt_addr,
+        "be-1",
+        "backend",
+        &fleet.secrets["backend"],
+    )
+    .await
+    .expect("backend connects");
+    let job = json!({
+        "v": 1, "job_id": "dup-1", "printer": "receipt",
+        "document": {"kind": "text", "text": "DUPLICATE-ME\n"}
+    });
+    backend.publish("kiosk/k1/print", &job).await;
+    backend.publish("kiosk/k1/print", &job).await;
+    fleet.wait_job("dup-1", "printed").await;
+    backend.publish("kiosk/k1/print", &job).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(count_with(&printer.jobs(), "DUPLICATE-ME"), 1);
+    assert_eq!(fleet.job("dup-1").await["origin"], "mqtt");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn job_expiring_while_kiosk_offline_is_never_printed() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let mut body = text_job("TOO-LATE\n");
+    body["expires_in_s"] = json!(1);
+    let job_id = fleet.create_job("k1", body).await;
+    let job = fleet.wait_job(&job_id, "expired").await;
+    assert_eq!(job["reason"], "expired before the kiosk received it");
+
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    // The gateway asks the kiosk about it; the kiosk confirms it expired.
+    let job = fleet
+        .wait_get(&format!("/v1/print-jobs/{job_id}"), |b| {
+            b["history"].as_array().is_some_and(|h| h.len() >= 3)
+        })
+        .await
+        .expect("kiosk confirmed expiry");
+    assert_eq!(job["state"], "expired");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count_with(&printer.jobs(), "TOO-LATE"), 0);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn job_waits_for_paper_and_prints_when_it_is_back() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    printer.set_status(FakeStatus {
+        paper: FakePaper::Out,
+        ..FakeStatus::default()
+    });
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job_id = fleet.create_job("k1", text_job("NEEDS-PAPER\n")).await;
+    fleet.wait_job(&job_id, "received").await;
+    let kiosk = fleet
+        .wait_get("/v1/kiosks/k1", |k| {
+            k["printers"]["receipt"]["paper"] == "out"
+        })
+        .await
+        .expect("kiosk status says paper out");
+    assert_eq!(kiosk["printers"]["receipt"]["ready"], false);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(fleet.job(&job_id).await["state"], "received");
+    assert!(printer.jobs().is_empty());
+
+    printer.set_status(FakeStatus::default());
+    fleet.wait_job(&job_id, "printed").await;
+    assert_eq!(count_with(&printer.jobs(), "NEEDS-PAPER"), 1);
+    fleet
+        .wait_get("/v1/kiosks/k1", |k| {
+            k["printers"]["receipt"]["paper"] == "ok"
+        })
+        .await
+        .expect("paper ok again");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn gateway_restart_keeps_queued_jobs_and_history() {
+    let mut fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let before: Vec<String> = futures_join(&fleet, "BEFORE", 3).await;
+    fleet.stop_gateway().await;
+    fleet.start_gateway().await;
+    for id in &before {
+        assert_eq!(fleet.job(id).await["state"], "queued");
+    }
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    for id in &before {
+        let job = fleet.wait_job(id, "printed").await;
+        assert_eq!(states(&job), ["queued", "received", "printed"]);
+    }
+    // And again with the kiosk connected through the restart.
+    let during = futures_join(&fleet, "DURING", 3).await;
+    fleet.stop_gateway().await;
+    fleet.start_gateway().await;
+    let after = futures_join(&fleet, "AFTER", 3).await;
+    for id in during.iter().chain(&after) {
+        fleet.wait_job(id, "printed").await;
+    }
+    let jobs = printer.jobs();
+    for i in 0..3 {
+        for tag in ["BEFORE", "DURING", "AFTER"] {
+            assert_eq!(count_with(&jobs, &format!("{tag}-{i}")), 1, "{tag}-{i}");
+        }
+    }
+    agent.shutdown().await;
+}
+
+async fn futures_join(fleet: &TestFleet, tag: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            fleet
+                .create_job("k1", text_job(&format!("{tag}-{i}\n")))
+                .await,
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn job_caught_printing_by_a_crash_is_failed_interrupted_never_reprinted() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    // The printer takes the bytes but does not close: the agent is stuck
+    // in the middle of its write, with the job marked `printing`.
+    printer.set_hold_connections(true);
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    let job_id = fleet.create_job("k1", text_job("CRASH-VICTIM\n")).await;
+    printer.wait_for_jobs(1, WAIT).await.unwrap();
+    agent.kill().await;
+    printer.set_hold_connections(false);
+
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    let job = fleet.wait_job(&job_id, "failed").await;
+    assert_eq!(job["reason"], "interrupted");
+    // Republishes and the restart do not print it again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count_with(&printer.jobs(), "CRASH-VICTIM"), 1);
+    let reprint = fleet
+        .post(&format!("/v1/print-jobs/{job_id}/reprint"), &json!({}))
+        .await;
+    assert_eq!(
+        reprint.0, 202,
+        "an explicit reprint is the way to print it again"
+    );
+    fleet
+        .wait_job(reprint.1["job_id"].as_str().unwrap(), "printed")
+        .await;
+    assert_eq!(count_with(&printer.jobs(), "CRASH-VICTIM"), 2);
+    agent.shutdown().await;
+}

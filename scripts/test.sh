@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole kiosk-fleet test suite on a fresh Debian machine.
+#
+# Installs the outside peers the tests talk to when they are missing:
+#   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub),
+#        socat (serial pty pairs)
+#   pip: paho-mqtt (a Python backend)
+# then runs every test of the workspace (unit, integration, end-to-end, doc).
+# Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Tests start their own brokers on free ports; a packaged mosquitto
+  # service on 1883 would collide with the demo, so stop it if one runs.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    echo "test.sh: stopping and disabling the packaged mosquitto service (port 1883)" >&2
+    as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+fi
+if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
+  echo "test.sh: installing paho-mqtt for $(command -v python3)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'paho-mqtt>=1.6' \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'paho-mqtt>=1.6'
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+else
+  cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
+cargo test --workspace --doc --quiet
