@@ -34,8 +34,8 @@ if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
 else
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+  cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
 fi
 cargo test --workspace --doc --quiet

@@ -6,9 +6,10 @@
 //! What a client sees: rumqttd answers a refused login (unknown user, wrong
 //! password, anonymous, kiosk with a foreign client id), a CONNECT with keep
 //! alive 0 and a CONNECT beyond `max_connections` by closing the TCP
-//! connection **without a CONNACK**; the client gets an I/O error ("connection
-//! closed by peer"), never a CONNACK return code. The reason is only in the
-//! broker's log.
+//! connection **without a CONNACK**: rumqttc reports
+//! `MqttState(ConnectionAborted)`, mosquitto clients "The connection was
+//! lost", never a CONNACK return code such as "not authorized". The reason is
+//! only in the broker's log.
 //!
 //! Connection storms: rumqttd accepts connections one at a time in a single
 //! loop that sleeps after each accept (even with a delay of 0 ms, a tokio
@@ -37,7 +38,7 @@ use crate::{AuthOutcome, BrokerConfig, BrokerError, CredentialStore, FleetProtoc
 
 /// How long [`EmbeddedBroker::start`] waits for the server thread to listen.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long shutdown waits for blocking work (argon2 checks, ~50 ms each).
+/// How long shutdown waits for blocking work (argon2 checks, tens of ms each).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages the router hands a connection per batch for QoS 0 (rumqttd's
 /// sample configuration uses 200).

@@ -7,18 +7,20 @@
 //!   `kiosk/<id>/status`; an `online` status is published retained on every
 //!   connect, and `offline` before a clean shutdown (a clean DISCONNECT
 //!   does not fire the will).
-//! - Subscriptions are made again whenever the broker answers
-//!   `session_present = 0`.
+//! - Subscriptions are made on every connect (also when the broker reports
+//!   a session present: it may lack them).
 //! - Exponential backoff with jitter between connection attempts (rumqttc
 //!   would retry at once).
 //! - Incoming packets up to 16 MiB are read (so an oversized job is answered
 //!   `failed` by the intake instead of breaking the connection in a loop);
 //!   `print.max_job_bytes` is the real limit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kiosk_schemas::backoff::Backoff;
-use kiosk_schemas::{KioskId, KioskStatus, Topic, wire};
+use kiosk_schemas::{JobResult, KioskId, KioskStatus, Topic, wire};
 use rand::Rng as _;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
@@ -31,14 +33,71 @@ use crate::status::StatusBoard;
 const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
 /// Capacity of rumqttc's request channel.
 const REQUEST_CAPACITY: usize = 1024;
+/// Our publishes awaiting PUBACK. rumqttd holds back PUBACKs to a client
+/// while 100 of its own publishes to that client are unacknowledged, and
+/// rumqttc stops reading its request channel (where our acknowledgements
+/// wait) while this window is full; a window far larger than anything we
+/// queue (results, channel) keeps the channel moving so our
+/// acknowledgements always get out, and the two cannot deadlock.
+const OUTGOING_INFLIGHT: u16 = 8192;
 
-/// Handle for publishing; cheap to clone. Publishing never waits: the
-/// durable inbox/outbox is the source of truth and anything not enqueued
-/// is sent again later.
+/// Results waiting for the MQTT session, at most this many; beyond that a
+/// result is dropped (logged) and recovered when the cloud asks again.
+const RESULT_QUEUE: usize = 4096;
+
+/// A publish received on one connection. Its acknowledgement is only
+/// valid on that same connection: acknowledging it after a reconnect is an
+/// unsolicited PUBACK, for which rumqttd drops the client.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Which connection (counts CONNACKs) it arrived on.
+    pub connection: u64,
+    /// The message.
+    pub publish: Publish,
+}
+
+/// Handle for publishing; cheap to clone. Publishing never waits, so a
+/// printer keeps printing while the link is down: results go through a
+/// bounded queue to [`ResultForwarder`], everything else is enqueued or
+/// dropped. The durable inbox is the source of truth: the cloud re-sends
+/// unfinished jobs and the agent answers with the stored state.
 #[derive(Clone)]
 pub struct Publisher {
     client: AsyncClient,
     kiosk: KioskId,
+    results: mpsc::Sender<JobResult>,
+    connection: Arc<AtomicU64>,
+}
+
+/// Feeds queued job results into the MQTT session, waiting for room in
+/// rumqttc's request queue (so results never crowd out acknowledgements).
+pub struct ResultForwarder {
+    client: AsyncClient,
+    kiosk: KioskId,
+    results: mpsc::Receiver<JobResult>,
+}
+
+impl ResultForwarder {
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let topic = Topic::print_result(&self.kiosk);
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.results.recv() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.client.publish(topic.as_str(), QoS::AtLeastOnce, false, wire::encode(&result)) => r,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -62,22 +121,40 @@ impl Publisher {
         }
     }
 
+    /// Queues a job result for `kiosk/<id>/print/result` (QoS 1). When the
+    /// queue is full the result is dropped and logged: the cloud asks again.
+    pub fn publish_result(&self, result: JobResult) {
+        if let Err(e) = self.results.try_send(result) {
+            tracing::warn!(error = %e, "result queue full; the cloud will ask again");
+        }
+    }
+
     /// Publishes `status` retained on `kiosk/<id>/status`.
     pub fn publish_status(&self, status: &KioskStatus) -> bool {
         self.publish(&Topic::status(&self.kiosk), true, wire::encode(status))
     }
 
-    /// Acknowledges an incoming QoS 1 publish. A failed ack is harmless:
-    /// the broker redelivers and the inbox deduplicates.
-    pub fn ack(&self, publish: &Publish) {
-        if let Err(e) = self.client.try_ack(publish) {
-            tracing::debug!(error = %e, "ack not enqueued; broker will redeliver");
+    /// Acknowledges an incoming QoS 1 publish, waiting for room in the
+    /// request queue: acknowledgements must not be lost, and must go out in
+    /// the order the publishes came (rumqttd disconnects a client that
+    /// acknowledges out of order, and stops sending once 100 are unacked).
+    /// A message from an earlier connection is not acknowledged: the
+    /// broker redelivers it if it kept the session, and the cloud re-sends
+    /// it otherwise.
+    pub async fn ack(&self, incoming: &Incoming) {
+        if incoming.connection != self.connection.load(Ordering::SeqCst) {
+            tracing::debug!("not acknowledging a message from an earlier connection");
+            return;
+        }
+        if let Err(e) = self.client.ack(&incoming.publish).await {
+            tracing::debug!(error = %e, "ack not enqueued: session ended");
         }
     }
 }
 
 /// The event loop and its reconnect policy.
 pub struct Connection {
+    connection: Arc<AtomicU64>,
     client: AsyncClient,
     eventloop: EventLoop,
     kiosk: KioskId,
@@ -93,7 +170,7 @@ pub struct Connection {
 pub fn connect(
     config: &AgentConfig,
     board: StatusBoard,
-) -> Result<(Publisher, Connection), String> {
+) -> Result<(Publisher, Connection, ResultForwarder), String> {
     let url = config.broker_url().map_err(|e| e.to_string())?;
     if url.tls {
         return Err(
@@ -107,18 +184,33 @@ pub fn connect(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
+        .set_inflight(OUTGOING_INFLIGHT)
         .set_last_will(LastWill::new(
             Topic::status(&kiosk).as_str(),
             wire::encode(&KioskStatus::offline()),
             QoS::AtLeastOnce,
             true,
         ));
-    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    // Small packets (acks, results) must not wait for Nagle + delayed ACK.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    let (results_tx, results_rx) = mpsc::channel(RESULT_QUEUE);
+    let generation = Arc::new(AtomicU64::new(0));
     let publisher = Publisher {
         client: client.clone(),
         kiosk: kiosk.clone(),
+        results: results_tx,
+        connection: generation.clone(),
+    };
+    let forwarder = ResultForwarder {
+        client: client.clone(),
+        kiosk: kiosk.clone(),
+        results: results_rx,
     };
     let connection = Connection {
+        connection: generation,
         client,
         eventloop,
         kiosk,
@@ -126,7 +218,7 @@ pub fn connect(
         board,
         connects: watch::channel(0).0,
     };
-    Ok((publisher, connection))
+    Ok((publisher, connection, forwarder))
 }
 
 /// How the session ends.
@@ -160,7 +252,7 @@ impl Connection {
     /// `stop` says how to leave once it does.
     pub async fn run(
         mut self,
-        tx: mpsc::Sender<Publish>,
+        tx: mpsc::Sender<Incoming>,
         shutdown: CancellationToken,
         stop: watch::Receiver<Stop>,
     ) {
@@ -176,10 +268,14 @@ impl Connection {
                         session_present = ack.session_present,
                         "connected to MQTT broker"
                     );
-                    if !ack.session_present {
-                        if let Err(e) = self.client.try_subscribe_many(self.subscriptions()) {
-                            tracing::error!(error = %e, "could not enqueue subscriptions");
-                        }
+                    self.connection.fetch_add(1, Ordering::SeqCst);
+                    // Subscribe on every connect, not only when the broker
+                    // reports no session: a session can be present without
+                    // our subscriptions (a connection dropped before its
+                    // SUBSCRIBE was handled), and subscribing again is
+                    // harmless.
+                    if let Err(e) = self.client.try_subscribe_many(self.subscriptions()) {
+                        tracing::error!(error = %e, "could not enqueue subscriptions");
                     }
                     let status = wire::encode(&self.board.online_status());
                     if let Err(e) = self.client.try_publish(
@@ -193,7 +289,15 @@ impl Connection {
                     self.connects.send_modify(|n| *n += 1);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(p).await.is_err() {
+                    let connection = self.connection.load(Ordering::SeqCst);
+                    if tx
+                        .send(Incoming {
+                            connection,
+                            publish: p,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -164,7 +164,16 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Sled`]: nothing may be acknowledged or printed then.
     pub async fn flush(&self) -> Result<(), InboxError> {
-        self.db.flush_async().await?;
+        // Not `flush_async`: concurrent async flushes can starve sled 0.34's
+        // IO thread pool of the threads doing the writes they wait for
+        // (sled issue #1308). A blocking flush on tokio's blocking pool
+        // leaves sled's pool free.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| {
+                InboxError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))
+            })??;
         Ok(())
     }
 

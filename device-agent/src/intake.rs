@@ -19,12 +19,11 @@ use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
     Command, CommandKind, Document, JobId, JobResult, PrintJob, RawDocument, Topic, TopicKind, V1,
 };
-use rumqttc::Publish;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::connection::Publisher;
+use crate::connection::{Incoming, Publisher};
 use crate::inbox::{Admission, Inbox, InboxError, InboxRecord};
 use crate::render::{self, RenderOptions};
 use crate::state::InboxState;
@@ -55,7 +54,7 @@ pub struct Intake {
 /// What to do once a batch is flushed.
 #[derive(Default)]
 struct After {
-    acks: Vec<Publish>,
+    acks: Vec<Incoming>,
     results: Vec<JobResult>,
     wake: Vec<String>,
     status: bool,
@@ -82,7 +81,7 @@ impl Intake {
     }
 
     /// Runs until `shutdown` or until the connection task ends.
-    pub async fn run(self, mut rx: mpsc::Receiver<Publish>, shutdown: CancellationToken) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Incoming>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let first = tokio::select! {
@@ -100,12 +99,14 @@ impl Intake {
                 }
             }
             let mut after = After::default();
-            for p in batch.drain(..) {
-                match self.handle(&p, &mut after) {
-                    Ok(()) => after.acks.push(p),
+            for m in batch.drain(..) {
+                match self.handle(&m.publish, &mut after) {
+                    Ok(()) => after.acks.push(m),
                     Err(e) => {
-                        // Not acknowledged: the broker redelivers it later.
-                        tracing::error!(topic = %p.topic, error = %e, "could not store message");
+                        // Not acknowledged. rumqttd then sees the next
+                        // acknowledgement out of order and drops the
+                        // connection; on reconnect it redelivers this one.
+                        tracing::error!(topic = %m.publish.topic, error = %e, "could not store message");
                     }
                 }
             }
@@ -114,10 +115,10 @@ impl Intake {
                 continue;
             }
             for p in &after.acks {
-                self.publisher.ack(p);
+                self.publisher.ack(p).await;
             }
-            for r in &after.results {
-                publish_result(&self.publisher, r);
+            for r in after.results {
+                self.publisher.publish_result(r);
             }
             for printer in after.wake {
                 if let Some(n) = self.wake.get(&printer) {
@@ -130,7 +131,7 @@ impl Intake {
         }
     }
 
-    fn handle(&self, p: &Publish, after: &mut After) -> Result<(), InboxError> {
+    fn handle(&self, p: &rumqttc::Publish, after: &mut After) -> Result<(), InboxError> {
         let Some(topic) = Topic::parse(&p.topic) else {
             tracing::warn!(topic = %p.topic, "message on an unexpected topic ignored");
             return Ok(());
@@ -264,10 +265,4 @@ pub fn result_of(rec: &InboxRecord) -> JobResult {
         at: rec.updated_at,
         reason: rec.reason.clone(),
     }
-}
-
-/// Publishes a job result on `kiosk/<id>/print/result` (QoS 1).
-pub fn publish_result(publisher: &Publisher, result: &JobResult) {
-    let topic = Topic::print_result(publisher.kiosk());
-    publisher.publish(&topic, false, wire::encode(result));
 }

@@ -73,18 +73,22 @@ impl Agent {
         inbox.flush().await?;
 
         let board = status::StatusBoard::new(config.printers.keys());
-        let (publisher, connection) =
+        let (publisher, connection, forwarder) =
             connection::connect(&config, board.clone()).map_err(AgentError::Broker)?;
         for rec in &recovered {
             tracing::warn!(job_id = %rec.job_id, printer = %rec.printer, "job was printing when the agent stopped; reported failed: interrupted");
-            intake::publish_result(&publisher, &intake::result_of(rec));
+            publisher.publish_result(intake::result_of(rec));
         }
 
         let shutdown = CancellationToken::new();
         let (stop, stop_rx) = watch::channel(Stop::Graceful);
         let mut tasks = Vec::new();
-        let (tx, rx) = mpsc::channel(256);
+        // Holds every publish the broker may send before we acknowledge:
+        // more than its in-flight window (rumqttd 100, mosquitto 20), so
+        // the MQTT loop never waits on the intake.
+        let (tx, rx) = mpsc::channel(1024);
         tasks.push(tokio::spawn(connection.run(tx, shutdown.clone(), stop_rx)));
+        tasks.push(tokio::spawn(forwarder.run(shutdown.clone())));
 
         let mut wake = HashMap::new();
         let mut options_by_printer = HashMap::new();

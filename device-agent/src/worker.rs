@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PrinterConfig;
 use crate::connection::Publisher;
 use crate::inbox::{Inbox, InboxError, InboxRecord};
-use crate::intake::{publish_result, result_of};
+use crate::intake::result_of;
 use crate::printer::{PrinterDriver, PrinterError};
 use crate::render::{self, RenderOptions};
 use crate::state::InboxState;
@@ -170,7 +170,7 @@ impl Worker {
             tracing::warn!(job_id = %rec.job_id, printer = %self.name, state = ?state,
                 reason = rec.reason.as_deref().unwrap_or(""), "job not printed");
         }
-        publish_result(&self.publisher, &result_of(&rec));
+        self.publisher.publish_result(result_of(&rec));
         Ok(())
     }
 

@@ -300,3 +300,49 @@ async fn job_caught_printing_by_a_crash_is_failed_interrupted_never_reprinted() 
     assert_eq!(count_with(&printer.jobs(), "CRASH-VICTIM"), 2);
     agent.shutdown().await;
 }
+
+/// Many requests at once on a multi-threaded runtime, as in production:
+/// concurrent store transactions and flushes must not deadlock (sled 0.34's
+/// `flush_async` did, see `Store::flush`), and a burst far larger than
+/// rumqttd's window of 100 unacknowledged messages must not wedge the MQTT
+/// sessions (it did with one gateway connection, see `gateway::mqtt`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_a_multi_threaded_runtime_all_print() {
+    let fleet = std::sync::Arc::new(TestFleet::start(&["k1", "k2"]).await);
+    let p1 = FakePrinter::start().await.unwrap();
+    let p2 = FakePrinter::start().await.unwrap();
+    let a1 = fleet.start_agent("k1", p1.addr()).await;
+    let a2 = fleet.start_agent("k2", p2.addr()).await;
+    let mut clients = Vec::new();
+    for c in 0..16 {
+        let fleet = fleet.clone();
+        clients.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..50 {
+                let kiosk = if c % 4 == 0 { "k2" } else { "k1" };
+                ids.push(
+                    fleet
+                        .create_job(kiosk, text_job(&format!("C{c:02}-{i:02}\n")))
+                        .await,
+                );
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for c in clients {
+        ids.extend(c.await.unwrap());
+    }
+    for id in &ids {
+        fleet.wait_job(id, "printed").await;
+    }
+    let jobs: Vec<Vec<u8>> = p1.jobs().into_iter().chain(p2.jobs()).collect();
+    assert_eq!(jobs.len(), 800);
+    for c in 0..16 {
+        for i in 0..50 {
+            assert_eq!(count_with(&jobs, &format!("C{c:02}-{i:02}")), 1);
+        }
+    }
+    a1.shutdown().await;
+    a2.shutdown().await;
+}

@@ -71,10 +71,13 @@ impl Ingest {
         for msg in batch.drain(..) {
             match msg {
                 Inbound::Connected { .. } => {}
-                Inbound::Publish(p) => match self.handle(&p, &mut online) {
-                    Ok(()) => acks.push(p),
+                Inbound::Publish(m) => match self.handle(&m.publish, &mut online) {
+                    Ok(()) => acks.push(m),
                     Err(e) => {
-                        tracing::error!(topic = %p.topic, error = %e, "not acknowledged; broker will redeliver");
+                        // rumqttd then sees the next acknowledgement out of
+                        // order and drops the connection; on reconnect it
+                        // redelivers this message.
+                        tracing::error!(topic = %m.publish.topic, error = %e, "not acknowledged; broker will redeliver");
                     }
                 },
             }
@@ -84,7 +87,7 @@ impl Ingest {
             return;
         }
         for p in &acks {
-            self.link.ack(p);
+            self.link.ack(p).await;
         }
         for kiosk in online {
             if self.online.try_send(kiosk).is_err() {

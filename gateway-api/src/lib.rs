@@ -145,7 +145,7 @@ impl Gateway {
                 .max(config.delivery.max_job_bytes)
                 + 4096,
         };
-        let (link, session) = mqtt::connect(&settings);
+        let (link, consumer, producer) = mqtt::connect(&settings);
         let fleet = Arc::new(fleet::Fleet::new(
             store.clone(),
             credentials,
@@ -164,7 +164,8 @@ impl Gateway {
         let tasks = TaskTracker::new();
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (online_tx, online_rx) = mpsc::channel(1024);
-        tasks.spawn(session.run(inbound_tx, shutdown.clone()));
+        tasks.spawn(consumer.run(inbound_tx.clone(), shutdown.clone()));
+        tasks.spawn(producer.run(inbound_tx, shutdown.clone()));
         let ingest = ingest::Ingest {
             store: store.clone(),
             fleet: fleet.clone(),

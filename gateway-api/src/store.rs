@@ -355,7 +355,17 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] on I/O failure: nothing may be acknowledged then.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        // Not `flush_async`: in sled 0.34 it runs the waiting flush on sled's
+        // own IO thread pool, and concurrent flushes can starve the pool of
+        // the threads that do the writing they wait for (sled issue #1308;
+        // seen here as a hang under concurrent HTTP requests). A blocking
+        // flush on tokio's blocking pool leaves sled's pool free.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| {
+                StoreError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))
+            })??;
         Ok(())
     }
 
