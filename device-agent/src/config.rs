@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiosk_schemas::print::validate_printer_name;
+use kiosk_schemas::settings::{self, Source};
 use kiosk_schemas::{Currency, KioskId, MqttUrl, Secret};
 use serde::Deserialize;
 
@@ -206,16 +207,7 @@ impl AgentConfig {
         file: &Path,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
-        let cfg = config::Config::builder()
-            .add_source(config::File::from(file).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(env),
-            )
-            .build()?;
-        let parsed: AgentConfig = cfg.try_deserialize()?;
+        let parsed: AgentConfig = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
         parsed.validate()?;
         Ok(parsed)
     }
@@ -225,10 +217,7 @@ impl AgentConfig {
     /// # Errors
     /// [`ConfigError`] naming the key at fault.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()?;
-        let parsed: AgentConfig = cfg.try_deserialize()?;
+        let parsed: AgentConfig = settings::load(Source::Text(text), None, None)?;
         parsed.validate()?;
         Ok(parsed)
     }

@@ -121,3 +121,35 @@ async fn metrics_count_jobs_latency_and_kiosks() {
     }
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn test_print_command_prints_a_test_page() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let backend = kiosk_e2e::mqtt::Client::connect(
+        fleet.mqtt_addr,
+        "be-cmd",
+        "backend",
+        &fleet.secrets["backend"],
+    )
+    .await
+    .unwrap();
+    backend
+        .publish(
+            "kiosk/k1/cmd",
+            &json!({"v": 1, "kind": "test_print", "printer": "receipt"}),
+        )
+        .await;
+    let jobs = printer
+        .wait_for_jobs(1, kiosk_e2e::WAIT)
+        .await
+        .expect("a test page");
+    assert!(kiosk_e2e::contains(&jobs[0], b"k1"), "names the kiosk");
+    assert!(
+        kiosk_e2e::contains(&jobs[0], b"receipt"),
+        "names the printer"
+    );
+    agent.shutdown().await;
+}

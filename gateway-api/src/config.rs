@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kiosk_schemas::settings::{self, Source};
 use kiosk_schemas::{KioskId, MqttUrl, Secret};
 use serde::Deserialize;
 
@@ -228,16 +229,7 @@ impl GatewayConfig {
         file: &Path,
         env: Option<HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
-        let cfg = config::Config::builder()
-            .add_source(config::File::from(file).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(env),
-            )
-            .build()?;
-        let parsed: GatewayConfig = cfg.try_deserialize()?;
+        let parsed: GatewayConfig = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
         parsed.validate()?;
         Ok(parsed)
     }
@@ -247,10 +239,7 @@ impl GatewayConfig {
     /// # Errors
     /// [`ConfigError`] naming the key at fault.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()?;
-        let parsed: GatewayConfig = cfg.try_deserialize()?;
+        let parsed: GatewayConfig = settings::load(Source::Text(text), None, None)?;
         parsed.validate()?;
         Ok(parsed)
     }

@@ -19,6 +19,7 @@ pub mod print;
 pub mod record;
 pub mod schema;
 pub mod secret;
+pub mod settings;
 pub mod status;
 pub mod topic;
 pub mod version;

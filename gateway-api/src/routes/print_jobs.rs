@@ -224,6 +224,49 @@ async fn submit(
     }
 }
 
+/// A fresh job id: a ULID (26 characters, sortable by creation time).
+fn new_job_id() -> JobId {
+    JobId::new(ulid::Ulid::new().to_string())
+        .unwrap_or_else(|e| unreachable!("ULIDs are valid job ids: {e}"))
+}
+
+/// What a new job accepted over HTTP is made of.
+struct QueuedJob {
+    job_id: JobId,
+    kiosk_id: KioskId,
+    printer: String,
+    document: Option<String>,
+    copies: u8,
+    expires_at: Timestamp,
+    api_key: String,
+    reprint_of: Option<JobId>,
+    now: Timestamp,
+}
+
+/// The record of a job accepted now, in state `queued`.
+fn queued(j: QueuedJob) -> JobRecord {
+    JobRecord {
+        job_id: j.job_id,
+        kiosk_id: j.kiosk_id,
+        printer: j.printer,
+        document: j.document,
+        copies: j.copies,
+        created_at: j.now,
+        expires_at: Some(j.expires_at),
+        state: JobState::Queued,
+        reason: None,
+        history: vec![Transition {
+            state: JobState::Queued,
+            at: j.now,
+            reason: None,
+        }],
+        origin: Origin::Http { api_key: j.api_key },
+        reprint_of: j.reprint_of,
+        accepted_at: j.now,
+        gateway_expired: false,
+    }
+}
+
 fn request_hash(kiosk: &KioskId, body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(kiosk.as_str().as_bytes());
@@ -280,28 +323,17 @@ pub async fn create(
     let req: CreatePrintJob = parse_json(&body)?;
     let now = Utc::now();
     let expires_at = expiry(&app, req.expires_in_s, now)?;
-    let record = JobRecord {
-        job_id: req.job_id.unwrap_or_else(|| {
-            JobId::new(ulid::Ulid::new().to_string()).unwrap_or_else(|e| unreachable!("{e}"))
-        }),
+    let record = queued(QueuedJob {
+        job_id: req.job_id.unwrap_or_else(new_job_id),
         kiosk_id: kiosk.clone(),
         printer: req.printer,
         document: serde_json::to_string(&req.document).ok(),
         copies: req.copies.unwrap_or(1),
-        created_at: now,
-        expires_at: Some(expires_at),
-        state: JobState::Queued,
-        reason: None,
-        history: vec![Transition {
-            state: JobState::Queued,
-            at: now,
-            reason: None,
-        }],
-        origin: Origin::Http { api_key: caller.0 },
+        expires_at,
+        api_key: caller.0,
         reprint_of: None,
-        accepted_at: now,
-        gateway_expired: false,
-    };
+        now,
+    });
     check_job(&app, &record, req.document)?;
     let hash = request_hash(&kiosk, &body);
     submit(&app, record, key.as_deref().map(|k| (k, hash))).await
@@ -353,26 +385,17 @@ pub async fn reprint(
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored document of {id}: {e}")))?;
     let now = Utc::now();
     let expires_at = expiry(&app, req.expires_in_s, now)?;
-    let record = JobRecord {
-        job_id: JobId::new(ulid::Ulid::new().to_string()).unwrap_or_else(|e| unreachable!("{e}")),
+    let record = queued(QueuedJob {
+        job_id: new_job_id(),
         kiosk_id: original.kiosk_id.clone(),
         printer: original.printer.clone(),
         document: Some(doc_json),
         copies: req.copies.unwrap_or(original.copies),
-        created_at: now,
-        expires_at: Some(expires_at),
-        state: JobState::Queued,
-        reason: None,
-        history: vec![Transition {
-            state: JobState::Queued,
-            at: now,
-            reason: None,
-        }],
-        origin: Origin::Http { api_key: caller.0 },
+        expires_at,
+        api_key: caller.0,
         reprint_of: Some(original.job_id.clone()),
-        accepted_at: now,
-        gateway_expired: false,
-    };
+        now,
+    });
     check_job(&app, &record, document)?;
     let mut hashed = b"reprint:".to_vec();
     hashed.extend_from_slice(original.job_id.as_str().as_bytes());
