@@ -78,9 +78,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = load::<Cfg>(Source::Text("[a]\nport = \"no\"\nname = \"x\""), None, None)
-            .unwrap_err()
-            .to_string();
+        let err = load::<Cfg>(
+            Source::Text("[a]\nport = \"eighty\"\nname = \"x\""),
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("a.port"), "{err}");
     }
 }
