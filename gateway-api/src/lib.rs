@@ -10,6 +10,7 @@
 //! stops it cleanly; [`run`] does both around a cancellation token, for
 //! `main`.
 
+pub mod admin;
 pub mod api_keys;
 pub mod config;
 pub mod delivery;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kiosk_gateway::{GatewayConfig, api_keys};
+use kiosk_gateway::{GatewayConfig, admin, api_keys};
+use kiosk_schemas::KioskId;
 use tokio_util::sync::CancellationToken;
 
 /// The kiosk-fleet gateway: HTTP API for print jobs, durable job store, and
@@ -35,6 +36,39 @@ enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Manage kiosks' MQTT credentials (file `broker.credentials`).
+    Kiosk {
+        #[command(subcommand)]
+        command: KioskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KioskCommand {
+    /// Create KIOSK_ID with a random secret (192 bits); store only its hash
+    /// and write the kiosk's credentials to a provisioning file (JSON, 0600).
+    Add {
+        /// Kiosk id, [a-z0-9-]{1,64}.
+        kiosk_id: KioskId,
+        /// Provisioning file; default `<kiosk_id>.credentials.json`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Give KIOSK_ID a new secret; the old one stops working.
+    Rotate {
+        /// Kiosk id.
+        kiosk_id: KioskId,
+        /// Provisioning file; default `<kiosk_id>.credentials.json`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Delete KIOSK_ID's credentials; it cannot log in again.
+    Remove {
+        /// Kiosk id.
+        kiosk_id: KioskId,
+    },
+    /// List the kiosks of the credentials file.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +128,38 @@ async fn main() -> anyhow::Result<()> {
                 file.display()
             );
             println!("{key}");
+        }
+        Command::Kiosk { command } => {
+            let config = load(cli.config.as_ref())?;
+            let creds = config
+                .broker
+                .credentials
+                .context("broker.credentials is not set in the configuration")?;
+            let default_out = |k: &KioskId| PathBuf::from(format!("{k}.credentials.json"));
+            match command {
+                KioskCommand::Add { kiosk_id, out } => {
+                    let out = out.unwrap_or_else(|| default_out(&kiosk_id));
+                    admin::add(&creds, &kiosk_id, &out)?;
+                    eprintln!(
+                        "added kiosk {kiosk_id}; its credentials are in {}",
+                        out.display()
+                    );
+                }
+                KioskCommand::Rotate { kiosk_id, out } => {
+                    let out = out.unwrap_or_else(|| default_out(&kiosk_id));
+                    admin::rotate(&creds, &kiosk_id, &out)?;
+                    eprintln!("new secret for kiosk {kiosk_id} in {}", out.display());
+                }
+                KioskCommand::Remove { kiosk_id } => {
+                    admin::remove(&creds, &kiosk_id)?;
+                    eprintln!("removed kiosk {kiosk_id}");
+                }
+                KioskCommand::List => {
+                    for k in admin::list(&creds)? {
+                        println!("{k}");
+                    }
+                }
+            }
         }
     }
     Ok(())
