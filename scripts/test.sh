@@ -3,7 +3,8 @@
 #
 # Installs the outside peers the tests talk to when they are missing:
 #   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub),
-#        socat (serial pty pairs)
+#        socat (serial lines by hand), chromium + chromium-driver (the
+#        payment page in a real browser)
 #   pip: paho-mqtt (a Python backend)
 # then runs every test of the workspace (unit, integration, end-to-end, doc).
 # Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`.
@@ -16,6 +17,8 @@ missing=()
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq

@@ -155,6 +155,20 @@ pub struct CashConfig {
     pub baud: u32,
     /// Currency of the acceptor's amounts.
     pub currency: Currency,
+    /// After opening the port (which resets an Arduino Uno), how long to
+    /// wait for its `READY` line before sending commands anyway. Default 2 s.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// How often to try to reopen a port that is gone. Default 3 s.
+    #[serde(default = "default_reopen", with = "humantime_serde")]
+    pub reopen_interval: Duration,
+    /// How often unacknowledged credits are sent again. Default 5 s.
+    #[serde(default = "default_resend", with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Largest credit accepted from the acceptor, in minor units; a larger
+    /// value is treated as a garbled line. Default 100000 (1,000.00 EUR).
+    #[serde(default = "default_max_credit")]
+    pub max_credit: i64,
 }
 
 fn default_keep_alive() -> Duration {
@@ -186,6 +200,18 @@ fn default_printer_timeout() -> Duration {
 }
 fn default_baud() -> u32 {
     9600
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_reopen() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_resend() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_credit() -> i64 {
+    100_000
 }
 
 impl AgentConfig {
@@ -283,10 +309,22 @@ impl AgentConfig {
                 ));
             }
         }
-        if let Some(cash) = &self.cash
-            && cash.port.trim().is_empty()
-        {
-            return Err(invalid("cash.port", "must not be empty"));
+        if let Some(cash) = &self.cash {
+            if cash.port.trim().is_empty() {
+                return Err(invalid("cash.port", "must not be empty"));
+            }
+            if cash.baud == 0 {
+                return Err(invalid("cash.baud", "must be > 0"));
+            }
+            if cash.max_credit <= 0 {
+                return Err(invalid("cash.max_credit", "must be > 0"));
+            }
+            if cash.reopen_interval.is_zero() || cash.resend_interval.is_zero() {
+                return Err(invalid(
+                    "cash.resend_interval",
+                    "cash.reopen_interval and cash.resend_interval must be > 0",
+                ));
+            }
         }
         Ok(())
     }

@@ -129,6 +129,19 @@ impl Publisher {
         }
     }
 
+    /// Publishes a credit on `kiosk/<id>/cash` (QoS 1), waiting for room in
+    /// the request queue.
+    pub async fn publish_cash(&self, event: &kiosk_schemas::CashEvent) {
+        let topic = Topic::cash(&self.kiosk);
+        if let Err(e) = self
+            .client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, wire::encode(event))
+            .await
+        {
+            tracing::debug!(error = %e, "credit not enqueued: session ended");
+        }
+    }
+
     /// Publishes `status` retained on `kiosk/<id>/status`.
     pub fn publish_status(&self, status: &KioskStatus) -> bool {
         self.publish(&Topic::status(&self.kiosk), true, wire::encode(status))

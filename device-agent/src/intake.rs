@@ -17,8 +17,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
-    Command, CommandKind, Document, JobId, JobResult, PrintJob, RawDocument, Topic, TopicKind, V1,
+    CashAck, CashAction, CashControl, Command, CommandKind, Document, JobId, JobResult, PrintJob,
+    RawDocument, Topic, TopicKind, V1,
 };
+
+use crate::cash::Acceptance;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +52,16 @@ pub struct Intake {
     pub board: StatusBoard,
     /// Largest job payload accepted, in bytes.
     pub max_job_bytes: usize,
+    /// The cash side, when the kiosk has an acceptor.
+    pub cash: Option<CashLink>,
+}
+
+/// What the intake needs of the cash side.
+pub struct CashLink {
+    /// The outbox (acknowledgements delete from it).
+    pub outbox: crate::cash::outbox::Outbox,
+    /// What the cloud asks the acceptor to do.
+    pub desired: tokio::sync::watch::Sender<crate::cash::Acceptance>,
 }
 
 /// What to do once a batch is flushed.
@@ -77,6 +90,7 @@ impl Intake {
             wake,
             board,
             max_job_bytes: config.print.max_job_bytes,
+            cash: None,
         }
     }
 
@@ -143,6 +157,14 @@ impl Intake {
         match topic.kind() {
             TopicKind::Print => self.handle_job(&p.payload, after),
             TopicKind::Cmd => self.handle_command(&p.payload, after),
+            TopicKind::CashAck => {
+                self.handle_cash_ack(&p.payload);
+                Ok(())
+            }
+            TopicKind::CashControl => {
+                self.handle_cash_control(&p.payload);
+                Ok(())
+            }
             other => {
                 tracing::debug!(topic = %p.topic, kind = ?other, "no handler for topic; ignored");
                 Ok(())
@@ -216,6 +238,48 @@ impl Intake {
         };
         after.results.push(result_of(&rec));
         Ok(())
+    }
+
+    fn handle_cash_ack(&self, payload: &[u8]) {
+        let Some(cash) = &self.cash else {
+            tracing::debug!("cash ack for a kiosk without an acceptor ignored");
+            return;
+        };
+        match wire::decode::<CashAck>(payload, COMMAND_LIMIT) {
+            Ok(ack) => match cash.outbox.ack(&ack.outbox, ack.up_to_seq) {
+                Ok(n) => {
+                    tracing::debug!(
+                        up_to_seq = ack.up_to_seq,
+                        deleted = n,
+                        "credits acknowledged"
+                    );
+                    self.board.set_cash_unacked(cash.outbox.len() as u64);
+                }
+                // Keeping them only means sending them again.
+                Err(e) => tracing::error!(error = %e, "could not delete acknowledged credits"),
+            },
+            Err(e) => tracing::warn!(error = %e, "invalid cash ack ignored"),
+        }
+    }
+
+    fn handle_cash_control(&self, payload: &[u8]) {
+        let Some(cash) = &self.cash else {
+            tracing::warn!("cash control for a kiosk without an acceptor ignored");
+            return;
+        };
+        match wire::decode::<CashControl>(payload, COMMAND_LIMIT) {
+            Ok(control) => {
+                let want = match control.action {
+                    CashAction::Enable => Acceptance::Enabled {
+                        session_id: control.session_id,
+                    },
+                    CashAction::Disable => Acceptance::Disabled,
+                };
+                tracing::info!(acceptance = ?want, "cash control");
+                cash.desired.send_replace(want);
+            }
+            Err(e) => tracing::warn!(error = %e, "invalid cash control ignored"),
+        }
     }
 
     fn handle_command(&self, payload: &[u8], after: &mut After) -> Result<(), InboxError> {

@@ -2,6 +2,7 @@
 //! session to the broker, stores every print job in a durable sled inbox
 //! before acknowledging it, and prints on ESC/POS printers.
 
+pub mod cash;
 pub mod config;
 pub mod connection;
 pub mod inbox;
@@ -47,6 +48,9 @@ pub enum AgentError {
     /// The MQTT session could not be set up.
     #[error("{0}")]
     Broker(String),
+    /// The cash outbox could not be opened.
+    #[error(transparent)]
+    Cash(cash::outbox::OutboxError),
 }
 
 /// A running agent.
@@ -54,6 +58,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     stop: watch::Sender<Stop>,
     tasks: Vec<JoinHandle<()>>,
+    cash_stats: Option<Arc<cash::CashStats>>,
 }
 
 impl Agent {
@@ -87,6 +92,7 @@ impl Agent {
         // more than its in-flight window (rumqttd 100, mosquitto 20), so
         // the MQTT loop never waits on the intake.
         let (tx, rx) = mpsc::channel(1024);
+        let connects = connection.connects();
         tasks.push(tokio::spawn(connection.run(tx, shutdown.clone(), stop_rx)));
         tasks.push(tokio::spawn(forwarder.run(shutdown.clone())));
 
@@ -115,7 +121,7 @@ impl Agent {
             };
             tasks.push(tokio::spawn(worker.run(shutdown.clone())));
         }
-        let intake = intake::Intake::new(
+        let mut intake = intake::Intake::new(
             &config,
             options_by_printer,
             inbox.clone(),
@@ -123,6 +129,31 @@ impl Agent {
             wake,
             board.clone(),
         );
+        let mut cash_stats = None;
+        if let Some(cash_config) = &config.cash {
+            let outbox = cash::outbox::Outbox::open(&db).map_err(AgentError::Cash)?;
+            let (desired, desired_rx) = watch::channel(cash::Acceptance::Disabled);
+            let recorded = Arc::new(Notify::new());
+            let acceptor = cash::Acceptor {
+                config: cash_config.clone(),
+                outbox: outbox.clone(),
+                board: board.clone(),
+                desired: desired_rx,
+                recorded: recorded.clone(),
+                stats: Arc::default(),
+            };
+            cash_stats = Some(acceptor.stats.clone());
+            let sender = cash::Sender {
+                outbox: outbox.clone(),
+                publisher: publisher.clone(),
+                recorded,
+                connects: connects.clone(),
+                resend_interval: cash_config.resend_interval,
+            };
+            tasks.push(tokio::spawn(acceptor.run(shutdown.clone())));
+            tasks.push(tokio::spawn(sender.run(shutdown.clone())));
+            intake.cash = Some(intake::CashLink { outbox, desired });
+        }
         tasks.push(tokio::spawn(intake.run(rx, shutdown.clone())));
         tasks.push(tokio::spawn(publish_status_changes(
             board,
@@ -140,7 +171,14 @@ impl Agent {
             shutdown,
             stop,
             tasks,
+            cash_stats,
         })
+    }
+
+    /// Counters of the cash acceptor (credits recorded, garbled lines,
+    /// credits that could not be recorded); `None` without `[cash]`.
+    pub fn cash_stats(&self) -> Option<Arc<cash::CashStats>> {
+        self.cash_stats.clone()
     }
 
     /// Stops cleanly: finishes a job being written, publishes `offline`,

@@ -83,6 +83,23 @@ impl StatusBoard {
         }
     }
 
+    /// Updates only the count of unacknowledged credits.
+    pub fn set_cash_unacked(&self, unacked: u64) {
+        let changed = {
+            let mut r = self.lock();
+            match r.cash.as_mut() {
+                Some(c) if c.unacked != unacked => {
+                    c.unacked = unacked;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
     /// The last reading of `printer`.
     pub fn printer(&self, printer: &str) -> Option<PrinterStatus> {
         self.lock().printers.get(printer).cloned()

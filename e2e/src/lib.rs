@@ -221,6 +221,63 @@ timeout = "2s"
         AgentConfig::from_toml(&toml).expect("agent config")
     }
 
+    /// An agent configuration with a cash acceptor on `port` (EUR, short
+    /// settle/reopen/resend times), reaching the broker at `broker` (for
+    /// example through a [`kiosk_testkit::CutProxy`]) or the fleet's own.
+    pub fn cash_agent_config(
+        &self,
+        kiosk: &str,
+        printer: SocketAddr,
+        port: &std::path::Path,
+        broker: Option<SocketAddr>,
+    ) -> AgentConfig {
+        let mut config = self.agent_config(kiosk, printer);
+        if let Some(b) = broker {
+            config.broker.url = format!("mqtt://{b}");
+        }
+        config.cash = Some(kiosk_agent::config::CashConfig {
+            port: port.display().to_string(),
+            baud: 9600,
+            currency: kiosk_schemas::Currency::new("EUR").expect("EUR"),
+            settle: Duration::from_millis(100),
+            reopen_interval: Duration::from_millis(100),
+            resend_interval: Duration::from_millis(500),
+            max_credit: 100_000,
+        });
+        config
+    }
+
+    /// Opens a cash session of `amount_due` EUR cents on `kiosk`; asserts
+    /// `201 open` and returns the body (with `view_token`).
+    pub async fn open_session(&self, kiosk: &str, amount_due: i64) -> Value {
+        let body = json!({"kiosk_id": kiosk, "order_id": format!("order-{amount_due}"),
+            "amount_due": amount_due, "currency": "EUR"});
+        let (status, resp) = self.post("/v1/cash-sessions", &body).await;
+        assert_eq!(status, 201, "{resp}");
+        assert_eq!(resp["state"], "open", "{resp}");
+        resp
+    }
+
+    /// Waits until `GET /v1/cash-sessions/{id}` satisfies `done`.
+    pub async fn wait_session(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_get(&format!("/v1/cash-sessions/{id}"), done)
+            .await
+            .unwrap_or_else(|last| {
+                panic!("session {id} never reached the expected state; last: {last}")
+            })
+    }
+
+    /// Waits until the kiosk reports its cash acceptor connected.
+    pub async fn wait_cash_connected(&self, kiosk: &str, connected: bool) -> Value {
+        self.wait_get(&format!("/v1/kiosks/{kiosk}"), |k| {
+            k["cash"]["connected"] == connected
+        })
+        .await
+        .unwrap_or_else(|last| {
+            panic!("kiosk {kiosk} cash.connected never became {connected}: {last}")
+        })
+    }
+
     /// Starts `kiosk`'s agent with a `receipt` printer at `printer`.
     pub async fn start_agent(&self, kiosk: &str, printer: SocketAddr) -> Agent {
         self.start_agent_with(self.agent_config(kiosk, printer))

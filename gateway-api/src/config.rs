@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     /// `[delivery]`: republish and expiry policy.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// `[webhooks]`: cash events POSTed to the backend.
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
     /// Kiosks known in addition to the `kiosk` entries of the broker's
     /// credentials file (useful with an external broker). A kiosk that
     /// publishes its status is known from then on as well.
@@ -116,6 +119,41 @@ pub struct BrokerSection {
     /// MQTT keep alive. Default 30 s.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+}
+
+/// `[webhooks]`: where cash session and credit events go (see
+/// [`crate::cash::webhooks`]). Off when `url` is not set.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL that receives the POSTs.
+    pub url: Option<String>,
+    /// HMAC-SHA256 key of the `X-Kiosk-Signature` header.
+    #[serde(default)]
+    pub secret: Secret,
+    /// Timeout of one delivery attempt. Default 10 s.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Longest pause between attempts. Default 10 min.
+    #[serde(default = "default_webhook_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: None,
+            secret: Secret::default(),
+            timeout: default_webhook_timeout(),
+            max_backoff: default_webhook_backoff(),
+        }
+    }
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_webhook_backoff() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `[store]`
@@ -307,6 +345,20 @@ impl GatewayConfig {
                 "delivery.max_expires_in",
                 "must be >= delivery.default_expires_in",
             ));
+        }
+        if let Some(url) = &self.webhooks.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "webhooks.url",
+                    "must start with http:// or https://",
+                ));
+            }
+            if self.webhooks.secret.is_empty() {
+                return Err(invalid(
+                    "webhooks.secret",
+                    "required when webhooks.url is set (it signs every delivery)",
+                ));
+            }
         }
         if self.delivery.max_job_bytes == 0 {
             return Err(invalid("delivery.max_job_bytes", "must be > 0"));

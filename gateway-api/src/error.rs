@@ -22,6 +22,9 @@ pub enum ApiError {
     /// 404 `job_not_found`.
     #[error("unknown print job {0:?}")]
     JobNotFound(String),
+    /// 404 `session_not_found`.
+    #[error("unknown cash session {0:?}")]
+    SessionNotFound(String),
     /// 400 `invalid_request`: the body or a header is not acceptable.
     #[error("{0}")]
     InvalidRequest(String),
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::KioskNotFound(_) => (StatusCode::NOT_FOUND, "kiosk_not_found"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
+            ApiError::SessionNotFound(_) => (StatusCode::NOT_FOUND, "session_not_found"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

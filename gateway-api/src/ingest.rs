@@ -1,21 +1,33 @@
-//! Handling what kiosks and backends publish: statuses, job results, and
-//! jobs published straight to `kiosk/<id>/print`.
+//! Handling what kiosks and backends publish: statuses, job results, jobs
+//! published straight to `kiosk/<id>/print`, and cash credits.
 //!
 //! Messages are handled in batches: apply each to the store, flush once,
 //! then acknowledge them all (group commit). A message is acknowledged only
 //! after its effect is durable; one whose handling failed is not
 //! acknowledged, so the broker delivers it again. Malformed messages are
 //! logged, counted and acknowledged (redelivering them cannot help).
+//!
+//! Cash credits (DESIGN.md, "Cash credits", step 2): each is stored and
+//! applied exactly once ([`crate::cash::store::CashStore::apply_credit`]);
+//! after the flush the gateway publishes `cash/ack` with the outbox's
+//! contiguous watermark, `cash/control` `disable` when a session became
+//! paid, the live events, and wakes the webhook sender.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 use kiosk_schemas::wire::{self, WireError};
-use kiosk_schemas::{JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind};
+use kiosk_schemas::{
+    CashAck, CashEvent, JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind, V1,
+};
 use rumqttc::Publish;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cash::live::{Live, LiveEvent};
+use crate::cash::store::CashStore;
+use crate::cash::{self, SessionCredit};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
@@ -40,6 +52,27 @@ pub struct Ingest {
     pub online: mpsc::Sender<KioskId>,
     /// Largest print job payload accepted, in bytes.
     pub max_job_bytes: usize,
+    /// Cash sessions and credits.
+    pub cash: CashStore,
+    /// Live session events.
+    pub live: Arc<Live>,
+}
+
+/// What to do once a batch is flushed.
+#[derive(Default)]
+struct After {
+    /// Kiosks that reported `online`.
+    online: Vec<KioskId>,
+    /// Kiosks with an acceptor that reported `online`: send their control.
+    cash_online: Vec<KioskId>,
+    /// Highest contiguous seq per (kiosk, outbox) to acknowledge.
+    cash_acks: BTreeMap<(KioskId, String), u64>,
+    /// Kiosks whose session just became paid: `disable`.
+    disable: Vec<KioskId>,
+    /// Live events per session.
+    live: Vec<(String, LiveEvent)>,
+    /// Webhooks were queued.
+    webhooks: bool,
 }
 
 impl Ingest {
@@ -67,11 +100,11 @@ impl Ingest {
 
     async fn handle_batch(&self, batch: &mut Vec<Inbound>) {
         let mut acks = Vec::with_capacity(batch.len());
-        let mut online = Vec::new();
+        let mut after = After::default();
         for msg in batch.drain(..) {
             match msg {
                 Inbound::Connected { .. } => {}
-                Inbound::Publish(m) => match self.handle(&m.publish, &mut online) {
+                Inbound::Publish(m) => match self.handle(&m.publish, &mut after) {
                     Ok(()) => acks.push(m),
                     Err(e) => {
                         // rumqttd then sees the next acknowledgement out of
@@ -89,10 +122,49 @@ impl Ingest {
         for p in &acks {
             self.link.ack(p).await;
         }
-        for kiosk in online {
+        for ((kiosk, outbox), up_to_seq) in after.cash_acks {
+            let ack = CashAck {
+                v: V1,
+                outbox,
+                up_to_seq,
+            };
+            if let Err(e) = self
+                .link
+                .publish(&Topic::cash_ack(&kiosk), false, wire::encode(&ack))
+            {
+                // The kiosk sends the credits again and gets a new ack.
+                tracing::warn!(kiosk = %kiosk, error = %e, "cash ack not published");
+            }
+        }
+        for kiosk in after.disable {
+            self.send_control(&kiosk, None);
+        }
+        for kiosk in after.cash_online {
+            match self.cash.open_session_of(&kiosk) {
+                Ok(session) => self.send_control(&kiosk, session.as_ref()),
+                Err(e) => tracing::error!(kiosk = %kiosk, error = %e, "cannot read open session"),
+            }
+        }
+        for (session_id, event) in after.live {
+            self.live.publish(&session_id, event);
+        }
+        if after.webhooks {
+            self.cash.webhooks().wake();
+        }
+        for kiosk in after.online {
             if self.online.try_send(kiosk).is_err() {
                 tracing::debug!("delivery busy; the timer will resend");
             }
+        }
+    }
+
+    fn send_control(&self, kiosk: &KioskId, session: Option<&cash::SessionRecord>) {
+        let control = cash::control_for(session);
+        if let Err(e) =
+            self.link
+                .publish(&Topic::cash_control(kiosk), false, wire::encode(&control))
+        {
+            tracing::warn!(kiosk = %kiosk, error = %e, "cash control not published");
         }
     }
 
@@ -101,7 +173,7 @@ impl Ingest {
         tracing::warn!(topic, error = %err, "ignoring unusable MQTT message");
     }
 
-    fn handle(&self, p: &Publish, online: &mut Vec<KioskId>) -> Result<(), StoreError> {
+    fn handle(&self, p: &Publish, after: &mut After) -> Result<(), StoreError> {
         let Some(topic) = Topic::parse(&p.topic) else {
             self.metrics.rejected("unknown_topic");
             tracing::debug!(topic = %p.topic, "ignoring message on a foreign topic");
@@ -117,7 +189,10 @@ impl Ingest {
                 match wire::decode::<KioskStatus>(&p.payload, SMALL_MESSAGE_LIMIT) {
                     Ok(status) => {
                         if self.fleet.apply_status(kiosk, &status)? {
-                            online.push(kiosk.clone());
+                            after.online.push(kiosk.clone());
+                            if status.cash.is_some() {
+                                after.cash_online.push(kiosk.clone());
+                            }
                         }
                         tracing::info!(kiosk = %kiosk, state = ?status.state, "kiosk status");
                     }
@@ -147,7 +222,63 @@ impl Ingest {
                 // the reason; the gateway just counts it.
                 Err(e) => self.reject(&p.topic, reason(&e), &e),
             },
+            TopicKind::Cash => {
+                self.fleet.seen(kiosk);
+                match wire::decode::<CashEvent>(&p.payload, SMALL_MESSAGE_LIMIT) {
+                    Ok(event) => self.apply_credit(kiosk, &event, after)?,
+                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                }
+            }
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_credit(
+        &self,
+        kiosk: &KioskId,
+        event: &CashEvent,
+        after: &mut After,
+    ) -> Result<(), StoreError> {
+        if event.seq == 0 || event.amount <= 0 || event.outbox.is_empty() || event.outbox.len() > 64
+        {
+            self.metrics.rejected("invalid_credit");
+            tracing::warn!(kiosk = %kiosk, seq = event.seq, amount = event.amount, "invalid credit ignored");
+            return Ok(());
+        }
+        let outcome = self.cash.apply_credit(kiosk, event)?;
+        after
+            .cash_acks
+            .insert((kiosk.clone(), event.outbox.clone()), outcome.ack_up_to);
+        if outcome.duplicate {
+            tracing::debug!(kiosk = %kiosk, seq = event.seq, "duplicate credit ignored");
+            return Ok(());
+        }
+        after.webhooks = true;
+        match &outcome.session {
+            Some(session) => {
+                tracing::info!(kiosk = %kiosk, seq = event.seq, amount = event.amount, session = %session.session_id,
+                    inserted = session.amount_inserted, due = session.amount_due, "credit applied");
+                let credit = SessionCredit {
+                    outbox: event.outbox.clone(),
+                    seq: event.seq,
+                    kind: event.kind,
+                    amount: event.amount,
+                    at: event.at,
+                };
+                for e in Live::credit_events(session, &credit, outcome.paid_now) {
+                    after.live.push((session.session_id.clone(), e));
+                }
+                if outcome.paid_now {
+                    tracing::info!(session = %session.session_id, change_due = session.change_due(), "session paid");
+                    after.disable.push(kiosk.clone());
+                }
+            }
+            None => {
+                self.metrics.rejected("unassigned_credit");
+                tracing::warn!(kiosk = %kiosk, seq = event.seq, amount = event.amount, currency = %event.currency,
+                    "credit with no open session kept as unassigned");
+            }
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod cash;
 pub mod config;
 pub mod delivery;
 pub mod error;
@@ -161,8 +162,18 @@ impl Gateway {
             config.store.retention,
         ));
 
+        let webhooks = cash::webhooks::Webhooks::open(&store, config.webhooks.url.is_some())?;
+        let cash_store = cash::store::CashStore::open(&store, webhooks.clone())?;
+        let tokens = cash::token::ViewTokens::open(&store)?;
+        let live = Arc::new(cash::live::Live::default());
+
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        if let Some(url) = &config.webhooks.url {
+            let sender =
+                cash::webhooks::Sender::new(webhooks, config.webhooks.clone(), url.clone());
+            tasks.spawn(sender.run(shutdown.clone()));
+        }
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (online_tx, online_rx) = mpsc::channel(1024);
         tasks.spawn(consumer.run(inbound_tx.clone(), shutdown.clone()));
@@ -174,6 +185,8 @@ impl Gateway {
             link: link.clone(),
             online: online_tx,
             max_job_bytes: config.delivery.max_job_bytes,
+            cash: cash_store.clone(),
+            live: live.clone(),
         };
         tasks.spawn(ingest.run(inbound_rx, shutdown.clone()));
         tasks.spawn(delivery.clone().run(online_rx, shutdown.clone()));
@@ -196,6 +209,10 @@ impl Gateway {
             metrics,
             link,
             config: config.clone(),
+            cash: cash_store,
+            live,
+            tokens,
+            shutdown: shutdown.clone(),
         }));
         let token = shutdown.clone();
         tasks.spawn(async move {

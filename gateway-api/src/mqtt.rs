@@ -35,8 +35,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Filters the consumer subscribes to (QoS 1).
-pub const SUBSCRIPTIONS: [TopicKind; 3] =
-    [TopicKind::Status, TopicKind::PrintResult, TopicKind::Print];
+pub const SUBSCRIPTIONS: [TopicKind; 4] = [
+    TopicKind::Status,
+    TopicKind::PrintResult,
+    TopicKind::Print,
+    TopicKind::Cash,
+];
 
 /// Capacity of rumqttc's request queues (publishes, acks).
 const REQUEST_CAPACITY: usize = 4096;

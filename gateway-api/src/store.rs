@@ -369,6 +369,11 @@ impl Store {
         Ok(())
     }
 
+    /// The sled database, for other stores sharing the directory.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Jobs per state.
     pub fn counts(&self) -> &StateCounts {
         &self.counts

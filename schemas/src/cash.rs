@@ -3,7 +3,10 @@
 //!
 //! Credits are numbered per kiosk by `seq`, starting at 1 and never reused;
 //! the cloud applies each `(kiosk, seq)` once and acknowledges the highest
-//! contiguous `seq` it has stored.
+//! contiguous `seq` it has stored. `seq` counts within the kiosk's *outbox*,
+//! identified by `outbox`: a random id created with the kiosk's store, so a
+//! Pi whose store was wiped (new SD card) starts a new outbox and its new
+//! credits are never mistaken for duplicates of old ones.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,13 +27,16 @@ pub enum CreditKind {
 /// after it is stored in the kiosk's outbox.
 ///
 /// ```json
-/// {"v":1,"seq":42,"kind":"bill","amount":1000,"currency":"EUR","at":"2026-11-21T10:00:00Z"}
+/// {"v":1,"outbox":"8c1f0a2b3c4d5e6f","seq":42,"kind":"bill","amount":1000,"currency":"EUR","at":"2026-11-21T10:00:00Z"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CashEvent {
     /// Wire version, always 1.
     pub v: V1,
-    /// Per-kiosk sequence number, 1, 2, 3, ...; the idempotency key of the credit.
+    /// The kiosk's outbox id (16 hex digits).
+    pub outbox: String,
+    /// Sequence number in the outbox, 1, 2, 3, ...; with `outbox`, the
+    /// idempotency key of the credit.
     pub seq: u64,
     /// Bill or coin.
     pub kind: CreditKind,
@@ -47,12 +53,18 @@ pub struct CashEvent {
 }
 
 /// The cloud's acknowledgement, published QoS 1 on `kiosk/<id>/cash/ack`:
-/// every credit with `seq <= up_to_seq` is stored and may be deleted from
-/// the kiosk's outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// every credit of `outbox` with `seq <= up_to_seq` is stored and may be
+/// deleted from the kiosk's outbox.
+///
+/// ```json
+/// {"v":1,"outbox":"8c1f0a2b3c4d5e6f","up_to_seq":42}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CashAck {
     /// Wire version, always 1.
     pub v: V1,
+    /// The outbox this acknowledges.
+    pub outbox: String,
     /// Highest acknowledged sequence number.
     pub up_to_seq: u64,
 }

@@ -3,18 +3,25 @@
 //! - [`FakePrinter`]: a raw-TCP (port 9100) ESC/POS printer that records
 //!   jobs and answers `DLE EOT` status requests; also the `fake-printer`
 //!   binary.
+//! - [`FakeAcceptor`]: the Arduino end of a cash acceptor's serial line,
+//!   on a real pseudo-terminal pair.
+//! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
 //! - [`reserve_local_addr`], [`wait_until`], [`init_test_tracing`]: the
 //!   small things every integration test needs.
 //!
 //! Independent of the fleet's own crates, so any of them can use it as a
 //! dev-dependency.
 
+pub mod acceptor;
 pub mod printer;
+pub mod proxy;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+pub use acceptor::FakeAcceptor;
 pub use printer::{FakePaper, FakePrinter, FakeStatus, JobsTimeout};
+pub use proxy::CutProxy;
 
 /// A free `127.0.0.1` address: bound with port 0 and released at once, for
 /// servers that cannot report the port they bound (rumqttd). Another

@@ -7,11 +7,19 @@
 //! | `POST /v1/print-jobs/{job_id}/reprint` | API key | [`print_jobs::reprint`] |
 //! | `GET /v1/kiosks` | API key | [`kiosks::list`] |
 //! | `GET /v1/kiosks/{kiosk_id}` | API key | [`kiosks::get`] |
+//! | `POST /v1/cash-sessions` | API key | [`cash_sessions::create`] |
+//! | `GET /v1/cash-sessions/{session_id}` | API key | [`cash_sessions::get`] |
+//! | `POST /v1/cash-sessions/{session_id}/cancel` | API key | [`cash_sessions::cancel`] |
+//! | `GET /v1/cash-sessions/{session_id}/events` | API key or view token | [`cash_sessions::events`] (SSE) |
+//! | `GET /v1/kiosks/{kiosk_id}/unassigned-credits` | API key | [`cash_sessions::unassigned`] |
+//! | `GET /pay/{session_id}?token=` | view token | [`pay::page`] |
 //! | `GET /healthz` | none | [`health::healthz`] |
 //! | `GET /metrics` | none | [`health::metrics`] (Prometheus text) |
 
+pub mod cash_sessions;
 pub mod health;
 pub mod kiosks;
+pub mod pay;
 pub mod print_jobs;
 
 use std::sync::Arc;
@@ -53,6 +61,14 @@ pub struct AppInner {
     pub link: MqttLink,
     /// Configuration.
     pub config: Arc<GatewayConfig>,
+    /// Cash sessions and credits.
+    pub cash: crate::cash::store::CashStore,
+    /// Live session events.
+    pub live: Arc<crate::cash::live::Live>,
+    /// View tokens of sessions.
+    pub tokens: crate::cash::token::ViewTokens,
+    /// Cancelled on shutdown (ends event streams).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -103,18 +119,35 @@ async fn not_found() -> Response {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.http.max_body_bytes;
-    let v1 = Router::new()
-        .route("/kiosks", get(kiosks::list))
-        .route("/kiosks/{kiosk_id}", get(kiosks::get))
-        .route("/kiosks/{kiosk_id}/print-jobs", post(print_jobs::create))
-        .route("/print-jobs/{job_id}", get(print_jobs::get))
-        .route("/print-jobs/{job_id}/reprint", post(print_jobs::reprint))
+    let with_api_key = Router::new()
+        .route("/v1/kiosks", get(kiosks::list))
+        .route("/v1/kiosks/{kiosk_id}", get(kiosks::get))
+        .route("/v1/kiosks/{kiosk_id}/print-jobs", post(print_jobs::create))
+        .route(
+            "/v1/kiosks/{kiosk_id}/unassigned-credits",
+            get(cash_sessions::unassigned),
+        )
+        .route("/v1/print-jobs/{job_id}", get(print_jobs::get))
+        .route("/v1/print-jobs/{job_id}/reprint", post(print_jobs::reprint))
+        .route("/v1/cash-sessions", post(cash_sessions::create))
+        .route("/v1/cash-sessions/{session_id}", get(cash_sessions::get))
+        .route(
+            "/v1/cash-sessions/{session_id}/cancel",
+            post(cash_sessions::cancel),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
         ));
     Router::new()
-        .nest("/v1", v1)
+        .merge(with_api_key)
+        // API key or the session's view token, checked by the handler.
+        .route(
+            "/v1/cash-sessions/{session_id}/events",
+            get(cash_sessions::events),
+        )
+        .route("/pay/static/pay.js", get(pay::script))
+        .route("/pay/{session_id}", get(pay::page))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)

@@ -1,0 +1,311 @@
+//! Cash payment sessions: open, read, cancel, live events, unassigned
+//! credits.
+
+use std::convert::Infallible;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt as _};
+use kiosk_schemas::{Currency, KioskId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::print_jobs::{body_bytes, idempotency_key, parse_json};
+use super::{AppState, Caller};
+use crate::cash::live::LiveEvent;
+use crate::cash::store::{CancelOutcome, OpenOutcome};
+use crate::cash::{SessionRecord, SessionState, SessionView, control_for};
+use crate::error::ApiError;
+
+/// Body of `POST /v1/cash-sessions`.
+///
+/// ```json
+/// {"kiosk_id":"demo-1","order_id":"1042","amount_due":2000,"currency":"EUR"}
+/// ```
+#[derive(Debug, Deserialize)]
+pub struct OpenSession {
+    /// Kiosk whose acceptor takes the money.
+    pub kiosk_id: KioskId,
+    /// The backend's order reference (1 to 128 characters).
+    pub order_id: String,
+    /// Amount to pay, in minor units (> 0).
+    pub amount_due: i64,
+    /// ISO 4217 code; must be the kiosk acceptor's currency.
+    pub currency: Currency,
+}
+
+/// Most a session may ask for, in minor units (10,000,000 = 100,000.00 EUR).
+const MAX_AMOUNT_DUE: i64 = 10_000_000;
+
+fn view_with_token(app: &AppState, s: &SessionRecord) -> Value {
+    let token = app.tokens.token(&s.session_id);
+    let mut v = serde_json::to_value(SessionView::from(s)).unwrap_or_default();
+    v["pay_url"] = json!(format!("/pay/{}?token={token}", s.session_id));
+    v["view_token"] = json!(token);
+    v
+}
+
+fn publish_control(app: &AppState, s: &SessionRecord) {
+    let control = control_for((s.state == SessionState::Open).then_some(s));
+    let topic = kiosk_schemas::Topic::cash_control(&s.kiosk_id);
+    if let Err(e) = app
+        .link
+        .publish(&topic, false, kiosk_schemas::wire::encode(&control))
+    {
+        // The kiosk gets the control again when it next reports online.
+        tracing::warn!(kiosk = %s.kiosk_id, error = %e, "cash control not published");
+    }
+}
+
+/// `POST /v1/cash-sessions`, body [`OpenSession`], optional
+/// `Idempotency-Key` → `201` the session with `state: "open"`,
+/// `amount_inserted: 0`, its read-only `view_token` and `pay_url`. The
+/// session is flushed to disk first; then `enable` goes to the kiosk on
+/// `kiosk/<id>/cash/control`.
+///
+/// # Errors
+/// 400 for an invalid body, 404 `kiosk_not_found`, 409 `conflict` when the
+/// kiosk already has an open session, 422 for a reused Idempotency-Key, 401.
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body_bytes(body, app.config.http.max_body_bytes)?;
+    let key = idempotency_key(&headers)?;
+    let req: OpenSession = parse_json(&body)?;
+    if !app.fleet.is_known(&req.kiosk_id)? {
+        return Err(ApiError::KioskNotFound(req.kiosk_id.to_string()));
+    }
+    if req.amount_due <= 0 || req.amount_due > MAX_AMOUNT_DUE {
+        return Err(ApiError::InvalidRequest(format!(
+            "amount_due must be between 1 and {MAX_AMOUNT_DUE} minor units"
+        )));
+    }
+    if req.order_id.is_empty() || req.order_id.len() > 128 {
+        return Err(ApiError::InvalidRequest(
+            "order_id must be 1 to 128 characters".to_owned(),
+        ));
+    }
+    let now = chrono::Utc::now();
+    let session = SessionRecord {
+        session_id: ulid::Ulid::new().to_string(),
+        kiosk_id: req.kiosk_id.clone(),
+        order_id: req.order_id,
+        amount_due: req.amount_due,
+        currency: req.currency,
+        state: SessionState::Open,
+        amount_inserted: 0,
+        credits: Vec::new(),
+        created_at: now,
+        closed_at: None,
+        opened_by: caller.0,
+    };
+    let hash: [u8; 32] = Sha256::digest(&body).into();
+    match app
+        .cash
+        .open_session(session, key.as_deref().map(|k| (k, hash)))?
+    {
+        OpenOutcome::Opened(s) => {
+            app.cash.flush().await?;
+            app.cash.webhooks().wake();
+            tracing::info!(session = %s.session_id, kiosk = %s.kiosk_id, amount_due = s.amount_due,
+                currency = %s.currency, "cash session opened");
+            publish_control(&app, &s);
+            Ok((StatusCode::CREATED, Json(view_with_token(&app, &s))))
+        }
+        OpenOutcome::Replayed(s) => Ok((StatusCode::CREATED, Json(view_with_token(&app, &s)))),
+        OpenOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused(key.unwrap_or_default())),
+        OpenOutcome::Busy(id) => Err(ApiError::Conflict(format!(
+            "kiosk {} already has an open session {id}; cancel it first",
+            req.kiosk_id
+        ))),
+    }
+}
+
+fn load(app: &AppState, session_id: &str) -> Result<SessionRecord, ApiError> {
+    app.cash
+        .session(session_id)?
+        .ok_or_else(|| ApiError::SessionNotFound(session_id.to_owned()))
+}
+
+/// `GET /v1/cash-sessions/{session_id}` → `200` the session: state
+/// (`open`, `paid`, `cancelled`), amounts (`amount_due`,
+/// `amount_inserted`, `remaining`, `change_due`, `refund_due`; minor
+/// units), every credit with `seq`, `kind`, `amount` and `at`.
+///
+/// # Errors
+/// 404 `session_not_found`, 401.
+pub async fn get(
+    State(app): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    Ok(Json((&load(&app, &session_id)?).into()))
+}
+
+/// `POST /v1/cash-sessions/{session_id}/cancel` → `200` the session,
+/// `cancelled`, with `refund_due` = what was inserted; the acceptor is
+/// disabled.
+///
+/// # Errors
+/// 404, 409 `conflict` when the session is already paid or cancelled, 401.
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    match app.cash.cancel(&session_id)? {
+        CancelOutcome::Cancelled(s) => {
+            app.cash.flush().await?;
+            app.cash.webhooks().wake();
+            tracing::info!(session = %s.session_id, refund_due = s.amount_inserted, "cash session cancelled");
+            publish_control(&app, &s);
+            app.live.publish(
+                &s.session_id,
+                LiveEvent {
+                    name: "cancelled",
+                    session: (&s).into(),
+                    credit: None,
+                },
+            );
+            Ok(Json((&s).into()))
+        }
+        CancelOutcome::NotOpen(s) => Err(ApiError::Conflict(format!(
+            "session {} is {}, not open",
+            s.session_id,
+            s.state.as_str()
+        ))),
+        CancelOutcome::Missing => Err(ApiError::SessionNotFound(session_id)),
+    }
+}
+
+/// `GET /v1/kiosks/{kiosk_id}/unassigned-credits` → `200 {"credits":
+/// [...]}`: credits that arrived while the kiosk had no open session,
+/// oldest first, each with `outbox`, `seq`, `kind`, `amount`, `currency`,
+/// `at` and `received_at`.
+///
+/// # Errors
+/// 404 `kiosk_not_found`, 401.
+pub async fn unassigned(
+    State(app): State<AppState>,
+    Path(kiosk_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id =
+        KioskId::new(kiosk_id.as_str()).map_err(|_| ApiError::KioskNotFound(kiosk_id.clone()))?;
+    if !app.fleet.is_known(&id)? {
+        return Err(ApiError::KioskNotFound(kiosk_id));
+    }
+    Ok(Json(json!({"credits": app.cash.unassigned(&id)?})))
+}
+
+/// Query of the event stream and the pay page.
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    /// The session's view token.
+    pub token: Option<String>,
+}
+
+/// Accepts the backend's API key (Bearer) or the session's view token
+/// (`?token=` or Bearer).
+pub(super) fn authorize(
+    app: &AppState,
+    session_id: &str,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<(), ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Some(b) = bearer
+        && (app.api_keys.authenticate(b).is_some() || app.tokens.verify(session_id, b))
+    {
+        return Ok(());
+    }
+    if let Some(t) = &query.token
+        && app.tokens.verify(session_id, t)
+    {
+        return Ok(());
+    }
+    Err(ApiError::Unauthorized)
+}
+
+fn sse(event: &LiveEvent) -> Event {
+    Event::default()
+        .event(event.name)
+        .data(serde_json::to_string(event).unwrap_or_default())
+}
+
+/// `GET /v1/cash-sessions/{session_id}/events` (API key, or the session's
+/// view token as `?token=` or Bearer): Server-Sent Events. First `session`
+/// with the current state, then `credit`, `paid` and `cancelled` as they
+/// happen; each carries `{"session": {...as GET shows it...}, "credit":
+/// {...}}`. The stream ends after `paid` or `cancelled`.
+///
+/// # Errors
+/// 401 without a valid key or token (the session's existence is not
+/// revealed), 404 for an unknown session with a valid API key.
+pub async fn events(
+    State(app): State<AppState>,
+    Path(session_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    authorize(&app, &session_id, &headers, &query)?;
+    // Subscribe before reading, so nothing falls between the two.
+    let rx = app.live.subscribe(&session_id);
+    let session = load(&app, &session_id)?;
+    let mut first = vec![LiveEvent::snapshot(&session)];
+    let closed = session.state != SessionState::Open;
+    if closed {
+        first.push(LiveEvent {
+            name: if session.state == SessionState::Paid {
+                "paid"
+            } else {
+                "cancelled"
+            },
+            session: (&session).into(),
+            credit: None,
+        });
+    }
+    let cash = app.cash.clone();
+    let id = session_id.clone();
+    let live = futures::stream::unfold((rx, closed), move |(mut rx, done)| {
+        let cash = cash.clone();
+        let id = id.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let last = ev.is_final();
+                        return Some((ev, (rx, last)));
+                    }
+                    // Too slow: send the current state instead of the lost events.
+                    Err(RecvError::Lagged(_)) => {
+                        if let Ok(Some(s)) = cash.session(&id) {
+                            let last = s.state != SessionState::Open;
+                            return Some((LiveEvent::snapshot(&s), (rx, last)));
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let stream = futures::stream::iter(first)
+        .chain(live)
+        .map(|ev| Ok(sse(&ev)))
+        .take_until(app.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
