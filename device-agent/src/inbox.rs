@@ -375,7 +375,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Opens the inbox, retrying while a just-dropped instance still holds
+    /// sled's file lock (its background flusher may outlive the drop briefly).
     fn open(dir: &Path) -> Inbox {
+        for _ in 0..100 {
+            if let Ok(db) = Inbox::open_db(dir) {
+                return Inbox::open(&db).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         Inbox::open(&Inbox::open_db(dir).unwrap()).unwrap()
     }
 

@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::AgentConfig;
 use connection::Stop;
 
+/// Quiet time before a changed status is published, so bursts of changes
+/// become one message.
+const STATUS_DEBOUNCE: Duration = Duration::from_millis(100);
+
 /// How often finished inbox records past `store.retention` are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -218,6 +222,13 @@ async fn publish_status_changes(
                 if r.is_err() {
                     break;
                 }
+                // Coalesce bursts (a credit per line, a printer flapping)
+                // into one retained status.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(STATUS_DEBOUNCE) => {}
+                }
+                changes.mark_unchanged();
                 publisher.publish_status(&board.online_status());
             }
         }

@@ -49,7 +49,12 @@ pub struct FleetOptions {
     /// Use this external broker (`broker.embedded = false`) instead of the
     /// embedded one.
     pub external_broker: Option<SocketAddr>,
+    /// `webhooks.url` (secret [`WEBHOOK_SECRET`], retries capped at 200 ms).
+    pub webhook_url: Option<String>,
 }
+
+/// The `webhooks.secret` of test fleets.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 
 impl FleetOptions {
     /// Embedded broker, these kiosks, republish every 500 ms.
@@ -58,6 +63,7 @@ impl FleetOptions {
             kiosks: kiosks.iter().map(|k| (*k).to_owned()).collect(),
             republish_interval: Duration::from_millis(500),
             external_broker: None,
+            webhook_url: None,
         }
     }
 }
@@ -131,12 +137,16 @@ keep_alive = "5s"
 path = "{store}"
 [delivery]
 republish_interval = "{republish}ms"
+{webhooks}
 "#,
             api_keys = api_keys.display(),
             credentials = credentials.display(),
             gw_password = secrets["gateway"],
             store = dir.path().join("gateway-store").display(),
             republish = opts.republish_interval.as_millis(),
+            webhooks = opts.webhook_url.as_ref().map_or(String::new(), |url| format!(
+                "[webhooks]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmax_backoff = \"200ms\"\ntimeout = \"2s\"\n"
+            )),
         );
         let gateway_config = GatewayConfig::from_toml(&toml).expect("gateway config");
         let mut fleet = TestFleet {

@@ -714,7 +714,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
 
@@ -723,6 +723,18 @@ mod tests {
     }
     fn j(s: &str) -> JobId {
         JobId::new(s).unwrap()
+    }
+
+    /// Opens the store, retrying while a just-dropped instance still holds
+    /// sled's file lock.
+    pub(crate) fn reopen(dir: &std::path::Path) -> Store {
+        for _ in 0..100 {
+            if let Ok(s) = Store::open(dir) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Store::open(dir).unwrap()
     }
 
     fn job(id: &str, kiosk: &str) -> JobRecord {
@@ -782,7 +794,7 @@ mod tests {
             assert!(s.job(&j("b")).unwrap().is_none());
             assert_eq!(s.counts().get(JobState::Queued), 2);
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(s.counts().get(JobState::Queued), 2);
         assert_eq!(s.pending(None).unwrap().len(), 2);
         assert_eq!(s.pending(Some(&k("k1"))).unwrap(), vec![(k("k1"), j("a"))]);

@@ -240,7 +240,14 @@ mod tests {
             assert_eq!((a.seq, b.seq), (1, 2));
             o.flush().await.unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        // A just-dropped instance may hold sled's file lock for a moment.
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path())
+                    .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+                    .ok()
+            })
+            .unwrap();
         let o = Outbox::open(&db).unwrap();
         assert_eq!(o.id(), id, "the id is made once");
         let c = o.append(CreditKind::Coin, 50, &eur(), None).unwrap();

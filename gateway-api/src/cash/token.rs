@@ -86,7 +86,7 @@ mod tests {
             assert_ne!(v.token("s2"), t);
             t
         };
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::tests::reopen(dir.path());
         assert!(ViewTokens::open(&store).unwrap().verify("s1", &t1));
     }
 }

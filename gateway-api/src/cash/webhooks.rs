@@ -276,7 +276,10 @@ impl Sender {
                 }
                 Some(why) => {
                     hook.attempts += 1;
-                    let mut backoff = Backoff::new(Duration::from_secs(1), self.config.max_backoff);
+                    let mut backoff = Backoff::new(
+                        Duration::from_secs(1).min(self.config.max_backoff),
+                        self.config.max_backoff,
+                    );
                     let mut delay = Duration::ZERO;
                     for _ in 0..hook.attempts {
                         delay = backoff.next_delay(rand::thread_rng().r#gen());
