@@ -234,7 +234,7 @@ async fn the_same_cash_event_delivered_three_times_counts_once() {
         .unwrap();
     kiosk.subscribe("kiosk/k1/cash/ack").await;
     let event = json!({"v": 1, "outbox": "0123456789abcdef", "seq": 1, "kind": "bill",
-        "amount": 1000, "currency": "EUR", "at": "2026-11-21T10:00:00Z"});
+        "amount": 1000, "currency": "EUR", "at": "2026-11-21T10:00:00Z", "session_id": id});
     for _ in 0..3 {
         kiosk.publish("kiosk/k1/cash", &event).await;
     }

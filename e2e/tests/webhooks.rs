@@ -86,7 +86,8 @@ async fn webhooks_are_signed_ordered_retried_and_survive_a_restart() {
         .publish(
             "kiosk/k1/cash",
             &json!({"v": 1, "outbox": "00000000000000aa", "seq": 1, "kind": "bill",
-                    "amount": 1000, "currency": "EUR", "at": "2026-11-21T10:00:00Z"}),
+                    "amount": 1000, "currency": "EUR", "at": "2026-11-21T10:00:00Z",
+                    "session_id": id}),
         )
         .await;
     let delivered = kiosk_e2e::wait_for(WAIT, || async { types(&state).len() == 3 }).await;

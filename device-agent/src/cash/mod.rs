@@ -407,7 +407,7 @@ mod tests {
             .write_all(b"BILL:1000\nBILL:abc\nFOO\n\xff\xfe\nCOIN:200\r\n")
             .await
             .unwrap();
-        while outbox.len() < 2 {
+        while outbox.unacked().unwrap().len() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let events = outbox.unacked().unwrap();

@@ -12,6 +12,9 @@
 //! acceptor again). A credit leaves the outbox only when the cloud
 //! acknowledges its `seq` (or a later one) for this outbox id.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::Utc;
 use kiosk_schemas::record::{self, RecordError};
 use kiosk_schemas::{CashEvent, CreditKind, Currency, Timestamp, V1};
@@ -61,6 +64,10 @@ pub struct Outbox {
     events: sled::Tree,
     meta: sled::Tree,
     id: String,
+    /// Highest seq known to be on disk. Only those are ever sent: a credit
+    /// whose flush failed might be renumbered after a crash, and the cloud
+    /// would then take a new credit for a duplicate of a sent one.
+    durable: Arc<AtomicU64>,
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -98,11 +105,17 @@ impl Outbox {
                 }
             }
         };
+        // Whatever is in the outbox at open time was read from disk.
+        let durable = match events.last()? {
+            Some((k, _)) => read_u64(&k),
+            None => 0,
+        };
         Ok(Outbox {
             db: db.clone(),
             events,
             meta,
             id,
+            durable: Arc::new(AtomicU64::new(durable)),
         })
     }
 
@@ -158,17 +171,23 @@ impl Outbox {
     }
 
     /// Makes every change so far durable (fsync), on tokio's blocking pool
-    /// (see `Inbox::flush` for why not `flush_async`).
+    /// (see `Inbox::flush` for why not `flush_async`), and marks every
+    /// credit appended before the call as sendable.
     ///
     /// # Errors
     /// [`OutboxError::Sled`] on I/O failure.
     pub async fn flush(&self) -> Result<(), OutboxError> {
+        let appended = match self.events.last()? {
+            Some((k, _)) => read_u64(&k),
+            None => 0,
+        };
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| {
                 OutboxError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))
             })??;
+        self.durable.fetch_max(appended, Ordering::SeqCst);
         Ok(())
     }
 
@@ -190,13 +209,14 @@ impl Outbox {
         Ok(n)
     }
 
-    /// Every unacknowledged credit, in `seq` order.
+    /// Every unacknowledged credit that is on disk, in `seq` order.
     ///
     /// # Errors
     /// [`OutboxError`] on storage failure or an unreadable record.
     pub fn unacked(&self) -> Result<Vec<CashEvent>, OutboxError> {
+        let durable = self.durable.load(Ordering::SeqCst);
         self.events
-            .iter()
+            .range(..=be(durable))
             .map(|item| {
                 let (_, v) = item?;
                 let rec: CreditRecord = record::decode(RECORD_V, &v)?;
@@ -252,6 +272,12 @@ mod tests {
         assert_eq!(o.id(), id, "the id is made once");
         let c = o.append(CreditKind::Coin, 50, &eur(), None).unwrap();
         assert_eq!(c.seq, 3, "numbering continues after a restart");
+        assert_eq!(
+            o.unacked().unwrap().len(),
+            2,
+            "not sent before it is flushed"
+        );
+        o.flush().await.unwrap();
         assert_eq!(o.ack("someone-else", 3).unwrap(), 0);
         assert_eq!(o.ack(&id, 2).unwrap(), 2);
         let left = o.unacked().unwrap();

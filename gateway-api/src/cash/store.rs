@@ -10,7 +10,8 @@
 //! | `cash_idempotency` | kiosk `\0` Idempotency-Key | session id + SHA-256 of the request |
 //!
 //! [`CashStore::apply_credit`] stores a credit, applies it to the kiosk's
-//! open session (or keeps it unassigned), advances the watermark and queues
+//! open session when the kiosk took it for that session (the credit's
+//! `session_id`), or else keeps it unassigned, advances the watermark and queues
 //! its webhooks, all in one sled transaction: a credit is either fully
 //! recorded or not at all, and a credit already stored (same kiosk, outbox
 //! and seq) changes nothing. The caller flushes before acknowledging
@@ -347,6 +348,12 @@ impl CashStore {
                 },
                 None => None,
             };
+            // Only money the kiosk took for this very session goes to it: a
+            // coin that slipped in after the previous session closed (or
+            // while the acceptor was meant to be off) must not pay the next
+            // customer's order.
+            let open_session = open_session
+                .filter(|(_, rec)| event.session_id.as_deref() == Some(rec.session_id.as_str()));
             if let Some((sid, mut rec)) = open_session {
                 let applied = rec.apply_credit(
                     SessionCredit {
