@@ -429,4 +429,51 @@ mod tests {
         assert!(matches!(task.await.unwrap(), Ended::PortGone(_)));
         shutdown.cancel();
     }
+
+    async fn read_until(arduino: &mut tokio::io::DuplexStream, want: &[u8]) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while !got.ends_with(want) {
+            let n = arduino.read(&mut buf).await.unwrap();
+            assert!(n > 0, "port closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// A credit that cannot be recorded disables the acceptor at once, and
+    /// acceptance comes back only when asked again with a working store.
+    #[tokio::test]
+    async fn store_failure_disables_the_acceptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut acc, desired, _recorded) = acceptor(dir.path());
+        let outbox = acc.outbox.clone();
+        let stats = acc.stats.clone();
+        let (board_side, mut arduino) = tokio::io::duplex(1024);
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        arduino.write_all(b"READY\n").await.unwrap();
+        desired.send_replace(Acceptance::Enabled { session_id: None });
+        read_until(&mut arduino, b"ENABLE\n").await;
+
+        outbox.fail_appends(true);
+        arduino.write_all(b"BILL:1000\n").await.unwrap();
+        read_until(&mut arduino, b"DISABLE\n").await;
+        assert_eq!(stats.unrecorded.load(Ordering::Relaxed), 1);
+        assert!(outbox.is_empty());
+
+        outbox.fail_appends(false);
+        desired.send_replace(Acceptance::Enabled {
+            session_id: Some("s2".into()),
+        });
+        read_until(&mut arduino, b"ENABLE\n").await;
+        arduino.write_all(b"BILL:500\n").await.unwrap();
+        while outbox.unacked().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(outbox.unacked().unwrap()[0].amount, 500);
+        shutdown.cancel();
+        read_until(&mut arduino, b"DISABLE\n").await;
+        assert!(matches!(task.await.unwrap(), Ended::Shutdown));
+    }
 }

@@ -68,6 +68,9 @@ pub struct Outbox {
     /// whose flush failed might be renumbered after a crash, and the cloud
     /// would then take a new credit for a duplicate of a sent one.
     durable: Arc<AtomicU64>,
+    /// Test hook: make appends fail as a full disk would.
+    #[cfg(test)]
+    fail_appends: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -116,6 +119,8 @@ impl Outbox {
             meta,
             id,
             durable: Arc::new(AtomicU64::new(durable)),
+            #[cfg(test)]
+            fail_appends: Arc::default(),
         })
     }
 
@@ -137,6 +142,12 @@ impl Outbox {
         currency: &Currency,
         session_id: Option<String>,
     ) -> Result<CashEvent, OutboxError> {
+        #[cfg(test)]
+        if self.fail_appends.load(Ordering::SeqCst) {
+            return Err(OutboxError::Sled(sled::Error::Unsupported(
+                "injected failure (disk full)".to_owned(),
+            )));
+        }
         let at = Utc::now();
         let rec = (&self.events, &self.meta).transaction(|(events, meta)| {
             let seq = meta.get(NEXT_SEQ_KEY)?.map_or(1, |v| read_u64(&v));
@@ -223,6 +234,12 @@ impl Outbox {
                 Ok(self.event(rec))
             })
             .collect()
+    }
+
+    /// Test hook: while true, [`Outbox::append`] fails.
+    #[cfg(test)]
+    pub(crate) fn fail_appends(&self, fail: bool) {
+        self.fail_appends.store(fail, Ordering::SeqCst);
     }
 
     /// Number of unacknowledged credits.
