@@ -5,12 +5,15 @@
 #   1. ansible-lint (production profile) and ansible-playbook --syntax-check.
 #   2. A real run of site.yml against two minimal Debian bookworm trees
 #      (debootstrap minbase + python3 + systemd, as on a Pi and a VPS; cached
-#      in $KIOSK_CACHE_DIR), one as the
-#      VPS and one as a kiosk, over the community.general.chroot connection
-#      with kiosk_manage_services=false; then checks of users, groups, modes,
-#      rendered configs (TOML, --check-config), udev rules, units, the vault
-#      file of the kiosk's credentials, that no secret reached the log; and a
-#      second run that must change nothing.
+#      in $KIOSK_CACHE_DIR), one as the VPS and one as a kiosk, over the
+#      community.general.chroot connection with kiosk_manage_services=false;
+#      then checks of users, groups, modes, rendered configs (TOML,
+#      --check-config), udev rules, units, the vault file of the kiosk's
+#      credentials, that no secret reached the log, and the ACL's policy in a
+#      real mosquitto (acl_file); a second run must change nothing and
+#      notify no handler. At the end: a changed unit notifies the restart
+#      handler, and lost kiosk credentials stop a run until
+#      kiosk_server_rotate_lost_credentials=true rotates them.
 #   3. systemd-analyze verify of both units inside their trees (any output
 #      fails) and systemd-analyze security of the agent unit (exposure <= 3.0).
 #   4. The gateway and the agent built here, started inside those trees with
@@ -27,7 +30,6 @@
 # the work directory; DEBIAN_MIRROR overrides the mirror apt uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$(pwd)
 
 if [ "$(id -u)" -ne 0 ]; then
   exec sudo -E "$0" "$@"
@@ -455,6 +457,25 @@ grep -q '^RUNNING HANDLER \[kiosk_agent : Restart kiosk-agent\]' "$WORK/run3.log
   { recap "$WORK/run3.log"; die "a changed unit did not notify the restart handler"; }
 grep -qE '^kiosk-1 +: .*changed=1 ' "$WORK/run3.log" || { recap "$WORK/run3.log"; die "expected exactly one change"; }
 grep -qxF RestartSec=7 "$KIOSK/etc/systemd/system/kiosk-agent.service" || die "RestartSec=7 not in the unit"
+
+# A kiosk registered on the VPS whose vault file is gone: the run stops and
+# says so; with kiosk_server_rotate_lost_credentials it gets a new secret.
+log "2. lost credentials: a run stops, then -e kiosk_server_rotate_lost_credentials=true rotates"
+mv "$creds" "$WORK/kiosk-1.yml.lost"
+if (cd ansible && ansible-playbook -i "$SITE/inventory.yml" site.yml --limit servers) >"$WORK/run4.log" 2>&1; then
+  die "a run with a registered kiosk's credentials lost did not stop"
+fi
+grep -q 'kiosks kiosk-1 are registered on the gateway but have no credentials file' "$WORK/run4.log" ||
+  { tail -20 "$WORK/run4.log" >&2; die "the lost credentials were not reported"; }
+(cd ansible && ansible-playbook -i "$SITE/inventory.yml" site.yml -e kiosk_server_rotate_lost_credentials=true) \
+  >"$WORK/run5.log" 2>&1 || { tail -40 "$WORK/run5.log" >&2; die "the rotating run failed"; }
+NEW_PW=$(ansible-vault view "$creds" | "$VENV/bin/python3" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["kiosk_agent_broker_password"])') ||
+  die "no new credentials file after rotation"
+[ "$NEW_PW" != "$KIOSK_PW" ] || die "rotation kept the old secret"
+grep -qF "password = \"$NEW_PW\"" "$KIOSK/etc/kiosk-agent/agent.toml" || die "agent.toml lacks the rotated secret"
+grep -q '^RUNNING HANDLER \[kiosk_agent : Restart kiosk-agent\]' "$WORK/run5.log" ||
+  die "the rotated secret did not notify the restart handler"
+if grep -qF "$NEW_PW" "$WORK/run5.log"; then die "the rotated secret appears in the output"; fi
 
 log "all Ansible tests passed in $((SECONDS - START)) s"
 echo "ansible-test: 4 passed, 0 failed"
