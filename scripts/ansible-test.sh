@@ -11,7 +11,7 @@
 #      --check-config), udev rules, units, the vault file of the kiosk's
 #      credentials, that no secret reached the log, and the ACL's policy in a
 #      real mosquitto (acl_file); a second run must change nothing and
-#      notify no handler. At the end: a changed unit notifies the restart
+#      notify no handler, and so must a --check --diff run. At the end: a changed unit notifies the restart
 #      handler, and lost kiosk credentials stop a run until
 #      kiosk_server_rotate_lost_credentials=true rotates them.
 #   3. systemd-analyze verify of both units inside their trees (any output
@@ -369,6 +369,14 @@ grep -E '^(vps|kiosk-1) +:' "$WORK/run2.log" | grep -qv 'changed=0' && die "the 
 [ "$(grep -cE '^(vps|kiosk-1) +: .*changed=0 .*failed=0' "$WORK/run2.log")" = 2 ] || die "unexpected recap of the second run"
 if grep -q '^RUNNING HANDLER' "$WORK/run2.log"; then die "the second run notified a handler"; fi
 log "2. second run: changed=0, no handler notified"
+(cd ansible && ansible-playbook -i "$SITE/inventory.yml" site.yml --check --diff) >"$WORK/check.log" 2>&1 ||
+  { tail -40 "$WORK/check.log" >&2; die "the --check --diff run failed"; }
+[ "$(grep -cE '^(vps|kiosk-1) +: .*changed=0 .*failed=0' "$WORK/check.log")" = 2 ] ||
+  { recap "$WORK/check.log"; die "the --check --diff run would change something"; }
+for pw in "$KIOSK_PW" "$GATEWAY_PW" "$BACKEND_PW" "$API_KEY"; do
+  if grep -qF "$pw" "$WORK/check.log"; then die "a secret appears in the --diff output"; fi
+done
+log "2. --check --diff run: changed=0, no secret shown"
 
 # ------------------------------------------------------- 3. systemd ----
 log "3. systemd-analyze verify"
