@@ -6,7 +6,8 @@
 #        socat (serial lines by hand), chromium + chromium-driver (the
 #        payment page in a real browser)
 #   pip: paho-mqtt (a Python backend)
-# then runs every test of the workspace (unit, integration, end-to-end, doc).
+# then runs every test of the workspace (unit, integration, end-to-end, doc)
+# and scripts/ansible-test.sh (the Ansible provisioning; needs root).
 # Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,3 +43,11 @@ else
   cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
 fi
 cargo test --workspace --doc --quiet
+
+# Provisioning (ansible/): lint, a real playbook run against debootstrapped
+# Debian trees, systemd-analyze, and a first test page. Needs root.
+if [ "$#" -eq 0 ]; then
+  scripts/ansible-test.sh
+else
+  echo "test.sh: a test filter was given; not running scripts/ansible-test.sh (run it on its own)" >&2
+fi

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod inbox;
 pub mod intake;
+pub mod notify;
 pub mod printer;
 pub mod render;
 pub mod state;

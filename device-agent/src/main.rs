@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use kiosk_agent::AgentConfig;
+use kiosk_agent::notify::{self, Supervised};
 use tokio_util::sync::CancellationToken;
 
 /// The kiosk-fleet agent for one kiosk: keeps an outbound MQTT session to
@@ -50,7 +51,18 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    kiosk_agent::run(config, shutdown).await?;
+    let agent = kiosk_agent::Agent::start(config).await?;
+    // Under systemd (Type=notify): READY once started, WATCHDOG while every
+    // task is alive, STOPPING on the way out. No-ops without NOTIFY_SOCKET.
+    notify::ready();
+    let outcome = notify::supervise(&agent, &shutdown).await;
+    notify::stopping();
+    agent.shutdown().await;
+    if outcome == Supervised::Died {
+        // Exit non-zero so that the service manager restarts the agent
+        // (Restart=always), rather than running on half dead.
+        anyhow::bail!("a task of the agent stopped unexpectedly");
+    }
     Ok(())
 }
 

@@ -108,7 +108,24 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down");
                 signal.cancel();
             });
-            kiosk_gateway::run(config, shutdown).await?;
+            let gateway = kiosk_gateway::Gateway::start(config).await?;
+            // Under systemd (Type=notify, see ansible/roles/kiosk_server):
+            // READY once the store is open and the listeners are bound,
+            // WATCHDOG while the runtime answers, STOPPING on the way out.
+            // All no-ops without NOTIFY_SOCKET.
+            notify(&[sd_notify::NotifyState::Ready]);
+            if let Some(timeout) = sd_notify::watchdog_enabled() {
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(timeout / 2);
+                    while token.run_until_cancelled(tick.tick()).await.is_some() {
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                });
+            }
+            shutdown.cancelled().await;
+            notify(&[sd_notify::NotifyState::Stopping]);
+            gateway.shutdown().await;
         }
         Command::CheckConfig => {
             load(cli.config.as_ref())?;
@@ -163,6 +180,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends `states` to systemd (`sd_notify(3)`); a failure is only logged.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
 }
 
 async fn wait_for_signal() {
