@@ -56,6 +56,7 @@ async fn latency(n: usize) {
         .await;
     fleet.wait_cash_connected("k1", true).await;
     let session = fleet.open_session("k1", 10_000_000).await;
+    assert!(acceptor.wait_last_command("ENABLE", kiosk_e2e::WAIT).await);
     let id = session["session_id"].as_str().expect("id");
     let token = session["view_token"].as_str().expect("token");
     let mut resp = fleet

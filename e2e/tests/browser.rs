@@ -43,6 +43,7 @@ async fn pay_page_in_headless_chromium_shows_the_new_amount() {
         .await;
     fleet.wait_cash_connected("k1", true).await;
     let session = fleet.open_session("k1", 2000).await;
+    assert!(acceptor.wait_last_command("ENABLE", WAIT).await);
 
     let port = kiosk_testkit::free_port().unwrap();
     let _driver = tokio::process::Command::new("chromedriver")

@@ -361,10 +361,12 @@ async fn garbled_lines_make_no_credit_and_a_replugged_port_is_picked_up() {
 async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
     let mut text = String::new();
     let mut out = Vec::new();
+    // One deadline for all events: keep-alive comments must not extend it.
+    let deadline = tokio::time::Instant::now() + WAIT;
     while out.len() < n {
-        let chunk = tokio::time::timeout(WAIT, resp.chunk())
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
             .await
-            .expect("SSE chunk in time")
+            .expect("SSE events in time")
             .expect("SSE read")
             .expect("stream still open");
         text.push_str(&String::from_utf8_lossy(&chunk));
@@ -410,6 +412,8 @@ async fn sse_stream_delivers_credit_and_paid() {
     let first = sse_events(&mut resp, 1).await;
     assert_eq!(first[0].0, "session");
     assert_eq!(first[0].1["session"]["amount_inserted"], 0);
+    // Money only goes in once the acceptor is enabled for this session.
+    assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
     insert(&k, &["BILL:1000"]).await;
     let ev = sse_events(&mut resp, 1).await;
     assert_eq!(ev[0].0, "credit");
