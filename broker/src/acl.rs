@@ -143,7 +143,9 @@ pub enum AclLineError {
     #[error("%u and %c are only substituted on `pattern` lines, not in {0:?}")]
     SubstitutionInTopic(String),
     /// A `topic` line before any `user`/`role` section.
-    #[error("`topic` line outside a `user` or `role` section (use `pattern` for rules that apply to everyone)")]
+    #[error(
+        "`topic` line outside a `user` or `role` section (use `pattern` for rules that apply to everyone)"
+    )]
     TopicOutsideSection,
 }
 
@@ -263,7 +265,9 @@ impl Acl {
                             return Err(at(AclLineError::TopicOutsideSection));
                         }
                         Section::Everyone => acl.everyone.push(rule),
-                        Section::User(user) => acl.users.entry(user.clone()).or_default().push(rule),
+                        Section::User(user) => {
+                            acl.users.entry(user.clone()).or_default().push(rule)
+                        }
                         Section::Role(role) => acl.roles.entry(*role).or_default().push(rule),
                     }
                 }
@@ -526,7 +530,10 @@ mod tests {
         assert_eq!(parsed, Acl::default_policy());
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/acl");
         let shipped = std::fs::read_to_string(&example).expect("examples/acl exists");
-        assert_eq!(shipped, DEFAULT_ACL, "examples/acl must equal broker/src/default.acl");
+        assert_eq!(
+            shipped, DEFAULT_ACL,
+            "examples/acl must equal broker/src/default.acl"
+        );
     }
 
     /// The default policy, as DESIGN.md states it.
@@ -597,70 +604,357 @@ mod tests {
     /// id, role, subscribe?, filter/topic, allowed)`.
     #[test]
     fn rule_table() {
-        type Case = (&'static str, &'static str, &'static str, Option<Role>, bool, &'static str, bool);
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static str,
+            Option<Role>,
+            bool,
+            &'static str,
+            bool,
+        );
         let cases: &[Case] = &[
             // Literal topics.
             ("user u\ntopic read a/b", "u", "c", None, true, "a/b", true),
             ("user u\ntopic read a/b", "u", "c", None, true, "a/c", false),
-            ("user u\ntopic read a/b", "u", "c", None, false, "a/b", false),
-            ("user u\ntopic write a/b", "u", "c", None, false, "a/b", true),
-            ("user u\ntopic write a/b", "u", "c", None, true, "a/b", false),
+            (
+                "user u\ntopic read a/b",
+                "u",
+                "c",
+                None,
+                false,
+                "a/b",
+                false,
+            ),
+            (
+                "user u\ntopic write a/b",
+                "u",
+                "c",
+                None,
+                false,
+                "a/b",
+                true,
+            ),
+            (
+                "user u\ntopic write a/b",
+                "u",
+                "c",
+                None,
+                true,
+                "a/b",
+                false,
+            ),
             ("user u\ntopic a/b", "u", "c", None, true, "a/b", true),
             ("user u\ntopic a/b", "u", "c", None, false, "a/b", true),
-            ("user u\ntopic readwrite a/b", "u", "c", None, false, "a/b", true),
+            (
+                "user u\ntopic readwrite a/b",
+                "u",
+                "c",
+                None,
+                false,
+                "a/b",
+                true,
+            ),
             // Sections only apply to their user.
             ("user u\ntopic read a/b", "v", "c", None, true, "a/b", false),
             // `+` in a rule.
-            ("user u\ntopic read a/+/c", "u", "c", None, true, "a/x/c", true),
-            ("user u\ntopic read a/+/c", "u", "c", None, true, "a/+/c", true),
-            ("user u\ntopic read a/+/c", "u", "c", None, true, "a/x/y/c", false),
-            ("user u\ntopic read a/+/c", "u", "c", None, true, "a/#", false),
-            ("user u\ntopic write a/+", "u", "c", None, false, "a/x", true),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x/c",
+                true,
+            ),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/+/c",
+                true,
+            ),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x/y/c",
+                false,
+            ),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/#",
+                false,
+            ),
+            (
+                "user u\ntopic write a/+",
+                "u",
+                "c",
+                None,
+                false,
+                "a/x",
+                true,
+            ),
             ("user u\ntopic write a/+", "u", "c", None, false, "a", false),
             // `#` in a rule, including the parent level.
             ("user u\ntopic read a/#", "u", "c", None, true, "a", true),
-            ("user u\ntopic read a/#", "u", "c", None, true, "a/x/y", true),
-            ("user u\ntopic read a/#", "u", "c", None, true, "a/+/y/#", true),
+            (
+                "user u\ntopic read a/#",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x/y",
+                true,
+            ),
+            (
+                "user u\ntopic read a/#",
+                "u",
+                "c",
+                None,
+                true,
+                "a/+/y/#",
+                true,
+            ),
             ("user u\ntopic read a/#", "u", "c", None, true, "#", false),
             ("user u\ntopic read a/#", "u", "c", None, true, "b/x", false),
             ("user u\ntopic read +/x", "u", "c", None, true, "+/#", false),
             ("user u\ntopic read #", "u", "c", None, true, "#", true),
-            ("user u\ntopic read #", "u", "c", None, true, "$SYS/x", false),
-            ("user u\ntopic read $SYS/#", "u", "c", None, true, "$SYS/x", true),
+            (
+                "user u\ntopic read #",
+                "u",
+                "c",
+                None,
+                true,
+                "$SYS/x",
+                false,
+            ),
+            (
+                "user u\ntopic read $SYS/#",
+                "u",
+                "c",
+                None,
+                true,
+                "$SYS/x",
+                true,
+            ),
             // Patterns.
-            ("pattern read k/%u/p", "k1", "k1", None, true, "k/k1/p", true),
-            ("pattern read k/%u/p", "k1", "k1", None, true, "k/k2/p", false),
-            ("pattern write k/%c/s", "u", "dev-9", None, false, "k/dev-9/s", true),
-            ("pattern write k/%c/s", "u", "dev-9", None, false, "k/u/s", false),
-            ("pattern write k/%u-%c", "u", "9", None, false, "k/u-9", true),
+            (
+                "pattern read k/%u/p",
+                "k1",
+                "k1",
+                None,
+                true,
+                "k/k1/p",
+                true,
+            ),
+            (
+                "pattern read k/%u/p",
+                "k1",
+                "k1",
+                None,
+                true,
+                "k/k2/p",
+                false,
+            ),
+            (
+                "pattern write k/%c/s",
+                "u",
+                "dev-9",
+                None,
+                false,
+                "k/dev-9/s",
+                true,
+            ),
+            (
+                "pattern write k/%c/s",
+                "u",
+                "dev-9",
+                None,
+                false,
+                "k/u/s",
+                false,
+            ),
+            (
+                "pattern write k/%u-%c",
+                "u",
+                "9",
+                None,
+                false,
+                "k/u-9",
+                true,
+            ),
             // A client id cannot widen a pattern.
             ("pattern read k/%c/p", "u", "+", None, true, "k/+/p", false),
-            ("pattern read k/%c/p", "u", "a/b", None, true, "k/a/b/p", false),
+            (
+                "pattern read k/%c/p",
+                "u",
+                "a/b",
+                None,
+                true,
+                "k/a/b/p",
+                false,
+            ),
             ("pattern read k/%c/#", "u", "#", None, true, "k/#", false),
             ("pattern read k/%c/p", "u", "", None, true, "k//p", false),
             // Role sections.
-            ("role kiosk\npattern read k/%u", "k1", "k1", Some(Role::Kiosk), true, "k/k1", true),
-            ("role kiosk\npattern read k/%u", "k1", "k1", Some(Role::Backend), true, "k/k1", false),
-            ("role backend\ntopic write k/+/p\nuser b2\ntopic write x", "b2", "c", Some(Role::Backend), false, "x", true),
-            ("role backend\ntopic write k/+/p\nuser b2\ntopic write x", "b2", "c", Some(Role::Backend), false, "k/1/p", true),
+            (
+                "role kiosk\npattern read k/%u",
+                "k1",
+                "k1",
+                Some(Role::Kiosk),
+                true,
+                "k/k1",
+                true,
+            ),
+            (
+                "role kiosk\npattern read k/%u",
+                "k1",
+                "k1",
+                Some(Role::Backend),
+                true,
+                "k/k1",
+                false,
+            ),
+            (
+                "role backend\ntopic write k/+/p\nuser b2\ntopic write x",
+                "b2",
+                "c",
+                Some(Role::Backend),
+                false,
+                "x",
+                true,
+            ),
+            (
+                "role backend\ntopic write k/+/p\nuser b2\ntopic write x",
+                "b2",
+                "c",
+                Some(Role::Backend),
+                false,
+                "k/1/p",
+                true,
+            ),
             // Deny wins.
-            ("user u\ntopic read a/#\ntopic deny a/secret", "u", "c", None, true, "a/x", true),
-            ("user u\ntopic read a/#\ntopic deny a/secret", "u", "c", None, true, "a/secret", false),
-            ("user u\ntopic read a/#\ntopic deny a/secret", "u", "c", None, true, "a/#", false),
-            ("user u\ntopic read a/#\ntopic deny a/secret", "u", "c", None, true, "a/+", false),
-            ("user u\ntopic readwrite a/#\ntopic deny a/+/cash", "u", "c", None, false, "a/k/cash", false),
-            ("user u\ntopic readwrite a/#\ntopic deny a/+/cash", "u", "c", None, false, "a/k/print", true),
-            ("pattern deny k/%u/x\nuser u\ntopic readwrite k/#", "u", "c", None, false, "k/u/x", false),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x",
+                true,
+            ),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/secret",
+                false,
+            ),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/#",
+                false,
+            ),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/+",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite a/#\ntopic deny a/+/cash",
+                "u",
+                "c",
+                None,
+                false,
+                "a/k/cash",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite a/#\ntopic deny a/+/cash",
+                "u",
+                "c",
+                None,
+                false,
+                "a/k/print",
+                true,
+            ),
+            (
+                "pattern deny k/%u/x\nuser u\ntopic readwrite k/#",
+                "u",
+                "c",
+                None,
+                false,
+                "k/u/x",
+                false,
+            ),
             // Invalid names and filters from clients.
-            ("user u\ntopic readwrite #", "u", "c", None, false, "a/+", false),
-            ("user u\ntopic readwrite #", "u", "c", None, false, "", false),
-            ("user u\ntopic readwrite #", "u", "c", None, true, "a/#/b", false),
-            ("user u\ntopic readwrite #", "u", "c", None, true, "a+", false),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                false,
+                "a/+",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                false,
+                "",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                true,
+                "a/#/b",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                true,
+                "a+",
+                false,
+            ),
             // Comments, blank lines, indentation.
-            ("# c\n\n  user u  \n  # x\n  topic   read   a/b  ", "u", "c", None, true, "a/b", true),
+            (
+                "# c\n\n  user u  \n  # x\n  topic   read   a/b  ",
+                "u",
+                "c",
+                None,
+                true,
+                "a/b",
+                true,
+            ),
         ];
-        for (i, (text, user, client, role, subscribe, what, allowed)) in cases.iter().enumerate()
-        {
+        for (i, (text, user, client, role, subscribe, what, allowed)) in cases.iter().enumerate() {
             let acl = Acl::parse(text).unwrap_or_else(|e| panic!("case {i}: {e}"));
             let client_acl = acl.for_client(user, client, *role);
             let got = if *subscribe {
@@ -668,7 +962,10 @@ mod tests {
             } else {
                 client_acl.may_publish(what)
             };
-            assert_eq!(got, *allowed, "case {i}: {text:?} as {user}/{client}: {what}");
+            assert_eq!(
+                got, *allowed,
+                "case {i}: {text:?} as {user}/{client}: {what}"
+            );
         }
     }
 
@@ -681,16 +978,36 @@ mod tests {
             ("user a b\n", 1, "expected `user <name>`"),
             ("role admin\n", 1, "unknown role \"admin\""),
             ("role\n", 1, "unknown role \"\""),
-            ("user u\ntopic read\n", 2, "missing topic filter after \"topic\""),
+            (
+                "user u\ntopic read\n",
+                2,
+                "missing topic filter after \"topic\"",
+            ),
             ("pattern\n", 1, "missing topic filter after \"pattern\""),
-            ("user u\ntopic read a/#/b\n", 2, "`#` must be the whole last level"),
-            ("user u\ntopic read a/b#\n", 2, "`#` must be the whole last level"),
+            (
+                "user u\ntopic read a/#/b\n",
+                2,
+                "`#` must be the whole last level",
+            ),
+            (
+                "user u\ntopic read a/b#\n",
+                2,
+                "`#` must be the whole last level",
+            ),
             ("user u\ntopic write a+/b\n", 2, "`+` must be a whole level"),
             ("pattern read k/%x\n", 1, "unknown substitution"),
             ("pattern read k/%\n", 1, "unknown substitution"),
-            ("user u\ntopic read k/%u\n", 2, "only substituted on `pattern` lines"),
+            (
+                "user u\ntopic read k/%u\n",
+                2,
+                "only substituted on `pattern` lines",
+            ),
             ("topic read a/b\n", 1, "outside a `user` or `role` section"),
-            ("\n\n\nuser u\npattern read a\nfoo\n", 6, "unknown keyword \"foo\""),
+            (
+                "\n\n\nuser u\npattern read a\nfoo\n",
+                6,
+                "unknown keyword \"foo\"",
+            ),
         ];
         for (text, line, needle) in cases {
             let err = Acl::parse(text).expect_err(text);
@@ -707,8 +1024,13 @@ mod tests {
         let path = dir.path().join("acl");
         std::fs::write(&path, "user u\ntopic read a/#/b\n").unwrap();
         let err = Acl::load(&path).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}: line 2: ", path.display())), "{err}");
-        let err = Acl::load(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: line 2: ", path.display())),
+            "{err}"
+        );
+        let err = Acl::load(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot read ACL file"), "{err}");
         std::fs::write(&path, "role kiosk\npattern write kiosk/%u/status\n").unwrap();
         let acl = Acl::load(&path).unwrap();

@@ -386,7 +386,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(config.tls_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            config.tls_listen_addr(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
         assert_eq!(config.listen, Some("127.0.0.1:1884".parse().unwrap()));
         assert_eq!(config.acl, Some(PathBuf::from("/etc/acl")));
         assert_eq!(config.connections_per_second, 50);
@@ -429,7 +432,10 @@ mod tests {
                 "credentials = \"c\"\ntls_listen = \"0.0.0.0:8883\"\n",
                 "tls_listen",
             ),
-            ("credentials = \"c\"\ntls_client_ca = \"a\"\n", "tls_client_ca"),
+            (
+                "credentials = \"c\"\ntls_client_ca = \"a\"\n",
+                "tls_client_ca",
+            ),
             (
                 "credentials = \"c\"\nconnections_per_second = 0\n",
                 "connections_per_second",

@@ -132,7 +132,11 @@ impl FrontDoor {
 
     /// Accepts connections on `listener` until shutdown; `tls` makes it the
     /// TLS listener.
-    pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    pub(crate) async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) {
         loop {
             let accepted = tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -152,11 +156,17 @@ impl FrontDoor {
                 self.refuse(Refusal::MaxConnections, peer, None, None);
                 continue;
             };
-            let Some(wait) = self.rate.reserve(Instant::now(), self.limits.connect_timeout) else {
+            let Some(wait) = self
+                .rate
+                .reserve(Instant::now(), self.limits.connect_timeout)
+            else {
                 self.refuse(Refusal::RateLimited, peer, None, None);
                 continue;
             };
-            tokio::spawn(self.clone().connection(stream, peer, tls.clone(), permit, wait));
+            tokio::spawn(
+                self.clone()
+                    .connection(stream, peer, tls.clone(), permit, wait),
+            );
         }
     }
 
@@ -187,7 +197,13 @@ impl FrontDoor {
     }
 
     /// Logs (limited) and counts a refusal.
-    fn refuse(&self, reason: Refusal, peer: SocketAddr, client_id: Option<&str>, username: Option<&str>) {
+    fn refuse(
+        &self,
+        reason: Refusal,
+        peer: SocketAddr,
+        client_id: Option<&str>,
+        username: Option<&str>,
+    ) {
         self.metrics.refused(reason);
         if self.log_limit.allow(reason) {
             warn!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
@@ -215,16 +231,19 @@ impl FrontDoor {
         let deadline = tokio::time::Instant::now() + self.limits.connect_timeout;
         let mut client: Box<dyn Io> = match tls {
             None => Box::new(stream),
-            Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => Box::new(stream),
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return self.refuse(Refusal::TlsHandshake, peer, None, None);
+            Some(acceptor) => {
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return self.refuse(Refusal::TlsHandshake, peer, None, None);
+                    }
+                    Err(_) => return self.refuse(Refusal::ConnectTimeout, peer, None, None),
                 }
-                Err(_) => return self.refuse(Refusal::ConnectTimeout, peer, None, None),
-            },
+            }
         };
-        let read = tokio::time::timeout_at(deadline, read_connect(&mut client, self.limits.max_packet));
+        let read =
+            tokio::time::timeout_at(deadline, read_connect(&mut client, self.limits.max_packet));
         let (bytes, packet) = match read.await {
             Ok(Ok(read)) => read,
             Ok(Err(ConnectError::Closed)) => return,
@@ -254,15 +273,29 @@ impl FrontDoor {
         };
         let username = login.username;
         if !self.throttle.allows(peer.ip(), Instant::now()) {
-            self.refuse(Refusal::LoginThrottled, peer, Some(&client_id), Some(&username));
+            self.refuse(
+                Refusal::LoginThrottled,
+                peer,
+                Some(&client_id),
+                Some(&username),
+            );
             return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
         }
         let password = Secret::new(login.password);
-        let role = match self.credentials.verify(&client_id, &username, &password).await {
+        let role = match self
+            .credentials
+            .verify(&client_id, &username, &password)
+            .await
+        {
             AuthOutcome::Accepted { role } => role,
             AuthOutcome::Refused { reason } => {
                 self.throttle.failed(peer.ip(), Instant::now());
-                self.refuse(Refusal::LoginFailed, peer, Some(&client_id), Some(&username));
+                self.refuse(
+                    Refusal::LoginFailed,
+                    peer,
+                    Some(&client_id),
+                    Some(&username),
+                );
                 debug!(%peer, ?client_id, ?username, %reason, "login refused");
                 let code = match reason {
                     RefuseReason::ClientIdMismatch => ConnectReturnCode::ClientIdentifierNotValid,
@@ -285,7 +318,12 @@ impl FrontDoor {
         }
         let Some(fingerprint) = self.credentials.fingerprint(&username) else {
             // Removed between the check and now.
-            self.refuse(Refusal::LoginFailed, peer, Some(&client_id), Some(&username));
+            self.refuse(
+                Refusal::LoginFailed,
+                peer,
+                Some(&client_id),
+                Some(&username),
+            );
             return refuse_with(client, ConnectReturnCode::BadUserNamePassword).await;
         };
         let upstream = match self.connect_upstream(&bytes).await {
@@ -313,7 +351,8 @@ impl FrontDoor {
     }
 
     async fn connect_upstream(&self, connect: &[u8]) -> io::Result<Upstream> {
-        let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % self.upstreams.len().max(1);
+        let index =
+            self.next_upstream.fetch_add(1, Ordering::Relaxed) % self.upstreams.len().max(1);
         let (addr, slots) = self
             .upstreams
             .get(index)
@@ -356,12 +395,16 @@ async fn read_connect(
                 let mut frame = buf.clone();
                 return match V4.read_mut(&mut frame, max_packet) {
                     Ok(packet) => Ok((buf, packet)),
-                    Err(protocol::Error::InvalidProtocolLevel(_)) => Err(ConnectError::ProtocolVersion),
+                    Err(protocol::Error::InvalidProtocolLevel(_)) => {
+                        Err(ConnectError::ProtocolVersion)
+                    }
                     Err(_) => Err(ConnectError::Protocol),
                 };
             }
             Err(protocol::Error::InsufficientBytes(_)) => {}
-            Err(protocol::Error::PayloadSizeLimitExceeded(_)) => return Err(ConnectError::TooLarge),
+            Err(protocol::Error::PayloadSizeLimitExceeded(_)) => {
+                return Err(ConnectError::TooLarge);
+            }
             Err(_) => return Err(ConnectError::Protocol),
         }
         match io.read_buf(&mut buf).await {
@@ -448,7 +491,11 @@ impl AsyncRead for Upstream {
 }
 
 impl AsyncWrite for Upstream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -559,6 +606,10 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Logs where the front door listens.
-pub(crate) fn log_listening(plain: Option<SocketAddr>, tls: Option<SocketAddr>, internal: &[SocketAddr]) {
+pub(crate) fn log_listening(
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    internal: &[SocketAddr],
+) {
     info!(?plain, ?tls, ?internal, "MQTT front door listening");
 }

@@ -36,15 +36,15 @@ pub mod protocol;
 pub mod server;
 pub mod tls;
 
+pub use acl::{Acl, ClientAcl, DEFAULT_ACL};
 pub use config::BrokerConfig;
 pub use credentials::{
     AuthOutcome, Change, CredentialStore, CredentialsError, LineError, RefuseReason, Role,
     delete_user, set_password,
 };
-pub use acl::{Acl, ClientAcl, DEFAULT_ACL};
 pub use error::BrokerError;
-pub use metrics::{AclAction, BrokerMetrics, BrokerStats, Refusal};
 pub use hash::{HashError, generate_secret, hash_chosen_password, hash_generated_secret};
+pub use metrics::{AclAction, BrokerMetrics, BrokerStats, Refusal};
 pub use protocol::FleetProtocol;
 pub use server::{BrokerHandle, EmbeddedBroker};
 

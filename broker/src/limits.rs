@@ -199,7 +199,10 @@ mod tests {
             throttle.failed(bad, t0);
         }
         assert!(!throttle.allows(bad, t0));
-        assert!(throttle.allows(good, t0), "other addresses are not affected");
+        assert!(
+            throttle.allows(good, t0),
+            "other addresses are not affected"
+        );
         // One token back every 20 s.
         assert!(!throttle.allows(bad, t0 + Duration::from_secs(19)));
         assert!(throttle.allows(bad, t0 + Duration::from_secs(20)));

@@ -178,7 +178,13 @@ impl Protocol for FleetProtocol {
                 self.metrics.refused(Refusal::PayloadTooLarge);
                 let client_id = self.client.as_ref().map(|c| c.client_id.as_str());
                 let username = self.client.as_ref().and_then(|c| c.username.as_deref());
-                warn!(?client_id, ?username, size, max_size, "packet over max_payload_bytes: closing the connection");
+                warn!(
+                    ?client_id,
+                    ?username,
+                    size,
+                    max_size,
+                    "packet over max_payload_bytes: closing the connection"
+                );
                 return Err(protocol::Error::PayloadSizeLimitExceeded(size));
             }
             Err(e) => return Err(e),
@@ -264,7 +270,10 @@ mod tests {
     fn allows_own_topics_and_denies_others() {
         let (proto, metrics) = protocol();
         let mut conn = proto.clone();
-        assert!(conn.read_mut(&mut connect("a", Some("k/a/out")), 1024).is_ok());
+        assert!(
+            conn.read_mut(&mut connect("a", Some("k/a/out")), 1024)
+                .is_ok()
+        );
         assert!(conn.read_mut(&mut subscribe("k/a/in"), 1024).is_ok());
         assert!(conn.read_mut(&mut publish("k/a/out"), 1024).is_ok());
         assert!(conn.read_mut(&mut subscribe("k/+/in"), 1024).is_err());
@@ -277,7 +286,10 @@ mod tests {
         let mut other = proto.clone();
         assert!(other.read_mut(&mut publish("k/a/out"), 1024).is_err());
         let mut will = proto.clone();
-        assert!(will.read_mut(&mut connect("a", Some("k/b/out")), 1024).is_err());
+        assert!(
+            will.read_mut(&mut connect("a", Some("k/b/out")), 1024)
+                .is_err()
+        );
         assert_eq!(metrics.snapshot().acl_denied(AclAction::Will), 1);
         // A second CONNECT cannot change the identity.
         let mut twice = proto;

@@ -109,9 +109,8 @@ impl EmbeddedBroker {
             _ => None,
         };
         let metrics = Arc::new(BrokerMetrics::new());
-        let bind = |addr: SocketAddr| {
-            front::bind(addr).map_err(|error| BrokerError::Bind { addr, error })
-        };
+        let bind =
+            |addr: SocketAddr| front::bind(addr).map_err(|error| BrokerError::Bind { addr, error });
         let plain = config.listen.map(bind).transpose()?;
         let secure = match (config.tls_listen_addr(), &tls) {
             (Some(addr), Some(acceptor)) => Some((bind(addr)?, acceptor.clone())),

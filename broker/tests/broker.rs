@@ -309,7 +309,11 @@ async fn kiosk_must_use_its_id_as_client_id_but_role_users_need_not() {
     let addr = broker.local_addr();
 
     let rejected = ConnectReturnCode::BadClientId;
-    assert_refused(options(addr, "demo-2", Some(("demo-1", &users.demo1))), rejected).await;
+    assert_refused(
+        options(addr, "demo-2", Some(("demo-1", &users.demo1))),
+        rejected,
+    )
+    .await;
     assert_refused(
         options(addr, "anything", Some(("demo-1", &users.demo1))),
         rejected,

@@ -271,8 +271,18 @@ impl AgentConfig {
             }
         }
         match (&self.broker.client_cert, &self.broker.client_key) {
-            (Some(_), None) => return Err(invalid("broker.client_key", "required with broker.client_cert")),
-            (None, Some(_)) => return Err(invalid("broker.client_cert", "required with broker.client_key")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "broker.client_key",
+                    "required with broker.client_cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "broker.client_cert",
+                    "required with broker.client_key",
+                ));
+            }
             _ => {}
         }
         if self.broker.password.is_empty() {
@@ -383,11 +393,17 @@ mod tests {
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("broker.url"), "{err}");
 
-        let bad = MINIMAL.replace("url = \"mqtt://127.0.0.1:1883\"", "url = \"mqtt://h\"\nca_file = \"ca.crt\"");
+        let bad = MINIMAL.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtt://h\"\nca_file = \"ca.crt\"",
+        );
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("broker.ca_file"), "{err}");
 
-        let tls = MINIMAL.replace("url = \"mqtt://127.0.0.1:1883\"", "url = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"");
+        let tls = MINIMAL.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
+        );
         let c = AgentConfig::from_toml(&tls).unwrap();
         assert!(c.broker_url().unwrap().tls);
         let bad = tls.replace("ca_file", "client_cert = \"c.crt\"\nca_file");

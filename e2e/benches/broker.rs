@@ -102,14 +102,20 @@ async fn publish_path(
 ) -> anyhow::Result<()> {
     let (id, secret) = kiosk;
     let topic = format!("kiosk/{id}/print/result");
-    let (sub, mut sub_loop) = connect(options(addr, "bench-backend", "backend", backend), Duration::from_secs(5)).await?;
-    sub.subscribe("kiosk/+/print/result", QoS::AtLeastOnce).await?;
+    let (sub, mut sub_loop) = connect(
+        options(addr, "bench-backend", "backend", backend),
+        Duration::from_secs(5),
+    )
+    .await?;
+    sub.subscribe("kiosk/+/print/result", QoS::AtLeastOnce)
+        .await?;
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await? {
             break;
         }
     }
-    let (publisher, mut pub_loop) = connect(options(addr, id, id, secret), Duration::from_secs(5)).await?;
+    let (publisher, mut pub_loop) =
+        connect(options(addr, id, id, secret), Duration::from_secs(5)).await?;
     let pub_task = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let sub_task = tokio::spawn(async move {
@@ -124,8 +130,13 @@ async fn publish_path(
     let mut latencies = Vec::with_capacity(latency_samples);
     for _ in 0..latency_samples {
         let t0 = Instant::now();
-        publisher.publish(&topic, QoS::AtLeastOnce, false, vec![b'x'; 200]).await?;
-        let at = rx.recv().await.ok_or_else(|| anyhow::anyhow!("subscriber gone"))?;
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, vec![b'x'; 200])
+            .await?;
+        let at = rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("subscriber gone"))?;
         latencies.push(at - t0);
     }
     latencies.sort();
@@ -136,13 +147,18 @@ async fn publish_path(
     let t = topic.clone();
     let producer = tokio::spawn(async move {
         for _ in 0..messages {
-            if p.publish(&t, QoS::AtLeastOnce, false, vec![b'x'; 200]).await.is_err() {
+            if p.publish(&t, QoS::AtLeastOnce, false, vec![b'x'; 200])
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     });
     for _ in 0..messages {
-        rx.recv().await.ok_or_else(|| anyhow::anyhow!("subscriber gone"))?;
+        rx.recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("subscriber gone"))?;
     }
     let elapsed = t0.elapsed();
     producer.await?;
@@ -168,7 +184,12 @@ async fn acl_cost(messages: usize, latency_samples: usize) -> anyhow::Result<()>
     );
     for (label, acl, direct, kiosk) in [
         ("default ACL, front door", None, false, &kiosks[0]),
-        ("ACL off (allow-all file), front door", Some(allow_all.clone()), false, &kiosks[1]),
+        (
+            "ACL off (allow-all file), front door",
+            Some(allow_all.clone()),
+            false,
+            &kiosks[1],
+        ),
         ("default ACL, straight to rumqttd", None, true, &kiosks[2]),
     ] {
         let mut config = BrokerConfig::new(&creds);
@@ -195,7 +216,12 @@ async fn child(config: &Path) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();
-        while std::io::stdin().lock().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        while std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
             line.clear();
         }
     })
@@ -246,10 +272,16 @@ async fn storm(kiosks: usize, per_second: Option<u32>) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or(0);
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let addr: SocketAddr = loop {
-        let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("child exited"))?;
+        let line = lines
+            .next_line()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("child exited"))?;
         if let Some(a) = line.strip_prefix("listening ") {
             break a.parse()?;
         }
@@ -313,7 +345,9 @@ async fn storm(kiosks: usize, per_second: Option<u32>) -> anyhow::Result<()> {
 /// A deterministic jitter in [delay/2, delay) from the kiosk id (no RNG
 /// dependency needed here).
 fn rand_jitter(id: &str, delay: Duration) -> Duration {
-    let h = id.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let h = id
+        .bytes()
+        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let half = delay / 2;
     half + Duration::from_micros(h % (half.as_micros().max(1) as u64))
 }

@@ -47,7 +47,9 @@ impl TestPki {
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().expect("server key");
         let cert = params.signed_by(&key, &ca).expect("server certificate");
@@ -71,10 +73,14 @@ impl TestPki {
     /// As [`TestPki::generate`].
     pub fn client_cert(&self, common_name: &str) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().expect("client key");
-        let cert = params.signed_by(&key, &self.ca).expect("client certificate");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("client certificate");
         let cert_path = self.dir.join(format!("client-{common_name}.crt"));
         let key_path = self.dir.join(format!("client-{common_name}.key"));
         std::fs::write(&cert_path, cert.pem()).expect("write client cert");

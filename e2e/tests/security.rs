@@ -38,7 +38,12 @@ fn login(fleet: &TestFleet, user: &str, client_id: &str) -> Vec<String> {
 }
 
 /// Arguments for the TLS listener with `cafile`.
-fn login_tls(fleet: &TestFleet, user: &str, client_id: &str, cafile: &std::path::Path) -> Vec<String> {
+fn login_tls(
+    fleet: &TestFleet,
+    user: &str,
+    client_id: &str,
+    cafile: &std::path::Path,
+) -> Vec<String> {
     let port = fleet.mqtts_addr.expect("TLS listener").port();
     vec![
         "-h".into(),
@@ -100,7 +105,11 @@ async fn metric(fleet: &TestFleet, series: &str) -> u64 {
 /// Waits until the metric reaches `at_least`.
 async fn wait_metric(fleet: &TestFleet, series: &str, at_least: u64) {
     let reached = wait_for(WAIT, || async { metric(fleet, series).await >= at_least }).await;
-    assert!(reached, "{series} never reached {at_least} (now {})", metric(fleet, series).await);
+    assert!(
+        reached,
+        "{series} never reached {at_least} (now {})",
+        metric(fleet, series).await
+    );
 }
 
 const ACL_SUBSCRIBE: &str = "kiosk_broker_acl_denied_total{action=\"subscribe\"}";
@@ -162,10 +171,19 @@ async fn kiosk_subscribing_to_other_kiosks_topics_is_disconnected_and_receives_n
     let agent_b = fleet.start_agent("kiosk-b", printer.addr()).await;
     fleet.wait_kiosk("kiosk-b", "online").await;
 
-    for (i, filter) in ["kiosk/kiosk-b/print", "kiosk/+/print", "#"].into_iter().enumerate() {
+    for (i, filter) in ["kiosk/kiosk-b/print", "kiosk/+/print", "#"]
+        .into_iter()
+        .enumerate()
+    {
         let before = metric(&fleet, ACL_SUBSCRIBE).await;
         let mut args = login(&fleet, "kiosk-a", "kiosk-a");
-        args.extend(["-v".into(), "-q".into(), "1".into(), "-t".into(), filter.into()]);
+        args.extend([
+            "-v".into(),
+            "-q".into(),
+            "1".into(),
+            "-t".into(),
+            filter.into(),
+        ]);
         let mut attacker = spawn("mosquitto_sub", &args);
         // The broker denies the SUBSCRIBE and drops the connection.
         wait_metric(&fleet, ACL_SUBSCRIBE, before + 1).await;
@@ -231,9 +249,16 @@ async fn kiosk_publishing_another_kiosks_credit_is_disconnected_and_nothing_is_d
         credit("kiosk-b", 1, 500),
     ]);
     let out = run("mosquitto_pub", &real).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = watcher.next_message().await.expect("kiosk-b's credit");
-    assert_eq!(first, format!("kiosk/kiosk-b/cash {}", credit("kiosk-b", 1, 500)));
+    assert_eq!(
+        first,
+        format!("kiosk/kiosk-b/cash {}", credit("kiosk-b", 1, 500))
+    );
     let _ = watcher.child.kill().await;
 }
 
@@ -253,21 +278,36 @@ async fn technician_reads_all_kiosk_traffic_and_cannot_publish() {
     fleet.wait_job(&job, "printed").await;
     let (mut saw_job, mut saw_result) = (false, false);
     while !(saw_job && saw_result) {
-        let line = tech.next_message().await.expect("traffic for the technician");
+        let line = tech
+            .next_message()
+            .await
+            .expect("traffic for the technician");
         saw_job |= line.starts_with("kiosk/k1/print {") && line.contains(&job);
         saw_result |= line.starts_with("kiosk/k1/print/result ") && line.contains(&job);
     }
 
-    for (i, topic) in ["kiosk/k1/print", "kiosk/k2/status", "kiosk/k1/cash/ack", "other/topic"]
-        .into_iter()
-        .enumerate()
+    for (i, topic) in [
+        "kiosk/k1/print",
+        "kiosk/k2/status",
+        "kiosk/k1/cash/ack",
+        "other/topic",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let before = metric(&fleet, ACL_PUBLISH).await;
         let mut args = login(&fleet, "technician", "tech-2");
         let body = format!(
             r#"{{"v":1,"job_id":"tech-job-{i}","printer":"receipt","document":{{"kind":"text","text":"TECH\n"}}}}"#
         );
-        args.extend(["-q".into(), "1".into(), "-t".into(), topic.into(), "-m".into(), body]);
+        args.extend([
+            "-q".into(),
+            "1".into(),
+            "-t".into(),
+            topic.into(),
+            "-m".into(),
+            body,
+        ]);
         let mut publisher = spawn("mosquitto_pub", &args);
         wait_metric(&fleet, ACL_PUBLISH, before + 1).await;
         let _ = publisher.kill().await;
@@ -293,7 +333,11 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     let pki = fleet.pki.as_ref().expect("pki");
     let printer = FakePrinter::start().await.unwrap();
     let agent = fleet.start_agent("k1", printer.addr()).await;
-    assert!(fleet.agent_broker_url().starts_with("url = \"mqtts://localhost:"));
+    assert!(
+        fleet
+            .agent_broker_url()
+            .starts_with("url = \"mqtts://localhost:")
+    );
     fleet.wait_kiosk("k1", "online").await;
 
     let mut args = login_tls(&fleet, "technician", "tech-tls", &pki.ca_cert);
@@ -313,9 +357,20 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
 
     // A credit published by kiosk k2 over TLS reaches the TLS subscriber.
     let mut args = login_tls(&fleet, "k2", "k2", &pki.ca_cert);
-    args.extend(["-q".into(), "1".into(), "-t".into(), "kiosk/k2/cash".into(), "-m".into(), credit("k2", 1, 200)]);
+    args.extend([
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        "kiosk/k2/cash".into(),
+        "-m".into(),
+        credit("k2", 1, 200),
+    ]);
     let out = run("mosquitto_pub", &args).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     loop {
         let line = tech.next_message().await.expect("credit over TLS");
         if line.starts_with("kiosk/k2/cash ") {
@@ -327,7 +382,14 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     // Clients that trust another CA refuse the server: mosquitto_sub...
     let other = kiosk_e2e::pki::TestPki::generate(fleet.dir.path(), "other");
     let mut args = login_tls(&fleet, "technician", "tech-wrong-ca", &other.ca_cert);
-    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into(), "-W".into(), "5".into()]);
+    args.extend([
+        "-t".into(),
+        "kiosk/#".into(),
+        "-C".into(),
+        "1".into(),
+        "-W".into(),
+        "5".into(),
+    ]);
     let out = run("mosquitto_sub", &args).await;
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
@@ -343,7 +405,14 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     // A plain MQTT client on the TLS port gets nowhere either.
     let mut args = login(&fleet, "technician", "tech-plain");
     args[3] = fleet.mqtts_addr.expect("tls").port().to_string();
-    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into(), "-W".into(), "3".into()]);
+    args.extend([
+        "-t".into(),
+        "kiosk/#".into(),
+        "-C".into(),
+        "1".into(),
+        "-W".into(),
+        "3".into(),
+    ]);
     let out = run("mosquitto_sub", &args).await;
     assert!(!out.status.success() && out.stdout.is_empty());
 
@@ -361,14 +430,23 @@ async fn http_api_serves_https_from_config() {
     let mut fleet = TestFleet::start_with(opts).await;
     let (cert, key, ca) = {
         let pki = fleet.pki.as_ref().expect("pki");
-        (pki.server_cert.clone(), pki.server_key.clone(), pki.ca_cert.clone())
+        (
+            pki.server_cert.clone(),
+            pki.server_key.clone(),
+            pki.ca_cert.clone(),
+        )
     };
     fleet.stop_gateway().await;
     let mut config = fleet.gateway_config.clone();
     config.http.tls_cert = Some(cert);
     config.http.tls_key = Some(key);
-    let gateway = kiosk_gateway::Gateway::start(config).await.expect("HTTPS gateway");
-    let url = format!("https://localhost:{}/v1/kiosks/k1", gateway.http_addr().port());
+    let gateway = kiosk_gateway::Gateway::start(config)
+        .await
+        .expect("HTTPS gateway");
+    let url = format!(
+        "https://localhost:{}/v1/kiosks/k1",
+        gateway.http_addr().port()
+    );
     let out = run(
         "curl",
         &[
@@ -381,7 +459,11 @@ async fn http_api_serves_https_from_config() {
         ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(body["kiosk_id"], "k1");
     // Without the CA, curl refuses the certificate.
@@ -415,7 +497,12 @@ async fn removed_kiosk_is_dropped_and_cannot_reconnect() {
     fleet.wait_kiosk("k1", "offline").await;
     agent.shutdown().await;
     let mut again = login(&fleet, "k1", "k1");
-    again.extend(["-t".into(), "kiosk/k1/print".into(), "-C".into(), "1".into()]);
+    again.extend([
+        "-t".into(),
+        "kiosk/k1/print".into(),
+        "-C".into(),
+        "1".into(),
+    ]);
     let out = run("mosquitto_sub", &again).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -429,14 +516,28 @@ async fn removed_kiosk_is_dropped_and_cannot_reconnect() {
     kiosk_gateway::admin::rotate(&creds, &k2_id, &provisioning).unwrap();
     wait_metric(&fleet, "kiosk_broker_sessions_revoked_total", 2).await;
     let exited = tokio::time::timeout(WAIT, k2.child.wait()).await;
-    assert!(matches!(exited, Ok(Ok(status)) if !status.success()), "{exited:?}");
+    assert!(
+        matches!(exited, Ok(Ok(status)) if !status.success()),
+        "{exited:?}"
+    );
     let file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&provisioning).unwrap()).unwrap();
     let mut fresh = login(&fleet, "k2", "k2");
     fresh[9] = file["password"].as_str().unwrap().to_owned();
-    fresh.extend(["-q".into(), "1".into(), "-t".into(), "kiosk/k2/status".into(), "-m".into(), "{\"v\":1,\"state\":\"online\"}".into()]);
+    fresh.extend([
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        "kiosk/k2/status".into(),
+        "-m".into(),
+        "{\"v\":1,\"state\":\"online\"}".into(),
+    ]);
     let out = run("mosquitto_pub", &fresh).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Test 6: oversized payloads, too many connections, a connection flood
@@ -454,7 +555,9 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
         let fleet = &fleet;
         let printer = &printer;
         async move {
-            let job = fleet.create_job("k1", text_job(&format!("{marker}\n"))).await;
+            let job = fleet
+                .create_job("k1", text_job(&format!("{marker}\n")))
+                .await;
             fleet.wait_job(&job, "printed").await;
             assert_eq!(count_with(&printer.jobs(), marker), 1);
         }
@@ -463,13 +566,26 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
     // Oversized payload: the publisher is dropped, counted.
     let oversized = "kiosk_broker_refused_total{reason=\"payload_too_large\"}";
     let mut args = login(&fleet, "backend", "be-big");
-    args.extend(["-q".into(), "1".into(), "-t".into(), "kiosk/k1/print".into(), "-m".into(), "x".repeat(100_000)]);
+    args.extend([
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        "kiosk/k1/print".into(),
+        "-m".into(),
+        "x".repeat(100_000),
+    ]);
     let mut big = spawn("mosquitto_pub", &args);
     wait_metric(&fleet, oversized, 1).await;
     let _ = big.kill().await;
     still_prints("AFTER-OVERSIZED").await;
-    let settled = wait_for(WAIT, || async { metric(&fleet, "kiosk_broker_connections").await <= 1 }).await;
-    assert!(settled, "the oversized publisher's connection is still counted");
+    let settled = wait_for(WAIT, || async {
+        metric(&fleet, "kiosk_broker_connections").await <= 1
+    })
+    .await;
+    assert!(
+        settled,
+        "the oversized publisher's connection is still counted"
+    );
 
     // Too many connections: the agent holds one, three subscribers fill
     // max_connections = 4, the fifth is closed at once.
@@ -480,16 +596,31 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
         subscribers.push(Subscriber::start(args).await);
     }
     let mut args = login(&fleet, "technician", "tech-over");
-    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into(), "-W".into(), "5".into()]);
+    args.extend([
+        "-t".into(),
+        "kiosk/#".into(),
+        "-C".into(),
+        "1".into(),
+        "-W".into(),
+        "5".into(),
+    ]);
     let mut over = spawn("mosquitto_sub", &args);
-    wait_metric(&fleet, "kiosk_broker_refused_total{reason=\"max_connections\"}", 1).await;
+    wait_metric(
+        &fleet,
+        "kiosk_broker_refused_total{reason=\"max_connections\"}",
+        1,
+    )
+    .await;
     let _ = over.kill().await;
     still_prints("AFTER-MAX-CONNECTIONS").await;
     for mut s in subscribers {
         let _ = s.child.kill().await;
         let _ = s.child.wait().await;
     }
-    wait_for(WAIT, || async { metric(&fleet, "kiosk_broker_connections").await <= 1 }).await;
+    wait_for(WAIT, || async {
+        metric(&fleet, "kiosk_broker_connections").await <= 1
+    })
+    .await;
 
     // A burst of failed logins from 127.0.0.1: three are checked and
     // refused (0x04), then the address is throttled (0x05), even with the
@@ -507,8 +638,22 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
     let out = run("mosquitto_sub", &args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not authori"), "{stderr}");
-    assert_eq!(metric(&fleet, "kiosk_broker_refused_total{reason=\"login_throttled\"}").await, 1);
-    assert_eq!(metric(&fleet, "kiosk_broker_refused_total{reason=\"login_failed\"}").await, 3);
+    assert_eq!(
+        metric(
+            &fleet,
+            "kiosk_broker_refused_total{reason=\"login_throttled\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &fleet,
+            "kiosk_broker_refused_total{reason=\"login_failed\"}"
+        )
+        .await,
+        3
+    );
     still_prints("AFTER-FAILED-LOGINS").await;
     agent.shutdown().await;
 }
@@ -529,9 +674,18 @@ async fn connection_flood_is_rate_limited() {
     // are closed right after accept.
     let mut flood = Vec::new();
     for _ in 0..40 {
-        flood.push(tokio::net::TcpStream::connect(fleet.mqtt_addr).await.unwrap());
+        flood.push(
+            tokio::net::TcpStream::connect(fleet.mqtt_addr)
+                .await
+                .unwrap(),
+        );
     }
-    wait_metric(&fleet, "kiosk_broker_refused_total{reason=\"rate_limited\"}", 20).await;
+    wait_metric(
+        &fleet,
+        "kiosk_broker_refused_total{reason=\"rate_limited\"}",
+        20,
+    )
+    .await;
     let job = fleet.create_job("k1", text_job("DURING-FLOOD\n")).await;
     fleet.wait_job(&job, "printed").await;
     drop(flood);
@@ -547,6 +701,9 @@ async fn secrets_stay_out_of_debug_output() {
     let agent_config = fleet.agent_config("k1", printer.addr());
     let shown = format!("{:?} {:?}", fleet.gateway_config, agent_config);
     for (user, secret) in &fleet.secrets {
-        assert!(!shown.contains(secret.as_str()), "{user}'s secret in Debug output");
+        assert!(
+            !shown.contains(secret.as_str()),
+            "{user}'s secret in Debug output"
+        );
     }
 }

@@ -306,7 +306,10 @@ impl GatewayConfig {
             .parse::<MqttUrl>()
             .map_err(|e| invalid("broker.url", e.to_string()))?;
         if !url.tls && self.broker.ca_file.is_some() {
-            return Err(invalid("broker.ca_file", "only used with an mqtts:// broker.url"));
+            return Err(invalid(
+                "broker.ca_file",
+                "only used with an mqtts:// broker.url",
+            ));
         }
         Ok(Some(url))
     }
@@ -487,8 +490,14 @@ mod tests {
         for (extra, key) in [
             ("listen = \"off\"", "broker.listen"),
             ("tls_cert = \"a\"", "broker.tls_key"),
-            ("connections_per_second = 0", "broker.connections_per_second"),
-            ("failed_logins_per_minute = 0", "broker.failed_logins_per_minute"),
+            (
+                "connections_per_second = 0",
+                "broker.connections_per_second",
+            ),
+            (
+                "failed_logins_per_minute = 0",
+                "broker.failed_logins_per_minute",
+            ),
         ] {
             let bad = MINIMAL.replace("[broker]", &format!("[broker]\n{extra}"));
             let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();

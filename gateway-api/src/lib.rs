@@ -103,7 +103,9 @@ impl Gateway {
         let store = store::Store::open(&config.store.path)?;
         let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
 
-        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls) = match config.external_broker()? {
+        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls) = match config
+            .external_broker()?
+        {
             None => {
                 let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
                     config::ConfigError::Invalid {

@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use kiosk_broker::BrokerMetrics;
 use kiosk_schemas::JobState;
 use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -196,7 +196,9 @@ impl Metrics {
 
     /// Counts a refused HTTP request (`body_too_large`, `unauthorized`).
     pub fn http_refused(&self, reason: &'static str) {
-        self.http_refused.get_or_create(&ReasonLabel { reason }).inc();
+        self.http_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Adds the embedded broker's counters (`kiosk_broker_*`).

@@ -32,9 +32,7 @@ pub type TlsError = kiosk_broker::tls::TlsError;
 ///
 /// # Errors
 /// [`TlsError`] naming the certificate or key file at fault.
-pub fn https_config(
-    config: &GatewayConfig,
-) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+pub fn https_config(config: &GatewayConfig) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
     match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => {
             let server = kiosk_broker::tls::server_config(cert, key, None)?;
