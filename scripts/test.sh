@@ -2,11 +2,15 @@
 # Runs the whole kiosk-fleet test suite on a fresh Debian machine.
 #
 # Installs the outside peers the tests talk to when they are missing:
-#   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub),
-#        socat (serial pty pairs)
+#   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub,
+#        also the attackers of e2e/tests/security.rs), socat (serial pty
+#        pairs), curl (HTTPS checks)
 #   pip: paho-mqtt (a Python backend)
-# then runs every test of the workspace (unit, integration, end-to-end, doc).
-# Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`.
+# then runs every test of the workspace (unit, integration, end-to-end, doc)
+# and, on a full run, every fuzz target for FUZZ_SECONDS (60) each
+# (scripts/fuzz.sh; KIOSK_SKIP_FUZZ=1 skips it).
+# Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`
+# (no fuzzing then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +20,7 @@ missing=()
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -39,3 +44,6 @@ else
   cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
 fi
 cargo test --workspace --doc --quiet
+if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then
+  scripts/fuzz.sh
+fi
