@@ -326,10 +326,18 @@ impl FrontDoor {
             );
             return refuse_with(client, ConnectReturnCode::BadUserNamePassword).await;
         };
-        let upstream = match self.connect_upstream(&bytes).await {
-            Ok(upstream) => upstream,
-            Err(e) => {
+        // rumqttd admits about one connection per listener and timer tick;
+        // a client that cannot be handed over in time gets 0x03 and retries.
+        let handover =
+            tokio::time::timeout(self.limits.connect_timeout, self.connect_upstream(&bytes));
+        let upstream = match handover.await {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(e)) => {
                 warn!(%peer, error = %e, "cannot reach rumqttd's internal listener");
+                self.refuse(Refusal::Upstream, peer, Some(&client_id), Some(&username));
+                return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
+            }
+            Err(_) => {
                 self.refuse(Refusal::Upstream, peer, Some(&client_id), Some(&username));
                 return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
             }
@@ -612,4 +620,38 @@ pub(crate) fn log_listening(
     internal: &[SocketAddr],
 ) {
     info!(?plain, ?tls, ?internal, "MQTT front door listening");
+}
+
+/// File descriptors the broker needs per client connection: the client's
+/// socket, the front door's socket to rumqttd, and rumqttd's end of it.
+pub(crate) const FDS_PER_CONNECTION: u64 = 3;
+
+/// `max_connections`, lowered (with a warning) to what the open-files
+/// limit allows: running out of descriptors would make rumqttd's accept
+/// loop spin on `EMFILE`.
+pub(crate) fn effective_max_connections(max_connections: usize) -> usize {
+    let Some(limit) = open_files_limit() else {
+        return max_connections;
+    };
+    let reserve = 256;
+    let fits = usize::try_from(limit.saturating_sub(reserve) / FDS_PER_CONNECTION)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < max_connections {
+        warn!(
+            limit,
+            max_connections,
+            capped_to = fits,
+            "the open-files limit is too low for max_connections (3 descriptors per connection): raise it (systemd LimitNOFILE) or lower max_connections"
+        );
+        return fits;
+    }
+    max_connections
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }

@@ -66,6 +66,30 @@ impl TestPki {
         }
     }
 
+    /// Another server certificate from this CA, for `names` only (DNS
+    /// names); returns (certificate, key) paths.
+    ///
+    /// # Panics
+    /// As [`TestPki::generate`].
+    pub fn server_cert_for(&self, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.join(","));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().expect("server key");
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .expect("server certificate");
+        let stem = names.join("+");
+        let cert_path = self.dir.join(format!("{stem}.crt"));
+        let key_path = self.dir.join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+
     /// A client certificate for `common_name` signed by this CA; returns
     /// (certificate, key) paths.
     ///

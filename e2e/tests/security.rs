@@ -421,6 +421,64 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     agent.shutdown().await;
 }
 
+/// Test 4: the agent refuses a server whose certificate is from its CA
+/// but for another name.
+#[tokio::test]
+async fn agent_refuses_a_certificate_for_another_name() {
+    let mut opts = FleetOptions::new(&["k1"]);
+    opts.tls = true;
+    let mut fleet = TestFleet::start_with(opts).await;
+    let (cert, key) = fleet
+        .pki
+        .as_ref()
+        .expect("pki")
+        .server_cert_for(&["elsewhere.example"]);
+    fleet.stop_gateway().await;
+    fleet.gateway_config.broker.tls_cert = Some(cert);
+    fleet.gateway_config.broker.tls_key = Some(key);
+    fleet.start_gateway().await;
+    let handshakes = "kiosk_broker_refused_total{reason=\"tls_handshake\"}";
+    let printer = FakePrinter::start().await.unwrap();
+    // The agent connects to `localhost`, which the certificate does not name.
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    wait_metric(&fleet, handshakes, 1).await;
+    let (_, k1) = fleet.get("/v1/kiosks/k1").await;
+    assert_ne!(k1["status"], "online", "{k1}");
+    agent.shutdown().await;
+}
+
+/// Optional client-certificate verification (`tls_client_ca`): an agent
+/// without a certificate from that CA cannot connect, one with it can.
+#[tokio::test]
+async fn client_certificates_are_required_when_configured() {
+    let mut opts = FleetOptions::new(&["k1", "k2"]);
+    opts.tls = true;
+    let mut fleet = TestFleet::start_with(opts).await;
+    let (ca, (cert, key)) = {
+        let pki = fleet.pki.as_ref().expect("pki");
+        (pki.ca_cert.clone(), pki.client_cert("k2"))
+    };
+    fleet.stop_gateway().await;
+    fleet.gateway_config.broker.tls_client_ca = Some(ca);
+    fleet.start_gateway().await;
+    let printer = FakePrinter::start().await.unwrap();
+
+    let handshakes = "kiosk_broker_refused_total{reason=\"tls_handshake\"}";
+    let without = fleet.start_agent("k1", printer.addr()).await;
+    wait_metric(&fleet, handshakes, 1).await;
+    let mut config = fleet.agent_config("k2", printer.addr());
+    config.broker.client_cert = Some(cert);
+    config.broker.client_key = Some(key);
+    let with = fleet.start_agent_with(config).await;
+    fleet.wait_kiosk("k2", "online").await;
+    let job = fleet.create_job("k2", text_job("MTLS\n")).await;
+    fleet.wait_job(&job, "printed").await;
+    let (_, k1) = fleet.get("/v1/kiosks/k1").await;
+    assert_ne!(k1["status"], "online", "{k1}");
+    without.shutdown().await;
+    with.shutdown().await;
+}
+
 /// Test 4 (HTTP side): the API serves HTTPS from `http.tls_cert`/`tls_key`,
 /// and curl with the private CA talks to it.
 #[tokio::test]
