@@ -30,15 +30,13 @@ pub enum Refusal {
     Protocol,
     /// A packet over `max_payload_bytes`.
     PayloadTooLarge,
-    /// The last will's topic is not writable under the ACL: CONNACK 0x05.
-    WillDenied,
     /// The internal rumqttd listener could not be reached.
     Upstream,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::MaxConnections,
         Refusal::RateLimited,
         Refusal::LoginFailed,
@@ -47,7 +45,6 @@ impl Refusal {
         Refusal::TlsHandshake,
         Refusal::Protocol,
         Refusal::PayloadTooLarge,
-        Refusal::WillDenied,
         Refusal::Upstream,
     ];
 
@@ -62,7 +59,6 @@ impl Refusal {
             Refusal::TlsHandshake => "tls_handshake",
             Refusal::Protocol => "protocol",
             Refusal::PayloadTooLarge => "payload_too_large",
-            Refusal::WillDenied => "will_denied",
             Refusal::Upstream => "upstream",
         }
     }

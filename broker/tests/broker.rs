@@ -474,3 +474,113 @@ async fn start_errors_name_their_cause() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn acl_denials_close_the_connection_and_own_topics_work() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+    let metrics = broker.metrics();
+
+    // Own topics: fine.
+    let mut own = kiosk(addr, "demo-1", &users.demo1).await;
+    own.subscribe("kiosk/demo-1/print").await;
+    own.publish("kiosk/demo-1/status", "online", true).await;
+
+    // Another kiosk's topic, a wildcard, everything: closed, counted.
+    for filter in ["kiosk/demo-2/print", "kiosk/+/print", "#"] {
+        let mut attacker = kiosk(addr, "demo-1", &users.demo1).await;
+        attacker
+            .client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let err = attacker.expect_error().await;
+        assert!(is_connection_lost(&err), "{filter}: {err:?}");
+    }
+    let mut forger = kiosk(addr, "demo-1", &users.demo1).await;
+    forger
+        .client
+        .publish("kiosk/demo-2/cash", QoS::AtLeastOnce, false, b"{}".to_vec())
+        .await
+        .unwrap();
+    let err = forger.expect_error().await;
+    assert!(is_connection_lost(&err), "{err:?}");
+    let stats = metrics.snapshot();
+    assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Subscribe), 3);
+    assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Publish), 1);
+
+    // A last will on another kiosk's topic: CONNACK 0x05.
+    let mut will = options(addr, "demo-1", Some(("demo-1", &users.demo1)));
+    will.set_last_will(LastWill::new(
+        "kiosk/demo-2/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    assert_refused(will, ConnectReturnCode::NotAuthorized).await;
+    broker.shutdown().await;
+}
+
+/// The standalone `kiosk-broker` binary runs the same broker: its ACL
+/// (here from a file) closes a kiosk that subscribes to `#`, and the log
+/// says why.
+#[tokio::test]
+async fn standalone_binary_enforces_the_acl_file() {
+    use tokio::io::AsyncBufReadExt;
+    init_logs();
+    let users = Users::new();
+    let acl = users.dir.path().join("acl");
+    std::fs::write(&acl, kiosk_broker::DEFAULT_ACL).unwrap();
+    let config = users.dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ncredentials = \"{}\"\nacl = \"{}\"\n",
+            users.path().display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiosk-broker"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info,rumqttd=off")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = timeout(WAIT, async {
+        loop {
+            let line = log.next_line().await.unwrap().expect("broker log");
+            if let Some(rest) = line.split_once("plain=Some(").map(|(_, r)| r) {
+                let end = rest.find(')').unwrap();
+                return rest[..end].parse().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("broker listening");
+
+    let mut attacker = kiosk(addr, "demo-1", &users.demo1).await;
+    attacker
+        .client
+        .subscribe("#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let err = attacker.expect_error().await;
+    assert!(is_connection_lost(&err), "{err:?}");
+    let logged = timeout(WAIT, async {
+        while let Ok(Some(line)) = log.next_line().await {
+            if line.contains("ACL denied") && line.contains("\"demo-1\"") && line.contains("\"#\"")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(logged, Ok(true), "the denial is logged with user and topic");
+    let _ = child.kill().await;
+}

@@ -311,7 +311,14 @@ async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::
             .await?
             .ok_or_else(|| anyhow::anyhow!("child exited"))?;
         if let Some(a) = line.strip_prefix("listening ") {
-            break a.parse()?;
+            let (front, internal) = a
+                .split_once(' ')
+                .ok_or_else(|| anyhow::anyhow!("bad line {a:?}"))?;
+            break if direct {
+                internal.parse()?
+            } else {
+                front.parse()?
+            };
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
