@@ -26,5 +26,7 @@ cargo fuzz build
 for target in "${targets[@]}"; do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "corpus/$target"
-  cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1
+  # libFuzzer reports every new input on its own line; keep the rest.
+  cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
+    | awk '!/^#[0-9]+[ \t]/'
 done

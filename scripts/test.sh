@@ -38,12 +38,13 @@ if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'paho-mqtt>=1.6'
 fi
 
+cargo test --workspace --doc --quiet
+if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then
+  scripts/fuzz.sh
+fi
+# Last, so the test runner's summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
 else
   cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
-fi
-cargo test --workspace --doc --quiet
-if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then
-  scripts/fuzz.sh
 fi

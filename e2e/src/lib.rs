@@ -56,6 +56,9 @@ pub struct FleetOptions {
     pub tls: bool,
     /// Extra lines for the gateway's `[broker]` section (limits, ACL).
     pub broker_extra: String,
+    /// With `external_broker`: the gateway connects to this TLS address
+    /// instead (`mqtts://localhost:<port>`), trusting this CA file.
+    pub external_tls: Option<(SocketAddr, PathBuf)>,
 }
 
 impl FleetOptions {
@@ -67,6 +70,7 @@ impl FleetOptions {
             external_broker: None,
             tls: false,
             broker_extra: String::new(),
+            external_tls: None,
         }
     }
 }
@@ -130,7 +134,14 @@ impl TestFleet {
             None => r#"embedded = true
 listen = "127.0.0.1:0""#
                 .to_owned(),
-            Some(addr) => format!("embedded = false\nurl = \"mqtt://{addr}\""),
+            Some(addr) => match &opts.external_tls {
+                None => format!("embedded = false\nurl = \"mqtt://{addr}\""),
+                Some((tls, ca)) => format!(
+                    "embedded = false\nurl = \"mqtts://localhost:{}\"\nca_file = \"{}\"",
+                    tls.port(),
+                    ca.display()
+                ),
+            },
         };
         if let Some(pki) = &pki {
             broker.push_str(&format!(
