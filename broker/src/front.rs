@@ -282,6 +282,11 @@ impl FrontDoor {
             return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
         }
         let password = Secret::new(login.password);
+        // Taken before the check: if the file changes in between, the
+        // session is registered under the older version and revoked, never
+        // kept under a version it did not log in with.
+        self.credentials.refresh();
+        let fingerprint = self.credentials.fingerprint(&username);
         let role = match self
             .credentials
             .verify(&client_id, &username, &password)
@@ -316,15 +321,15 @@ impl FrontDoor {
                 return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
             }
         }
-        let Some(fingerprint) = self.credentials.fingerprint(&username) else {
-            // Removed between the check and now.
+        let Some(fingerprint) = fingerprint else {
+            // Added between the check and now: let it log in again.
             self.refuse(
                 Refusal::LoginFailed,
                 peer,
                 Some(&client_id),
                 Some(&username),
             );
-            return refuse_with(client, ConnectReturnCode::BadUserNamePassword).await;
+            return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
         };
         // rumqttd admits about one connection per listener and timer tick;
         // a client that cannot be handed over in time gets 0x03 and retries.
@@ -344,6 +349,13 @@ impl FrontDoor {
         };
         debug!(%peer, ?client_id, ?username, %role, "login accepted");
         let token = self.shutdown.child_token();
+        let revoked_meanwhile = {
+            let username = username.clone();
+            move |credentials: &CredentialStore| {
+                credentials.refresh();
+                credentials.fingerprint(&username) != Some(fingerprint)
+            }
+        };
         let id = self.sessions.insert(Live {
             username,
             client_id,
@@ -351,6 +363,10 @@ impl FrontDoor {
             fingerprint,
             token: token.clone(),
         });
+        // The watcher may have swept between the check and the insert.
+        if revoked_meanwhile(&self.credentials) {
+            token.cancel();
+        }
         self.metrics.opened();
         splice(client, upstream, &token).await;
         self.metrics.closed();
