@@ -2,13 +2,17 @@
 # Runs the whole kiosk-fleet test suite on a fresh Debian machine.
 #
 # Installs the outside peers the tests talk to when they are missing:
-#   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub),
-#        socat (serial lines by hand), chromium + chromium-driver (the
-#        payment page in a real browser)
+#   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub,
+#        also the attackers of e2e/tests/security.rs), socat (serial lines by
+#        hand), curl (HTTPS checks), chromium + chromium-driver (the payment
+#        page in a real browser)
 #   pip: paho-mqtt (a Python backend)
-# then runs every test of the workspace (unit, integration, end-to-end, doc)
-# and scripts/ansible-test.sh (the Ansible provisioning; needs root).
-# Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`.
+# then runs the doc tests; on a full run every fuzz target for FUZZ_SECONDS
+# (60) each (scripts/fuzz.sh; KIOSK_SKIP_FUZZ=1 skips it) and the Ansible
+# provisioning test (scripts/ansible-test.sh; needs root); and last every
+# unit, integration and end-to-end test of the workspace.
+# Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`
+# (no fuzzing and no Ansible test then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +24,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -37,17 +42,20 @@ if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'paho-mqtt>=1.6'
 fi
 
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
-else
-  cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
-fi
 cargo test --workspace --doc --quiet
-
+if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then
+  scripts/fuzz.sh
+fi
 # Provisioning (ansible/): lint, a real playbook run against debootstrapped
 # Debian trees, systemd-analyze, and a first test page. Needs root.
 if [ "$#" -eq 0 ]; then
   scripts/ansible-test.sh
 else
   echo "test.sh: a test filter was given; not running scripts/ansible-test.sh (run it on its own)" >&2
+fi
+# Last, so the test runner's summary closes the output.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
+else
+  cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
 fi

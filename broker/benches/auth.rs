@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The storm.
     let mut config = BrokerConfig::new(&path);
-    config.listen = "127.0.0.1:0".parse()?;
+    config.listen = Some("127.0.0.1:0".parse()?);
     let broker = EmbeddedBroker::start(config).await?;
     let addr = broker.local_addr();
 

@@ -1,6 +1,6 @@
-//! Broker configuration: listener, credentials file, limits and rumqttd's
-//! in-memory log sizing, with defaults for everything but the credentials
-//! file.
+//! Broker configuration: listeners (plain and TLS), credentials and ACL
+//! files, limits and rumqttd's in-memory log sizing, with defaults for
+//! everything but the credentials file.
 //!
 //! As a standalone program the configuration is a TOML file whose top-level
 //! keys are [`BrokerConfig`]'s fields, overridden by environment variables
@@ -9,10 +9,17 @@
 //! gateway's configuration.
 //!
 //! ```toml
-//! listen = "0.0.0.0:1883"
+//! listen = "127.0.0.1:1883"          # plain MQTT; "off" disables it
+//! tls_cert = "/etc/kiosk-broker/server.crt"
+//! tls_key = "/etc/kiosk-broker/server.key"
+//! tls_listen = "0.0.0.0:8883"         # the default when tls_cert is set
+//! # tls_client_ca = "/etc/kiosk-broker/clients-ca.crt"
 //! credentials = "/etc/kiosk-broker/credentials"
+//! # acl = "/etc/kiosk-broker/acl"     # default: the built-in policy
 //! max_payload_bytes = 1048576
 //! max_connections = 20000
+//! connections_per_second = 1000
+//! failed_logins_per_minute = 10
 //! connect_timeout = "5s"
 //! max_inflight = 100
 //! max_segment_size = 262144
@@ -23,7 +30,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::BrokerError;
 
@@ -52,12 +59,33 @@ const MIN_SEGMENT_SIZE: usize = 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// Address of the MQTT listener (plain TCP for now; TLS comes later).
-    /// Port 0 picks a free port; read it back with
-    /// [`BrokerHandle::local_addr`](crate::BrokerHandle::local_addr).
-    /// Default `127.0.0.1:1883`.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    /// Address of the plain-TCP MQTT listener, or `None` (`"off"` in files
+    /// and environment) for none. Port 0 picks a free port; read it back
+    /// with [`BrokerHandle::plain_addr`](crate::BrokerHandle::plain_addr).
+    /// Default `127.0.0.1:1883`: with TLS on the internet, keep plain MQTT
+    /// on loopback (for local tools) or off.
+    #[serde(default = "default_listen", deserialize_with = "listen_or_off")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the MQTT-over-TLS listener. Default `0.0.0.0:8883` when
+    /// `tls_cert` is set; setting it without `tls_cert` is an error.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener (leaf first, e.g.
+    /// certbot's `fullchain.pem`). Enables TLS; needs `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, TLS clients must present a
+    /// certificate issued by it (mutual TLS), on top of their MQTT login.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Topic ACL file (format in [`crate::acl`]). Default: the built-in
+    /// policy [`DEFAULT_ACL`](crate::acl::DEFAULT_ACL), also shipped as
+    /// `examples/acl`.
+    #[serde(default)]
+    pub acl: Option<PathBuf>,
     /// Path of the credentials file (format in [`crate::credentials`]).
     /// Required: there is no default, so a broker never starts against a file
     /// nobody meant.
@@ -66,14 +94,27 @@ pub struct BrokerConfig {
     /// is disconnected. Maps to rumqttd `max_payload_size`. Default 1 MiB.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
-    /// Most simultaneous MQTT sessions; further CONNECTs are dropped without
-    /// CONNACK. Default 20,000.
+    /// Most simultaneous client connections on the public listeners; a
+    /// connection beyond it is closed right after accept. Default 20,000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// How long a new TCP connection has to send its CONNECT packet before it
-    /// is closed (guards against idle sockets filling the broker). Sent to
-    /// rumqttd in ms as a `u16`, so values above 65.535 s are clamped.
-    /// Default 5 s.
+    /// New connections admitted per second, with a burst of one second's
+    /// worth; later ones wait (up to `connect_timeout`) or are closed, so a
+    /// whole fleet reconnecting after a restart is let in at this pace.
+    /// Default 1,000.
+    #[serde(default = "default_connections_per_second")]
+    pub connections_per_second: u32,
+    /// Failed logins allowed per client address and minute (IPv6: per
+    /// /64); beyond, logins from that address are refused with CONNACK
+    /// 0x05 without checking the password, until tokens come back at this
+    /// rate. Default 10.
+    #[serde(default = "default_failed_logins_per_minute")]
+    pub failed_logins_per_minute: u32,
+    /// How long a new connection has to finish its TLS handshake and send
+    /// its CONNECT packet before it is closed (guards against idle sockets
+    /// filling the broker), and the longest wait in the connection-rate
+    /// queue. Sent to rumqttd in ms as a `u16`, so values above 65.535 s are
+    /// clamped there. Default 5 s.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Most packets read from one connection in a batch before handing them
@@ -91,8 +132,35 @@ pub struct BrokerConfig {
     pub max_segment_count: usize,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 1883))
+fn default_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)))
+}
+/// Default TLS listener when `tls_cert` is set.
+pub const DEFAULT_TLS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8883);
+fn default_connections_per_second() -> u32 {
+    1000
+}
+fn default_failed_logins_per_minute() -> u32 {
+    10
+}
+
+/// Deserializes a listen address, or `None` from `"off"` or `""`: for
+/// listeners that can be disabled.
+///
+/// # Errors
+/// A message naming the value when it is neither.
+pub fn listen_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid listen address {text:?}: expected host:port or \"off\""
+        ))
+    })
 }
 fn default_max_payload_bytes() -> usize {
     1024 * 1024
@@ -118,9 +186,16 @@ impl BrokerConfig {
     pub fn new(credentials: impl Into<PathBuf>) -> Self {
         BrokerConfig {
             listen: default_listen(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            acl: None,
             credentials: credentials.into(),
             max_payload_bytes: default_max_payload_bytes(),
             max_connections: default_max_connections(),
+            connections_per_second: default_connections_per_second(),
+            failed_logins_per_minute: default_failed_logins_per_minute(),
             connect_timeout: default_connect_timeout(),
             max_inflight: default_max_inflight(),
             max_segment_size: default_max_segment_size(),
@@ -178,6 +253,29 @@ impl BrokerConfig {
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }
+        if self.connections_per_second == 0 {
+            return invalid("connections_per_second", "must be at least 1");
+        }
+        if self.failed_logins_per_minute == 0 {
+            return invalid("failed_logins_per_minute", "must be at least 1");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_key", "required with tls_cert"),
+            (None, Some(_)) => return invalid("tls_cert", "required with tls_key"),
+            (None, None) if self.tls_listen.is_some() => {
+                return invalid("tls_listen", "needs tls_cert and tls_key");
+            }
+            (None, None) if self.tls_client_ca.is_some() => {
+                return invalid("tls_client_ca", "needs tls_cert and tls_key");
+            }
+            _ => {}
+        }
+        if self.listen.is_none() && self.tls_cert.is_none() {
+            return invalid(
+                "listen",
+                "is off and no TLS listener is configured (tls_cert, tls_key): the broker would accept no clients",
+            );
+        }
         if self.connect_timeout < Duration::from_millis(1) {
             return invalid("connect_timeout", "must be at least 1ms");
         }
@@ -191,6 +289,14 @@ impl BrokerConfig {
             return invalid("max_segment_count", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// The TLS listener's address: `tls_listen`, or [`DEFAULT_TLS_LISTEN`],
+    /// when a certificate is configured; `None` without TLS.
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        self.tls_cert
+            .as_ref()
+            .map(|_| self.tls_listen.unwrap_or(DEFAULT_TLS_LISTEN))
     }
 
     /// [`BrokerConfig::connect_timeout`] in ms, clamped to rumqttd's `u16`.
@@ -224,7 +330,11 @@ mod tests {
     fn defaults() {
         let (_dir, path) = toml("credentials = \"/etc/creds\"\n");
         let config = BrokerConfig::load_with(Some(&path), env(&[])).unwrap();
-        assert_eq!(config.listen, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(config.listen, Some("127.0.0.1:1883".parse().unwrap()));
+        assert_eq!(config.tls_listen_addr(), None);
+        assert_eq!(config.acl, None);
+        assert_eq!(config.connections_per_second, 1000);
+        assert_eq!(config.failed_logins_per_minute, 10);
         assert_eq!(config.credentials, PathBuf::from("/etc/creds"));
         assert_eq!(config.max_payload_bytes, 1_048_576);
         assert_eq!(config.max_connections, 20_000);
@@ -248,7 +358,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(config.max_connections, 7);
         assert_eq!(config.connect_timeout, Duration::from_secs(90));
         assert_eq!(config.connect_timeout_ms(), u16::MAX);
@@ -256,6 +366,33 @@ mod tests {
         let config =
             BrokerConfig::load_with(None, env(&[("KIOSK_BROKER__CREDENTIALS", "/x")])).unwrap();
         assert_eq!(config.credentials, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn tls_and_listener_keys() {
+        let (_dir, path) = toml(
+            "credentials = \"c\"\nlisten = \"off\"\ntls_cert = \"s.crt\"\ntls_key = \"s.key\"\n",
+        );
+        let config = BrokerConfig::load_with(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.listen, None);
+        assert_eq!(config.tls_listen_addr(), Some(DEFAULT_TLS_LISTEN));
+        let config = BrokerConfig::load_with(
+            Some(&path),
+            env(&[
+                ("KIOSK_BROKER__TLS_LISTEN", "127.0.0.1:0"),
+                ("KIOSK_BROKER__LISTEN", "127.0.0.1:1884"),
+                ("KIOSK_BROKER__ACL", "/etc/acl"),
+                ("KIOSK_BROKER__CONNECTIONS_PER_SECOND", "50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls_listen_addr(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(config.listen, Some("127.0.0.1:1884".parse().unwrap()));
+        assert_eq!(config.acl, Some(PathBuf::from("/etc/acl")));
+        assert_eq!(config.connections_per_second, 50);
     }
 
     #[test]
@@ -286,6 +423,26 @@ mod tests {
             (
                 "credentials = \"c\"\nconnect_timeout = \"0s\"\n",
                 "connect_timeout",
+            ),
+            ("credentials = \"c\"\nlisten = \"off\"\n", "listen"),
+            ("credentials = \"c\"\nlisten = \"1883\"\n", "listen"),
+            ("credentials = \"c\"\ntls_cert = \"a\"\n", "tls_key"),
+            ("credentials = \"c\"\ntls_key = \"a\"\n", "tls_cert"),
+            (
+                "credentials = \"c\"\ntls_listen = \"0.0.0.0:8883\"\n",
+                "tls_listen",
+            ),
+            (
+                "credentials = \"c\"\ntls_client_ca = \"a\"\n",
+                "tls_client_ca",
+            ),
+            (
+                "credentials = \"c\"\nconnections_per_second = 0\n",
+                "connections_per_second",
+            ),
+            (
+                "credentials = \"c\"\nfailed_logins_per_minute = 0\n",
+                "failed_logins_per_minute",
             ),
         ];
         for (text, key) in cases {

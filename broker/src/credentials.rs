@@ -44,6 +44,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -235,6 +236,9 @@ impl From<LineError> for CredentialsError {
 struct Entry {
     role: Role,
     hash: StoredHash,
+    /// Identifies this version of the user's line (role and hash), to see
+    /// that a live session's credentials changed.
+    fingerprint: u64,
 }
 
 /// The parsed file: user name to entry.
@@ -281,6 +285,8 @@ pub struct CredentialStore {
     /// Stamp of the file version last looked at (loaded or rejected); `None`
     /// while the file is missing or unreadable, so that is logged once.
     seen: Mutex<Option<FileStamp>>,
+    /// Counts successful reloads, so watchers see that the file changed.
+    generation: AtomicU64,
     /// Bounds concurrent argon2 checks: each takes 19 MiB and tens of ms, and
     /// a flood of logins to an argon2 user must not exhaust memory or starve
     /// the blocking pool.
@@ -319,6 +325,7 @@ impl CredentialStore {
             path,
             table: RwLock::new(Arc::new(table)),
             seen: Mutex::new(Some(stamp)),
+            generation: AtomicU64::new(0),
             slow_checks: Semaphore::new(parallelism),
         })
     }
@@ -384,6 +391,19 @@ impl CredentialStore {
         self.table().users.get(user).map(|entry| entry.role)
     }
 
+    /// An opaque value that changes whenever `user`'s line changes (new
+    /// password or role); `None` when the file does not list `user`. Does
+    /// not re-read the file: call [`CredentialStore::refresh`] first.
+    pub fn fingerprint(&self, user: &str) -> Option<u64> {
+        self.table().users.get(user).map(|entry| entry.fingerprint)
+    }
+
+    /// Counts the reloads of the file since [`CredentialStore::open`]; a
+    /// change means users may have been added, removed or changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Every user of role `kiosk`, sorted.
     pub fn kiosks(&self) -> Vec<KioskId> {
         self.refresh();
@@ -438,6 +458,7 @@ impl CredentialStore {
             Ok(table) => {
                 info!(path = %self.path.display(), users = table.users.len(), "credentials reloaded");
                 *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+                self.generation.fetch_add(1, Ordering::SeqCst);
             }
             Err(e) => {
                 warn!(error = %e, "credentials file changed but is invalid; keeping the credentials loaded before");
@@ -498,8 +519,21 @@ fn parse_line(line: &str) -> Result<(&str, Entry), LineError> {
     };
     let role: Role = role.parse()?;
     check_user(user, role)?;
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (role.as_str(), hash).hash(&mut hasher);
+        hasher.finish()
+    };
     let hash = hash.parse()?;
-    Ok((user, Entry { role, hash }))
+    Ok((
+        user,
+        Entry {
+            role,
+            hash,
+            fingerprint,
+        },
+    ))
 }
 
 fn check_user(user: &str, role: Role) -> Result<(), LineError> {

@@ -27,6 +27,12 @@ pub enum BrokerError {
     /// The credentials file is missing or invalid.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// The ACL file is missing or invalid (names file and line).
+    #[error(transparent)]
+    Acl(#[from] crate::acl::AclFileError),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The listener address cannot be bound (in use, not local, no
     /// permission).
     #[error("cannot listen on {addr}: {error}")]

@@ -1,31 +1,42 @@
 //! The fleet's MQTT broker: rumqttd embedded as a library, plus what rumqttd
 //! lacks (DESIGN.md, "The VPS process").
 //!
-//! - [`server`]: [`EmbeddedBroker::start`] runs rumqttd's router and an MQTT
-//!   3.1.1 listener on a dedicated thread and runtime and returns a
-//!   [`BrokerHandle`] that can stop it (rumqttd's own `Broker` cannot be
-//!   stopped).
+//! - [`server`]: [`EmbeddedBroker::start`] runs rumqttd's router, its
+//!   loopback listeners and the front door on a dedicated thread and runtime
+//!   and returns a [`BrokerHandle`] that can stop it (rumqttd's own `Broker`
+//!   cannot be stopped).
 //! - [`credentials`]: per-client logins from a credentials file
 //!   (`<user>:<role>:<hash>` lines), checked in rumqttd's authentication
 //!   handler, reloaded when the file changes.
 //! - [`hash`]: fast salted SHA-256 for generated secrets, argon2id for chosen
 //!   passwords.
-//! - [`protocol`]: [`FleetProtocol`], the per-connection codec wrapper where
-//!   the topic ACL will inspect CONNECT, SUBSCRIBE and PUBLISH (later issue).
+//! - [`acl`]: the topic ACL file (mosquitto style) and its decisions;
+//!   [`protocol`]: [`FleetProtocol`], the per-connection codec wrapper of
+//!   rumqttd that enforces it on CONNECT (will), SUBSCRIBE and PUBLISH.
+//! - `front` (private, see [`server`]): the front door on the public listeners: TLS
+//!   ([`tls`]), connection limits and login throttling ([`limits`]), real
+//!   CONNACK refusals, revocation of live sessions; [`metrics`] counts
+//!   every refusal.
 //! - [`config`]: [`BrokerConfig`], loaded from TOML and `KIOSK_BROKER__*`
 //!   environment variables.
 //!
 //! The gateway runs the broker in-process with [`EmbeddedBroker::start`];
 //! the `kiosk-broker` binary runs it alone with [`run`].
 
+pub mod acl;
 pub mod config;
 pub mod credentials;
 pub mod error;
+mod front;
 pub mod hash;
+pub mod limits;
+pub mod metrics;
 pub mod passwd;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
+pub use acl::{Acl, ClientAcl, DEFAULT_ACL};
 pub use config::BrokerConfig;
 pub use credentials::{
     AuthOutcome, Change, CredentialStore, CredentialsError, LineError, RefuseReason, Role,
@@ -33,6 +44,7 @@ pub use credentials::{
 };
 pub use error::BrokerError;
 pub use hash::{HashError, generate_secret, hash_chosen_password, hash_generated_secret};
+pub use metrics::{AclAction, BrokerMetrics, BrokerStats, Refusal};
 pub use protocol::FleetProtocol;
 pub use server::{BrokerHandle, EmbeddedBroker};
 

@@ -14,14 +14,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-/// MQTT broker of the kiosk fleet (rumqttd with per-client credentials).
+/// MQTT broker of the kiosk fleet (rumqttd with per-client credentials,
+/// topic ACL, TLS and connection limits).
 ///
 /// Without a subcommand, runs the broker until SIGTERM or Ctrl-C. The
 /// configuration is the TOML file given with --config (keys: listen,
-/// credentials, max_payload_bytes, max_connections, connect_timeout,
-/// max_inflight, max_segment_size, max_segment_count), overridden by
-/// environment variables KIOSK_BROKER__<KEY>, e.g.
-/// KIOSK_BROKER__LISTEN=0.0.0.0:1883. Only `credentials` is required.
+/// tls_listen, tls_cert, tls_key, tls_client_ca, credentials, acl,
+/// max_payload_bytes, max_connections, connections_per_second,
+/// failed_logins_per_minute, connect_timeout, max_inflight,
+/// max_segment_size, max_segment_count; see examples/broker.toml),
+/// overridden by environment variables KIOSK_BROKER__<KEY>, e.g.
+/// KIOSK_BROKER__LISTEN=off. Only `credentials` is required.
 ///
 /// Logs go to stderr; set RUST_LOG to filter them (default
 /// "info,rumqttd=warn").

@@ -1,46 +1,168 @@
-//! The per-connection protocol seam: where the topic ACL will sit.
+//! The per-connection protocol seam of rumqttd, where the topic ACL is
+//! enforced.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::{self, Packet, Protocol};
 use tracing::warn;
 
-/// MQTT 3.1.1 codec of the fleet's listener: today it delegates every call to
-/// rumqttd's [`V4`].
+use crate::acl::{Acl, ClientAcl};
+use crate::credentials::CredentialStore;
+use crate::metrics::{AclAction, BrokerMetrics, Refusal};
+
+/// The error a denied packet is turned into. rumqttd has no "not
+/// authorized" codec error; any error makes it close the connection (as AWS
+/// IoT Core does), and 0x87 is MQTT 5's "Not authorized" reason code, so
+/// rumqttd's own log line reads `Invalid reason = 135`.
+const DENIED: protocol::Error = protocol::Error::InvalidReason(0x87);
+
+/// MQTT 3.1.1 codec of the fleet's rumqttd listeners: rumqttd's [`V4`]
+/// plus the topic ACL.
 ///
-/// # Why it exists
+/// rumqttd's [`Server`](rumqttd::Server) clones the protocol value once per
+/// accepted connection and calls [`Protocol::read_mut`] for every packet the
+/// client sends, CONNECT first, before the router sees it. A clone therefore
+/// lives exactly as long as one connection and sees, in order, its CONNECT
+/// (client id, username, last will), every SUBSCRIBE and every PUBLISH:
 ///
-/// rumqttd authenticates but has no authorization. Its
-/// [`Server`](rumqttd::Server) clones the protocol value once per accepted
-/// connection, and calls [`Protocol::read_mut`] for every packet the client
-/// sends, CONNECT first, before the router sees it. A clone therefore lives
-/// exactly as long as one connection and sees, in order, its CONNECT (client
-/// id, username), every SUBSCRIBE (filters) and every PUBLISH (topic). That is
-/// the seam for the topic ACL (later issue; DESIGN.md "Topics", default
-/// ACL): remember the username from CONNECT in the clone, look its role up in
-/// the [`CredentialStore`](crate::CredentialStore), and check each filter and
-/// topic. A denied packet can be answered by returning a
-/// [`protocol::Error`], which makes rumqttd close the connection (rumqttd
-/// gives a codec no way to send a SUBACK failure or drop a single PUBLISH).
+/// - CONNECT: looks the username's role up in the [`CredentialStore`] and
+///   resolves the [`Acl`] for this username and client id once
+///   ([`ClientAcl`]); a last will whose topic is not writable is denied.
+/// - SUBSCRIBE: every filter must be readable (every topic it can match);
+/// - PUBLISH: the topic must be writable.
 ///
-/// Today the only thing it adds is a log line for anonymous CONNECTs, which
-/// rumqttd refuses before calling the authentication handler (so that
-/// handler cannot log them).
+/// A denied packet never reaches the router: `read_mut` returns an error,
+/// rumqttd closes the connection (no SUBACK failure code or PUBACK is
+/// possible through this seam), and the denial is logged with client id,
+/// username and topic, and counted in [`BrokerMetrics`]. A packet over the
+/// size limit is counted too (rumqttd closes those connections itself).
 #[derive(Debug, Clone)]
 pub struct FleetProtocol {
     inner: V4,
+    acl: Arc<Acl>,
+    credentials: Option<Arc<CredentialStore>>,
+    metrics: Arc<BrokerMetrics>,
+    client: Option<Arc<Client>>,
+}
+
+/// What the connection learnt from its CONNECT.
+#[derive(Debug)]
+struct Client {
+    client_id: String,
+    username: Option<String>,
+    acl: ClientAcl,
 }
 
 impl FleetProtocol {
-    /// A codec for one listener; rumqttd clones it for each connection.
-    pub fn new() -> Self {
-        FleetProtocol { inner: V4 }
+    /// A codec for one listener enforcing `acl`; roles come from
+    /// `credentials`. rumqttd clones it for each connection.
+    pub fn new(
+        acl: Arc<Acl>,
+        credentials: Arc<CredentialStore>,
+        metrics: Arc<BrokerMetrics>,
+    ) -> Self {
+        FleetProtocol {
+            inner: V4,
+            acl,
+            credentials: Some(credentials),
+            metrics,
+            client: None,
+        }
     }
-}
 
-impl Default for FleetProtocol {
-    fn default() -> Self {
-        Self::new()
+    /// A codec that enforces `acl` for users without role lookups (every
+    /// user is treated as role-less: only `user` sections and rules for
+    /// everyone apply). For tests and fuzzing of the seam.
+    pub fn without_roles(acl: Arc<Acl>, metrics: Arc<BrokerMetrics>) -> Self {
+        FleetProtocol {
+            inner: V4,
+            acl,
+            credentials: None,
+            metrics,
+            client: None,
+        }
+    }
+
+    fn deny(&self, action: AclAction, topic: &str) -> protocol::Error {
+        self.metrics.acl_denied(action);
+        let (client_id, username) = match &self.client {
+            Some(c) => (c.client_id.as_str(), c.username.as_deref()),
+            None => ("", None),
+        };
+        // Debug formatting quotes and escapes client-chosen strings, so they
+        // cannot forge log lines.
+        warn!(?client_id, ?username, ?topic, %action, "ACL denied: closing the connection");
+        DENIED
+    }
+
+    fn check(&mut self, packet: &Packet) -> Result<(), protocol::Error> {
+        match packet {
+            Packet::Connect(connect, _, will, _, login) => {
+                if self.client.is_some() {
+                    // A second CONNECT is a protocol violation (MQTT 3.1.1
+                    // section 3.1); never let it change the identity.
+                    return Err(protocol::Error::InvalidProtocol);
+                }
+                let username = login.as_ref().map(|l| l.username.clone());
+                let role = match (&username, &self.credentials) {
+                    (Some(user), Some(store)) => store.role(user),
+                    _ => None,
+                };
+                let acl = match &username {
+                    Some(user) => self.acl.for_client(user, &connect.client_id, role),
+                    // Anonymous clients are refused by rumqttd; they get no
+                    // rights in the meantime.
+                    None => ClientAcl::default(),
+                };
+                if username.is_none() {
+                    warn!(client_id = ?connect.client_id, reason = "no username and password", "login refused");
+                }
+                self.client = Some(Arc::new(Client {
+                    client_id: connect.client_id.clone(),
+                    username,
+                    acl,
+                }));
+                if let Some(will) = will {
+                    let topic = String::from_utf8_lossy(&will.topic);
+                    if !self.may_publish(&will.topic) {
+                        return Err(self.deny(AclAction::Will, &topic));
+                    }
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe, _) => {
+                for filter in &subscribe.filters {
+                    let allowed = self
+                        .client
+                        .as_ref()
+                        .is_some_and(|c| c.acl.may_subscribe(&filter.path));
+                    if !allowed {
+                        return Err(self.deny(AclAction::Subscribe, &filter.path));
+                    }
+                }
+                Ok(())
+            }
+            Packet::Publish(publish, _) => {
+                if self.may_publish(&publish.topic) {
+                    Ok(())
+                } else {
+                    let topic = String::from_utf8_lossy(&publish.topic);
+                    Err(self.deny(AclAction::Publish, &topic))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn may_publish(&self, topic: &[u8]) -> bool {
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return false;
+        };
+        self.client
+            .as_ref()
+            .is_some_and(|c| c.acl.may_publish(topic))
     }
 }
 
@@ -50,14 +172,145 @@ impl Protocol for FleetProtocol {
         stream: &mut BytesMut,
         max_size: usize,
     ) -> Result<Packet, protocol::Error> {
-        let packet = self.inner.read_mut(stream, max_size)?;
-        if let Packet::Connect(connect, _, _, _, None) = &packet {
-            warn!(client_id = ?connect.client_id, username = ?None::<&str>, reason = "no username and password", "login refused");
-        }
+        let packet = match self.inner.read_mut(stream, max_size) {
+            Ok(packet) => packet,
+            Err(protocol::Error::PayloadSizeLimitExceeded(size)) => {
+                self.metrics.refused(Refusal::PayloadTooLarge);
+                let client_id = self.client.as_ref().map(|c| c.client_id.as_str());
+                let username = self.client.as_ref().and_then(|c| c.username.as_deref());
+                warn!(
+                    ?client_id,
+                    ?username,
+                    size,
+                    max_size,
+                    "packet over max_payload_bytes: closing the connection"
+                );
+                return Err(protocol::Error::PayloadSizeLimitExceeded(size));
+            }
+            Err(e) => return Err(e),
+        };
+        self.check(&packet)?;
         Ok(packet)
     }
 
     fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, protocol::Error> {
         self.inner.write(packet, write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttd::protocol::{
+        Connect, Filter, LastWill, Login, Publish, QoS, RetainForwardRule, Subscribe,
+    };
+
+    use super::*;
+
+    fn encode(packet: Packet) -> BytesMut {
+        let mut buf = BytesMut::new();
+        V4.write(packet, &mut buf).unwrap();
+        buf
+    }
+
+    fn connect(user: &str, will: Option<&str>) -> BytesMut {
+        encode(Packet::Connect(
+            Connect {
+                keep_alive: 30,
+                client_id: user.to_owned(),
+                clean_session: true,
+            },
+            None,
+            will.map(|topic| LastWill {
+                topic: topic.as_bytes().to_vec().into(),
+                message: b"offline".to_vec().into(),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+            }),
+            None,
+            Some(Login {
+                username: user.to_owned(),
+                password: "pw".to_owned(),
+            }),
+        ))
+    }
+
+    fn subscribe(filter: &str) -> BytesMut {
+        encode(Packet::Subscribe(
+            Subscribe {
+                pkid: 1,
+                filters: vec![Filter {
+                    path: filter.to_owned(),
+                    qos: QoS::AtLeastOnce,
+                    nolocal: false,
+                    preserve_retain: false,
+                    retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+                }],
+            },
+            None,
+        ))
+    }
+
+    fn publish(topic: &str) -> BytesMut {
+        encode(Packet::Publish(
+            Publish::new(topic.as_bytes().to_vec(), b"{}".to_vec(), false),
+            None,
+        ))
+    }
+
+    fn protocol() -> (FleetProtocol, Arc<BrokerMetrics>) {
+        let acl = Acl::parse("pattern read k/%u/in\npattern write k/%u/out\n").unwrap();
+        let metrics = Arc::new(BrokerMetrics::new());
+        (
+            FleetProtocol::without_roles(Arc::new(acl), metrics.clone()),
+            metrics,
+        )
+    }
+
+    #[test]
+    fn allows_own_topics_and_denies_others() {
+        let (proto, metrics) = protocol();
+        let mut conn = proto.clone();
+        assert!(
+            conn.read_mut(&mut connect("a", Some("k/a/out")), 1024)
+                .is_ok()
+        );
+        assert!(conn.read_mut(&mut subscribe("k/a/in"), 1024).is_ok());
+        assert!(conn.read_mut(&mut publish("k/a/out"), 1024).is_ok());
+        assert!(conn.read_mut(&mut subscribe("k/+/in"), 1024).is_err());
+        assert!(conn.read_mut(&mut publish("k/b/out"), 1024).is_err());
+        let stats = metrics.snapshot();
+        assert_eq!(stats.acl_denied(AclAction::Subscribe), 1);
+        assert_eq!(stats.acl_denied(AclAction::Publish), 1);
+
+        // Each clone starts without identity: nothing before CONNECT.
+        let mut other = proto.clone();
+        assert!(other.read_mut(&mut publish("k/a/out"), 1024).is_err());
+        let mut will = proto.clone();
+        assert!(
+            will.read_mut(&mut connect("a", Some("k/b/out")), 1024)
+                .is_err()
+        );
+        assert_eq!(metrics.snapshot().acl_denied(AclAction::Will), 1);
+        // A second CONNECT cannot change the identity.
+        let mut twice = proto;
+        assert!(twice.read_mut(&mut connect("a", None), 1024).is_ok());
+        assert!(twice.read_mut(&mut connect("b", None), 1024).is_err());
+    }
+
+    #[test]
+    fn partial_packets_and_oversized_packets() {
+        let (proto, metrics) = protocol();
+        let mut conn = proto;
+        let mut full = connect("a", None);
+        let mut head = full.split_to(3);
+        assert!(matches!(
+            conn.read_mut(&mut head, 1024),
+            Err(protocol::Error::InsufficientBytes(_))
+        ));
+        head.unsplit(full);
+        assert!(conn.read_mut(&mut head, 1024).is_ok());
+        let mut big = publish(&"x".repeat(200));
+        assert!(conn.read_mut(&mut big, 100).is_err());
+        assert_eq!(metrics.snapshot().refused(Refusal::PayloadTooLarge), 1);
     }
 }

@@ -1,28 +1,33 @@
-//! rumqttd's router and server, run on our terms: a dedicated thread with its
-//! own runtime, so the broker can be stopped (rumqttd's own `Broker::start`
-//! blocks forever), and an authentication handler backed by the
-//! [`CredentialStore`].
+//! rumqttd's router and servers, run on our terms: a dedicated thread with
+//! its own runtime, so the broker can be stopped (rumqttd's own
+//! `Broker::start` blocks forever), rumqttd's listeners on loopback only,
+//! and our [front door](crate::front) on the public addresses.
 //!
-//! What a client sees: rumqttd answers a refused login (unknown user, wrong
-//! password, anonymous, kiosk with a foreign client id), a CONNECT with keep
-//! alive 0 and a CONNECT beyond `max_connections` by closing the TCP
-//! connection **without a CONNACK**: rumqttc reports
-//! `MqttState(ConnectionAborted)`, mosquitto clients "The connection was
-//! lost", never a CONNACK return code such as "not authorized". The reason is
-//! only in the broker's log.
+//! ```text
+//!  clients ──► front door (plain :1883, TLS :8883)      ──► rumqttd Server<FleetProtocol> ×4 ──► Router
+//!              limits, TLS, CONNECT + login + CONNACK       127.0.0.1:<ephemeral>, auth + ACL
+//!  gateway (in-process) ─────────────────────────────────►  (BrokerHandle::internal_addr)
+//! ```
 //!
-//! Connection storms: rumqttd accepts connections one at a time in a single
-//! loop that sleeps after each accept (even with a delay of 0 ms, a tokio
-//! sleep rounds up to the next 1 ms timer tick), on a listener bound with
-//! tokio's default backlog of 128. About 1,000 connects per second get
-//! through; beyond the backlog the kernel drops handshakes and clients retry
-//! their SYN after 1 s, 3 s, 7 s. The kiosks' reconnect jitter is what
-//! spreads a fleet-wide reconnection (`benches/auth.rs` measures it).
+//! Why a front door: rumqttd accepts one connection at a time and sleeps at
+//! least one timer tick after each, with the default listen backlog of 128
+//! (a fleet-wide reconnect overflows the kernel's queue), runs TLS
+//! handshakes inside that loop without a timeout (one silent client stops
+//! every new connection), never sees the client's address (so failed logins
+//! cannot be throttled per address), refuses logins by closing the
+//! connection without a CONNACK, and leaves Nagle's algorithm on. The front
+//! door does all of that itself and splices each accepted connection to one
+//! of several rumqttd listeners (one accept loop each) on loopback.
+//!
+//! rumqttd stays the router and the MQTT engine: every connection still goes
+//! through rumqttd's authentication handler (the [`CredentialStore`]) and
+//! the topic ACL in [`FleetProtocol`], also the gateway's own connections,
+//! which skip only the front door's limits so that a reconnect storm never
+//! locks the gateway out.
 
 use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::thread;
@@ -31,10 +36,21 @@ use std::time::Duration;
 use kiosk_schemas::Secret;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::acl::Acl;
+use crate::front::{self, FrontDoor, FrontLimits};
+use crate::metrics::BrokerMetrics;
 use crate::{AuthOutcome, BrokerConfig, BrokerError, CredentialStore, FleetProtocol};
+
+/// rumqttd listeners behind the front door; each has its own accept loop,
+/// which admits roughly one connection per timer tick (1 ms).
+const INTERNAL_LISTENERS: usize = 4;
+/// Router connections beyond `max_connections`: the gateway's own sessions
+/// and other in-process clients that skip the front door.
+const INTERNAL_HEADROOM: usize = 64;
 
 /// How long [`EmbeddedBroker::start`] waits for the server thread to listen.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,9 +67,10 @@ const NAME: &str = "kiosk-broker";
 pub struct EmbeddedBroker;
 
 impl EmbeddedBroker {
-    /// Loads the credentials file, then starts a rumqttd router and an MQTT
-    /// 3.1.1 listener on `config.listen`, and returns once the listener
-    /// accepts connections.
+    /// Loads the credentials and ACL files and the TLS certificate, starts
+    /// a rumqttd router with its loopback listeners and the front door on
+    /// `config.listen` (plain) and the TLS listener, and returns once all
+    /// accept connections.
     ///
     /// Each call creates a fresh router, so a restarted broker has forgotten
     /// sessions, queued and retained messages, like a restarted process.
@@ -62,37 +79,92 @@ impl EmbeddedBroker {
     /// thread per start and is meant for tests that restart the broker, not
     /// for a loop.
     ///
-    /// With port 0 a free port is chosen first (rumqttd binds the address
-    /// itself and cannot report an ephemeral port), so another process could
-    /// in principle take it in between; the start then fails with
+    /// The public listeners are bound here, so port 0 is reported exactly.
+    /// rumqttd binds its loopback listeners itself and cannot report an
+    /// ephemeral port, so free ports are chosen first; another process could
+    /// in principle take one in between, and the start then fails with
     /// [`BrokerError::Bind`].
     ///
     /// # Errors
     /// [`BrokerError::Config`] for invalid values,
     /// [`BrokerError::Credentials`] when the credentials file is missing or
-    /// invalid (naming file and line), [`BrokerError::Bind`] when the address
-    /// cannot be bound, [`BrokerError::Thread`] / [`BrokerError::StartupTimeout`]
+    /// invalid (naming file and line), [`BrokerError::Acl`] likewise for the
+    /// ACL file, [`BrokerError::Tls`] when the certificate, key or client CA
+    /// cannot be used, [`BrokerError::Bind`] when an address cannot be
+    /// bound, [`BrokerError::Thread`] / [`BrokerError::StartupTimeout`]
     /// when the server thread cannot start.
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         config.validate()?;
         let credentials = Arc::new(CredentialStore::open(&config.credentials)?);
-        let listen = resolve_port(config.listen)?;
+        let acl = Arc::new(match &config.acl {
+            Some(path) => Acl::load(path)?,
+            None => Acl::default_policy(),
+        });
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(
+                cert,
+                key,
+                config.tls_client_ca.as_deref(),
+            )?)),
+            _ => None,
+        };
+        let metrics = Arc::new(BrokerMetrics::new());
+        let bind =
+            |addr: SocketAddr| front::bind(addr).map_err(|error| BrokerError::Bind { addr, error });
+        let plain = config.listen.map(bind).transpose()?;
+        let secure = match (config.tls_listen_addr(), &tls) {
+            (Some(addr), Some(acceptor)) => Some((bind(addr)?, acceptor.clone())),
+            _ => None,
+        };
+        let local = |l: &std::net::TcpListener| l.local_addr().ok();
+        let plain_addr = plain.as_ref().and_then(local);
+        let tls_addr = secure.as_ref().and_then(|(l, _)| local(l));
+        let internal = (0..INTERNAL_LISTENERS)
+            .map(|_| resolve_port(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let router_tx = Router::new(0, router_config(&config)).spawn();
-        let settings = server_settings(&config, listen, credentials.clone());
-        let server = Server::new(settings, router_tx, FleetProtocol::new());
+        let protocol = FleetProtocol::new(acl.clone(), credentials.clone(), metrics.clone());
+        let servers = internal
+            .iter()
+            .map(|addr| {
+                let settings = server_settings(&config, *addr, credentials.clone());
+                Server::new(settings, router_tx.clone(), protocol.clone())
+            })
+            .collect();
 
         let shutdown = CancellationToken::new();
+        let limits = FrontLimits {
+            max_connections: front::effective_max_connections(config.max_connections),
+            connections_per_second: config.connections_per_second,
+            failed_logins_per_minute: config.failed_logins_per_minute,
+            connect_timeout: config.connect_timeout,
+            max_packet: config.max_payload_bytes,
+        };
+        let front = FrontDoor::new(
+            credentials.clone(),
+            acl,
+            metrics.clone(),
+            limits,
+            &internal,
+            shutdown.clone(),
+        );
+        let listeners = Listeners {
+            plain,
+            secure,
+            front,
+        };
         let (ready_tx, ready_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let token = shutdown.clone();
+        let first = internal[0];
         thread::Builder::new()
             .name(NAME.to_owned())
-            .spawn(move || serve(server, listen, token, ready_tx, done_tx))
+            .spawn(move || serve(servers, listeners, first, token, ready_tx, done_tx))
             .map_err(BrokerError::Thread)?;
 
         let startup_failed = BrokerError::StartupTimeout {
-            addr: listen,
+            addr: first,
             timeout: STARTUP_TIMEOUT,
         };
         match tokio::time::timeout(STARTUP_TIMEOUT, ready_rx).await {
@@ -103,14 +175,26 @@ impl EmbeddedBroker {
                 return Err(startup_failed);
             }
         }
-        info!(%listen, users = credentials.len(), "MQTT broker listening");
+        front::log_listening(plain_addr, tls_addr, &internal);
+        info!(users = credentials.len(), "MQTT broker started");
         Ok(BrokerHandle {
-            local_addr: listen,
+            local_addr: plain_addr.or(tls_addr).unwrap_or(first),
+            plain_addr,
+            tls_addr,
+            internal,
             credentials,
+            metrics,
             shutdown,
             done: Some(done_rx),
         })
     }
+}
+
+/// The public listeners and the front door that serves them.
+struct Listeners {
+    plain: Option<std::net::TcpListener>,
+    secure: Option<(std::net::TcpListener, TlsAcceptor)>,
+    front: Arc<FrontDoor>,
 }
 
 /// A running embedded broker. Dropping it stops the broker too, in the
@@ -118,16 +202,44 @@ impl EmbeddedBroker {
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    plain_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    internal: Vec<SocketAddr>,
     credentials: Arc<CredentialStore>,
+    metrics: Arc<BrokerMetrics>,
     shutdown: CancellationToken,
     done: Option<oneshot::Receiver<()>>,
 }
 
 impl BrokerHandle {
-    /// The address the listener is bound to, with the actual port when the
+    /// The public address clients connect to: the plain listener's, or the
+    /// TLS listener's when plain MQTT is off; with the actual port when the
     /// configuration asked for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The plain-TCP listener's address, if it is on.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// The TLS listener's address, if TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// A rumqttd listener on loopback, for in-process clients such as the
+    /// gateway: plain MQTT with the same authentication and ACL, but
+    /// without the front door's limits (connection rate, login throttling),
+    /// so a reconnect storm of kiosks never locks them out.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal[0]
+    }
+
+    /// The broker's counters (refusals, ACL denials, connections).
+    pub fn metrics(&self) -> Arc<BrokerMetrics> {
+        self.metrics.clone()
     }
 
     /// The credential store the broker authenticates against (the gateway
@@ -172,7 +284,7 @@ fn resolve_port(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
 
 fn router_config(config: &BrokerConfig) -> RouterConfig {
     RouterConfig {
-        max_connections: config.max_connections,
+        max_connections: config.max_connections + INTERNAL_HEADROOM,
         max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
         max_segment_size: config.max_segment_size,
         max_segment_count: config.max_segment_count,
@@ -205,8 +317,8 @@ fn server_settings(
         name: NAME.to_owned(),
         listen,
         tls: None,
-        // rumqttd sleeps this long after each accept; any delay caps the
-        // reconnect rate of the fleet after a restart.
+        // rumqttd sleeps this long after each accept (at least a timer tick
+        // even at 0); the front door paces connections instead.
         next_connection_delay_ms: 0,
         connections,
     }
@@ -236,11 +348,13 @@ async fn authenticate(
     }
 }
 
-/// Body of the server thread: runs rumqttd's server until `shutdown`, then
-/// shuts its runtime down, which closes the listener and every connection.
+/// Body of the server thread: runs rumqttd's servers and the front door
+/// until `shutdown`, then shuts the runtime down, which closes every
+/// listener and connection.
 fn serve(
-    mut server: Server<FleetProtocol>,
-    listen: SocketAddr,
+    servers: Vec<Server<FleetProtocol>>,
+    listeners: Listeners,
+    first: SocketAddr,
     shutdown: CancellationToken,
     ready: oneshot::Sender<Result<(), BrokerError>>,
     done: oneshot::Sender<()>,
@@ -257,22 +371,55 @@ fn serve(
         }
     };
     runtime.block_on(async {
-        let mut start = pin!(server.start(LinkType::Remote));
+        let mut servers = servers;
+        let mut starts: Vec<_> = servers
+            .iter_mut()
+            .map(|server| Box::pin(server.start(LinkType::Remote)))
+            .collect();
         // rumqttd binds its listener synchronously within the first poll of
         // `start`; after that poll the socket listens (connections queue in
         // the backlog) or binding failed. This avoids probing with a TCP
         // connection, which rumqttd would log as an error.
-        match poll_fn(|cx| Poll::Ready(start.as_mut().poll(cx))).await {
-            Poll::Ready(result) => {
-                let _ = ready.send(Err(bind_error(listen, result)));
+        for start in &mut starts {
+            if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(start.as_mut().poll(cx))).await {
+                let _ = ready.send(Err(bind_error(first, result)));
                 return;
             }
-            Poll::Pending => {
-                let _ = ready.send(Ok(()));
+        }
+        let Listeners {
+            plain,
+            secure,
+            front,
+        } = listeners;
+        let to_tokio = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
+        let mut accept = Vec::new();
+        if let Some(plain) = plain {
+            match to_tokio(plain) {
+                Ok(l) => accept.push((l, None)),
+                Err(e) => {
+                    let _ = ready.send(Err(BrokerError::Thread(e)));
+                    return;
+                }
             }
         }
+        if let Some((secure, acceptor)) = secure {
+            match to_tokio(secure) {
+                Ok(l) => accept.push((l, Some(acceptor))),
+                Err(e) => {
+                    let _ = ready.send(Err(BrokerError::Thread(e)));
+                    return;
+                }
+            }
+        }
+        for (listener, tls) in accept {
+            tokio::spawn(front.clone().accept_loop(listener, tls));
+        }
+        tokio::spawn(front.revocation_watcher());
+        let _ = ready.send(Ok(()));
         tokio::select! {
-            result = start => error!(?result, "MQTT server stopped by itself"),
+            (result, _, _) = futures::future::select_all(starts) => {
+                error!(?result, "MQTT server stopped by itself");
+            }
             () = shutdown.cancelled() => {}
         }
     });

@@ -13,7 +13,8 @@ use kiosk_broker::{
 };
 use kiosk_schemas::Secret;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, Publish, QoS, StateError,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, Publish,
+    QoS, StateError,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -82,7 +83,7 @@ impl Users {
 
     fn config(&self) -> BrokerConfig {
         let mut config = BrokerConfig::new(self.path());
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.listen = Some("127.0.0.1:0".parse().unwrap());
         config
     }
 }
@@ -226,20 +227,16 @@ async fn backend(addr: SocketAddr, users: &Users) -> Session {
     .unwrap()
 }
 
-/// rumqttd refuses a login by closing the connection without CONNACK, so
-/// rumqttc reports `MqttState(ConnectionAborted)`, never
-/// `ConnectionRefused(code)`.
-async fn assert_refused(options: MqttOptions) {
+/// The front door refuses a login with a CONNACK return code, which
+/// rumqttc reports as `ConnectionRefused(code)`.
+async fn assert_refused(options: MqttOptions, code: ConnectReturnCode) {
     let err = match Session::connect(options).await {
         Ok(_) => panic!("login accepted"),
         Err(e) => e,
     };
     assert!(
-        matches!(
-            err,
-            ConnectionError::MqttState(StateError::ConnectionAborted)
-        ),
-        "{err:?}"
+        matches!(err, ConnectionError::ConnectionRefused(c) if c == code),
+        "expected {code:?}, got {err:?}"
     );
 }
 
@@ -287,14 +284,18 @@ async fn wrong_password_unknown_user_and_anonymous_are_refused() {
     let (users, broker) = start().await;
     let addr = broker.local_addr();
 
-    assert_refused(options(addr, "demo-1", Some(("demo-1", &users.demo2)))).await;
-    assert_refused(options(addr, "demo-9", Some(("demo-9", &users.demo1)))).await;
-    assert_refused(options(addr, "demo-1", None)).await;
-    assert_refused(options(
-        addr,
-        "x",
-        Some(("technician", &Secret::new("guess"))),
-    ))
+    let bad = ConnectReturnCode::BadUserNamePassword;
+    assert_refused(options(addr, "demo-1", Some(("demo-1", &users.demo2))), bad).await;
+    assert_refused(options(addr, "demo-9", Some(("demo-9", &users.demo1))), bad).await;
+    assert_refused(
+        options(addr, "demo-1", None),
+        ConnectReturnCode::NotAuthorized,
+    )
+    .await;
+    assert_refused(
+        options(addr, "x", Some(("technician", &Secret::new("guess")))),
+        bad,
+    )
     .await;
     // Refusals do not hurt the broker: the right login still works.
     kiosk(addr, "demo-1", &users.demo1).await;
@@ -307,8 +308,17 @@ async fn kiosk_must_use_its_id_as_client_id_but_role_users_need_not() {
     let (users, broker) = start().await;
     let addr = broker.local_addr();
 
-    assert_refused(options(addr, "demo-2", Some(("demo-1", &users.demo1)))).await;
-    assert_refused(options(addr, "anything", Some(("demo-1", &users.demo1)))).await;
+    let rejected = ConnectReturnCode::BadClientId;
+    assert_refused(
+        options(addr, "demo-2", Some(("demo-1", &users.demo1))),
+        rejected,
+    )
+    .await;
+    assert_refused(
+        options(addr, "anything", Some(("demo-1", &users.demo1))),
+        rejected,
+    )
+    .await;
 
     // A technician with mosquitto_sub's kind of random client id, argon2
     // password.
@@ -334,7 +344,7 @@ async fn shutdown_drops_live_connections_and_frees_the_port() {
 
     // Same port, new broker, state forgotten but logins work.
     let mut config = users.config();
-    config.listen = addr;
+    config.listen = Some(addr);
     let broker = EmbeddedBroker::start(config).await.unwrap();
     assert_eq!(broker.local_addr(), addr);
     let mut kiosk = self::kiosk(addr, "demo-1", &users.demo1).await;
@@ -414,7 +424,11 @@ async fn credential_changes_apply_to_the_next_login() {
     assert!(broker.credentials().role("demo-3") == Some(Role::Kiosk));
 
     assert!(delete_user(&path, "demo-3").unwrap());
-    assert_refused(options(addr, "demo-3", Some(("demo-3", &secret)))).await;
+    assert_refused(
+        options(addr, "demo-3", Some(("demo-3", &secret))),
+        ConnectReturnCode::BadUserNamePassword,
+    )
+    .await;
 
     broker.shutdown().await;
 }
@@ -441,7 +455,7 @@ async fn start_errors_name_their_cause() {
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = users.config();
-    config.listen = taken.local_addr().unwrap();
+    config.listen = Some(taken.local_addr().unwrap());
     let err = EmbeddedBroker::start(config).await.unwrap_err();
     assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("in use"), "{err}");
@@ -459,4 +473,114 @@ async fn start_errors_name_their_cause() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn acl_denials_close_the_connection_and_own_topics_work() {
+    let (users, broker) = start().await;
+    let addr = broker.local_addr();
+    let metrics = broker.metrics();
+
+    // Own topics: fine.
+    let mut own = kiosk(addr, "demo-1", &users.demo1).await;
+    own.subscribe("kiosk/demo-1/print").await;
+    own.publish("kiosk/demo-1/status", "online", true).await;
+
+    // Another kiosk's topic, a wildcard, everything: closed, counted.
+    for filter in ["kiosk/demo-2/print", "kiosk/+/print", "#"] {
+        let mut attacker = kiosk(addr, "demo-1", &users.demo1).await;
+        attacker
+            .client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let err = attacker.expect_error().await;
+        assert!(is_connection_lost(&err), "{filter}: {err:?}");
+    }
+    let mut forger = kiosk(addr, "demo-1", &users.demo1).await;
+    forger
+        .client
+        .publish("kiosk/demo-2/cash", QoS::AtLeastOnce, false, b"{}".to_vec())
+        .await
+        .unwrap();
+    let err = forger.expect_error().await;
+    assert!(is_connection_lost(&err), "{err:?}");
+    let stats = metrics.snapshot();
+    assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Subscribe), 3);
+    assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Publish), 1);
+
+    // A last will on another kiosk's topic: CONNACK 0x05.
+    let mut will = options(addr, "demo-1", Some(("demo-1", &users.demo1)));
+    will.set_last_will(LastWill::new(
+        "kiosk/demo-2/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    assert_refused(will, ConnectReturnCode::NotAuthorized).await;
+    broker.shutdown().await;
+}
+
+/// The standalone `kiosk-broker` binary runs the same broker: its ACL
+/// (here from a file) closes a kiosk that subscribes to `#`, and the log
+/// says why.
+#[tokio::test]
+async fn standalone_binary_enforces_the_acl_file() {
+    use tokio::io::AsyncBufReadExt;
+    init_logs();
+    let users = Users::new();
+    let acl = users.dir.path().join("acl");
+    std::fs::write(&acl, kiosk_broker::DEFAULT_ACL).unwrap();
+    let config = users.dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ncredentials = \"{}\"\nacl = \"{}\"\n",
+            users.path().display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiosk-broker"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info,rumqttd=off")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = timeout(WAIT, async {
+        loop {
+            let line = log.next_line().await.unwrap().expect("broker log");
+            if let Some(rest) = line.split_once("plain=Some(").map(|(_, r)| r) {
+                let end = rest.find(')').unwrap();
+                return rest[..end].parse().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("broker listening");
+
+    let mut attacker = kiosk(addr, "demo-1", &users.demo1).await;
+    attacker
+        .client
+        .subscribe("#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let err = attacker.expect_error().await;
+    assert!(is_connection_lost(&err), "{err:?}");
+    let logged = timeout(WAIT, async {
+        while let Ok(Some(line)) = log.next_line().await {
+            if line.contains("ACL denied") && line.contains("\"demo-1\"") && line.contains("\"#\"")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(logged, Ok(true), "the denial is logged with user and topic");
+    let _ = child.kill().await;
 }

@@ -61,8 +61,22 @@ pub struct AgentConfig {
 /// `[broker]`: how the agent reaches the MQTT broker.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BrokerConfig {
-    /// `mqtt://host:port` (plain TCP, default port 1883).
+    /// `mqtt://host:port` (plain TCP, default port 1883) or
+    /// `mqtts://host:port` (TLS, default port 8883; the certificate must
+    /// match `host`).
     pub url: String,
+    /// PEM CA certificate(s) trusted for `mqtts://`: only these (pin the
+    /// fleet's private CA). Default: the system's trust store (a broker
+    /// with a public certificate such as Let's Encrypt).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a broker that requires one
+    /// (`tls_client_ca`); needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// MQTT username; defaults to `kiosk_id`.
     #[serde(default)]
     pub username: Option<String>,
@@ -272,7 +286,31 @@ impl AgentConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker_url()?;
+        let url = self.broker_url()?;
+        let tls_keys = [
+            ("broker.ca_file", self.broker.ca_file.is_some()),
+            ("broker.client_cert", self.broker.client_cert.is_some()),
+        ];
+        for (key, set) in tls_keys {
+            if set && !url.tls {
+                return Err(invalid(key, "only used with an mqtts:// broker.url"));
+            }
+        }
+        match (&self.broker.client_cert, &self.broker.client_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "broker.client_key",
+                    "required with broker.client_cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "broker.client_cert",
+                    "required with broker.client_key",
+                ));
+            }
+            _ => {}
+        }
         if self.broker.password.is_empty() {
             return Err(invalid("broker.password", "must not be empty"));
         }
@@ -392,6 +430,23 @@ mod tests {
         let bad = MINIMAL.replace("mqtt://127.0.0.1:1883", "http://x");
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("broker.url"), "{err}");
+
+        let bad = MINIMAL.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtt://h\"\nca_file = \"ca.crt\"",
+        );
+        let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("broker.ca_file"), "{err}");
+
+        let tls = MINIMAL.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
+        );
+        let c = AgentConfig::from_toml(&tls).unwrap();
+        assert!(c.broker_url().unwrap().tls);
+        let bad = tls.replace("ca_file", "client_cert = \"c.crt\"\nca_file");
+        let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("broker.client_key"), "{err}");
 
         let bad = MINIMAL.replace("kiosk_id = \"demo-1\"", "kiosk_id = \"Demo 1\"");
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();

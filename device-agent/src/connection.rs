@@ -185,13 +185,11 @@ pub fn connect(
     board: StatusBoard,
 ) -> Result<(Publisher, Connection, ResultForwarder), String> {
     let url = config.broker_url().map_err(|e| e.to_string())?;
-    if url.tls {
-        return Err(
-            "broker.url: mqtts:// is not supported by this build yet; use mqtt://".to_owned(),
-        );
-    }
     let kiosk = config.kiosk_id.clone();
     let mut opts = MqttOptions::new(kiosk.as_str(), url.host, url.port);
+    if url.tls {
+        opts.set_transport(crate::tls::transport(config).map_err(|e| e.to_string())?);
+    }
     opts.set_credentials(config.username(), config.broker.password.expose())
         .set_keep_alive(config.broker.keep_alive)
         .set_clean_session(false)

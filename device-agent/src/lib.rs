@@ -12,6 +12,7 @@ pub mod printer;
 pub mod render;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod worker;
 
 use std::collections::HashMap;

@@ -14,6 +14,7 @@
 
 pub mod mosquitto;
 pub mod mqtt;
+pub mod pki;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +52,15 @@ pub struct FleetOptions {
     pub external_broker: Option<SocketAddr>,
     /// `webhooks.url` (secret [`WEBHOOK_SECRET`], retries capped at 200 ms).
     pub webhook_url: Option<String>,
+    /// Give the embedded broker a TLS listener with a certificate from a
+    /// private CA made for the test ([`TestFleet::pki`]); agents then
+    /// connect with `mqtts://localhost:<port>` and that CA.
+    pub tls: bool,
+    /// Extra lines for the gateway's `[broker]` section (limits, ACL).
+    pub broker_extra: String,
+    /// With `external_broker`: the gateway connects to this TLS address
+    /// instead (`mqtts://localhost:<port>`), trusting this CA file.
+    pub external_tls: Option<(SocketAddr, PathBuf)>,
 }
 
 /// The `webhooks.secret` of test fleets.
@@ -64,6 +74,9 @@ impl FleetOptions {
             republish_interval: Duration::from_millis(500),
             external_broker: None,
             webhook_url: None,
+            tls: false,
+            broker_extra: String::new(),
+            external_tls: None,
         }
     }
 }
@@ -78,8 +91,12 @@ pub struct TestFleet {
     pub gateway_config: GatewayConfig,
     /// `http://127.0.0.1:<port>`.
     pub http_base: String,
-    /// The broker kiosks connect to.
+    /// The broker's plain MQTT listener.
     pub mqtt_addr: SocketAddr,
+    /// The broker's TLS listener, with [`FleetOptions::tls`].
+    pub mqtts_addr: Option<SocketAddr>,
+    /// The private CA and server certificate, with [`FleetOptions::tls`].
+    pub pki: Option<pki::TestPki>,
     /// A valid API key (named `test`).
     pub api_key: String,
     /// Password of every MQTT user: each kiosk, `gateway`, `backend`, `technician`.
@@ -116,12 +133,31 @@ impl TestFleet {
         }
         let api_keys = dir.path().join("api-keys");
         let api_key = kiosk_gateway::api_keys::add_key(&api_keys, "test").expect("api key");
-        let broker = match opts.external_broker {
+        let pki = opts
+            .tls
+            .then(|| pki::TestPki::generate(dir.path(), "fleet"));
+        let mut broker = match opts.external_broker {
             None => r#"embedded = true
 listen = "127.0.0.1:0""#
                 .to_owned(),
-            Some(addr) => format!("embedded = false\nurl = \"mqtt://{addr}\""),
+            Some(addr) => match &opts.external_tls {
+                None => format!("embedded = false\nurl = \"mqtt://{addr}\""),
+                Some((tls, ca)) => format!(
+                    "embedded = false\nurl = \"mqtts://localhost:{}\"\nca_file = \"{}\"",
+                    tls.port(),
+                    ca.display()
+                ),
+            },
         };
+        if let Some(pki) = &pki {
+            broker.push_str(&format!(
+                "\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ));
+        }
+        broker.push('\n');
+        broker.push_str(&opts.broker_extra);
         let toml = format!(
             r#"
 kiosks = []
@@ -156,6 +192,8 @@ republish_interval = "{republish}ms"
             mqtt_addr: opts
                 .external_broker
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            mqtts_addr: None,
+            pki,
             api_key,
             secrets,
             gateway: None,
@@ -172,8 +210,12 @@ republish_interval = "{republish}ms"
         let gateway = retry_locked(|| Gateway::start(self.gateway_config.clone())).await;
         self.gateway_config.http.listen = gateway.http_addr();
         if let Some(addr) = gateway.mqtt_addr() {
-            self.gateway_config.broker.listen = addr;
+            self.gateway_config.broker.listen = Some(addr);
             self.mqtt_addr = addr;
+        }
+        if let Some(addr) = gateway.mqtt_tls_addr() {
+            self.gateway_config.broker.tls_listen = Some(addr);
+            self.mqtts_addr = Some(addr);
         }
         self.http_base = format!("http://{}", gateway.http_addr());
         self.gateway = Some(gateway);
@@ -201,14 +243,28 @@ republish_interval = "{republish}ms"
         self.dir.path().join(format!("agent-{kiosk}"))
     }
 
+    /// The `[broker]` URL lines of an agent: `mqtts://localhost:<port>`
+    /// with the fleet's CA when the fleet has TLS, else `mqtt://`.
+    pub fn agent_broker_url(&self) -> String {
+        match (&self.pki, self.mqtts_addr) {
+            (Some(pki), Some(addr)) => format!(
+                "url = \"mqtts://localhost:{}\"\nca_file = \"{}\"",
+                addr.port(),
+                pki.ca_cert.display()
+            ),
+            _ => format!("url = \"mqtt://{}\"", self.mqtt_addr),
+        }
+    }
+
     /// An agent configuration for `kiosk` with a `receipt` printer on
-    /// `printer` (tcp), connecting to this fleet's broker.
+    /// `printer` (tcp), connecting to this fleet's broker (over TLS when
+    /// the fleet has it).
     pub fn agent_config(&self, kiosk: &str, printer: SocketAddr) -> AgentConfig {
         let toml = format!(
             r#"
 kiosk_id = "{kiosk}"
 [broker]
-url = "mqtt://{mqtt}"
+{url}
 password = "{password}"
 keep_alive = "5s"
 reconnect_min = "50ms"
@@ -224,7 +280,7 @@ width = 48
 code_page = "PC858"
 timeout = "2s"
 "#,
-            mqtt = self.mqtt_addr,
+            url = self.agent_broker_url(),
             password = self.secrets.get(kiosk).map_or("unknown", String::as_str),
             store = self.agent_store(kiosk).display(),
         );

@@ -21,9 +21,18 @@ const CANDIDATES: [&str; 3] = [
 pub struct Mosquitto {
     binary: PathBuf,
     conf: PathBuf,
-    /// Where it listens.
+    /// Where it listens (plain MQTT).
     pub addr: SocketAddr,
+    /// Its TLS listener, when started with [`Mosquitto::start_with_tls`].
+    pub tls_addr: Option<SocketAddr>,
     child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// The mosquitto binary, if installed.
@@ -38,23 +47,40 @@ impl Mosquitto {
     /// When mosquitto is not installed or does not start: run
     /// `scripts/test.sh`, which installs it.
     pub async fn start(dir: &Path) -> Mosquitto {
+        Self::start_inner(dir, None).await
+    }
+
+    /// Like [`Mosquitto::start`], plus a TLS listener with `cert` and `key`
+    /// (PEM) on another free port.
+    ///
+    /// # Panics
+    /// As [`Mosquitto::start`].
+    pub async fn start_with_tls(dir: &Path, cert: &Path, key: &Path) -> Mosquitto {
+        Self::start_inner(dir, Some((cert, key))).await
+    }
+
+    async fn start_inner(dir: &Path, tls: Option<(&Path, &Path)>) -> Mosquitto {
         let binary = binary().expect("mosquitto is not installed; run scripts/test.sh");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
+        let mut text = format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\nlistener {port} 127.0.0.1\n"
+        );
+        let tls_addr = tls.map(|(cert, key)| {
+            let tls_port = free_port();
+            text.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                cert.display(),
+                key.display()
+            ));
+            SocketAddr::from(([127, 0, 0, 1], tls_port))
+        });
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
         let mut m = Mosquitto {
             binary,
             conf,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls_addr,
             child: None,
         };
         m.spawn().await;

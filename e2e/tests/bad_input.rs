@@ -204,6 +204,19 @@ async fn invalid_http_requests_get_json_errors() {
     }
     let (status, resp) = fleet.get("/v1/print-jobs/does-not-exist").await;
     assert_eq!((status, error_code(&resp)), (404, "job_not_found"));
+    // The refused body is counted.
+    let metrics = fleet
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kiosk_http_refused_total{reason=\"body_too_large\"} 1"),
+        "{metrics}"
+    );
     // Nothing was stored by any of them.
     let (_, kiosk) = fleet.get("/v1/kiosks/k1").await;
     assert_eq!(kiosk["pending_jobs"], 0);

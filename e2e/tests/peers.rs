@@ -51,6 +51,26 @@ async fn external_mosquitto_happy_path_and_restart_lose_nothing() {
     agent.shutdown().await;
 }
 
+/// The gateway's own sessions to an external broker over `mqtts://`,
+/// trusting only the private CA of `broker.ca_file`.
+#[tokio::test]
+async fn external_mosquitto_over_tls_with_a_pinned_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = kiosk_e2e::pki::TestPki::generate(dir.path(), "ext");
+    let mosquitto = Mosquitto::start_with_tls(dir.path(), &pki.server_cert, &pki.server_key).await;
+    let mut opts = FleetOptions::new(&["k1"]);
+    opts.external_broker = Some(mosquitto.addr);
+    opts.external_tls = Some((mosquitto.tls_addr.expect("tls"), pki.ca_cert.clone()));
+    let fleet = TestFleet::start_with(opts).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job = fleet.create_job("k1", text_job("EXT-TLS\n")).await;
+    fleet.wait_job(&job, "printed").await;
+    assert_eq!(count_with(&printer.jobs(), "EXT-TLS"), 1);
+    agent.shutdown().await;
+}
+
 #[tokio::test]
 async fn mosquitto_sub_as_technician_sees_jobs_and_results() {
     let fleet = TestFleet::start(&["k1"]).await;

@@ -74,6 +74,12 @@ pub struct HttpConfig {
     /// `kiosk-gateway apikey add`). Every `/v1` route needs
     /// `Authorization: Bearer <key>`.
     pub api_keys: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS instead of HTTP. Needs `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -82,6 +88,8 @@ impl Default for HttpConfig {
             listen: default_http_listen(),
             max_body_bytes: default_max_body_bytes(),
             api_keys: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -92,11 +100,14 @@ pub struct BrokerSection {
     /// Run rumqttd in-process (default true). When false, connect to `url`.
     #[serde(default = "yes")]
     pub embedded: bool,
-    /// Embedded broker's MQTT listener. Default `127.0.0.1:1883`; use
-    /// `0.0.0.0:1883` to accept kiosks from the internet. Port 0 picks a
-    /// free port.
-    #[serde(default = "default_mqtt_listen")]
-    pub listen: SocketAddr,
+    /// Embedded broker's plain MQTT listener, or `"off"`. Default
+    /// `127.0.0.1:1883`; kiosks on the internet use the TLS listener
+    /// (`tls_cert`). Port 0 picks a free port.
+    #[serde(
+        default = "default_mqtt_listen",
+        deserialize_with = "kiosk_broker::config::listen_or_off"
+    )]
+    pub listen: Option<SocketAddr>,
     /// Credentials file of the embedded broker (`user:role:hash` lines, see
     /// `kiosk-broker passwd`). Its `kiosk` entries are the known kiosks.
     pub credentials: Option<PathBuf>,
@@ -119,6 +130,34 @@ pub struct BrokerSection {
     /// MQTT keep alive. Default 30 s.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// Embedded broker's MQTT-over-TLS listener; default `0.0.0.0:8883`
+    /// when `tls_cert` is set.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// Embedded broker's PEM certificate chain; enables its TLS listener.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: TLS clients must present a certificate it issued.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Topic ACL file of the embedded broker; default the built-in policy
+    /// (`examples/acl`).
+    #[serde(default)]
+    pub acl: Option<PathBuf>,
+    /// New MQTT connections admitted per second. Default 1000.
+    #[serde(default = "default_connections_per_second")]
+    pub connections_per_second: u32,
+    /// Failed MQTT logins per client address and minute before the address
+    /// is refused. Default 10.
+    #[serde(default = "default_failed_logins_per_minute")]
+    pub failed_logins_per_minute: u32,
+    /// CA file trusted for an external `mqtts://` broker (pin a private
+    /// CA); default the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[webhooks]`: where cash session and credit events go (see
@@ -208,8 +247,14 @@ fn yes() -> bool {
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
-fn default_mqtt_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 1883))
+fn default_mqtt_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 1883)))
+}
+fn default_connections_per_second() -> u32 {
+    1000
+}
+fn default_failed_logins_per_minute() -> u32 {
+    10
 }
 fn default_max_body_bytes() -> usize {
     1024 * 1024
@@ -298,13 +343,32 @@ impl GatewayConfig {
         let url = url
             .parse::<MqttUrl>()
             .map_err(|e| invalid("broker.url", e.to_string()))?;
-        if url.tls {
+        if !url.tls && self.broker.ca_file.is_some() {
             return Err(invalid(
-                "broker.url",
-                "mqtts:// is not supported by this build yet; use mqtt://",
+                "broker.ca_file",
+                "only used with an mqtts:// broker.url",
             ));
         }
         Ok(Some(url))
+    }
+
+    /// The embedded broker's configuration from `[broker]`, with the given
+    /// credentials file.
+    pub fn embedded_broker_config(&self, credentials: PathBuf) -> kiosk_broker::BrokerConfig {
+        let b = &self.broker;
+        kiosk_broker::BrokerConfig {
+            listen: b.listen,
+            tls_listen: b.tls_listen,
+            tls_cert: b.tls_cert.clone(),
+            tls_key: b.tls_key.clone(),
+            tls_client_ca: b.tls_client_ca.clone(),
+            acl: b.acl.clone(),
+            max_payload_bytes: b.max_payload_bytes,
+            max_connections: b.max_connections,
+            connections_per_second: b.connections_per_second,
+            failed_logins_per_minute: b.failed_logins_per_minute,
+            ..kiosk_broker::BrokerConfig::new(credentials)
+        }
     }
 
     /// Checks values the types accept but the gateway cannot use.
@@ -330,6 +394,22 @@ impl GatewayConfig {
         }
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be > 0"));
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => return Err(invalid("http.tls_key", "required with http.tls_cert")),
+            (None, Some(_)) => return Err(invalid("http.tls_cert", "required with http.tls_key")),
+            _ => {}
+        }
+        if self.broker.embedded {
+            // The credentials file is checked when the broker starts.
+            self.embedded_broker_config(PathBuf::from("credentials"))
+                .validate()
+                .map_err(|e| match e {
+                    kiosk_broker::BrokerError::Config { key, reason } => {
+                        invalid(broker_key(key), reason)
+                    }
+                    other => invalid("broker", other.to_string()),
+                })?;
         }
         if self.delivery.republish_interval < Duration::from_millis(10) {
             return Err(invalid(
@@ -367,6 +447,23 @@ impl GatewayConfig {
     }
 }
 
+/// The gateway's name of a broker config key (`tls_cert` →
+/// `broker.tls_cert`).
+fn broker_key(key: &'static str) -> &'static str {
+    match key {
+        "listen" => "broker.listen",
+        "tls_listen" => "broker.tls_listen",
+        "tls_cert" => "broker.tls_cert",
+        "tls_key" => "broker.tls_key",
+        "tls_client_ca" => "broker.tls_client_ca",
+        "max_payload_bytes" => "broker.max_payload_bytes",
+        "max_connections" => "broker.max_connections",
+        "connections_per_second" => "broker.connections_per_second",
+        "failed_logins_per_minute" => "broker.failed_logins_per_minute",
+        _ => "broker",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +483,9 @@ mod tests {
         assert_eq!(c.http.listen, default_http_listen());
         assert_eq!(c.broker.listen, default_mqtt_listen());
         assert_eq!(c.broker.username, "gateway");
+        assert_eq!(c.broker.connections_per_second, 1000);
+        assert_eq!(c.broker.failed_logins_per_minute, 10);
+        assert!(c.http.tls_cert.is_none() && c.broker.tls_cert.is_none());
         assert!(!format!("{c:?}").contains("pw\""));
     }
 
@@ -403,7 +503,26 @@ mod tests {
         .collect();
         let c = GatewayConfig::load_with_env(&file, Some(env)).unwrap();
         assert_eq!(c.http.listen, "0.0.0.0:9000".parse().unwrap());
-        assert_eq!(c.broker.listen, "0.0.0.0:1884".parse().unwrap());
+        assert_eq!(c.broker.listen, Some("0.0.0.0:1884".parse().unwrap()));
+    }
+
+    #[test]
+    fn tls_keys() {
+        let tls = MINIMAL.replace(
+            "[broker]",
+            "[broker]\nlisten = \"off\"\ntls_cert = \"s.crt\"\ntls_key = \"s.key\"",
+        );
+        let c = GatewayConfig::from_toml(&tls).unwrap();
+        let b = c.embedded_broker_config("creds".into());
+        assert_eq!(b.listen, None);
+        assert_eq!(b.tls_listen_addr(), Some("0.0.0.0:8883".parse().unwrap()));
+
+        let ext = MINIMAL.replace(
+            "[broker]",
+            "[broker]\nembedded = false\nurl = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
+        );
+        let c = GatewayConfig::from_toml(&ext).unwrap();
+        assert_eq!(c.external_broker().unwrap().unwrap().port, 8883);
     }
 
     #[test]
@@ -419,5 +538,25 @@ mod tests {
         let bad = MINIMAL.replace("credentials = \"credentials\"", "");
         let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("broker.credentials"), "{err}");
+
+        for (extra, key) in [
+            ("listen = \"off\"", "broker.listen"),
+            ("tls_cert = \"a\"", "broker.tls_key"),
+            (
+                "connections_per_second = 0",
+                "broker.connections_per_second",
+            ),
+            (
+                "failed_logins_per_minute = 0",
+                "broker.failed_logins_per_minute",
+            ),
+        ] {
+            let bad = MINIMAL.replace("[broker]", &format!("[broker]\n{extra}"));
+            let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let bad = MINIMAL.replace("[broker]", "[http]\ntls_cert = \"a\"\n[broker]");
+        let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("http.tls_key"), "{err}");
     }
 }

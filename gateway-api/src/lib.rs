@@ -23,11 +23,12 @@ pub mod mqtt;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use kiosk_broker::{BrokerConfig, BrokerHandle, CredentialStore, EmbeddedBroker};
+use kiosk_broker::{BrokerHandle, CredentialStore, EmbeddedBroker};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,6 +53,9 @@ pub enum GatewayError {
     /// The credentials file (external broker mode) could not be read.
     #[error("credentials: {0}")]
     Credentials(#[from] kiosk_broker::CredentialsError),
+    /// A TLS certificate, key or CA file could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// The HTTP listener could not be bound.
     #[error("binding HTTP listener {addr}: {source}")]
     Bind {
@@ -66,6 +70,7 @@ pub enum GatewayError {
 pub struct Gateway {
     http_addr: SocketAddr,
     mqtt_addr: Option<SocketAddr>,
+    mqtt_tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     broker: Option<BrokerHandle>,
@@ -99,7 +104,9 @@ impl Gateway {
         let store = store::Store::open(&config.store.path)?;
         let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
 
-        let (broker, credentials, mqtt_host, mqtt_port) = match config.external_broker()? {
+        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls) = match config
+            .external_broker()?
+        {
             None => {
                 let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
                     config::ConfigError::Invalid {
@@ -107,20 +114,18 @@ impl Gateway {
                         message: "required when broker.embedded = true".to_owned(),
                     }
                 })?;
-                let broker_config = BrokerConfig {
-                    listen: config.broker.listen,
-                    max_payload_bytes: config.broker.max_payload_bytes,
-                    max_connections: config.broker.max_connections,
-                    ..BrokerConfig::new(credentials_path)
-                };
-                let handle = EmbeddedBroker::start(broker_config).await?;
-                let addr = connectable(handle.local_addr());
+                let handle =
+                    EmbeddedBroker::start(config.embedded_broker_config(credentials_path)).await?;
+                // The gateway's own sessions skip the front door's limits
+                // (role `gateway`, same authentication and ACL).
+                let addr = connectable(handle.internal_addr());
                 let creds = handle.credentials();
                 (
                     Some(handle),
                     Some(creds),
                     addr.ip().to_string(),
                     addr.port(),
+                    None,
                 )
             }
             Some(url) => {
@@ -128,10 +133,16 @@ impl Gateway {
                     Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
                     None => None,
                 };
-                (None, creds, url.host, url.port)
+                let tls = if url.tls {
+                    Some(tls::mqtt_client_config(&config)?)
+                } else {
+                    None
+                };
+                (None, creds, url.host, url.port, tls)
             }
         };
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
+        let mqtt_tls_addr = broker.as_ref().and_then(BrokerHandle::tls_addr);
 
         let settings = mqtt::MqttSettings {
             host: mqtt_host,
@@ -140,6 +151,7 @@ impl Gateway {
             username: config.broker.username.clone(),
             password: config.broker.password.clone(),
             keep_alive: config.broker.keep_alive,
+            tls: mqtt_tls,
             // Room for the largest job plus MQTT framing.
             max_packet_bytes: config
                 .broker
@@ -154,6 +166,9 @@ impl Gateway {
             config.kiosks.iter().cloned(),
         ));
         let metrics = Arc::new(metrics::Metrics::new());
+        if let Some(handle) = &broker {
+            metrics.attach_broker(handle.metrics());
+        }
         let delivery = Arc::new(delivery::Delivery::new(
             store.clone(),
             fleet.clone(),
@@ -214,20 +229,14 @@ impl Gateway {
             tokens,
             shutdown: shutdown.clone(),
         }));
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let https = tls::https_config(&config)?;
+        tasks.spawn(tls::serve_http(listener, https, app, shutdown.clone()));
         tasks.close();
         tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, embedded = broker.is_some(), "gateway started");
         Ok(Gateway {
             http_addr,
             mqtt_addr,
+            mqtt_tls_addr,
             shutdown,
             tasks,
             broker,
@@ -243,6 +252,11 @@ impl Gateway {
     /// The embedded broker's MQTT address (`None` with an external broker).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// The embedded broker's MQTT-over-TLS address, when configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_tls_addr
     }
 
     /// Stops HTTP, the MQTT session and the embedded broker, flushes and

@@ -54,7 +54,9 @@ enum KioskCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Give KIOSK_ID a new secret; the old one stops working.
+    /// Give KIOSK_ID a new secret; the old one stops working, and a running
+    /// broker drops the kiosk's live connection within a second (it must
+    /// come back with the new secret).
     Rotate {
         /// Kiosk id.
         kiosk_id: KioskId,
@@ -62,7 +64,8 @@ enum KioskCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Delete KIOSK_ID's credentials; it cannot log in again.
+    /// Delete KIOSK_ID's credentials; it cannot log in again, and a running
+    /// broker drops its live connection within a second.
     Remove {
         /// Kiosk id.
         kiosk_id: KioskId,

@@ -8,14 +8,24 @@
 //! | `kiosk_kiosks_online` | gauge | kiosks whose last status is `online` |
 //! | `kiosk_mqtt_rejected_total{reason}` | counter | MQTT messages the gateway could not use |
 //! | `kiosk_mqtt_connected` | gauge | 1 while the gateway's own MQTT session is up |
+//! | `kiosk_http_refused_total{reason}` | counter | HTTP requests refused: `body_too_large` (413), `unauthorized` (401) |
+//! | `kiosk_broker_connections` | gauge | embedded broker: client connections open now |
+//! | `kiosk_broker_connections_accepted_total` | counter | embedded broker: client logins accepted |
+//! | `kiosk_broker_refused_total{reason}` | counter | embedded broker: refused connections (`max_connections`, `rate_limited`, `login_failed`, `login_throttled`, `connect_timeout`, `tls_handshake`, `protocol`, `payload_too_large`, `upstream`) |
+//! | `kiosk_broker_acl_denied_total{action}` | counter | embedded broker: ACL denials (`subscribe`, `publish`, `will`), each closing the connection |
+//! | `kiosk_broker_sessions_revoked_total` | counter | embedded broker: live sessions dropped because their credentials were removed or rotated |
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use kiosk_broker::BrokerMetrics;
 use kiosk_schemas::JobState;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -44,6 +54,68 @@ pub struct Metrics {
     online: Gauge,
     rejected: Family<ReasonLabel, Counter>,
     connected: Gauge,
+    http_refused: Family<ReasonLabel, Counter>,
+}
+
+/// Exposes the embedded broker's counters as `kiosk_broker_*`.
+#[derive(Debug)]
+struct BrokerCollector(Arc<BrokerMetrics>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.snapshot();
+        let gauge = ConstGauge::new(i64::try_from(stats.active).unwrap_or(i64::MAX));
+        gauge.encode(encoder.encode_descriptor(
+            "broker_connections",
+            "Client connections open on the embedded broker",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let accepted = ConstCounter::new(stats.accepted);
+        accepted.encode(encoder.encode_descriptor(
+            "broker_connections_accepted",
+            "Client logins accepted by the embedded broker",
+            None,
+            accepted.metric_type(),
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "broker_refused",
+            "Connections refused by the embedded broker, by reason",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, n) in &stats.refused {
+            let label = ReasonLabel {
+                reason: reason.as_str(),
+            };
+            ConstCounter::new(*n).encode(family.encode_family(&label)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "broker_acl_denied",
+            "Packets denied by the embedded broker's topic ACL (the connection is closed)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (action, n) in &stats.acl_denied {
+            let label = ActionLabel {
+                action: action.as_str(),
+            };
+            ConstCounter::new(*n).encode(family.encode_family(&label)?)?;
+        }
+        let revoked = ConstCounter::new(stats.revoked);
+        revoked.encode(encoder.encode_descriptor(
+            "broker_sessions_revoked",
+            "Live sessions dropped because their credentials were removed or rotated",
+            None,
+            revoked.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -89,8 +161,15 @@ impl Metrics {
             "1 while the gateway's MQTT session is connected",
             connected.clone(),
         );
+        let http_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "http_refused",
+            "HTTP requests refused (body_too_large, unauthorized)",
+            http_refused.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            http_refused,
             jobs,
             created,
             latency,
@@ -113,6 +192,19 @@ impl Metrics {
     /// Counts an unusable MQTT message (`malformed`, `oversized`, `unknown_topic`, ...).
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a refused HTTP request (`body_too_large`, `unauthorized`).
+    pub fn http_refused(&self, reason: &'static str) {
+        self.http_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Adds the embedded broker's counters (`kiosk_broker_*`).
+    pub fn attach_broker(&self, broker: Arc<BrokerMetrics>) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.register_collector(Box::new(BrokerCollector(broker)));
     }
 
     /// Renders the text exposition format, with the gauges set from the
@@ -148,6 +240,12 @@ mod tests {
         m.job_created("http");
         m.observe_latency(0.02);
         m.rejected("malformed");
+        m.http_refused("body_too_large");
+        let broker = Arc::new(BrokerMetrics::new());
+        broker.refused(kiosk_broker::Refusal::LoginThrottled);
+        broker.acl_denied(kiosk_broker::AclAction::Subscribe);
+        broker.opened();
+        m.attach_broker(broker);
         let text = m.render(|s| if s == JobState::Queued { 3 } else { 0 }, 2, true);
         for needle in [
             "kiosk_print_jobs{state=\"queued\"} 3",
@@ -156,6 +254,13 @@ mod tests {
             "kiosk_kiosks_online 2",
             "kiosk_mqtt_rejected_total{reason=\"malformed\"} 1",
             "kiosk_mqtt_connected 1",
+            "kiosk_http_refused_total{reason=\"body_too_large\"} 1",
+            "kiosk_broker_connections 1",
+            "kiosk_broker_connections_accepted_total 1",
+            "kiosk_broker_refused_total{reason=\"login_throttled\"} 1",
+            "kiosk_broker_refused_total{reason=\"rate_limited\"} 0",
+            "kiosk_broker_acl_denied_total{action=\"subscribe\"} 1",
+            "kiosk_broker_sessions_revoked_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -62,6 +62,8 @@ pub struct MqttSettings {
     pub password: kiosk_schemas::Secret,
     /// Keep alive.
     pub keep_alive: Duration,
+    /// TLS (`mqtts://`) with this configuration; plain TCP when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Largest packet accepted or sent, in bytes.
     pub max_packet_bytes: usize,
 }
@@ -149,6 +151,11 @@ fn session(
     opts.set_credentials(&settings.username, settings.password.expose())
         .set_keep_alive(settings.keep_alive)
         .set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes);
+    if let Some(tls) = &settings.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     match role {
         Role::Consumer => opts.set_clean_session(false).set_manual_acks(true),
         Role::Producer => opts.set_clean_session(true).set_inflight(PRODUCER_INFLIGHT),

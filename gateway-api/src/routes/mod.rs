@@ -110,6 +110,21 @@ async fn require_api_key(
     Ok(next.run(req).await)
 }
 
+/// Logs and counts refusals that happen before a handler runs: bodies over
+/// `http.max_body_bytes` (413) and missing or unknown API keys (401).
+async fn count_refusals(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let response = next.run(req).await;
+    let reason = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        _ => return response,
+    };
+    app.metrics.http_refused(reason);
+    tracing::warn!(%method, path, reason, "HTTP request refused");
+    response
+}
+
 async fn not_found() -> Response {
     let body =
         Json(serde_json::json!({"error": {"code": "not_found", "message": "no such route"}}));
@@ -152,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_refusals,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

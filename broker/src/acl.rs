@@ -1,0 +1,1046 @@
+//! Topic authorization: which MQTT user may subscribe to which filters and
+//! publish to which topics, from an ACL file in mosquitto's style.
+//!
+//! # File format
+//!
+//! UTF-8 text, one rule per line; blank lines and lines starting with `#`
+//! are ignored, leading and trailing whitespace is trimmed.
+//!
+//! ```text
+//! # Rules before any section apply to every user.
+//! pattern read public/%u/#
+//!
+//! # Rules for every user of a role of the credentials file.
+//! role kiosk
+//! pattern read kiosk/%u/print
+//! pattern write kiosk/%u/status
+//!
+//! # Rules for one user, on top of its role's.
+//! user alice
+//! topic read kiosk/#
+//! topic deny kiosk/+/cash
+//! ```
+//!
+//! | line | meaning |
+//! |---|---|
+//! | `user <name>` | starts the section of user `<name>` (as in mosquitto) |
+//! | `role <role>` | starts the section of every user of `<role>`: `kiosk`, `gateway`, `backend`, `technician` (our addition: users come from the credentials file, which gives each a role) |
+//! | `topic [read\|write\|readwrite\|deny] <filter>` | a rule of the current section, no substitution; without an access word `readwrite` (as in mosquitto) |
+//! | `pattern [read\|write\|readwrite\|deny] <filter>` | a rule in which `%u` is replaced by the username and `%c` by the client id |
+//!
+//! `<filter>` is the rest of the line: an MQTT topic filter, where `+`
+//! matches one level and a final `#` any number of levels, including none
+//! (MQTT 3.1.1 section 4.7). `read` allows subscribing to filters within it,
+//! `write` allows publishing to topics it matches (including a last will at
+//! CONNECT), `deny` forbids both and wins over any allow.
+//!
+//! Two differences from mosquitto, both to make a role policy possible: a
+//! `pattern` line inside a `user` or `role` section applies to that section
+//! only (before any section, it applies to everyone, as mosquitto's always
+//! do), and a `topic` line must be inside a section (mosquitto would apply it
+//! to anonymous clients, which this broker refuses).
+//!
+//! # Decisions
+//!
+//! Everything not allowed is denied.
+//!
+//! - **PUBLISH** to topic `t`: allowed when a `write` or `readwrite` rule
+//!   matches `t` and no `deny` rule matches it. Topics with `+`, `#` or NUL,
+//!   or empty ones, are invalid and denied.
+//! - **SUBSCRIBE** to filter `f`: allowed when **every topic `f` can match**
+//!   is readable: `f` lies within some `read`/`readwrite` filter, and no
+//!   `deny` filter overlaps `f`. So `kiosk/+/print` is not within
+//!   `kiosk/k1/print`, and `#` is within nothing but `#`.
+//! - `%u`/`%c` substitution: when the username or client id contains `/`,
+//!   `+` or `#` the rule is skipped (as mosquitto does), so a client id can
+//!   never widen a pattern. Filters starting with `$` are only matched by
+//!   rules naming their first level literally (MQTT 4.7.2).
+//!
+//! The built-in policy, [`DEFAULT_ACL`], is DESIGN.md's and is also shipped
+//! as `examples/acl`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::credentials::{Role, UnknownRole};
+
+/// The default policy of the fleet (DESIGN.md, "Topics"): a kiosk reads only
+/// its own down topics and writes only its own up topics; the gateway and
+/// backends publish every down topic and read everything under `kiosk/`;
+/// technicians read `kiosk/#` and publish nothing.
+pub const DEFAULT_ACL: &str = include_str!("default.acl");
+
+/// What a rule grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Subscribe to filters within the rule's filter.
+    Read,
+    /// Publish to topics the rule's filter matches.
+    Write,
+    /// Both.
+    ReadWrite,
+    /// Neither, whatever other rules say.
+    Deny,
+}
+
+impl Access {
+    fn parse(word: &str) -> Option<Access> {
+        match word {
+            "read" => Some(Access::Read),
+            "write" => Some(Access::Write),
+            "readwrite" => Some(Access::ReadWrite),
+            "deny" => Some(Access::Deny),
+            _ => None,
+        }
+    }
+
+    fn reads(self) -> bool {
+        matches!(self, Access::Read | Access::ReadWrite)
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::ReadWrite)
+    }
+}
+
+/// One `topic` or `pattern` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    access: Access,
+    filter: String,
+    /// `pattern` (substitutes `%u`, `%c`) rather than `topic`.
+    pattern: bool,
+}
+
+/// Why a line of an ACL file is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclLineError {
+    /// The first word is not `user`, `role`, `topic` or `pattern`.
+    #[error("unknown keyword {0:?}: expected user, role, topic or pattern")]
+    Keyword(String),
+    /// `user` without a name, or with more than one word.
+    #[error("expected `user <name>`")]
+    User,
+    /// `role` without a known role.
+    #[error("expected `role <role>`: {0}")]
+    Role(UnknownRole),
+    /// `topic`/`pattern` without a filter.
+    #[error("missing topic filter after {0:?}")]
+    MissingFilter(&'static str),
+    /// The filter is not a valid MQTT topic filter.
+    #[error("invalid topic filter {filter:?}: {reason}")]
+    Filter {
+        /// The filter as written.
+        filter: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `%` followed by something else than `u` or `c`.
+    #[error("unknown substitution in {0:?}: only %u (username) and %c (client id) exist")]
+    Substitution(String),
+    /// `%u`/`%c` on a `topic` line, where mosquitto does not substitute.
+    #[error("%u and %c are only substituted on `pattern` lines, not in {0:?}")]
+    SubstitutionInTopic(String),
+    /// A `topic` line before any `user`/`role` section.
+    #[error(
+        "`topic` line outside a `user` or `role` section (use `pattern` for rules that apply to everyone)"
+    )]
+    TopicOutsideSection,
+}
+
+/// An invalid ACL file: which line and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}line {line}: {error}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+pub struct AclError {
+    /// The file, when read from one.
+    pub path: Option<PathBuf>,
+    /// 1-based line number (0 when the file could not be read).
+    pub line: usize,
+    /// What is wrong.
+    pub error: AclLineError,
+}
+
+/// Failure to read an ACL file.
+#[derive(Debug, thiserror::Error)]
+pub enum AclFileError {
+    /// The file cannot be read.
+    #[error("cannot read ACL file {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A line is invalid.
+    #[error(transparent)]
+    Invalid(#[from] AclError),
+}
+
+/// A parsed ACL file. Cheap to query; resolve it once per connection with
+/// [`Acl::for_client`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Acl {
+    everyone: Vec<Rule>,
+    users: HashMap<String, Vec<Rule>>,
+    roles: HashMap<Role, Vec<Rule>>,
+}
+
+/// The section rules are added to while parsing.
+enum Section {
+    Everyone,
+    User(String),
+    Role(Role),
+}
+
+impl Acl {
+    /// The built-in [`DEFAULT_ACL`].
+    pub fn default_policy() -> Acl {
+        // Parsed in a unit test, so it cannot fail here.
+        Acl::parse(DEFAULT_ACL).unwrap_or_default()
+    }
+
+    /// A policy that allows everything to everyone (`pattern readwrite #`):
+    /// for benchmarks measuring the cost of the checks, never for a fleet.
+    pub fn allow_all() -> Acl {
+        Acl::parse("pattern readwrite #\n").unwrap_or_default()
+    }
+
+    /// Reads and parses the ACL file at `path`.
+    ///
+    /// # Errors
+    /// [`AclFileError::Read`] when it cannot be read,
+    /// [`AclFileError::Invalid`] naming the file and first invalid line.
+    pub fn load(path: &Path) -> Result<Acl, AclFileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| AclFileError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Acl::parse(&text).map_err(|mut e| {
+            e.path = Some(path.to_owned());
+            AclFileError::Invalid(e)
+        })
+    }
+
+    /// Parses the text of an ACL file (format in the module docs).
+    ///
+    /// # Errors
+    /// [`AclError`] with the 1-based number of the first invalid line.
+    pub fn parse(text: &str) -> Result<Acl, AclError> {
+        let mut acl = Acl::default();
+        let mut section = Section::Everyone;
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |error| AclError {
+                path: None,
+                line: index + 1,
+                error,
+            };
+            let (keyword, rest) = match line.split_once(char::is_whitespace) {
+                Some((k, r)) => (k, r.trim()),
+                None => (line, ""),
+            };
+            match keyword {
+                "user" => {
+                    if rest.is_empty() || rest.contains(char::is_whitespace) {
+                        return Err(at(AclLineError::User));
+                    }
+                    section = Section::User(rest.to_owned());
+                    acl.users.entry(rest.to_owned()).or_default();
+                }
+                "role" => {
+                    let role: Role = rest.parse().map_err(|e| at(AclLineError::Role(e)))?;
+                    section = Section::Role(role);
+                    acl.roles.entry(role).or_default();
+                }
+                "topic" | "pattern" => {
+                    let pattern = keyword == "pattern";
+                    let name = if pattern { "pattern" } else { "topic" };
+                    let rule = parse_rule(rest, pattern, name).map_err(at)?;
+                    match &section {
+                        Section::Everyone if !pattern => {
+                            return Err(at(AclLineError::TopicOutsideSection));
+                        }
+                        Section::Everyone => acl.everyone.push(rule),
+                        Section::User(user) => {
+                            acl.users.entry(user.clone()).or_default().push(rule)
+                        }
+                        Section::Role(role) => acl.roles.entry(*role).or_default().push(rule),
+                    }
+                }
+                other => return Err(at(AclLineError::Keyword(other.to_owned()))),
+            }
+        }
+        Ok(acl)
+    }
+
+    /// The rules that apply to one connection: those for everyone, for its
+    /// role and for its username, with `%u` and `%c` substituted.
+    pub fn for_client(&self, username: &str, client_id: &str, role: Option<Role>) -> ClientAcl {
+        let role_rules = role.and_then(|r| self.roles.get(&r));
+        let rules = self
+            .everyone
+            .iter()
+            .chain(role_rules.into_iter().flatten())
+            .chain(self.users.get(username).into_iter().flatten());
+        let mut resolved = ClientAcl::default();
+        for rule in rules {
+            let filter = if rule.pattern {
+                match substitute(&rule.filter, username, client_id) {
+                    Some(f) => f,
+                    None => continue,
+                }
+            } else {
+                rule.filter.clone()
+            };
+            let levels = Levels::new(&filter);
+            match rule.access {
+                Access::Deny => resolved.deny.push(levels),
+                access => {
+                    if access.reads() {
+                        resolved.read.push(levels.clone());
+                    }
+                    if access.writes() {
+                        resolved.write.push(levels);
+                    }
+                }
+            }
+        }
+        resolved
+    }
+}
+
+fn parse_rule(rest: &str, pattern: bool, keyword: &'static str) -> Result<Rule, AclLineError> {
+    let (access, filter) = match rest.split_once(char::is_whitespace) {
+        Some((word, filter)) => match Access::parse(word) {
+            Some(access) => (access, filter.trim()),
+            None => (Access::ReadWrite, rest),
+        },
+        None => match Access::parse(rest) {
+            Some(_) => return Err(AclLineError::MissingFilter(keyword)),
+            None => (Access::ReadWrite, rest),
+        },
+    };
+    if filter.is_empty() {
+        return Err(AclLineError::MissingFilter(keyword));
+    }
+    check_placeholders(filter, pattern)?;
+    validate_filter(filter).map_err(|reason| AclLineError::Filter {
+        filter: filter.to_owned(),
+        reason,
+    })?;
+    Ok(Rule {
+        access,
+        filter: filter.to_owned(),
+        pattern,
+    })
+}
+
+fn check_placeholders(filter: &str, pattern: bool) -> Result<(), AclLineError> {
+    let mut chars = filter.chars();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'c') => any = true,
+                _ => return Err(AclLineError::Substitution(filter.to_owned())),
+            }
+        }
+    }
+    if any && !pattern {
+        return Err(AclLineError::SubstitutionInTopic(filter.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks an MQTT topic filter (MQTT 3.1.1 section 4.7.1): not empty, no
+/// NUL, `#` only as a whole last level, `+` only as a whole level.
+///
+/// # Errors
+/// A short reason.
+pub fn validate_filter(filter: &str) -> Result<(), &'static str> {
+    if filter.is_empty() {
+        return Err("empty");
+    }
+    if filter.contains('\0') {
+        return Err("contains NUL");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("`#` must be the whole last level");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("`+` must be a whole level");
+        }
+    }
+    Ok(())
+}
+
+/// Checks an MQTT topic name for PUBLISH (MQTT 3.1.1 section 4.7.3): not
+/// empty, no wildcards, no NUL.
+pub fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// `%u` and `%c` replaced; `None` when a value could widen the filter.
+fn substitute(filter: &str, username: &str, client_id: &str) -> Option<String> {
+    let unsafe_value = |v: &str| v.contains(['/', '+', '#', '\0']);
+    let mut out = String::with_capacity(filter.len() + username.len());
+    let mut chars = filter.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let value = match chars.next() {
+            Some('u') => username,
+            Some('c') => client_id,
+            // Rejected when parsing.
+            _ => return None,
+        };
+        if value.is_empty() || unsafe_value(value) {
+            return None;
+        }
+        out.push_str(value);
+    }
+    Some(out)
+}
+
+/// A filter split into levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Levels(Vec<String>);
+
+impl Levels {
+    fn new(filter: &str) -> Levels {
+        Levels(filter.split('/').map(str::to_owned).collect())
+    }
+}
+
+fn is_wild(level: &str) -> bool {
+    level == "+" || level == "#"
+}
+
+/// True when a wildcard first level of one side meets a `$` topic on the
+/// other: wildcards never match `$` topics at the first level.
+fn dollar_mismatch(a: &[&str], b: &[String]) -> bool {
+    let (Some(x), Some(y)) = (a.first(), b.first()) else {
+        return false;
+    };
+    (x.starts_with('$') && is_wild(y)) || (y.starts_with('$') && is_wild(x))
+}
+
+/// True when every topic `filter` can match is matched by `outer`.
+fn within(filter: &[&str], outer: &[String]) -> bool {
+    if dollar_mismatch(filter, outer) {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        match (filter.get(i), outer.get(i).map(String::as_str)) {
+            (_, Some("#")) => return true,
+            (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(&"#"), Some(_)) => return false,
+            (Some(&"+"), Some(o)) if o != "+" => return false,
+            (Some(f), Some(o)) if o != "+" && *f != o => return false,
+            _ => i += 1,
+        }
+    }
+}
+
+/// True when some topic is matched by both filters.
+fn overlaps(filter: &[&str], other: &[String]) -> bool {
+    if dollar_mismatch(filter, other) {
+        return false;
+    }
+    let mut i = 0;
+    loop {
+        match (filter.get(i).copied(), other.get(i).map(String::as_str)) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(a), Some(b)) if a != "+" && b != "+" && a != b => return false,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The ACL of one connection, with `%u`/`%c` already substituted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAcl {
+    read: Vec<Levels>,
+    write: Vec<Levels>,
+    deny: Vec<Levels>,
+}
+
+impl ClientAcl {
+    /// May the client subscribe to `filter`? Invalid filters are refused.
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        if validate_filter(filter).is_err() {
+            return false;
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        self.read.iter().any(|r| within(&levels, &r.0))
+            && !self.deny.iter().any(|d| overlaps(&levels, &d.0))
+    }
+
+    /// May the client publish to `topic` (also its last will topic)?
+    /// Invalid topic names are refused.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        if !valid_topic_name(topic) {
+            return false;
+        }
+        let levels: Vec<&str> = topic.split('/').collect();
+        self.write.iter().any(|w| within(&levels, &w.0))
+            && !self.deny.iter().any(|d| overlaps(&levels, &d.0))
+    }
+
+    /// True when the client may neither read nor write anything.
+    pub fn is_empty(&self) -> bool {
+        self.read.is_empty() && self.write.is_empty()
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::ReadWrite => "readwrite",
+            Access::Deny => "deny",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kiosk(acl: &Acl, id: &str) -> ClientAcl {
+        acl.for_client(id, id, Some(Role::Kiosk))
+    }
+
+    #[test]
+    fn default_policy_parses_and_matches_the_shipped_example() {
+        let parsed = Acl::parse(DEFAULT_ACL).expect("default ACL parses");
+        assert_eq!(parsed, Acl::default_policy());
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/acl");
+        let shipped = std::fs::read_to_string(&example).expect("examples/acl exists");
+        assert_eq!(
+            shipped, DEFAULT_ACL,
+            "examples/acl must equal broker/src/default.acl"
+        );
+    }
+
+    /// The default policy, as DESIGN.md states it.
+    #[test]
+    fn default_policy_table() {
+        let acl = Acl::default_policy();
+        let a = kiosk(&acl, "kiosk-a");
+        let gateway = acl.for_client("gateway", "kiosk-gateway", Some(Role::Gateway));
+        let backend = acl.for_client("backend", "pos-1", Some(Role::Backend));
+        let tech = acl.for_client("technician", "mosq-1", Some(Role::Technician));
+        // (who, subscribe?, filter or topic, allowed)
+        let cases: &[(&ClientAcl, bool, &str, bool)] = &[
+            (&a, true, "kiosk/kiosk-a/print", true),
+            (&a, true, "kiosk/kiosk-a/cash/ack", true),
+            (&a, true, "kiosk/kiosk-a/cash/control", true),
+            (&a, true, "kiosk/kiosk-a/cmd", true),
+            (&a, true, "kiosk/kiosk-b/print", false),
+            (&a, true, "kiosk/+/print", false),
+            (&a, true, "#", false),
+            (&a, true, "kiosk/kiosk-a/#", false),
+            (&a, true, "kiosk/kiosk-a/+", false),
+            (&a, true, "kiosk/kiosk-a/status", false),
+            (&a, true, "kiosk/kiosk-a/print/result", false),
+            (&a, true, "$SYS/#", false),
+            (&a, false, "kiosk/kiosk-a/print/result", true),
+            (&a, false, "kiosk/kiosk-a/cash", true),
+            (&a, false, "kiosk/kiosk-a/status", true),
+            (&a, false, "kiosk/kiosk-b/cash", false),
+            (&a, false, "kiosk/kiosk-b/status", false),
+            (&a, false, "kiosk/kiosk-a/print", false),
+            (&a, false, "kiosk/kiosk-a/cash/ack", false),
+            (&a, false, "kiosk/+/cash", false),
+            (&gateway, true, "kiosk/+/status", true),
+            (&gateway, true, "kiosk/+/print/result", true),
+            (&gateway, true, "kiosk/#", true),
+            (&gateway, true, "#", false),
+            (&gateway, false, "kiosk/kiosk-a/print", true),
+            (&gateway, false, "kiosk/kiosk-a/cash/ack", true),
+            (&gateway, false, "kiosk/kiosk-a/cash/control", true),
+            (&gateway, false, "kiosk/kiosk-a/cmd", true),
+            (&gateway, false, "kiosk/kiosk-a/cash", false),
+            (&gateway, false, "kiosk/kiosk-a/status", false),
+            (&backend, false, "kiosk/kiosk-a/print", true),
+            (&backend, true, "kiosk/+/print/result", true),
+            (&backend, false, "kiosk/kiosk-a/print/result", false),
+            (&tech, true, "kiosk/#", true),
+            (&tech, true, "kiosk/+/#", true),
+            (&tech, true, "kiosk/kiosk-a/cash", true),
+            (&tech, true, "#", false),
+            (&tech, false, "kiosk/kiosk-a/print", false),
+            (&tech, false, "kiosk/kiosk-a/status", false),
+            (&tech, false, "other", false),
+        ];
+        for (i, (who, subscribe, what, allowed)) in cases.iter().enumerate() {
+            let got = if *subscribe {
+                who.may_subscribe(what)
+            } else {
+                who.may_publish(what)
+            };
+            let verb = if *subscribe { "subscribe" } else { "publish" };
+            assert_eq!(got, *allowed, "case {i}: {verb} {what}");
+        }
+        // A user without role (not in the credentials file) gets nothing.
+        assert!(acl.for_client("ghost", "ghost", None).is_empty());
+    }
+
+    /// Parser, wildcards, substitution and deny: `(acl text, user, client
+    /// id, role, subscribe?, filter/topic, allowed)`.
+    #[test]
+    fn rule_table() {
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static str,
+            Option<Role>,
+            bool,
+            &'static str,
+            bool,
+        );
+        let cases: &[Case] = &[
+            // Literal topics.
+            ("user u\ntopic read a/b", "u", "c", None, true, "a/b", true),
+            ("user u\ntopic read a/b", "u", "c", None, true, "a/c", false),
+            (
+                "user u\ntopic read a/b",
+                "u",
+                "c",
+                None,
+                false,
+                "a/b",
+                false,
+            ),
+            (
+                "user u\ntopic write a/b",
+                "u",
+                "c",
+                None,
+                false,
+                "a/b",
+                true,
+            ),
+            (
+                "user u\ntopic write a/b",
+                "u",
+                "c",
+                None,
+                true,
+                "a/b",
+                false,
+            ),
+            ("user u\ntopic a/b", "u", "c", None, true, "a/b", true),
+            ("user u\ntopic a/b", "u", "c", None, false, "a/b", true),
+            (
+                "user u\ntopic readwrite a/b",
+                "u",
+                "c",
+                None,
+                false,
+                "a/b",
+                true,
+            ),
+            // Sections only apply to their user.
+            ("user u\ntopic read a/b", "v", "c", None, true, "a/b", false),
+            // `+` in a rule.
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x/c",
+                true,
+            ),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/+/c",
+                true,
+            ),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x/y/c",
+                false,
+            ),
+            (
+                "user u\ntopic read a/+/c",
+                "u",
+                "c",
+                None,
+                true,
+                "a/#",
+                false,
+            ),
+            (
+                "user u\ntopic write a/+",
+                "u",
+                "c",
+                None,
+                false,
+                "a/x",
+                true,
+            ),
+            ("user u\ntopic write a/+", "u", "c", None, false, "a", false),
+            // `#` in a rule, including the parent level.
+            ("user u\ntopic read a/#", "u", "c", None, true, "a", true),
+            (
+                "user u\ntopic read a/#",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x/y",
+                true,
+            ),
+            (
+                "user u\ntopic read a/#",
+                "u",
+                "c",
+                None,
+                true,
+                "a/+/y/#",
+                true,
+            ),
+            ("user u\ntopic read a/#", "u", "c", None, true, "#", false),
+            ("user u\ntopic read a/#", "u", "c", None, true, "b/x", false),
+            ("user u\ntopic read +/x", "u", "c", None, true, "+/#", false),
+            ("user u\ntopic read #", "u", "c", None, true, "#", true),
+            (
+                "user u\ntopic read #",
+                "u",
+                "c",
+                None,
+                true,
+                "$SYS/x",
+                false,
+            ),
+            (
+                "user u\ntopic read $SYS/#",
+                "u",
+                "c",
+                None,
+                true,
+                "$SYS/x",
+                true,
+            ),
+            // Patterns.
+            (
+                "pattern read k/%u/p",
+                "k1",
+                "k1",
+                None,
+                true,
+                "k/k1/p",
+                true,
+            ),
+            (
+                "pattern read k/%u/p",
+                "k1",
+                "k1",
+                None,
+                true,
+                "k/k2/p",
+                false,
+            ),
+            (
+                "pattern write k/%c/s",
+                "u",
+                "dev-9",
+                None,
+                false,
+                "k/dev-9/s",
+                true,
+            ),
+            (
+                "pattern write k/%c/s",
+                "u",
+                "dev-9",
+                None,
+                false,
+                "k/u/s",
+                false,
+            ),
+            (
+                "pattern write k/%u-%c",
+                "u",
+                "9",
+                None,
+                false,
+                "k/u-9",
+                true,
+            ),
+            // A client id cannot widen a pattern.
+            ("pattern read k/%c/p", "u", "+", None, true, "k/+/p", false),
+            (
+                "pattern read k/%c/p",
+                "u",
+                "a/b",
+                None,
+                true,
+                "k/a/b/p",
+                false,
+            ),
+            ("pattern read k/%c/#", "u", "#", None, true, "k/#", false),
+            ("pattern read k/%c/p", "u", "", None, true, "k//p", false),
+            // Role sections.
+            (
+                "role kiosk\npattern read k/%u",
+                "k1",
+                "k1",
+                Some(Role::Kiosk),
+                true,
+                "k/k1",
+                true,
+            ),
+            (
+                "role kiosk\npattern read k/%u",
+                "k1",
+                "k1",
+                Some(Role::Backend),
+                true,
+                "k/k1",
+                false,
+            ),
+            (
+                "role backend\ntopic write k/+/p\nuser b2\ntopic write x",
+                "b2",
+                "c",
+                Some(Role::Backend),
+                false,
+                "x",
+                true,
+            ),
+            (
+                "role backend\ntopic write k/+/p\nuser b2\ntopic write x",
+                "b2",
+                "c",
+                Some(Role::Backend),
+                false,
+                "k/1/p",
+                true,
+            ),
+            // Deny wins.
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/x",
+                true,
+            ),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/secret",
+                false,
+            ),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/#",
+                false,
+            ),
+            (
+                "user u\ntopic read a/#\ntopic deny a/secret",
+                "u",
+                "c",
+                None,
+                true,
+                "a/+",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite a/#\ntopic deny a/+/cash",
+                "u",
+                "c",
+                None,
+                false,
+                "a/k/cash",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite a/#\ntopic deny a/+/cash",
+                "u",
+                "c",
+                None,
+                false,
+                "a/k/print",
+                true,
+            ),
+            (
+                "pattern deny k/%u/x\nuser u\ntopic readwrite k/#",
+                "u",
+                "c",
+                None,
+                false,
+                "k/u/x",
+                false,
+            ),
+            // Invalid names and filters from clients.
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                false,
+                "a/+",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                false,
+                "",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                true,
+                "a/#/b",
+                false,
+            ),
+            (
+                "user u\ntopic readwrite #",
+                "u",
+                "c",
+                None,
+                true,
+                "a+",
+                false,
+            ),
+            // Comments, blank lines, indentation.
+            (
+                "# c\n\n  user u  \n  # x\n  topic   read   a/b  ",
+                "u",
+                "c",
+                None,
+                true,
+                "a/b",
+                true,
+            ),
+        ];
+        for (i, (text, user, client, role, subscribe, what, allowed)) in cases.iter().enumerate() {
+            let acl = Acl::parse(text).unwrap_or_else(|e| panic!("case {i}: {e}"));
+            let client_acl = acl.for_client(user, client, *role);
+            let got = if *subscribe {
+                client_acl.may_subscribe(what)
+            } else {
+                client_acl.may_publish(what)
+            };
+            assert_eq!(
+                got, *allowed,
+                "case {i}: {text:?} as {user}/{client}: {what}"
+            );
+        }
+    }
+
+    /// Malformed files: the error names the line and what is wrong.
+    #[test]
+    fn malformed_lines_name_the_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("topics read a", 1, "unknown keyword \"topics\""),
+            ("# ok\nuser\n", 2, "expected `user <name>`"),
+            ("user a b\n", 1, "expected `user <name>`"),
+            ("role admin\n", 1, "unknown role \"admin\""),
+            ("role\n", 1, "unknown role \"\""),
+            (
+                "user u\ntopic read\n",
+                2,
+                "missing topic filter after \"topic\"",
+            ),
+            ("pattern\n", 1, "missing topic filter after \"pattern\""),
+            (
+                "user u\ntopic read a/#/b\n",
+                2,
+                "`#` must be the whole last level",
+            ),
+            (
+                "user u\ntopic read a/b#\n",
+                2,
+                "`#` must be the whole last level",
+            ),
+            ("user u\ntopic write a+/b\n", 2, "`+` must be a whole level"),
+            ("pattern read k/%x\n", 1, "unknown substitution"),
+            ("pattern read k/%\n", 1, "unknown substitution"),
+            (
+                "user u\ntopic read k/%u\n",
+                2,
+                "only substituted on `pattern` lines",
+            ),
+            ("topic read a/b\n", 1, "outside a `user` or `role` section"),
+            (
+                "\n\n\nuser u\npattern read a\nfoo\n",
+                6,
+                "unknown keyword \"foo\"",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            let err = Acl::parse(text).expect_err(text);
+            assert_eq!(err.line, *line, "{text:?}: {err}");
+            let message = err.to_string();
+            assert!(message.contains(needle), "{text:?}: {message}");
+            assert!(message.starts_with(&format!("line {line}: ")), "{message}");
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acl");
+        std::fs::write(&path, "user u\ntopic read a/#/b\n").unwrap();
+        let err = Acl::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: line 2: ", path.display())),
+            "{err}"
+        );
+        let err = Acl::load(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read ACL file"), "{err}");
+        std::fs::write(&path, "role kiosk\npattern write kiosk/%u/status\n").unwrap();
+        let acl = Acl::load(&path).unwrap();
+        assert!(kiosk(&acl, "k1").may_publish("kiosk/k1/status"));
+    }
+
+    #[test]
+    fn allow_all_allows_all() {
+        let all = Acl::allow_all().for_client("x", "y", None);
+        assert!(all.may_subscribe("#"));
+        assert!(all.may_publish("kiosk/k1/cash"));
+    }
+}

@@ -1,0 +1,673 @@
+//! The front door: our own accept loops for the public MQTT listeners
+//! (plain TCP and TLS), in front of rumqttd's listeners, which only listen on
+//! loopback.
+//!
+//! For each client connection, in order:
+//!
+//! 1. **max connections**: over `max_connections` open client connections,
+//!    the socket is closed right after accept;
+//! 2. **connection rate**: a [`RateLimiter`] (`connections_per_second`,
+//!    burst of one second's worth) gives the connection a start time; it
+//!    waits in our queue (an accepted socket, so the kernel's listen queue
+//!    never overflows) or, when its start would be more than
+//!    `connect_timeout` away, is closed at once;
+//! 3. TCP_NODELAY, then the **TLS handshake** (tokio-rustls) on the TLS
+//!    listener, and reading the **CONNECT** packet (rumqttd's own v4 codec),
+//!    both within `connect_timeout`: a client that never finishes its
+//!    handshake costs one task and a timer, never the accept loop;
+//! 4. **failed-login throttling** per client address ([`LoginThrottle`],
+//!    `failed_logins_per_minute`) and the **credentials** check, answered
+//!    with a real CONNACK return code: 0x04 bad username or password, 0x05
+//!    not authorized (no credentials, throttled address, last will topic
+//!    forbidden by the ACL), 0x02 identifier rejected (a kiosk with a
+//!    foreign client id), 0x01 for a protocol other than MQTT 3.1.1;
+//! 5. a connection to one of rumqttd's loopback listeners (round robin,
+//!    at most [`UPSTREAM_SLOTS`] connects in flight per listener so rumqttd's
+//!    one-at-a-time accept loop and its listen queue are never flooded),
+//!    which gets the CONNECT bytes as received and re-checks credentials
+//!    and the ACL itself ([`FleetProtocol`](crate::FleetProtocol));
+//! 6. bytes are copied both ways until either side closes, the broker
+//!    shuts down, or the user's credentials are **revoked**: a watcher
+//!    re-reads the credentials file every [`CREDENTIALS_CHECK`] and drops
+//!    every live connection whose user was removed or got a new password
+//!    (`kiosk-gateway kiosk remove|rotate`, `kiosk-broker passwd`).
+//!
+//! Every refusal is counted in [`BrokerMetrics`] and logged with the client
+//! address (at most one warning per reason and second; the others at debug
+//! level, so a flood cannot flood the log).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kiosk_schemas::Secret;
+use rumqttd::protocol::v4::{self, V4};
+use rumqttd::protocol::{self, ConnAck, ConnectReturnCode, Packet, Protocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::acl::Acl;
+use crate::credentials::{AuthOutcome, CredentialStore, RefuseReason};
+use crate::limits::{LoginThrottle, RateLimiter};
+use crate::metrics::{AclAction, BrokerMetrics, Refusal};
+
+/// Connects in flight to one rumqttd listener: below its listen backlog
+/// (128), so connections queue in our process, not in the kernel.
+pub(crate) const UPSTREAM_SLOTS: usize = 64;
+/// How often the credentials file is checked for revoked users.
+pub(crate) const CREDENTIALS_CHECK: Duration = Duration::from_secs(1);
+/// How long a connection whose client closed its side may still receive
+/// what the broker sends.
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a refused client gets to read its CONNACK.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// A client stream, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// What the front door enforces; see the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct FrontLimits {
+    pub max_connections: usize,
+    pub connections_per_second: u32,
+    pub failed_logins_per_minute: u32,
+    pub connect_timeout: Duration,
+    pub max_packet: usize,
+}
+
+/// State shared by the accept loops and connection tasks.
+pub(crate) struct FrontDoor {
+    credentials: Arc<CredentialStore>,
+    acl: Arc<Acl>,
+    metrics: Arc<BrokerMetrics>,
+    limits: FrontLimits,
+    connections: Arc<Semaphore>,
+    rate: RateLimiter,
+    throttle: LoginThrottle,
+    upstreams: Vec<(SocketAddr, Arc<Semaphore>)>,
+    next_upstream: AtomicUsize,
+    sessions: Sessions,
+    log_limit: LogLimit,
+    shutdown: CancellationToken,
+}
+
+impl FrontDoor {
+    pub(crate) fn new(
+        credentials: Arc<CredentialStore>,
+        acl: Arc<Acl>,
+        metrics: Arc<BrokerMetrics>,
+        limits: FrontLimits,
+        upstreams: &[SocketAddr],
+        shutdown: CancellationToken,
+    ) -> Arc<FrontDoor> {
+        Arc::new(FrontDoor {
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            rate: RateLimiter::new(limits.connections_per_second),
+            throttle: LoginThrottle::new(limits.failed_logins_per_minute),
+            upstreams: upstreams
+                .iter()
+                .map(|a| (*a, Arc::new(Semaphore::new(UPSTREAM_SLOTS))))
+                .collect(),
+            next_upstream: AtomicUsize::new(0),
+            sessions: Sessions::default(),
+            log_limit: LogLimit::default(),
+            credentials,
+            acl,
+            metrics,
+            limits,
+            shutdown,
+        })
+    }
+
+    /// Accepts connections on `listener` until shutdown; `tls` makes it the
+    /// TLS listener.
+    pub(crate) async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, mostly: back off a little
+                    // instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                self.refuse(Refusal::MaxConnections, peer, None, None);
+                continue;
+            };
+            let Some(wait) = self
+                .rate
+                .reserve(Instant::now(), self.limits.connect_timeout)
+            else {
+                self.refuse(Refusal::RateLimited, peer, None, None);
+                continue;
+            };
+            tokio::spawn(
+                self.clone()
+                    .connection(stream, peer, tls.clone(), permit, wait),
+            );
+        }
+    }
+
+    /// Re-reads the credentials file every [`CREDENTIALS_CHECK`] and drops
+    /// live connections of users removed or given a new password.
+    pub(crate) async fn revocation_watcher(self: Arc<Self>) {
+        let mut seen = self.credentials.generation();
+        let mut tick = tokio::time::interval(CREDENTIALS_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.credentials.refresh();
+            let generation = self.credentials.generation();
+            if generation == seen {
+                continue;
+            }
+            seen = generation;
+            for live in self.sessions.revoked(&self.credentials) {
+                self.metrics.revoked();
+                warn!(client_id = ?live.client_id, username = ?live.username, peer = %live.peer,
+                    "credentials removed or changed: disconnecting the live session");
+                live.token.cancel();
+            }
+        }
+    }
+
+    /// Logs (limited) and counts a refusal.
+    fn refuse(
+        &self,
+        reason: Refusal,
+        peer: SocketAddr,
+        client_id: Option<&str>,
+        username: Option<&str>,
+    ) {
+        self.metrics.refused(reason);
+        if self.log_limit.allow(reason) {
+            warn!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
+        } else {
+            debug!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        permit: OwnedSemaphorePermit,
+        wait: Duration,
+    ) {
+        if !wait.is_zero() {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Small packets (PUBACKs, jobs) must not wait for Nagle + delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + self.limits.connect_timeout;
+        let mut client: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(acceptor) => {
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return self.refuse(Refusal::TlsHandshake, peer, None, None);
+                    }
+                    Err(_) => return self.refuse(Refusal::ConnectTimeout, peer, None, None),
+                }
+            }
+        };
+        let read =
+            tokio::time::timeout_at(deadline, read_connect(&mut client, self.limits.max_packet));
+        let (bytes, packet) = match read.await {
+            Ok(Ok(read)) => read,
+            Ok(Err(ConnectError::Closed)) => return,
+            Ok(Err(ConnectError::Io(e))) => {
+                debug!(%peer, error = %e, "connection failed before CONNECT");
+                return;
+            }
+            Ok(Err(ConnectError::TooLarge)) => {
+                return self.refuse(Refusal::PayloadTooLarge, peer, None, None);
+            }
+            Ok(Err(ConnectError::ProtocolVersion)) => {
+                self.refuse(Refusal::Protocol, peer, None, None);
+                return refuse_with(client, ConnectReturnCode::RefusedProtocolVersion).await;
+            }
+            Ok(Err(ConnectError::Protocol)) => {
+                return self.refuse(Refusal::Protocol, peer, None, None);
+            }
+            Err(_) => return self.refuse(Refusal::ConnectTimeout, peer, None, None),
+        };
+        let Packet::Connect(connect, _, will, _, login) = packet else {
+            return self.refuse(Refusal::Protocol, peer, None, None);
+        };
+        let client_id = connect.client_id;
+        let Some(login) = login else {
+            self.refuse(Refusal::LoginFailed, peer, Some(&client_id), None);
+            return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
+        };
+        let username = login.username;
+        if !self.throttle.allows(peer.ip(), Instant::now()) {
+            self.refuse(
+                Refusal::LoginThrottled,
+                peer,
+                Some(&client_id),
+                Some(&username),
+            );
+            return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
+        }
+        let password = Secret::new(login.password);
+        // Taken before the check: if the file changes in between, the
+        // session is registered under the older version and revoked, never
+        // kept under a version it did not log in with.
+        self.credentials.refresh();
+        let fingerprint = self.credentials.fingerprint(&username);
+        let role = match self
+            .credentials
+            .verify(&client_id, &username, &password)
+            .await
+        {
+            AuthOutcome::Accepted { role } => role,
+            AuthOutcome::Refused { reason } => {
+                self.throttle.failed(peer.ip(), Instant::now());
+                self.refuse(
+                    Refusal::LoginFailed,
+                    peer,
+                    Some(&client_id),
+                    Some(&username),
+                );
+                debug!(%peer, ?client_id, ?username, %reason, "login refused");
+                let code = match reason {
+                    RefuseReason::ClientIdMismatch => ConnectReturnCode::ClientIdentifierNotValid,
+                    RefuseReason::UnknownUser | RefuseReason::WrongPassword => {
+                        ConnectReturnCode::BadUserNamePassword
+                    }
+                };
+                return refuse_with(client, code).await;
+            }
+        };
+        if let Some(will) = &will {
+            let acl = self.acl.for_client(&username, &client_id, Some(role));
+            let allowed = std::str::from_utf8(&will.topic).is_ok_and(|t| acl.may_publish(t));
+            if !allowed {
+                self.metrics.acl_denied(AclAction::Will);
+                let topic = String::from_utf8_lossy(&will.topic);
+                warn!(%peer, ?client_id, ?username, ?topic, action = %AclAction::Will, "ACL denied: refusing the connection");
+                return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
+            }
+        }
+        let Some(fingerprint) = fingerprint else {
+            // Added between the check and now: let it log in again.
+            self.refuse(
+                Refusal::LoginFailed,
+                peer,
+                Some(&client_id),
+                Some(&username),
+            );
+            return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
+        };
+        // rumqttd admits about one connection per listener and timer tick;
+        // a client that cannot be handed over in time gets 0x03 and retries.
+        let handover =
+            tokio::time::timeout(self.limits.connect_timeout, self.connect_upstream(&bytes));
+        let upstream = match handover.await {
+            Ok(Ok(upstream)) => upstream,
+            Ok(Err(e)) => {
+                warn!(%peer, error = %e, "cannot reach rumqttd's internal listener");
+                self.refuse(Refusal::Upstream, peer, Some(&client_id), Some(&username));
+                return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
+            }
+            Err(_) => {
+                self.refuse(Refusal::Upstream, peer, Some(&client_id), Some(&username));
+                return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
+            }
+        };
+        debug!(%peer, ?client_id, ?username, %role, "login accepted");
+        let token = self.shutdown.child_token();
+        let revoked_meanwhile = {
+            let username = username.clone();
+            move |credentials: &CredentialStore| {
+                credentials.refresh();
+                credentials.fingerprint(&username) != Some(fingerprint)
+            }
+        };
+        let id = self.sessions.insert(Live {
+            username,
+            client_id,
+            peer,
+            fingerprint,
+            token: token.clone(),
+        });
+        // The watcher may have swept between the check and the insert.
+        if revoked_meanwhile(&self.credentials) {
+            token.cancel();
+        }
+        self.metrics.opened();
+        splice(client, upstream, &token).await;
+        self.metrics.closed();
+        self.sessions.remove(id);
+        drop(permit);
+    }
+
+    async fn connect_upstream(&self, connect: &[u8]) -> io::Result<Upstream> {
+        let index =
+            self.next_upstream.fetch_add(1, Ordering::Relaxed) % self.upstreams.len().max(1);
+        let (addr, slots) = self
+            .upstreams
+            .get(index)
+            .ok_or_else(|| io::Error::other("no upstream listener"))?;
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("upstream closed"))?;
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(connect).await?;
+        Ok(Upstream {
+            stream,
+            slot: Some(slot),
+        })
+    }
+}
+
+/// Why no CONNECT could be read.
+enum ConnectError {
+    Closed,
+    Io(io::Error),
+    TooLarge,
+    ProtocolVersion,
+    Protocol,
+}
+
+/// Reads until one whole packet is buffered and decodes it with rumqttd's
+/// v4 codec. Returns the bytes read (the packet and anything the client
+/// pipelined after it, for rumqttd) and the packet.
+async fn read_connect(
+    io: &mut Box<dyn Io>,
+    max_packet: usize,
+) -> Result<(BytesMut, Packet), ConnectError> {
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        match v4::check(buf.iter(), max_packet) {
+            Ok(_) => {
+                let mut frame = buf.clone();
+                return match V4.read_mut(&mut frame, max_packet) {
+                    Ok(packet) => Ok((buf, packet)),
+                    Err(protocol::Error::InvalidProtocolLevel(_)) => {
+                        Err(ConnectError::ProtocolVersion)
+                    }
+                    Err(_) => Err(ConnectError::Protocol),
+                };
+            }
+            Err(protocol::Error::InsufficientBytes(_)) => {}
+            Err(protocol::Error::PayloadSizeLimitExceeded(_)) => {
+                return Err(ConnectError::TooLarge);
+            }
+            Err(_) => return Err(ConnectError::Protocol),
+        }
+        match io.read_buf(&mut buf).await {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ConnectError::Io(e)),
+        }
+    }
+}
+
+/// Answers CONNECT with a refusing CONNACK and closes the connection.
+async fn refuse_with(mut client: Box<dyn Io>, code: ConnectReturnCode) {
+    let mut out = BytesMut::with_capacity(4);
+    let connack = Packet::ConnAck(
+        ConnAck {
+            session_present: false,
+            code,
+        },
+        None,
+    );
+    if V4.write(connack, &mut out).is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        client.write_all(&out).await?;
+        client.flush().await?;
+        client.shutdown().await
+    })
+    .await;
+}
+
+/// Copies bytes both ways until the broker closes, the client closed and
+/// the grace period passed, or `token` is cancelled.
+async fn splice(client: Box<dyn Io>, upstream: Upstream, token: &CancellationToken) {
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut up_read, mut up_write) = tokio::io::split(upstream);
+    let to_broker = async {
+        let _ = tokio::io::copy(&mut client_read, &mut up_write).await;
+        let _ = up_write.shutdown().await;
+    };
+    let to_client = async {
+        let _ = tokio::io::copy(&mut up_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::pin!(to_broker, to_client);
+    let mut client_closed = false;
+    // Armed when the client closes its side.
+    let grace = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = &mut to_client => return,
+            () = &mut to_broker, if !client_closed => {
+                client_closed = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + HALF_CLOSE_GRACE);
+            }
+            () = &mut grace, if client_closed => return,
+        }
+    }
+}
+
+/// The connection to rumqttd. Holds an upstream slot until rumqttd first
+/// answers (its CONNACK) or closes, i.e. until it has accepted the
+/// connection.
+struct Upstream {
+    stream: TcpStream,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.slot = None;
+            quick_ack(&self.stream);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Acknowledges what rumqttd sent at once. rumqttd leaves Nagle's
+/// algorithm on for the sockets it accepts, so a small packet it writes
+/// while an earlier one is unacknowledged waits for our ACK, which Linux
+/// delays by up to 40 ms; TCP_QUICKACK (not sticky, hence after every read)
+/// takes that stall off the broker → kiosk path.
+#[cfg(target_os = "linux")]
+fn quick_ack(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quick_ack(_stream: &TcpStream) {}
+
+/// One live client connection.
+#[derive(Debug)]
+struct Live {
+    username: String,
+    client_id: String,
+    peer: SocketAddr,
+    fingerprint: u64,
+    token: CancellationToken,
+}
+
+/// Live connections by id.
+#[derive(Debug, Default)]
+struct Sessions {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Live>>,
+}
+
+impl Sessions {
+    fn insert(&self, live: Live) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, live);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Removes and returns the sessions whose credentials changed.
+    fn revoked(&self, credentials: &CredentialStore) -> Vec<Live> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<u64> = live
+            .iter()
+            .filter(|(_, l)| credentials.fingerprint(&l.username) != Some(l.fingerprint))
+            .map(|(id, _)| *id)
+            .collect();
+        gone.iter().filter_map(|id| live.remove(id)).collect()
+    }
+}
+
+/// At most one warning per refusal reason and second.
+#[derive(Debug, Default)]
+struct LogLimit {
+    last: Mutex<HashMap<Refusal, Instant>>,
+}
+
+impl LogLimit {
+    fn allow(&self, reason: Refusal) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.get(&reason) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => false,
+            _ => {
+                last.insert(reason, now);
+                true
+            }
+        }
+    }
+}
+
+/// Binds a listener with a large accept backlog (a fleet reconnecting at
+/// once must queue in our process, not be dropped by the kernel).
+///
+/// # Errors
+/// The bind or listen error.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Logs where the front door listens.
+pub(crate) fn log_listening(
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    internal: &[SocketAddr],
+) {
+    info!(?plain, ?tls, ?internal, "MQTT front door listening");
+}
+
+/// File descriptors the broker needs per client connection: the client's
+/// socket, the front door's socket to rumqttd, and rumqttd's end of it.
+pub(crate) const FDS_PER_CONNECTION: u64 = 3;
+
+/// `max_connections`, lowered (with a warning) to what the open-files
+/// limit allows: running out of descriptors would make rumqttd's accept
+/// loop spin on `EMFILE`.
+pub(crate) fn effective_max_connections(max_connections: usize) -> usize {
+    let Some(limit) = open_files_limit() else {
+        return max_connections;
+    };
+    let reserve = 256;
+    let fits = usize::try_from(limit.saturating_sub(reserve) / FDS_PER_CONNECTION)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < max_connections {
+        warn!(
+            limit,
+            max_connections,
+            capped_to = fits,
+            "the open-files limit is too low for max_connections (3 descriptors per connection): raise it (systemd LimitNOFILE) or lower max_connections"
+        );
+        return fits;
+    }
+    max_connections
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
