@@ -62,6 +62,8 @@ pub struct CashLink {
     pub outbox: crate::cash::outbox::Outbox,
     /// What the cloud asks the acceptor to do.
     pub desired: tokio::sync::watch::Sender<crate::cash::Acceptance>,
+    /// Wakes the [`crate::cash::Sender`]: acknowledgements open its window.
+    pub sender: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// What to do once a batch is flushed.
@@ -254,6 +256,9 @@ impl Intake {
                         "credits acknowledged"
                     );
                     self.board.set_cash_unacked(cash.outbox.len() as u64);
+                    if n > 0 {
+                        cash.sender.notify_one();
+                    }
                 }
                 // Keeping them only means sending them again.
                 Err(e) => tracing::error!(error = %e, "could not delete acknowledged credits"),

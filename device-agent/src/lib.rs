@@ -152,13 +152,17 @@ impl Agent {
             let sender = cash::Sender {
                 outbox: outbox.clone(),
                 publisher: publisher.clone(),
-                recorded,
+                recorded: recorded.clone(),
                 connects: connects.clone(),
                 resend_interval: cash_config.resend_interval,
             };
             tasks.push(tokio::spawn(acceptor.run(shutdown.clone())));
             tasks.push(tokio::spawn(sender.run(shutdown.clone())));
-            intake.cash = Some(intake::CashLink { outbox, desired });
+            intake.cash = Some(intake::CashLink {
+                outbox,
+                desired,
+                sender: recorded,
+            });
         }
         tasks.push(tokio::spawn(intake.run(rx, shutdown.clone())));
         tasks.push(tokio::spawn(publish_status_changes(

@@ -70,18 +70,32 @@ async fn latency(n: usize) {
     let mut buf = String::new();
     assert_eq!(next_event(&mut resp, &mut buf).await, "session");
     let mut samples = Vec::with_capacity(n);
+    let mut writes = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
         acceptor.send("COIN:1").await.expect("write");
+        // The clock starts once the line is on the serial line: the pty
+        // write itself can stall while the disk is busy (see below).
+        let t1 = Instant::now();
+        writes.push(t1 - t0);
         while next_event(&mut resp, &mut buf).await != "credit" {}
-        samples.push(t0.elapsed());
+        samples.push(t1.elapsed());
     }
     samples.sort();
+    writes.sort();
     println!(
-        "serial line -> SSE `credit`, {n} credits one at a time: p50 {}  p99 {}  max {}",
+        "serial line written -> SSE `credit`, {n} credits one at a time: p50 {}  p99 {}  max {}",
         ms(pct(&samples, 0.5)),
         ms(pct(&samples, 0.99)),
         ms(*samples.last().expect("samples"))
+    );
+    // Not part of the path: the test's write(2) on the pty master. On this
+    // kind of VM it stalls while other threads fsync; a real UART does not.
+    println!(
+        "  (the pty write(2) itself, in the harness: p50 {}  p99 {}  max {})",
+        ms(pct(&writes, 0.5)),
+        ms(pct(&writes, 0.99)),
+        ms(*writes.last().expect("writes"))
     );
     agent.shutdown().await;
 }
@@ -123,17 +137,24 @@ async fn drain(n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drained = t1.elapsed() - reconnected;
+    let all_acked = t1.elapsed();
     let (_, list) = fleet.get("/v1/kiosks/k1/unassigned-credits").await;
     let stored = list["credits"].as_array().map_or(0, Vec::len);
     println!(
-        "offline buffer: {n} credits recorded (each flushed) in {:.2} s ({:.0}/s); after the link \
-         came back ({:.2} s to reconnect) drained in {:.2} s ({:.0} credits/s); gateway holds {stored}",
+        "offline buffer: {n} credits recorded (each flushed) in {:.2} s ({:.0}/s)",
         recorded.as_secs_f64(),
         n as f64 / recorded.as_secs_f64(),
+    );
+    // The kiosk publishes its credits right after CONNACK, before its
+    // `online` status reaches the gateway, so the drain overlaps the
+    // reconnect; the rate is over the whole time from link back to the
+    // kiosk reporting nothing left to send (its status is debounced).
+    println!(
+        "  link back -> kiosk online {:.2} s (agent backoff), -> all acknowledged {:.2} s: \
+         {:.0} credits/s; gateway holds {stored}",
         reconnected.as_secs_f64(),
-        drained.as_secs_f64(),
-        n as f64 / drained.as_secs_f64()
+        all_acked.as_secs_f64(),
+        n as f64 / all_acked.as_secs_f64()
     );
     agent.shutdown().await;
 }

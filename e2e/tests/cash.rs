@@ -139,6 +139,59 @@ async fn broker_link_cut_while_50_credits_go_in_loses_and_repeats_nothing() {
 }
 
 #[tokio::test]
+async fn credits_buffered_beyond_one_send_window_drain_on_acknowledgements_alone() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let k = kiosk().await;
+    let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
+    let mut config = fleet.cash_agent_config(
+        "k1",
+        k.printer.addr(),
+        k.acceptor.path(),
+        Some(proxy.addr()),
+    );
+    // No timer re-send within the test: only acknowledgements move the
+    // window past its first SEND_WINDOW credits.
+    config.cash.as_mut().unwrap().resend_interval = Duration::from_secs(3600);
+    let agent = fleet.start_agent_with(config).await;
+    fleet.wait_cash_connected("k1", true).await;
+    proxy.cut();
+    fleet.wait_kiosk("k1", "offline").await;
+
+    let n = 2 * kiosk_agent::cash::SEND_WINDOW + 50;
+    let stats = agent.cash_stats().unwrap();
+    for _ in 0..n {
+        k.acceptor.send("COIN:1").await.unwrap();
+    }
+    assert!(
+        kiosk_e2e::wait_for(WAIT, || async {
+            stats.credits.load(std::sync::atomic::Ordering::Relaxed) == n as u64
+        })
+        .await,
+        "the agent recorded all {n} while offline"
+    );
+    proxy.restore();
+    let list = fleet
+        .wait_get("/v1/kiosks/k1/unassigned-credits", |l| {
+            l["credits"].as_array().map_or(0, Vec::len) >= n
+        })
+        .await
+        .expect("every buffered credit reaches the gateway");
+    let seqs: std::collections::BTreeSet<u64> = list["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), n, "each seq once");
+    assert_eq!(list["credits"].as_array().unwrap().len(), n, "none twice");
+    fleet
+        .wait_get("/v1/kiosks/k1", |k| k["cash"]["unacked"] == 0)
+        .await
+        .expect("every credit acknowledged");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
 async fn agent_killed_after_reading_credits_loses_none_and_counts_none_twice() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;

@@ -291,13 +291,21 @@ async fn command<W: AsyncWrite + Unpin>(wr: &mut W, enable: bool) -> Result<(), 
     }
 }
 
-/// Publishes the outbox's credits until the cloud acknowledges them.
+/// Most credits published and not yet acknowledged at once. A kiosk that
+/// buffered thousands of credits offline sends them in windows: a burst
+/// larger than the broker's in-memory log for `kiosk/+/cash` (see
+/// `kiosk_broker::BrokerConfig`) would lose its oldest messages there and
+/// stall the drain until the next re-send.
+pub const SEND_WINDOW: usize = 256;
+
+/// Publishes the outbox's credits until the cloud acknowledges them, at most
+/// [`SEND_WINDOW`] at a time, lowest `seq` first.
 pub struct Sender {
     /// The outbox.
     pub outbox: Outbox,
     /// The MQTT session.
     pub publisher: Publisher,
-    /// Woken after each recorded credit.
+    /// Woken after each recorded credit and each acknowledgement.
     pub recorded: Arc<Notify>,
     /// Changes after every CONNACK.
     pub connects: watch::Receiver<u64>,
@@ -308,6 +316,8 @@ pub struct Sender {
 impl Sender {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // When each credit of the window was last published on this
+        // connection.
         let mut sent: HashMap<u64, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(self.resend_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,15 +335,17 @@ impl Sender {
                 }
                 _ = tick.tick() => Some(self.resend_interval),
             };
-            let unacked = match self.outbox.unacked() {
-                Ok(u) => u,
+            // Acknowledgements delete a prefix of the outbox, so the credits
+            // in flight are always the lowest ones left.
+            let window = match self.outbox.unacked_window(SEND_WINDOW) {
+                Ok(w) => w,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the cash outbox");
                     continue;
                 }
             };
-            sent.retain(|seq, _| unacked.iter().any(|e| e.seq == *seq));
-            for event in unacked {
+            sent.retain(|seq, _| window.iter().any(|e| e.seq == *seq));
+            for event in window {
                 let due = match (sent.get(&event.seq), resend_older_than) {
                     (None, _) => true,
                     (Some(t), Some(age)) => t.elapsed() >= age,

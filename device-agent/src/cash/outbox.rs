@@ -68,6 +68,9 @@ pub struct Outbox {
     /// whose flush failed might be renumbered after a crash, and the cloud
     /// would then take a new credit for a duplicate of a sent one.
     durable: Arc<AtomicU64>,
+    /// Number of credits stored: `Tree::len` walks the whole tree, and
+    /// the status is refreshed after every credit and every ack.
+    stored: Arc<AtomicU64>,
     /// Test hook: make appends fail as a full disk would.
     #[cfg(test)]
     fail_appends: Arc<std::sync::atomic::AtomicBool>,
@@ -113,12 +116,14 @@ impl Outbox {
             Some((k, _)) => read_u64(&k),
             None => 0,
         };
+        let stored = events.len() as u64;
         Ok(Outbox {
             db: db.clone(),
             events,
             meta,
             id,
             durable: Arc::new(AtomicU64::new(durable)),
+            stored: Arc::new(AtomicU64::new(stored)),
             #[cfg(test)]
             fail_appends: Arc::default(),
         })
@@ -165,6 +170,7 @@ impl Outbox {
             meta.insert(NEXT_SEQ_KEY, &be(seq + 1))?;
             Ok(rec)
         })?;
+        self.stored.fetch_add(1, Ordering::SeqCst);
         Ok(self.event(rec))
     }
 
@@ -214,8 +220,10 @@ impl Outbox {
         let mut n = 0;
         for item in self.events.range(..=be(up_to_seq)) {
             let (k, _) = item?;
-            self.events.remove(k)?;
-            n += 1;
+            if self.events.remove(k)?.is_some() {
+                self.stored.fetch_sub(1, Ordering::SeqCst);
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -225,9 +233,19 @@ impl Outbox {
     /// # Errors
     /// [`OutboxError`] on storage failure or an unreadable record.
     pub fn unacked(&self) -> Result<Vec<CashEvent>, OutboxError> {
+        self.unacked_window(usize::MAX)
+    }
+
+    /// The `limit` lowest unacknowledged credits that are on disk, in `seq`
+    /// order.
+    ///
+    /// # Errors
+    /// [`OutboxError`] on storage failure or an unreadable record.
+    pub fn unacked_window(&self, limit: usize) -> Result<Vec<CashEvent>, OutboxError> {
         let durable = self.durable.load(Ordering::SeqCst);
         self.events
             .range(..=be(durable))
+            .take(limit)
             .map(|item| {
                 let (_, v) = item?;
                 let rec: CreditRecord = record::decode(RECORD_V, &v)?;
@@ -242,14 +260,14 @@ impl Outbox {
         self.fail_appends.store(fail, Ordering::SeqCst);
     }
 
-    /// Number of unacknowledged credits.
+    /// Number of unacknowledged credits (on disk or not yet flushed).
     pub fn len(&self) -> usize {
-        self.events.len()
+        usize::try_from(self.stored.load(Ordering::SeqCst)).unwrap_or(usize::MAX)
     }
 
     /// True when every credit is acknowledged.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 }
 
@@ -287,16 +305,23 @@ mod tests {
             .unwrap();
         let o = Outbox::open(&db).unwrap();
         assert_eq!(o.id(), id, "the id is made once");
+        assert_eq!(o.len(), 2, "the count is read back at open");
         let c = o.append(CreditKind::Coin, 50, &eur(), None).unwrap();
         assert_eq!(c.seq, 3, "numbering continues after a restart");
+        assert_eq!(o.len(), 3);
         assert_eq!(
             o.unacked().unwrap().len(),
             2,
             "not sent before it is flushed"
         );
         o.flush().await.unwrap();
+        let window: Vec<u64> = o.unacked_window(2).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(window, [1, 2], "the lowest first");
         assert_eq!(o.ack("someone-else", 3).unwrap(), 0);
         assert_eq!(o.ack(&id, 2).unwrap(), 2);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.ack(&id, 2).unwrap(), 0, "a repeated ack deletes nothing");
+        assert_eq!(o.len(), 1);
         let left = o.unacked().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(
