@@ -288,6 +288,7 @@ impl Connection {
                     if let Err(e) = self.client.try_subscribe_many(self.subscriptions()) {
                         tracing::error!(error = %e, "could not enqueue subscriptions");
                     }
+                    self.board.set_connected(chrono::Utc::now());
                     let status = wire::encode(&self.board.online_status());
                     if let Err(e) = self.client.try_publish(
                         Topic::status(&self.kiosk).as_str(),

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use kiosk_schemas::{CashDeviceStatus, KioskStatus, PrinterStatus};
+use kiosk_schemas::{CashDeviceStatus, KioskStatus, PrinterStatus, Timestamp};
 use tokio::sync::watch;
 
 /// Version of this agent, reported in the status.
@@ -19,6 +19,7 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 struct Readings {
     printers: BTreeMap<String, PrinterStatus>,
     cash: Option<CashDeviceStatus>,
+    connected_at: Option<Timestamp>,
 }
 
 /// Shared, cheap to clone.
@@ -47,6 +48,7 @@ impl StatusBoard {
             readings: Arc::new(Mutex::new(Readings {
                 printers,
                 cash: None,
+                connected_at: None,
             })),
             changed: watch::channel(0).0,
         }
@@ -110,7 +112,15 @@ impl StatusBoard {
         let r = self.lock();
         let mut s = KioskStatus::online(AGENT_VERSION, r.printers.clone());
         s.cash.clone_from(&r.cash);
+        s.connected_at = r.connected_at;
         s
+    }
+
+    /// Notes a new MQTT connection (at CONNACK): every status from now on
+    /// carries `at` as its `connected_at`. Wakes no one: the connection
+    /// task publishes the `online` status itself.
+    pub fn set_connected(&self, at: Timestamp) {
+        self.lock().connected_at = Some(at);
     }
 
     /// A receiver that is woken on every change.

@@ -191,6 +191,79 @@ async fn credits_buffered_beyond_one_send_window_drain_on_acknowledgements_alone
     agent.shutdown().await;
 }
 
+/// Every `cash/control` message that arrives within `quiet` of the last.
+async fn controls(watcher: &mut Client, quiet: Duration) -> Vec<String> {
+    let mut actions = Vec::new();
+    while let Some(p) = watcher.recv(quiet).await {
+        let v: Value = serde_json::from_slice(&p.payload).unwrap();
+        actions.push(v["action"].as_str().unwrap_or("?").to_owned());
+    }
+    actions
+}
+
+#[tokio::test]
+async fn cash_control_is_sent_again_on_a_reconnect_not_on_every_status() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let k = kiosk().await;
+    let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
+    let agent = fleet
+        .start_agent_with(fleet.cash_agent_config(
+            "k1",
+            k.printer.addr(),
+            k.acceptor.path(),
+            Some(proxy.addr()),
+        ))
+        .await;
+    fleet.wait_cash_connected("k1", true).await;
+    let mut watcher = Client::connect(
+        fleet.mqtt_addr,
+        "tech-1",
+        "technician",
+        &fleet.secrets["technician"],
+    )
+    .await
+    .unwrap();
+    watcher.subscribe("kiosk/k1/cash/control").await;
+    // Let the subscription settle and the connect-time control pass.
+    let _ = controls(&mut watcher, Duration::from_millis(500)).await;
+
+    let s = fleet.open_session("k1", 1_000_000).await;
+    let id = s["session_id"].as_str().unwrap();
+    assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
+    // Each credit changes the kiosk's status (unacknowledged count) twice.
+    for _ in 0..5 {
+        k.acceptor.send("COIN:100").await.unwrap();
+        fleet
+            .wait_session(id, |s| s["credits"].as_array().map_or(0, Vec::len) >= 1)
+            .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    fleet
+        .wait_session(id, |s| s["amount_inserted"] == 500)
+        .await;
+    fleet
+        .wait_get("/v1/kiosks/k1", |k| k["cash"]["unacked"] == 0)
+        .await
+        .expect("acknowledged");
+    assert_eq!(
+        controls(&mut watcher, Duration::from_millis(500)).await,
+        ["enable"],
+        "one enable for the session, none for statuses of the same connection"
+    );
+
+    proxy.cut();
+    fleet.wait_kiosk("k1", "offline").await;
+    proxy.restore();
+    fleet.wait_kiosk("k1", "online").await;
+    let again = controls(&mut watcher, Duration::from_millis(1000)).await;
+    assert_eq!(
+        again,
+        ["enable"],
+        "a new connection gets the current control"
+    );
+    agent.shutdown().await;
+}
+
 #[tokio::test]
 async fn agent_killed_after_reading_credits_loses_none_and_counts_none_twice() {
     let fleet = TestFleet::start(&["k1"]).await;

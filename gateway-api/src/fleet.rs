@@ -20,6 +20,8 @@ use crate::store::{KioskRecord, Store, StoreError};
 struct Live {
     presence: Option<Presence>,
     last_seen: Option<Timestamp>,
+    /// `connected_at` of the last `online` status.
+    connected_at: Option<Timestamp>,
 }
 
 /// The kiosk registry.
@@ -96,20 +98,28 @@ impl Fleet {
         self.write().entry(kiosk.clone()).or_default().last_seen = Some(Utc::now());
     }
 
-    /// Records a status message. Returns true when it says `online`: the
-    /// kiosk (re)connected and may have lost its broker session, so its
-    /// unfinished jobs should be sent again.
+    /// Records a status message. Returns true when it is the first `online`
+    /// status of a connection (its `connected_at` differs from the last one
+    /// seen, or is absent): the kiosk (re)connected and may have lost its
+    /// broker session, so its unfinished jobs and its cash control should be
+    /// sent again. Later statuses of the same connection (a printer or cash
+    /// reading changed) return false.
     ///
     /// # Errors
     /// [`StoreError`] when the kiosk record cannot be written.
     pub fn apply_status(&self, kiosk: &KioskId, status: &KioskStatus) -> Result<bool, StoreError> {
         let now = Utc::now();
-        {
+        let reconnected = {
             let mut live = self.write();
             let l = live.entry(kiosk.clone()).or_default();
             l.presence = Some(status.state);
             l.last_seen = Some(now);
-        }
+            let online = status.state == Presence::Online;
+            let new =
+                online && (status.connected_at.is_none() || status.connected_at != l.connected_at);
+            l.connected_at = if online { status.connected_at } else { None };
+            new
+        };
         let mut rec = self
             .store
             .kiosk(kiosk)?
@@ -126,7 +136,7 @@ impl Fleet {
                 .and_then(|c| serde_json::to_string(c).ok());
         }
         self.store.put_kiosk(&rec)?;
-        Ok(status.state == Presence::Online)
+        Ok(reconnected)
     }
 
     /// One kiosk's view, or `None` when unknown.

@@ -61,9 +61,9 @@ pub struct Ingest {
 /// What to do once a batch is flushed.
 #[derive(Default)]
 struct After {
-    /// Kiosks that reported `online`.
+    /// Kiosks that reported `online` on a new connection.
     online: Vec<KioskId>,
-    /// Kiosks with an acceptor that reported `online`: send their control.
+    /// Of those, the kiosks with an acceptor: send their control.
     cash_online: Vec<KioskId>,
     /// Highest contiguous seq per (kiosk, outbox) to acknowledge.
     cash_acks: BTreeMap<(KioskId, String), u64>,

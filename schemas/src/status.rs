@@ -69,6 +69,14 @@ pub struct KioskStatus {
     /// When the status was published; absent in the last will.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
+    /// When the MQTT connection this status was sent on was made (the
+    /// agent's clock at CONNACK): the same in every status of one
+    /// connection, new after each reconnect. The gateway re-sends the
+    /// kiosk's unfinished jobs and its cash control only when it changes
+    /// (or when it is absent, as from older agents). Absent in the last
+    /// will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<Timestamp>,
     /// Each logical printer's readiness, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub printers: BTreeMap<String, PrinterStatus>,
@@ -97,6 +105,7 @@ impl KioskStatus {
             state: Presence::Offline,
             agent_version: None,
             at: None,
+            connected_at: None,
             printers: BTreeMap::new(),
             cash: None,
         }
@@ -109,6 +118,7 @@ impl KioskStatus {
             state: Presence::Online,
             agent_version: Some(agent_version.to_owned()),
             at: Some(Utc::now()),
+            connected_at: None,
             printers,
             cash: None,
         }
