@@ -46,6 +46,20 @@ async fn next_event(resp: &mut reqwest::Response, buf: &mut String) -> String {
     }
 }
 
+/// `kiosk_cash_credits_total{outcome="unassigned"}` from `/metrics`.
+async fn unassigned_credits(fleet: &TestFleet) -> usize {
+    let text = reqwest::get(format!("{}/metrics", fleet.http_base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("kiosk_cash_credits_total{outcome=\"unassigned\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn latency(n: usize) {
     let fleet = TestFleet::start(&["k1"]).await;
     let dir = tempfile::tempdir().expect("dir");
@@ -129,7 +143,11 @@ async fn drain(n: usize) {
     fleet.wait_kiosk("k1", "online").await;
     let reconnected = t1.elapsed();
     // Every credit stored by the gateway (as unassigned: no session was
-    // open) and acknowledged: the kiosk reports nothing left to send.
+    // open), then acknowledged: the kiosk reports nothing left to send. (A
+    // status queued while offline can say 0 before the drain starts.)
+    while unassigned_credits(&fleet).await < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     loop {
         let (_, k) = fleet.get("/v1/kiosks/k1").await;
         if k["cash"]["unacked"] == 0 {

@@ -395,6 +395,22 @@ async fn the_same_cash_event_delivered_three_times_counts_once() {
         fleet.wait_session(id, |_| true).await["amount_inserted"],
         1000
     );
+    // Operators see it too: one credit counted, the copies as duplicates.
+    let metrics = reqwest::get(format!("{}/metrics", fleet.http_base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("kiosk_cash_credits_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert_eq!(count("session"), 1, "{metrics}");
+    assert!(count("duplicate") >= 3, "{metrics}");
 }
 
 #[tokio::test]

@@ -251,12 +251,14 @@ impl Ingest {
             .cash_acks
             .insert((kiosk.clone(), event.outbox.clone()), outcome.ack_up_to);
         if outcome.duplicate {
+            self.metrics.credit("duplicate");
             tracing::debug!(kiosk = %kiosk, seq = event.seq, "duplicate credit ignored");
             return Ok(());
         }
         after.webhooks = true;
         match &outcome.session {
             Some(session) => {
+                self.metrics.credit("session");
                 tracing::info!(kiosk = %kiosk, seq = event.seq, amount = event.amount, session = %session.session_id,
                     inserted = session.amount_inserted, due = session.amount_due, "credit applied");
                 let credit = SessionCredit {
@@ -275,7 +277,7 @@ impl Ingest {
                 }
             }
             None => {
-                self.metrics.rejected("unassigned_credit");
+                self.metrics.credit("unassigned");
                 tracing::warn!(kiosk = %kiosk, seq = event.seq, amount = event.amount, currency = %event.currency,
                     "credit with no open session kept as unassigned");
             }

@@ -8,6 +8,7 @@
 //! | `kiosk_kiosks_online` | gauge | kiosks whose last status is `online` |
 //! | `kiosk_mqtt_rejected_total{reason}` | counter | MQTT messages the gateway could not use |
 //! | `kiosk_mqtt_connected` | gauge | 1 while the gateway's own MQTT session is up |
+//! | `kiosk_cash_credits_total{outcome}` | counter | cash credits received from kiosks: `session` (applied to the open session it was taken for), `unassigned` (kept as unassigned), `duplicate` (seen before, not counted again) |
 //! | `kiosk_http_refused_total{reason}` | counter | HTTP requests refused: `body_too_large` (413), `unauthorized` (401) |
 //! | `kiosk_broker_connections` | gauge | embedded broker: client connections open now |
 //! | `kiosk_broker_connections_accepted_total` | counter | embedded broker: client logins accepted |
@@ -45,6 +46,11 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -55,6 +61,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     connected: Gauge,
     http_refused: Family<ReasonLabel, Counter>,
+    credits: Family<OutcomeLabel, Counter>,
 }
 
 /// Exposes the embedded broker's counters as `kiosk_broker_*`.
@@ -167,8 +174,15 @@ impl Metrics {
             "HTTP requests refused (body_too_large, unauthorized)",
             http_refused.clone(),
         );
+        let credits = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "cash_credits",
+            "Cash credits received from kiosks, by outcome (session, unassigned, duplicate)",
+            credits.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            credits,
             http_refused,
             jobs,
             created,
@@ -192,6 +206,12 @@ impl Metrics {
     /// Counts an unusable MQTT message (`malformed`, `oversized`, `unknown_topic`, ...).
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a cash credit received from a kiosk; `outcome` is `session`,
+    /// `unassigned` or `duplicate`.
+    pub fn credit(&self, outcome: &'static str) {
+        self.credits.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Counts a refused HTTP request (`body_too_large`, `unauthorized`).
@@ -241,6 +261,7 @@ mod tests {
         m.observe_latency(0.02);
         m.rejected("malformed");
         m.http_refused("body_too_large");
+        m.credit("unassigned");
         let broker = Arc::new(BrokerMetrics::new());
         broker.refused(kiosk_broker::Refusal::LoginThrottled);
         broker.acl_denied(kiosk_broker::AclAction::Subscribe);
@@ -253,6 +274,7 @@ mod tests {
             "kiosk_print_job_latency_seconds_count 1",
             "kiosk_kiosks_online 2",
             "kiosk_mqtt_rejected_total{reason=\"malformed\"} 1",
+            "kiosk_cash_credits_total{outcome=\"unassigned\"} 1",
             "kiosk_mqtt_connected 1",
             "kiosk_http_refused_total{reason=\"body_too_large\"} 1",
             "kiosk_broker_connections 1",
