@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
 use kiosk_broker::{
@@ -22,18 +21,6 @@ use tokio::time::timeout;
 
 /// Longest wait for anything on loopback; only reached when a test fails.
 const WAIT: Duration = Duration::from_secs(5);
-
-fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_test_writer()
-                .init();
-        }
-    });
-}
 
 /// A credentials file with two kiosks, a backend (generated secrets) and a
 /// technician (chosen password, argon2).
@@ -89,7 +76,7 @@ impl Users {
 }
 
 async fn start() -> (Users, BrokerHandle) {
-    init_logs();
+    kiosk_testkit::init_test_tracing();
     let users = Users::new();
     let broker = EmbeddedBroker::start(users.config()).await.unwrap();
     (users, broker)
@@ -435,7 +422,7 @@ async fn credential_changes_apply_to_the_next_login() {
 
 #[tokio::test]
 async fn start_errors_name_their_cause() {
-    init_logs();
+    kiosk_testkit::init_test_tracing();
     let users = Users::new();
 
     let mut config = users.config();
@@ -527,7 +514,7 @@ async fn acl_denials_close_the_connection_and_own_topics_work() {
 #[tokio::test]
 async fn standalone_binary_enforces_the_acl_file() {
     use tokio::io::AsyncBufReadExt;
-    init_logs();
+    kiosk_testkit::init_test_tracing();
     let users = Users::new();
     let acl = users.dir.path().join("acl");
     std::fs::write(&acl, kiosk_broker::DEFAULT_ACL).unwrap();

@@ -82,6 +82,11 @@ impl Agent {
         let inbox = inbox::Inbox::open(&db)?;
         let recovered = inbox.recover()?;
         inbox.flush().await?;
+        // Before any task starts: a failure here must leave nothing running.
+        let outbox = match &config.cash {
+            Some(_) => Some(cash::outbox::Outbox::open(&db).map_err(AgentError::Cash)?),
+            None => None,
+        };
 
         let board = status::StatusBoard::new(config.printers.keys());
         let (publisher, connection, forwarder) =
@@ -136,8 +141,7 @@ impl Agent {
             board.clone(),
         );
         let mut cash_stats = None;
-        if let Some(cash_config) = &config.cash {
-            let outbox = cash::outbox::Outbox::open(&db).map_err(AgentError::Cash)?;
+        if let (Some(cash_config), Some(outbox)) = (&config.cash, outbox) {
             let (desired, desired_rx) = watch::channel(cash::Acceptance::Disabled);
             let recorded = Arc::new(Notify::new());
             let acceptor = cash::Acceptor {

@@ -30,16 +30,6 @@ use serde_json::{Value, json};
 /// Default time a test waits for something to happen before failing.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Installs a log subscriber when `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
-pub fn init_logs() {
-    if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-}
-
 /// How to build a [`TestFleet`].
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
@@ -116,7 +106,7 @@ impl TestFleet {
     /// # Panics
     /// When anything cannot be set up: this is test code.
     pub async fn start_with(opts: FleetOptions) -> TestFleet {
-        init_logs();
+        kiosk_testkit::init_test_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let credentials = dir.path().join("credentials");
         let mut secrets = BTreeMap::new();

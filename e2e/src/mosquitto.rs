@@ -29,10 +29,7 @@ pub struct Mosquitto {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    kiosk_testkit::free_port().expect("free port")
 }
 
 /// The mosquitto binary, if installed.

@@ -123,16 +123,10 @@ impl FakeAcceptor {
 
     /// Waits until the last command received is `command`.
     pub async fn wait_last_command(&self, command: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.commands().last().map(String::as_str) == Some(command) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        crate::wait_until(timeout, Duration::from_millis(10), || {
+            self.commands().last().map(String::as_str) == Some(command)
+        })
+        .await
     }
 
     /// Pulls the cable: the pty goes away (the agent's reads fail) and the

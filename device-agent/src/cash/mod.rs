@@ -192,7 +192,15 @@ impl Acceptor {
                     };
                     for piece in splitter.feed(&buf[..n]) {
                         match self.line(piece).await {
-                            LineOutcome::Ready => settled = true,
+                            LineOutcome::Ready => {
+                                settled = true;
+                                // The board (re)started inhibited: a reset
+                                // mid-session needs `ENABLE` again.
+                                if enabled {
+                                    enabled = false;
+                                    self.show(true, false);
+                                }
+                            }
                             LineOutcome::Unrecorded => {
                                 store_failed = true;
                                 if let Err(why) = command(&mut wr, false).await {
@@ -252,10 +260,7 @@ impl Acceptor {
             Ok(event) => {
                 self.stats.credits.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(seq = event.seq, kind = ?kind, amount, currency = %event.currency, "credit recorded");
-                self.show(
-                    true,
-                    matches!(*self.desired.borrow(), Acceptance::Enabled { .. }),
-                );
+                self.board.set_cash_unacked(self.outbox.len() as u64);
                 self.recorded.notify_one();
                 LineOutcome::Done
             }
@@ -344,7 +349,9 @@ impl Sender {
                     continue;
                 }
             };
-            sent.retain(|seq, _| window.iter().any(|e| e.seq == *seq));
+            // Acknowledged credits left the window from below.
+            let lowest = window.first().map_or(u64::MAX, |e| e.seq);
+            sent.retain(|seq, _| *seq >= lowest);
             for event in window {
                 let due = match (sent.get(&event.seq), resend_older_than) {
                     (None, _) => true,
@@ -440,6 +447,31 @@ mod tests {
         drop(arduino);
         assert!(matches!(task.await.unwrap(), Ended::PortGone(_)));
         shutdown.cancel();
+    }
+
+    /// An acceptor that resets mid-session (READY again) starts inhibited:
+    /// the agent enables it again.
+    #[tokio::test]
+    async fn a_board_reset_mid_session_is_enabled_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut acc, desired, _recorded) = acceptor(dir.path());
+        let (board_side, mut arduino) = tokio::io::duplex(1024);
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        arduino.write_all(b"READY\n").await.unwrap();
+        desired.send_replace(Acceptance::Enabled { session_id: None });
+        read_until(&mut arduino, b"ENABLE\n").await;
+        arduino.write_all(b"READY\n").await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            read_until(&mut arduino, b"ENABLE\n"),
+        )
+        .await
+        .expect("ENABLE again after the board's READY");
+        shutdown.cancel();
+        read_until(&mut arduino, b"DISABLE\n").await;
+        assert!(matches!(task.await.unwrap(), Ended::Shutdown));
     }
 
     async fn read_until(arduino: &mut tokio::io::DuplexStream, want: &[u8]) {
