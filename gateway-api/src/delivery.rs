@@ -154,7 +154,13 @@ impl Delivery {
             chrono::Duration::from_std(self.config.result_grace).unwrap_or(chrono::Duration::MAX);
         let mut expired = 0;
         let mut dropped = 0;
-        for (kiosk, job_id) in self.store.pending(None)? {
+        let pending = self.store.pending(None)?;
+        // Finished jobs leave the pending index: forget when they were sent.
+        {
+            let ids: std::collections::HashSet<&JobId> = pending.iter().map(|(_, id)| id).collect();
+            self.lock().retain(|id, _| ids.contains(id));
+        }
+        for (kiosk, job_id) in pending {
             let Some(rec) = self.store.job(&job_id)? else {
                 self.store.drop_pending(&kiosk, &job_id)?;
                 continue;

@@ -25,9 +25,9 @@ use rumqttc::Publish;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cash::SessionCredit;
 use crate::cash::live::{Live, LiveEvent};
 use crate::cash::store::CashStore;
-use crate::cash::{self, SessionCredit};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
@@ -136,14 +136,8 @@ impl Ingest {
                 tracing::warn!(kiosk = %kiosk, error = %e, "cash ack not published");
             }
         }
-        for kiosk in after.disable {
-            self.send_control(&kiosk, None);
-        }
-        for kiosk in after.cash_online {
-            match self.cash.open_session_of(&kiosk) {
-                Ok(session) => self.send_control(&kiosk, session.as_ref()),
-                Err(e) => tracing::error!(kiosk = %kiosk, error = %e, "cannot read open session"),
-            }
+        for kiosk in after.disable.iter().chain(&after.cash_online) {
+            self.cash.publish_control(&self.link, kiosk);
         }
         for (session_id, event) in after.live {
             self.live.publish(&session_id, event);
@@ -155,16 +149,6 @@ impl Ingest {
             if self.online.try_send(kiosk).is_err() {
                 tracing::debug!("delivery busy; the timer will resend");
             }
-        }
-    }
-
-    fn send_control(&self, kiosk: &KioskId, session: Option<&cash::SessionRecord>) {
-        let control = cash::control_for(session);
-        if let Err(e) =
-            self.link
-                .publish(&Topic::cash_control(kiosk), false, wire::encode(&control))
-        {
-            tracing::warn!(kiosk = %kiosk, error = %e, "cash control not published");
         }
     }
 

@@ -55,9 +55,13 @@ pub struct Live {
 }
 
 impl Live {
-    /// A receiver of `session_id`'s future events.
+    /// A receiver of `session_id`'s future events. Forgets the channels
+    /// whose streams have all ended (sessions that were already closed or
+    /// unknown when opened, clients that went away), so the hub holds only
+    /// live streams.
     pub fn subscribe(&self, session_id: &str) -> broadcast::Receiver<LiveEvent> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, tx| tx.receiver_count() > 0);
         map.entry(session_id.to_owned())
             .or_insert_with(|| broadcast::channel(CAPACITY).0)
             .subscribe()
@@ -95,5 +99,29 @@ impl Live {
             });
         }
         out
+    }
+
+    #[cfg(test)]
+    fn channels(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_without_streams_are_forgotten() {
+        let live = Live::default();
+        drop(live.subscribe("s1"));
+        drop(live.subscribe("s2"));
+        let _rx = live.subscribe("s3");
+        assert_eq!(live.channels(), 1, "only s3 has a stream");
+        let _rx2 = live.subscribe("s3");
+        assert_eq!(live.channels(), 1);
     }
 }

@@ -19,15 +19,18 @@
 //! contiguous run of seqs, so a credit lost on the way is never
 //! acknowledged: the kiosk keeps sending it.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use kiosk_schemas::record::{self, RecordError};
-use kiosk_schemas::{CashEvent, KioskId};
+use kiosk_schemas::{CashEvent, KioskId, Topic, wire};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::webhooks::{self, Webhooks};
 use super::{CreditEffect, CreditRecord, SessionCredit, SessionRecord};
+use crate::mqtt::MqttLink;
 use crate::store::{Store, StoreError};
 
 const SESSION_V: u8 = 1;
@@ -130,6 +133,9 @@ pub struct CashStore {
     watermark: sled::Tree,
     idempotency: sled::Tree,
     webhooks: Webhooks,
+    /// Held from reading a kiosk's open session to queueing its control,
+    /// so controls go out in the order of the states they were read from.
+    control: Arc<std::sync::Mutex<()>>,
 }
 
 impl CashStore {
@@ -149,7 +155,29 @@ impl CashStore {
             idempotency: db.open_tree("cash_idempotency")?,
             store: store.clone(),
             webhooks,
+            control: Arc::default(),
         })
+    }
+
+    /// Publishes `kiosk`'s current control on `kiosk/<id>/cash/control`:
+    /// `enable` for its open session, else `disable`. Every sender (session
+    /// opened, cancelled, paid; kiosk reconnected) goes through here, so a
+    /// `disable` for a session that just ended cannot overtake the `enable`
+    /// of the next one. A failed publish is logged: the kiosk gets its
+    /// control again when it next connects.
+    pub fn publish_control(&self, link: &MqttLink, kiosk: &KioskId) {
+        let _order = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let session = match self.open_session_of(kiosk) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(kiosk = %kiosk, error = %e, "cannot read open session; cash control not sent");
+                return;
+            }
+        };
+        let control = super::control_for(session.as_ref());
+        if let Err(e) = link.publish(&Topic::cash_control(kiosk), false, wire::encode(&control)) {
+            tracing::warn!(kiosk = %kiosk, error = %e, "cash control not published");
+        }
     }
 
     /// Makes every change durable (see [`Store::flush`]).

@@ -21,7 +21,7 @@ use super::print_jobs::{body_bytes, idempotency_key, parse_json};
 use super::{AppState, Caller};
 use crate::cash::live::LiveEvent;
 use crate::cash::store::{CancelOutcome, OpenOutcome};
-use crate::cash::{SessionRecord, SessionState, SessionView, control_for};
+use crate::cash::{SessionRecord, SessionState, SessionView};
 use crate::error::ApiError;
 
 /// Body of `POST /v1/cash-sessions`.
@@ -50,18 +50,6 @@ fn view_with_token(app: &AppState, s: &SessionRecord) -> Value {
     v["pay_url"] = json!(format!("/pay/{}?token={token}", s.session_id));
     v["view_token"] = json!(token);
     v
-}
-
-fn publish_control(app: &AppState, s: &SessionRecord) {
-    let control = control_for((s.state == SessionState::Open).then_some(s));
-    let topic = kiosk_schemas::Topic::cash_control(&s.kiosk_id);
-    if let Err(e) = app
-        .link
-        .publish(&topic, false, kiosk_schemas::wire::encode(&control))
-    {
-        // The kiosk gets the control again when it next reports online.
-        tracing::warn!(kiosk = %s.kiosk_id, error = %e, "cash control not published");
-    }
 }
 
 /// `POST /v1/cash-sessions`, body [`OpenSession`], optional
@@ -119,7 +107,7 @@ pub async fn create(
             app.cash.webhooks().wake();
             tracing::info!(session = %s.session_id, kiosk = %s.kiosk_id, amount_due = s.amount_due,
                 currency = %s.currency, "cash session opened");
-            publish_control(&app, &s);
+            app.cash.publish_control(&app.link, &s.kiosk_id);
             Ok((StatusCode::CREATED, Json(view_with_token(&app, &s))))
         }
         OpenOutcome::Replayed(s) => Ok((StatusCode::CREATED, Json(view_with_token(&app, &s)))),
@@ -166,7 +154,7 @@ pub async fn cancel(
             app.cash.flush().await?;
             app.cash.webhooks().wake();
             tracing::info!(session = %s.session_id, refund_due = s.amount_inserted, "cash session cancelled");
-            publish_control(&app, &s);
+            app.cash.publish_control(&app.link, &s.kiosk_id);
             app.live.publish(
                 &s.session_id,
                 LiveEvent {
