@@ -242,8 +242,10 @@ impl FrontDoor {
                 }
             }
         };
-        let read =
-            tokio::time::timeout_at(deadline, read_connect(&mut client, self.limits.max_packet));
+        // A CONNECT carries ids, a login and a last will: a small cap keeps
+        // clients that have not logged in from holding large buffers.
+        let max_connect = self.limits.max_packet.min(MAX_CONNECT_BYTES);
+        let read = tokio::time::timeout_at(deadline, read_connect(&mut client, max_connect));
         let (bytes, packet) = match read.await {
             Ok(Ok(read)) => read,
             Ok(Err(ConnectError::Closed)) => return,
@@ -267,12 +269,20 @@ impl FrontDoor {
             return self.refuse(Refusal::Protocol, peer, None, None);
         };
         let client_id = connect.client_id;
+        if connect.keep_alive == 0 {
+            // rumqttd would close it without a CONNACK; say why instead.
+            warn!(%peer, ?client_id, "refused: keep alive 0 (none) is not supported; use a keep alive above 0");
+            self.refuse(Refusal::Protocol, peer, Some(&client_id), None);
+            return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
+        }
         let Some(login) = login else {
             self.refuse(Refusal::LoginFailed, peer, Some(&client_id), None);
             return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
         };
         let username = login.username;
-        if !self.throttle.allows(peer.ip(), Instant::now()) {
+        // Takes a token now, so parallel attempts cannot all pass before
+        // the first failure is counted; a success gives it back.
+        if !self.throttle.try_begin(peer.ip(), Instant::now()) {
             self.refuse(
                 Refusal::LoginThrottled,
                 peer,
@@ -292,9 +302,11 @@ impl FrontDoor {
             .verify(&client_id, &username, &password)
             .await
         {
-            AuthOutcome::Accepted { role } => role,
+            AuthOutcome::Accepted { role } => {
+                self.throttle.succeeded(peer.ip(), Instant::now());
+                role
+            }
             AuthOutcome::Refused { reason } => {
-                self.throttle.failed(peer.ip(), Instant::now());
                 self.refuse(
                     Refusal::LoginFailed,
                     peer,
@@ -405,6 +417,9 @@ enum ConnectError {
     Protocol,
 }
 
+/// Largest CONNECT packet read, in bytes.
+const MAX_CONNECT_BYTES: usize = 64 * 1024;
+
 /// Reads until one whole packet is buffered and decodes it with rumqttd's
 /// v4 codec. Returns the bytes read (the packet and anything the client
 /// pipelined after it, for rumqttd) and the packet.
@@ -416,9 +431,10 @@ async fn read_connect(
     loop {
         match v4::check(buf.iter(), max_packet) {
             Ok(_) => {
-                let mut frame = buf.clone();
-                return match V4.read_mut(&mut frame, max_packet) {
-                    Ok(packet) => Ok((buf, packet)),
+                // Decoding consumes the frame; rumqttd gets the bytes.
+                let bytes = buf.clone();
+                return match V4.read_mut(&mut buf, max_packet) {
+                    Ok(packet) => Ok((bytes, packet)),
                     Err(protocol::Error::InvalidProtocolLevel(_)) => {
                         Err(ConnectError::ProtocolVersion)
                     }

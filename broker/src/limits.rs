@@ -10,7 +10,9 @@
 //!   (`failed_logins_per_minute`), a token bucket per address: each failed
 //!   login takes a token, tokens come back at the configured rate per
 //!   minute, and an address without tokens is refused before its password
-//!   is even checked. IPv6 addresses are grouped by /64 (one customer
+//!   is even checked. The front door takes the token when a login starts
+//!   ([`LoginThrottle::try_begin`]) and gives it back when it succeeds, so
+//!   parallel attempts cannot all pass before the first failure counts. IPv6 addresses are grouped by /64 (one customer
 //!   network), IPv4-mapped IPv6 addresses count as IPv4.
 
 use std::collections::HashMap;
@@ -105,17 +107,43 @@ impl LoginThrottle {
         }
     }
 
-    /// Records a failed login from `addr` at `now`.
+    /// Records a failed login from `addr` at `now`: takes a token.
     pub fn failed(&self, addr: IpAddr, now: Instant) {
+        self.take(addr, now, false);
+    }
+
+    /// Starts a login attempt from `addr` at `now`: takes a token, or
+    /// returns false (refuse) when none is left. Call
+    /// [`LoginThrottle::succeeded`] when the login succeeds.
+    pub fn try_begin(&self, addr: IpAddr, now: Instant) -> bool {
+        self.take(addr, now, true)
+    }
+
+    /// Gives back the token a successful login took.
+    pub fn succeeded(&self, addr: IpAddr, now: Instant) {
+        let key = group(addr);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(&key) {
+            self.refill(bucket, now);
+            bucket.tokens += 1.0;
+            if bucket.tokens >= self.per_minute {
+                // Full: the same as never seen.
+                buckets.remove(&key);
+            }
+        }
+    }
+
+    /// Takes a token from `addr`'s bucket; with `only_if_left`, takes none
+    /// and returns false when the bucket is empty.
+    fn take(&self, addr: IpAddr, now: Instant, only_if_left: bool) -> bool {
         let key = group(addr);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= SWEEP_ABOVE {
             // Forget addresses whose bucket is full again: they are in the
             // same state as addresses never seen.
-            let per_minute = self.per_minute;
             buckets.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
-                b.tokens + elapsed * per_minute / 60.0 < per_minute
+                self.refill(b, now);
+                b.tokens < self.per_minute
             });
         }
         let bucket = buckets.entry(key).or_insert(Bucket {
@@ -123,7 +151,11 @@ impl LoginThrottle {
             updated: now,
         });
         self.refill(bucket, now);
+        if only_if_left && bucket.tokens < 1.0 {
+            return false;
+        }
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        true
     }
 
     /// Addresses currently remembered (for tests and metrics).
@@ -225,5 +257,28 @@ mod tests {
         assert_eq!(many.tracked(), SWEEP_ABOVE);
         many.failed("192.0.2.1".parse().unwrap(), t0 + Duration::from_secs(120));
         assert_eq!(many.tracked(), 1);
+    }
+
+    #[test]
+    fn parallel_attempts_each_take_a_token_and_successes_give_it_back() {
+        let throttle = LoginThrottle::new(3);
+        let t0 = Instant::now();
+        let addr: IpAddr = "203.0.113.9".parse().unwrap();
+        // Three logins in flight at once; the fourth is refused before any
+        // of them has failed.
+        for _ in 0..3 {
+            assert!(throttle.try_begin(addr, t0));
+        }
+        assert!(!throttle.try_begin(addr, t0));
+        // Two succeed: their tokens come back.
+        throttle.succeeded(addr, t0);
+        throttle.succeeded(addr, t0);
+        assert!(throttle.try_begin(addr, t0));
+        assert!(throttle.try_begin(addr, t0));
+        assert!(!throttle.try_begin(addr, t0));
+        // Successes after a full refill forget the address.
+        let later = t0 + Duration::from_secs(60);
+        throttle.succeeded(addr, later);
+        assert_eq!(throttle.tracked(), 0);
     }
 }

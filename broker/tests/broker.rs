@@ -284,6 +284,11 @@ async fn wrong_password_unknown_user_and_anonymous_are_refused() {
         bad,
     )
     .await;
+    // No keep alive: rumqttd does not support it; a CONNACK says so
+    // instead of a silent close.
+    let mut no_keep_alive = options(addr, "demo-1", Some(("demo-1", &users.demo1)));
+    no_keep_alive.set_keep_alive(Duration::ZERO);
+    assert_refused(no_keep_alive, ConnectReturnCode::ServiceUnavailable).await;
     // Refusals do not hurt the broker: the right login still works.
     kiosk(addr, "demo-1", &users.demo1).await;
 
