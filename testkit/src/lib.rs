@@ -6,6 +6,8 @@
 //! - [`FakeAcceptor`]: the Arduino end of a cash acceptor's serial line,
 //!   on a real pseudo-terminal pair.
 //! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
+//! - [`systemd::check_notify_protocol`]: plays systemd for a `Type=notify`
+//!   service binary.
 //! - [`reserve_local_addr`], [`wait_until`], [`init_test_tracing`]: the
 //!   small things every integration test needs.
 //!
@@ -15,6 +17,7 @@
 pub mod acceptor;
 pub mod printer;
 pub mod proxy;
+pub mod systemd;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
