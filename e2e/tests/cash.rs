@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use kiosk_agent::{Agent, AgentConfig};
 use kiosk_e2e::mqtt::Client;
 use kiosk_e2e::{TestFleet, WAIT};
 use kiosk_testkit::{CutProxy, FakeAcceptor, FakePrinter};
@@ -34,6 +35,27 @@ async fn kiosk() -> Kiosk {
     }
 }
 
+impl Kiosk {
+    /// Kiosk `k1` with this acceptor and printer, through `proxy` when given.
+    fn agent_config(&self, fleet: &TestFleet, proxy: Option<&CutProxy>) -> AgentConfig {
+        fleet.cash_agent_config(
+            "k1",
+            self.printer.addr(),
+            self.acceptor.path(),
+            proxy.map(CutProxy::addr),
+        )
+    }
+
+    /// Starts kiosk `k1` and waits until its acceptor is connected.
+    async fn start_agent(&self, fleet: &TestFleet, proxy: Option<&CutProxy>) -> Agent {
+        let agent = fleet
+            .start_agent_with(self.agent_config(fleet, proxy))
+            .await;
+        fleet.wait_cash_connected("k1", true).await;
+        agent
+    }
+}
+
 async fn insert(k: &Kiosk, lines: &[&str]) {
     for line in lines {
         k.acceptor.send(line).await.unwrap();
@@ -44,10 +66,7 @@ async fn insert(k: &Kiosk, lines: &[&str]) {
 async fn exact_payment_and_overpayment_with_enable_then_disable() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config("k1", k.printer.addr(), k.acceptor.path(), None))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, None).await;
 
     let s = fleet.open_session("k1", 2000).await;
     let id = s["session_id"].as_str().unwrap();
@@ -86,15 +105,7 @@ async fn broker_link_cut_while_50_credits_go_in_loses_and_repeats_nothing() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config(
-            "k1",
-            k.printer.addr(),
-            k.acceptor.path(),
-            Some(proxy.addr()),
-        ))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, Some(&proxy)).await;
     let s = fleet.open_session("k1", 1_000_000).await;
     let id = s["session_id"].as_str().unwrap();
     assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
@@ -143,12 +154,7 @@ async fn credits_buffered_beyond_one_send_window_drain_on_acknowledgements_alone
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
-    let mut config = fleet.cash_agent_config(
-        "k1",
-        k.printer.addr(),
-        k.acceptor.path(),
-        Some(proxy.addr()),
-    );
+    let mut config = k.agent_config(&fleet, Some(&proxy));
     // No timer re-send within the test: only acknowledgements move the
     // window past its first SEND_WINDOW credits.
     config.cash.as_mut().unwrap().resend_interval = Duration::from_secs(3600);
@@ -206,15 +212,7 @@ async fn cash_control_is_sent_again_on_a_reconnect_not_on_every_status() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config(
-            "k1",
-            k.printer.addr(),
-            k.acceptor.path(),
-            Some(proxy.addr()),
-        ))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, Some(&proxy)).await;
     let mut watcher = Client::connect(
         fleet.mqtt_addr,
         "tech-1",
@@ -269,12 +267,7 @@ async fn agent_killed_after_reading_credits_loses_none_and_counts_none_twice() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
-    let config = fleet.cash_agent_config(
-        "k1",
-        k.printer.addr(),
-        k.acceptor.path(),
-        Some(proxy.addr()),
-    );
+    let config = k.agent_config(&fleet, Some(&proxy));
     let agent = fleet.start_agent_with(config.clone()).await;
     fleet.wait_cash_connected("k1", true).await;
     let s = fleet.open_session("k1", 100_000).await;
@@ -321,10 +314,7 @@ async fn agent_killed_after_reading_credits_loses_none_and_counts_none_twice() {
 async fn gateway_restart_mid_session_keeps_session_and_credits() {
     let mut fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config("k1", k.printer.addr(), k.acceptor.path(), None))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, None).await;
     let s = fleet.open_session("k1", 5000).await;
     let id = s["session_id"].as_str().unwrap().to_owned();
     assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
@@ -417,10 +407,7 @@ async fn the_same_cash_event_delivered_three_times_counts_once() {
 async fn a_credit_after_cancel_lands_in_unassigned_credits() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config("k1", k.printer.addr(), k.acceptor.path(), None))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, None).await;
     let s = fleet.open_session("k1", 5000).await;
     let id = s["session_id"].as_str().unwrap();
     assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
@@ -462,10 +449,7 @@ async fn a_credit_after_cancel_lands_in_unassigned_credits() {
 async fn garbled_lines_make_no_credit_and_a_replugged_port_is_picked_up() {
     let fleet = TestFleet::start(&["k1"]).await;
     let mut k = kiosk().await;
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config("k1", k.printer.addr(), k.acceptor.path(), None))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, None).await;
     let s = fleet.open_session("k1", 5000).await;
     let id = s["session_id"].as_str().unwrap();
     assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
@@ -535,10 +519,7 @@ async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, Valu
 async fn sse_stream_delivers_credit_and_paid() {
     let fleet = TestFleet::start(&["k1"]).await;
     let k = kiosk().await;
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config("k1", k.printer.addr(), k.acceptor.path(), None))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
+    let agent = k.start_agent(&fleet, None).await;
     let s = fleet.open_session("k1", 1500).await;
     let id = s["session_id"].as_str().unwrap();
     let token = s["view_token"].as_str().unwrap();
