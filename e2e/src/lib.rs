@@ -340,6 +340,14 @@ timeout = "2s"
             .await
     }
 
+    /// An outside MQTT client logged in as `user` (a kiosk id, `backend`,
+    /// `technician`, `gateway`) with its password. Panics when refused.
+    pub async fn mqtt_client(&self, client_id: &str, user: &str) -> mqtt::Client {
+        mqtt::Client::connect(self.mqtt_addr, client_id, user, &self.secrets[user])
+            .await
+            .unwrap_or_else(|e| panic!("{user} cannot log in: {e}"))
+    }
+
     /// Starts an agent with a given configuration, waiting while a
     /// previous agent still holds the store.
     pub async fn start_agent_with(&self, config: AgentConfig) -> Agent {

@@ -213,14 +213,7 @@ async fn cash_control_is_sent_again_on_a_reconnect_not_on_every_status() {
     let k = kiosk().await;
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
     let agent = k.start_agent(&fleet, Some(&proxy)).await;
-    let mut watcher = Client::connect(
-        fleet.mqtt_addr,
-        "tech-1",
-        "technician",
-        &fleet.secrets["technician"],
-    )
-    .await
-    .unwrap();
+    let mut watcher = fleet.mqtt_client("tech-1", "technician").await;
     watcher.subscribe("kiosk/k1/cash/control").await;
     // Let the subscription settle and the connect-time control pass.
     let _ = controls(&mut watcher, Duration::from_millis(500)).await;
@@ -345,9 +338,7 @@ async fn the_same_cash_event_delivered_three_times_counts_once() {
     let s = fleet.open_session("k1", 5000).await;
     let id = s["session_id"].as_str().unwrap();
     // Acting as the kiosk itself (its client id and credentials).
-    let mut kiosk = Client::connect(fleet.mqtt_addr, "k1", "k1", &fleet.secrets["k1"])
-        .await
-        .unwrap();
+    let mut kiosk = fleet.mqtt_client("k1", "k1").await;
     kiosk.subscribe("kiosk/k1/cash/ack").await;
     let event = json!({"v": 1, "outbox": "0123456789abcdef", "seq": 1, "kind": "bill",
         "amount": 1000, "currency": "EUR", "at": "2026-11-21T10:00:00Z", "session_id": id});

@@ -142,14 +142,7 @@ async fn same_job_published_twice_prints_once() {
     let agent = fleet.start_agent("k1", printer.addr()).await;
     fleet.wait_kiosk("k1", "online").await;
 
-    let backend = kiosk_e2e::mqtt::Client::connect(
-        fleet.mqtt_addr,
-        "be-1",
-        "backend",
-        &fleet.secrets["backend"],
-    )
-    .await
-    .expect("backend connects");
+    let backend = fleet.mqtt_client("be-1", "backend").await;
     let job = json!({
         "v": 1, "job_id": "dup-1", "printer": "receipt",
         "document": {"kind": "text", "text": "DUPLICATE-ME\n"}

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
-use kiosk_e2e::mqtt::Client;
 use kiosk_e2e::{FleetOptions, TestFleet, WAIT, WEBHOOK_SECRET};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -79,9 +78,7 @@ async fn webhooks_are_signed_ordered_retried_and_survive_a_restart() {
 
     let s = fleet.open_session("k1", 1000).await;
     let id = s["session_id"].as_str().unwrap().to_owned();
-    let kiosk = Client::connect(fleet.mqtt_addr, "k1", "k1", &fleet.secrets["k1"])
-        .await
-        .unwrap();
+    let kiosk = fleet.mqtt_client("k1", "k1").await;
     kiosk
         .publish(
             "kiosk/k1/cash",
