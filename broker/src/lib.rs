@@ -34,7 +34,7 @@ pub mod metrics;
 pub mod passwd;
 pub mod protocol;
 pub mod server;
-pub mod tls;
+pub use kiosk_tls as tls;
 
 pub use acl::{Acl, ClientAcl, DEFAULT_ACL};
 pub use config::BrokerConfig;

@@ -1,6 +1,7 @@
-//! TLS configurations (rustls with the `ring` provider) from PEM files: the
-//! broker's server side, and the client side that the gateway uses for an
-//! external `mqtts://` broker.
+//! kiosk-tls: TLS configurations (rustls with the `ring` provider) from PEM
+//! files: the broker's and the HTTP API's server side, and the client side
+//! of every `mqtts://` connection (the agent's, and the gateway's to an
+//! external broker).
 //!
 //! Certificates and keys are PEM files as `openssl` and certbot write them:
 //! the certificate file may hold the whole chain (leaf first, as certbot's
