@@ -73,6 +73,10 @@ struct After {
     results: Vec<JobResult>,
     wake: Vec<String>,
     status: bool,
+    /// A job or command touched the inbox: flush before acknowledging. A
+    /// batch of only cash acks and controls needs no flush (a lost ack
+    /// deletion only re-sends a credit, which the cloud ignores).
+    stored: bool,
 }
 
 impl Intake {
@@ -126,7 +130,9 @@ impl Intake {
                     }
                 }
             }
-            if let Err(e) = self.inbox.flush().await {
+            if after.stored
+                && let Err(e) = self.inbox.flush().await
+            {
                 tracing::error!(error = %e, "inbox flush failed; nothing acknowledged");
                 continue;
             }
@@ -157,8 +163,14 @@ impl Intake {
             return Ok(());
         }
         match topic.kind() {
-            TopicKind::Print => self.handle_job(&p.payload, after),
-            TopicKind::Cmd => self.handle_command(&p.payload, after),
+            TopicKind::Print => {
+                after.stored = true;
+                self.handle_job(&p.payload, after)
+            }
+            TopicKind::Cmd => {
+                after.stored = true;
+                self.handle_command(&p.payload, after)
+            }
             TopicKind::CashAck => {
                 self.handle_cash_ack(&p.payload);
                 Ok(())
