@@ -532,7 +532,9 @@ impl Store {
     ) -> Result<MqttJobOutcome, StoreError> {
         let key = job.job_id.as_str().as_bytes();
         let pkey = pending_key(kiosk, &job.job_id);
-        let document = serde_json::to_string(&job.document).ok();
+        // Serialized only when stored: most jobs seen here are the gateway's
+        // own publishes coming back (`Known`).
+        let document = || serde_json::to_string(&job.document).ok();
         let outcome = (&self.jobs, &self.pending).transaction(|(jobs, pend)| {
             let now = chrono::Utc::now();
             match jobs.get(key)? {
@@ -545,7 +547,7 @@ impl Store {
                         return Ok(MqttJobOutcome::Known);
                     }
                     rec.printer = job.printer.clone();
-                    rec.document = document.clone();
+                    rec.document = document();
                     rec.copies = job.copies;
                     rec.created_at = job.created_at;
                     rec.expires_at = job.expires_at;
@@ -567,7 +569,7 @@ impl Store {
                         job_id: job.job_id.clone(),
                         kiosk_id: kiosk.clone(),
                         printer: job.printer.clone(),
-                        document: document.clone(),
+                        document: document(),
                         copies: job.copies,
                         created_at: job.created_at,
                         expires_at: job.expires_at,
@@ -693,11 +695,13 @@ impl Store {
                 doomed.push(job);
             }
         }
+        let doomed_ids: std::collections::HashSet<&JobId> =
+            doomed.iter().map(|j| &j.job_id).collect();
         let mut idem_doomed = Vec::new();
         for item in self.idempotency.iter() {
             let (k, v) = item?;
             if let Ok(rec) = decode::<IdempotencyRecord>(IDEM_V, &k, &v)
-                && doomed.iter().any(|j| j.job_id == rec.job_id)
+                && doomed_ids.contains(&rec.job_id)
             {
                 idem_doomed.push(k);
             }
