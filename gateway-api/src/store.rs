@@ -266,14 +266,20 @@ fn kiosk_prefix(kiosk: &KioskId) -> Vec<u8> {
     k
 }
 
-fn encode<T: Serialize>(version: u8, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+/// A record's bytes (version byte + postcard); errors name `key`.
+pub(crate) fn encode<T: Serialize>(
+    version: u8,
+    key: &str,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
     record::encode(version, value).map_err(|source| StoreError::Record {
         key: key.to_owned(),
         source,
     })
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(
+/// A record read back; errors name `key`.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     version: u8,
     key: &[u8],
     bytes: &[u8],
@@ -284,7 +290,8 @@ fn decode<T: for<'de> Deserialize<'de>>(
     })
 }
 
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+/// Aborts a sled transaction with `e`.
+pub(crate) fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 

@@ -22,7 +22,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use kiosk_schemas::record::{self, RecordError};
 use kiosk_schemas::{CashEvent, KioskId, Topic, wire};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -31,29 +30,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use super::webhooks::{self, Webhooks};
 use super::{CreditEffect, CreditRecord, SessionCredit, SessionRecord};
 use crate::mqtt::MqttLink;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, abort, decode, encode};
 
 const SESSION_V: u8 = 1;
 const CREDIT_V: u8 = 1;
 const IDEM_V: u8 = 1;
-
-fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(e)
-}
-
-fn enc<T: Serialize>(version: u8, key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
-    record::encode(version, v).map_err(|source| StoreError::Record {
-        key: key.to_owned(),
-        source,
-    })
-}
-
-fn dec<T: for<'de> Deserialize<'de>>(version: u8, key: &[u8], b: &[u8]) -> Result<T, StoreError> {
-    record::decode(version, b).map_err(|source: RecordError| StoreError::Record {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
-}
 
 fn credit_key(kiosk: &KioskId, outbox: &str, seq: u64) -> Vec<u8> {
     let mut k = watermark_key(kiosk, outbox);
@@ -205,7 +186,7 @@ impl CashStore {
     ) -> Result<OpenOutcome, StoreError> {
         let id_key = session.session_id.as_bytes().to_vec();
         let kiosk_key = session.kiosk_id.as_str().as_bytes().to_vec();
-        let bytes = enc(SESSION_V, &session.session_id, &session)?;
+        let bytes = encode(SESSION_V, &session.session_id, &session)?;
         let idem_key = idempotency.map(|(key, _)| {
             let mut k = kiosk_key.clone();
             k.push(0);
@@ -213,7 +194,7 @@ impl CashStore {
             k
         });
         let idem_bytes = match idempotency {
-            Some((_, sha)) => Some(enc(
+            Some((_, sha)) => Some(encode(
                 IDEM_V,
                 "idempotency",
                 &IdempotencyRecord {
@@ -232,12 +213,13 @@ impl CashStore {
                 if let (Some(ik), Some((_, sha))) = (&idem_key, idempotency)
                     && let Some(prev) = idem.get(ik)?
                 {
-                    let prev: IdempotencyRecord = dec(IDEM_V, ik, &prev).map_err(abort)?;
+                    let prev: IdempotencyRecord = decode(IDEM_V, ik, &prev).map_err(abort)?;
                     if prev.request_sha256 != sha {
                         return Ok(OpenOutcome::KeyReused);
                     }
                     if let Some(b) = sessions.get(prev.session_id.as_bytes())? {
-                        let rec = dec(SESSION_V, prev.session_id.as_bytes(), &b).map_err(abort)?;
+                        let rec =
+                            decode(SESSION_V, prev.session_id.as_bytes(), &b).map_err(abort)?;
                         return Ok(OpenOutcome::Replayed(rec));
                     }
                 }
@@ -266,7 +248,7 @@ impl CashStore {
         let key = session_id.as_bytes();
         self.sessions
             .get(key)?
-            .map(|b| dec(SESSION_V, key, &b))
+            .map(|b| decode(SESSION_V, key, &b))
             .transpose()
     }
 
@@ -296,13 +278,13 @@ impl CashStore {
             let Some(b) = sessions.get(&key)? else {
                 return Ok(CancelOutcome::Missing);
             };
-            let mut rec: SessionRecord = dec(SESSION_V, &key, &b).map_err(abort)?;
+            let mut rec: SessionRecord = decode(SESSION_V, &key, &b).map_err(abort)?;
             if !rec.cancel(Utc::now()) {
                 return Ok(CancelOutcome::NotOpen(rec));
             }
             sessions.insert(
                 key.as_slice(),
-                enc(SESSION_V, session_id, &rec).map_err(abort)?,
+                encode(SESSION_V, session_id, &rec).map_err(abort)?,
             )?;
             open.remove(rec.kiosk_id.as_str().as_bytes())?;
             let hook = webhooks.record(hook_id, webhooks::CANCELLED, &rec, None);
@@ -339,7 +321,7 @@ impl CashStore {
         let outcome = trees.transaction(|(credits, sessions, open, unassigned, watermark, wh)| {
             let now = Utc::now();
             if let Some(b) = credits.get(&ckey)? {
-                let credit: CreditRecord = dec(CREDIT_V, &ckey, &b).map_err(abort)?;
+                let credit: CreditRecord = decode(CREDIT_V, &ckey, &b).map_err(abort)?;
                 let ack_up_to = advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
                 return Ok(CreditOutcome {
                     duplicate: true,
@@ -365,7 +347,7 @@ impl CashStore {
             let open_session = match open.get(&kiosk_key)? {
                 Some(sid) => match sessions.get(&sid)? {
                     Some(b) => {
-                        let rec = dec::<SessionRecord>(SESSION_V, &sid, &b).map_err(abort)?;
+                        let rec = decode::<SessionRecord>(SESSION_V, &sid, &b).map_err(abort)?;
                         Some((sid, rec))
                     }
                     None => {
@@ -400,14 +382,16 @@ impl CashStore {
                         paid_now = true;
                         open.remove(kiosk_key.as_slice())?;
                     }
-                    sessions
-                        .insert(&*sid, enc(SESSION_V, &rec.session_id, &rec).map_err(abort)?)?;
+                    sessions.insert(
+                        &*sid,
+                        encode(SESSION_V, &rec.session_id, &rec).map_err(abort)?,
+                    )?;
                     session = Some(rec);
                 }
             }
             credits.insert(
                 ckey.as_slice(),
-                enc(CREDIT_V, "credit", &credit).map_err(abort)?,
+                encode(CREDIT_V, "credit", &credit).map_err(abort)?,
             )?;
             match &session {
                 Some(rec) => {
@@ -447,7 +431,7 @@ impl CashStore {
         for item in self.unassigned.scan_prefix(&prefix) {
             let (k, _) = item?;
             if let Some(b) = self.credits.get(&k)? {
-                out.push(dec::<CreditRecord>(CREDIT_V, &k, &b)?);
+                out.push(decode::<CreditRecord>(CREDIT_V, &k, &b)?);
             }
         }
         out.sort_by_key(|c| c.received_at);
