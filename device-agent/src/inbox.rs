@@ -137,6 +137,24 @@ fn abort(e: InboxError) -> ConflictableTransactionError<InboxError> {
     ConflictableTransactionError::Abort(e)
 }
 
+/// Makes every change to `db` so far durable (fsync), for the inbox and
+/// the cash outbox, which share the agent's database.
+///
+/// Not `flush_async`: concurrent async flushes can starve sled 0.34's IO
+/// thread pool of the threads doing the writes they wait for (sled issue
+/// #1308). A blocking flush on tokio's blocking pool leaves sled's pool
+/// free.
+///
+/// # Errors
+/// The sled I/O error.
+pub(crate) async fn flush_db(db: &sled::Db) -> Result<(), sled::Error> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush())
+        .await
+        .map_err(|e| sled::Error::ReportableBug(format!("flush task: {e}")))??;
+    Ok(())
+}
+
 impl Inbox {
     /// Opens (or creates) the inbox in the sled database `db`.
     ///
@@ -164,17 +182,7 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Sled`]: nothing may be acknowledged or printed then.
     pub async fn flush(&self) -> Result<(), InboxError> {
-        // Not `flush_async`: concurrent async flushes can starve sled 0.34's
-        // IO thread pool of the threads doing the writes they wait for
-        // (sled issue #1308). A blocking flush on tokio's blocking pool
-        // leaves sled's pool free.
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| {
-                InboxError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))
-            })??;
-        Ok(())
+        Ok(flush_db(&self.db).await?)
     }
 
     /// Applies the restart rule of [`InboxState::after_restart`] to every

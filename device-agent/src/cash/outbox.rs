@@ -187,9 +187,8 @@ impl Outbox {
         }
     }
 
-    /// Makes every change so far durable (fsync), on tokio's blocking pool
-    /// (see `Inbox::flush` for why not `flush_async`), and marks every
-    /// credit appended before the call as sendable.
+    /// Makes every change so far durable (fsync, [`crate::inbox::flush_db`])
+    /// and marks every credit appended before the call as sendable.
     ///
     /// # Errors
     /// [`OutboxError::Sled`] on I/O failure.
@@ -198,12 +197,7 @@ impl Outbox {
             Some((k, _)) => read_u64(&k),
             None => 0,
         };
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| {
-                OutboxError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))
-            })??;
+        crate::inbox::flush_db(&self.db).await?;
         self.durable.fetch_max(appended, Ordering::SeqCst);
         Ok(())
     }
