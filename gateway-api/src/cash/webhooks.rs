@@ -114,17 +114,27 @@ impl Webhooks {
     /// # Errors
     /// [`StoreError::Sled`] on storage failure.
     pub fn reserve(&self) -> Result<u64, StoreError> {
+        if !self.enabled {
+            // Nothing will be queued under it.
+            return Ok(0);
+        }
         Ok(self.db.generate_id()?)
     }
 
-    fn prepare(&self, id: u64, event: &str, data: serde_json::Value) -> Option<PreparedHook> {
+    /// The record of an event; `data` is built only when webhooks are on.
+    fn prepare(
+        &self,
+        id: u64,
+        event: &str,
+        data: impl FnOnce() -> serde_json::Value,
+    ) -> Option<PreparedHook> {
         if !self.enabled {
             return None;
         }
         let rec = HookRecord {
             id,
             event: event.to_owned(),
-            body: body(id, event, data),
+            body: body(id, event, data()),
             attempts: 0,
             next_attempt_at: Utc::now(),
         };
@@ -144,17 +154,18 @@ impl Webhooks {
         session: &SessionRecord,
         credit: Option<&CreditRecord>,
     ) -> Option<PreparedHook> {
-        let mut data = json!({"session": SessionView::from(session)});
-        if let Some(c) = credit {
-            data["credit"] = serde_json::to_value(c).unwrap_or_default();
-        }
-        self.prepare(id, event, data)
+        self.prepare(id, event, || {
+            let mut data = json!({"session": SessionView::from(session)});
+            if let Some(c) = credit {
+                data["credit"] = serde_json::to_value(c).unwrap_or_default();
+            }
+            data
+        })
     }
 
     /// A [`UNASSIGNED`] event; `None` when webhooks are off.
     pub fn record_unassigned(&self, id: u64, credit: &CreditRecord) -> Option<PreparedHook> {
-        let data = json!({"credit": credit});
-        self.prepare(id, UNASSIGNED, data)
+        self.prepare(id, UNASSIGNED, || json!({"credit": credit}))
     }
 
     /// Queues `hook` in a transaction over [`Webhooks::tree`].
