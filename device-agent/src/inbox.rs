@@ -307,6 +307,7 @@ impl Inbox {
         Ok(None)
     }
 
+    #[cfg(test)]
     /// Number of jobs waiting for a printer.
     pub fn queued(&self) -> usize {
         self.queue.len()

@@ -261,14 +261,3 @@ async fn purge(inbox: inbox::Inbox, retention: Duration, shutdown: CancellationT
         }
     }
 }
-
-/// Runs the agent until `shutdown` is cancelled (SIGTERM, ctrl-c).
-///
-/// # Errors
-/// [`AgentError`] when it cannot start.
-pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let agent = Agent::start(config).await?;
-    shutdown.cancelled().await;
-    agent.shutdown().await;
-    Ok(())
-}

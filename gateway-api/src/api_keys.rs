@@ -112,18 +112,6 @@ impl ApiKeys {
         })
     }
 
-    /// Keys loaded from a list of `(name, key)`, for tests and embedding.
-    pub fn from_plain(pairs: &[(&str, &str)]) -> Self {
-        let keys = pairs
-            .iter()
-            .map(|(name, key)| (sha256(key), (*name).to_owned()))
-            .collect();
-        ApiKeys {
-            path: None,
-            state: Mutex::new((keys, None)),
-        }
-    }
-
     /// The name of the key `presented`, if it is valid. Re-reads the file
     /// first when it changed on disk; a file that became malformed keeps the
     /// previous keys (and is logged), so a bad edit does not lock everyone out.

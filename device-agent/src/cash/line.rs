@@ -155,6 +155,7 @@ impl Splitter {
         out
     }
 
+    #[cfg(test)]
     /// Forgets a partial line (after the port was reopened).
     pub fn reset(&mut self) {
         self.buf.clear();

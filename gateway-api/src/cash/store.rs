@@ -437,21 +437,6 @@ impl CashStore {
         out.sort_by_key(|c| c.received_at);
         Ok(out)
     }
-
-    /// Every open session (for re-sending `enable` after restarts).
-    ///
-    /// # Errors
-    /// [`StoreError`] on storage failure.
-    pub fn open_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.open.iter() {
-            let (_, id) = item?;
-            if let Some(s) = self.session(&String::from_utf8_lossy(&id))? {
-                out.push(s);
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Raises the contiguous watermark of `kiosk`'s `outbox` over every stored

@@ -186,11 +186,6 @@ impl Webhooks {
     pub fn wake(&self) {
         self.wake.notify_one();
     }
-
-    /// Events waiting for delivery.
-    pub fn pending(&self) -> usize {
-        self.tree.len()
-    }
 }
 
 type HmacSha256 = Hmac<Sha256>;
