@@ -228,20 +228,13 @@ impl From<&SessionRecord> for SessionView {
 /// for its open session (with what is still due), `disable` otherwise.
 pub fn control_for(session: Option<&SessionRecord>) -> kiosk_schemas::CashControl {
     use kiosk_schemas::{CashAction, CashControl, V1};
-    match session {
-        Some(s) if s.state == SessionState::Open => CashControl {
+    match session.filter(|s| s.state == SessionState::Open) {
+        Some(s) => CashControl {
             v: V1,
             action: CashAction::Enable,
             session_id: Some(s.session_id.clone()),
             amount_due: Some(s.remaining()),
             currency: Some(s.currency.clone()),
-        },
-        Some(s) => CashControl {
-            v: V1,
-            action: CashAction::Disable,
-            session_id: Some(s.session_id.clone()),
-            amount_due: None,
-            currency: None,
         },
         None => CashControl {
             v: V1,
