@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::task::JoinHandle;
 use tokio_serial::SerialStream;
+
+use crate::pty::{self, AtEof};
 
 /// The acceptor's end of a serial line.
 pub struct FakeAcceptor {
@@ -25,41 +27,12 @@ pub struct FakeAcceptor {
     commands: Arc<Mutex<Vec<String>>>,
 }
 
-fn plug(link: &Path) -> io::Result<(SerialStream, PathBuf)> {
-    let (master, slave) = SerialStream::pair().map_err(io::Error::other)?;
-    let name = tokio_serial::SerialPort::name(&slave)
-        .ok_or_else(|| io::Error::other("pty has no name"))?;
-    // The agent opens the slave by name; ours closes now.
-    drop(slave);
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(&name, link)?;
-    Ok((master, PathBuf::from(name)))
-}
-
-async fn read_commands(mut rd: ReadHalf<SerialStream>, commands: Arc<Mutex<Vec<String>>>) {
-    let mut line = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        match rd.read(&mut buf).await {
-            Ok(0) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Ok(n) => {
-                for &b in &buf[..n] {
-                    if b == b'\n' {
-                        let text = String::from_utf8_lossy(&line).trim().to_owned();
-                        commands
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(text);
-                        line.clear();
-                    } else {
-                        line.push(b);
-                    }
-                }
-            }
-            // EIO while no one has the slave side open: wait for the agent.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+fn record_commands(commands: &Mutex<Vec<String>>, line: &[u8]) {
+    let text = String::from_utf8_lossy(line).trim().to_owned();
+    commands
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(text);
 }
 
 impl FakeAcceptor {
@@ -80,9 +53,14 @@ impl FakeAcceptor {
     }
 
     fn attach(&mut self) -> io::Result<()> {
-        let (master, _) = plug(&self.link)?;
+        let master = pty::plug(&self.link)?;
         let (rd, wr) = tokio::io::split(master);
-        self.reader = Some(tokio::spawn(read_commands(rd, self.commands.clone())));
+        let commands = self.commands.clone();
+        self.reader = Some(tokio::spawn(pty::read_lines(
+            rd,
+            AtEof::Retry,
+            move |line| record_commands(&commands, line),
+        )));
         self.writer = Some(tokio::sync::Mutex::new(wr));
         Ok(())
     }
@@ -136,7 +114,7 @@ impl FakeAcceptor {
             r.abort();
         }
         self.writer = None;
-        let _ = std::fs::remove_file(&self.link);
+        pty::unlink(&self.link);
     }
 
     /// Plugs a new port in under the same name.

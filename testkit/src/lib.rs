@@ -17,6 +17,7 @@
 pub mod acceptor;
 pub mod printer;
 pub mod proxy;
+mod pty;
 pub mod systemd;
 
 use std::net::{SocketAddr, TcpListener};
