@@ -4,7 +4,10 @@
 //!   jobs and answers `DLE EOT` status requests; also the `fake-printer`
 //!   binary.
 //! - [`FakeAcceptor`]: the Arduino end of a cash acceptor's serial line,
-//!   on a real pseudo-terminal pair.
+//!   on a real pseudo-terminal pair (protocol v1: `BILL:1000` lines).
+//! - [`FakeBoard`]: a protocol-v2 cash acceptor board (`READY:v2`,
+//!   numbered `CREDIT` lines re-sent until `ACK`ed, a lease renewed by the
+//!   host) on a pty, or on any stream for paused-time tests.
 //! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
 //! - [`systemd::check_notify_protocol`]: plays systemd for a `Type=notify`
 //!   service binary.
@@ -15,6 +18,7 @@
 //! dev-dependency.
 
 pub mod acceptor;
+pub mod board;
 pub mod printer;
 pub mod proxy;
 mod pty;
@@ -24,6 +28,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 pub use acceptor::FakeAcceptor;
+pub use board::{BoardCredit, BoardTimings, FakeBoard, Money};
 pub use printer::{FakePaper, FakePrinter, FakeStatus, JobsTimeout};
 pub use proxy::CutProxy;
 

@@ -1,5 +1,5 @@
-//! The pseudo-terminal plumbing for the fake serial peers
-//! ([`FakeAcceptor`](crate::FakeAcceptor)):
+//! The pseudo-terminal plumbing shared by the fake serial peers
+//! ([`FakeAcceptor`](crate::FakeAcceptor), [`FakeBoard`](crate::FakeBoard)):
 //! a pty pair whose slave side is reached through a symlink (as udev's
 //! `/dev/kiosk-cash` links to `/dev/ttyUSB0`), and a line reader that
 //! survives the EIO a pty master reads while no one has the slave open.
