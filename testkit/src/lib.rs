@@ -5,6 +5,8 @@
 //!   binary.
 //! - [`FakeAcceptor`]: the Arduino end of a cash acceptor's serial line,
 //!   on a real pseudo-terminal pair.
+//! - [`SimAcceptor`]: the real cash-acceptor firmware in simavr, its UART
+//!   on a pty (needs `scripts/firmware.sh`; skips without it).
 //! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
 //! - [`systemd::check_notify_protocol`]: plays systemd for a `Type=notify`
 //!   service binary.
@@ -17,6 +19,7 @@
 pub mod acceptor;
 pub mod printer;
 pub mod proxy;
+pub mod simavr;
 pub mod systemd;
 
 use std::net::{SocketAddr, TcpListener};
@@ -25,6 +28,7 @@ use std::time::Duration;
 pub use acceptor::FakeAcceptor;
 pub use printer::{FakePaper, FakePrinter, FakeStatus, JobsTimeout};
 pub use proxy::CutProxy;
+pub use simavr::SimAcceptor;
 
 /// A free `127.0.0.1` address: bound with port 0 and released at once, for
 /// servers that cannot report the port they bound (rumqttd). Another
