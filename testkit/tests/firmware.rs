@@ -226,7 +226,8 @@ async fn credits_are_resent_until_acked_and_the_lease_expires() -> anyhow::Resul
         .wait_for(Duration::from_secs(10), |l| l == "ERR:lease")
         .await?;
     ensure!(
-        quiet.elapsed() >= Duration::from_millis(2500),
+        // The last ENABLE went out up to 500 ms before the drop.
+        quiet.elapsed() >= Duration::from_secs(2),
         "lease expired after only {:?}",
         quiet.elapsed()
     );
