@@ -7,12 +7,17 @@
 #        hand), curl (HTTPS checks), chromium + chromium-driver (the payment
 #        page in a real browser)
 #   pip: paho-mqtt (a Python backend)
+# then builds the cash-acceptor firmware and its simavr harness
+# (scripts/firmware.sh: installs arduino-mk, arduino-core-avr, gcc-avr,
+# avr-libc, simavr, libsimavr-dev when missing; a second run takes about a
+# second) and exports KIOSK_FIRMWARE_ELF, KIOSK_SIMAVR_HARNESS and
+# KIOSK_REQUIRE_FIRMWARE=1, so the firmware tests run instead of skipping;
 # then runs the doc tests; on a full run every fuzz target for FUZZ_SECONDS
 # (60) each (scripts/fuzz.sh; KIOSK_SKIP_FUZZ=1 skips it) and the Ansible
 # provisioning test (scripts/ansible-test.sh; needs root); and last every
 # unit, integration and end-to-end test of the workspace.
 # Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`
-# (no fuzzing and no Ansible test then).
+# (no fuzzing and no Ansible test then; the firmware is still built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +46,18 @@ if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'paho-mqtt>=1.6' \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'paho-mqtt>=1.6'
 fi
+
+# The real cash-acceptor sketch in simavr (testkit/tests/firmware.rs, and
+# any test using kiosk_testkit::SimAcceptor): build it, then make its
+# absence an error rather than a skip.
+firmware_env="$(scripts/firmware.sh)"
+while IFS='=' read -r key value; do
+  case "$key" in
+    KIOSK_FIRMWARE_ELF | KIOSK_SIMAVR_HARNESS) export "$key=$value" ;;
+  esac
+done <<<"$firmware_env"
+echo "test.sh: firmware $KIOSK_FIRMWARE_ELF, harness $KIOSK_SIMAVR_HARNESS" >&2
+export KIOSK_REQUIRE_FIRMWARE=1
 
 cargo test --workspace --doc --quiet
 if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then

@@ -8,6 +8,8 @@
 //! - [`FakeBoard`]: a protocol-v2 cash acceptor board (`READY:v2`,
 //!   numbered `CREDIT` lines re-sent until `ACK`ed, a lease renewed by the
 //!   host) on a pty, or on any stream for paused-time tests.
+//! - [`SimAcceptor`]: the real cash-acceptor firmware in simavr, its UART
+//!   on a pty (needs `scripts/firmware.sh`; skips without it).
 //! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
 //! - [`systemd::check_notify_protocol`]: plays systemd for a `Type=notify`
 //!   service binary.
@@ -22,6 +24,7 @@ pub mod board;
 pub mod printer;
 pub mod proxy;
 mod pty;
+pub mod simavr;
 pub mod systemd;
 
 use std::net::{SocketAddr, TcpListener};
@@ -31,6 +34,7 @@ pub use acceptor::FakeAcceptor;
 pub use board::{BoardCredit, BoardTimings, FakeBoard, Money};
 pub use printer::{FakePaper, FakePrinter, FakeStatus, JobsTimeout};
 pub use proxy::CutProxy;
+pub use simavr::SimAcceptor;
 
 /// A free `127.0.0.1` address: bound with port 0 and released at once, for
 /// servers that cannot report the port they bound (rumqttd). Another
