@@ -17,11 +17,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
-    CashAck, CashAction, CashControl, Command, CommandKind, Document, JobId, JobResult, PrintJob,
-    RawDocument, Topic, TopicKind, V1,
+    CashAck, CashControl, Command, CommandKind, Document, JobId, JobResult, PrintJob, RawDocument,
+    Topic, TopicKind, V1,
 };
 
-use crate::cash::Acceptance;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -58,10 +57,8 @@ pub struct Intake {
 
 /// What the intake needs of the cash side.
 pub struct CashLink {
-    /// The outbox (acknowledgements delete from it).
-    pub outbox: crate::cash::outbox::Outbox,
-    /// What the cloud asks the acceptor to do.
-    pub desired: tokio::sync::watch::Sender<crate::cash::Acceptance>,
+    /// The acceptance and the outbox (acknowledgements delete from it).
+    pub cash: crate::cash::Cash,
     /// Wakes the [`crate::cash::Sender`]: acknowledgements open its window.
     pub sender: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -74,9 +71,13 @@ struct After {
     wake: Vec<String>,
     status: bool,
     /// A job or command touched the inbox: flush before acknowledging. A
-    /// batch of only cash acks and controls needs no flush (a lost ack
-    /// deletion only re-sends a credit, which the cloud ignores).
+    /// batch of only cash acks and controls needs no flush here (a lost ack
+    /// deletion only re-sends a credit, which the cloud ignores; a control
+    /// flushes itself).
     stored: bool,
+    /// Cash controls, applied in order after the flush and before the
+    /// acknowledgements.
+    controls: Vec<CashControl>,
 }
 
 impl Intake {
@@ -136,6 +137,15 @@ impl Intake {
                 tracing::error!(error = %e, "inbox flush failed; nothing acknowledged");
                 continue;
             }
+            if let Some(cash) = &self.cash {
+                for control in &after.controls {
+                    if let Err(e) = cash.cash.control(control).await {
+                        // The cloud sends the control again on the next
+                        // connection; the acceptor keeps its stored state.
+                        tracing::error!(error = %e, "cash control could not be stored; acceptance unchanged");
+                    }
+                }
+            }
             for p in &after.acks {
                 self.publisher.ack(p).await;
             }
@@ -176,7 +186,7 @@ impl Intake {
                 Ok(())
             }
             TopicKind::CashControl => {
-                self.handle_cash_control(&p.payload);
+                self.handle_cash_control(&p.payload, after);
                 Ok(())
             }
             other => {
@@ -260,14 +270,14 @@ impl Intake {
             return;
         };
         match wire::decode::<CashAck>(payload, COMMAND_LIMIT) {
-            Ok(ack) => match cash.outbox.ack(&ack.outbox, ack.up_to_seq) {
+            Ok(ack) => match cash.cash.outbox().ack(&ack.outbox, ack.up_to_seq) {
                 Ok(n) => {
                     tracing::debug!(
                         up_to_seq = ack.up_to_seq,
                         deleted = n,
                         "credits acknowledged"
                     );
-                    self.board.set_cash_unacked(cash.outbox.len() as u64);
+                    self.board.set_cash_unacked(cash.cash.outbox().len() as u64);
                     if n > 0 {
                         cash.sender.notify_one();
                     }
@@ -279,21 +289,15 @@ impl Intake {
         }
     }
 
-    fn handle_cash_control(&self, payload: &[u8]) {
-        let Some(cash) = &self.cash else {
+    fn handle_cash_control(&self, payload: &[u8], after: &mut After) {
+        if self.cash.is_none() {
             tracing::warn!("cash control for a kiosk without an acceptor ignored");
             return;
-        };
+        }
         match wire::decode::<CashControl>(payload, COMMAND_LIMIT) {
             Ok(control) => {
-                let want = match control.action {
-                    CashAction::Enable => Acceptance::Enabled {
-                        session_id: control.session_id,
-                    },
-                    CashAction::Disable => Acceptance::Disabled,
-                };
-                tracing::info!(acceptance = ?want, "cash control");
-                cash.desired.send_replace(want);
+                tracing::debug!(action = ?control.action, session = ?control.session_id, "cash control");
+                after.controls.push(control);
             }
             Err(e) => tracing::warn!(error = %e, "invalid cash control ignored"),
         }

@@ -142,19 +142,19 @@ impl Agent {
         );
         let mut cash_stats = None;
         if let (Some(cash_config), Some(outbox)) = (&config.cash, outbox) {
-            let (desired, desired_rx) = watch::channel(cash::Acceptance::Disabled);
+            let (cash, states) = cash::Cash::open(outbox).map_err(AgentError::Cash)?;
             let recorded = Arc::new(Notify::new());
             let acceptor = cash::Acceptor {
                 config: cash_config.clone(),
-                outbox: outbox.clone(),
+                cash: cash.clone(),
                 board: board.clone(),
-                desired: desired_rx,
                 recorded: recorded.clone(),
                 stats: Arc::default(),
             };
             cash_stats = Some(acceptor.stats.clone());
             let sender = cash::Sender {
-                outbox: outbox.clone(),
+                cash: cash.clone(),
+                states,
                 publisher: publisher.clone(),
                 recorded: recorded.clone(),
                 connects: connects.clone(),
@@ -163,8 +163,7 @@ impl Agent {
             tasks.push(tokio::spawn(acceptor.run(shutdown.clone())));
             tasks.push(tokio::spawn(sender.run(shutdown.clone())));
             intake.cash = Some(intake::CashLink {
-                outbox,
-                desired,
+                cash,
                 sender: recorded,
             });
         }

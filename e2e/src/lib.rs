@@ -250,7 +250,13 @@ republish_interval = "{republish}ms"
     /// `printer` (tcp), connecting to this fleet's broker (over TLS when
     /// the fleet has it).
     pub fn agent_config(&self, kiosk: &str, printer: SocketAddr) -> AgentConfig {
-        let toml = format!(
+        AgentConfig::from_toml(&self.agent_toml(kiosk, printer)).expect("agent config")
+    }
+
+    /// The TOML text of [`TestFleet::agent_config`], for an agent started as
+    /// its own process.
+    pub fn agent_toml(&self, kiosk: &str, printer: SocketAddr) -> String {
+        format!(
             r#"
 kiosk_id = "{kiosk}"
 [broker]
@@ -273,8 +279,23 @@ timeout = "2s"
             url = self.agent_broker_url(),
             password = self.secrets.get(kiosk).map_or("unknown", String::as_str),
             store = self.agent_store(kiosk).display(),
-        );
-        AgentConfig::from_toml(&toml).expect("agent config")
+        )
+    }
+
+    /// The TOML text of [`TestFleet::cash_agent_config`] with the fleet's
+    /// own broker, for an agent started as its own process.
+    pub fn cash_agent_toml(
+        &self,
+        kiosk: &str,
+        printer: SocketAddr,
+        port: &std::path::Path,
+    ) -> String {
+        let mut toml = self.agent_toml(kiosk, printer);
+        toml.push_str(&format!(
+            "[cash]\nport = \"{}\"\nbaud = 9600\ncurrency = \"EUR\"\nsettle = \"100ms\"\nreopen_interval = \"100ms\"\nresend_interval = \"500ms\"\n",
+            port.display()
+        ));
+        toml
     }
 
     /// An agent configuration with a cash acceptor on `port` (EUR, short

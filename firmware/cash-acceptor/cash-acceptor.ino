@@ -16,6 +16,12 @@
 //                  DISABLE                 refuse money
 //                  ACK:<seq>               the host has that credit on disk:
 //                                          forget it (exactly that seq)
+//                  HELLO                   say READY:v2:<boot id> again (no
+//                                          reset, nothing forgotten) and
+//                                          re-send every unacknowledged credit
+//                                          now: a host that restarted while
+//                                          the board kept running learns which
+//                                          boot the seqs belong to
 //
 // At-least-once: every credit stays in RAM (CREDIT_SLOTS of them) and is sent
 // again every RESEND_MS until the host acknowledges that seq; the host
@@ -97,6 +103,7 @@ struct Credit {
 Credit credits[CREDIT_SLOTS];
 unsigned long nextSeq = 1;
 
+uint32_t bootId = 0;           // this boot's id, made in setup()
 bool enabled = false;          // ENABLE seen and neither DISABLE nor lease expiry since
 unsigned long lastHostLineMs;  // millis() of the last complete line from the host
 bool accepting = false;        // the inhibit lines are released
@@ -249,6 +256,13 @@ void acknowledge(const char *digits) {
   }
 }
 
+// READY:v2:<boot id>, at boot and on HELLO.
+void announce() {
+  Serial.print(F("READY:v2:"));
+  printHex32(bootId);
+  Serial.print('\n');
+}
+
 void handleCommand(const char *cmd) {
   if (strcmp(cmd, "ENABLE") == 0) {
     enabled = true;
@@ -256,6 +270,10 @@ void handleCommand(const char *cmd) {
     enabled = false;
   } else if (strncmp(cmd, "ACK:", 4) == 0) {
     acknowledge(cmd + 4);
+  } else if (strcmp(cmd, "HELLO") == 0) {
+    announce();
+    // Everything unacknowledged becomes due at once.
+    for (uint8_t i = 0; i < CREDIT_SLOTS; i++) credits[i].sent = false;
   } else if (cmd[0] != '\0') {
     Serial.print(F("ERR:unknown command\n"));
   }
@@ -317,11 +335,9 @@ void setup() {
   pinMode(BILL_PULSE_PIN, INPUT_PULLUP);
   attachInterrupt(digitalPinToInterrupt(COIN_PULSE_PIN), onCoinPulse, FALLING);
   attachInterrupt(digitalPinToInterrupt(BILL_PULSE_PIN), onBillPulse, FALLING);
-  uint32_t bootId = makeBootId();
+  bootId = makeBootId();
   Serial.begin(9600);
-  Serial.print(F("READY:v2:"));
-  printHex32(bootId);
-  Serial.print('\n');
+  announce();
   set_sleep_mode(SLEEP_MODE_IDLE);
 }
 

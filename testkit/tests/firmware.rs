@@ -180,7 +180,7 @@ async fn credits_are_resent_until_acked_and_the_lease_expires() -> anyhow::Resul
         return Ok(());
     };
     let mut port = Port::open(&sim)?;
-    port.ready().await?;
+    let boot_id = port.ready().await?;
     ensure!(
         sim.wait_inhibited(true, SOON).await,
         "the board must boot inhibited"
@@ -203,6 +203,18 @@ async fn credits_are_resent_until_acked_and_the_lease_expires() -> anyhow::Resul
         "re-sent after only {:?}",
         first.elapsed()
     );
+
+    // HELLO: the same boot id again, and the unacknowledged credit at once.
+    port.send("HELLO").await?;
+    let (hello, _) = port.wait_for(SOON, |l| l.starts_with("READY")).await?;
+    ensure!(
+        hello == format!("READY:v2:{boot_id}"),
+        "HELLO answered {hello:?}"
+    );
+    let (after, _) = port
+        .wait_for(Duration::from_millis(500), |l| l.starts_with("CREDIT:"))
+        .await?;
+    ensure!(after == line, "re-sent right after HELLO: {after:?}");
 
     port.send("ACK:1").await?;
     // A re-send may cross the ACK; after that, silence about seq 1.

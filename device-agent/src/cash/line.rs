@@ -3,16 +3,21 @@
 //!
 //! From the acceptor (an Arduino in front of a bill/coin validator):
 //!
-//! | line | meaning |
-//! |---|---|
-//! | `READY` | the board (re)started and listens for commands |
-//! | `BILL:<minor units>` | a bank note was accepted, e.g. `BILL:1000` = 10.00 EUR |
-//! | `COIN:<minor units>` | a coin was accepted, e.g. `COIN:200` |
-//! | `ERR:<text>` | the board reports a fault (logged) |
+//! | line | version | meaning |
+//! |---|---|---|
+//! | `READY:v2:<boot id>` | 2 | the board (re)started (or answers `HELLO`); boot id: 8 hex digits, new at every reset |
+//! | `CREDIT:<seq>:<BILL\|COIN>:<minor units>` | 2 | money went in; `seq` counts from 1 per boot; re-sent every second until `ACK:<seq>` |
+//! | `READY` | 1 | the board (re)started and listens for commands |
+//! | `BILL:<minor units>` | 1 | a bank note was accepted, e.g. `BILL:1000` = 10.00 EUR |
+//! | `COIN:<minor units>` | 1 | a coin was accepted, e.g. `COIN:200` |
+//! | `ERR:<text>` | both | the board reports a fault (logged); `ERR:lease` (v2): it inhibited itself after 3 s without a line from the host |
 //!
-//! To the acceptor: `ENABLE` (accept money), `DISABLE` (inhibit: refuse
-//! money). Anything else from the acceptor is a garbled line: logged,
-//! counted, never a credit.
+//! To the acceptor: `ENABLE` (accept money; repeated every second while
+//! enabled, which renews a v2 board's lease), `DISABLE` (inhibit: refuse
+//! money), and for v2 `ACK:<seq>` (the credit is on the kiosk's disk: the
+//! board may forget it) and `HELLO` (answer `READY:v2:<boot id>` and re-send
+//! what is unacknowledged, without a reset). Anything else from the
+//! acceptor is a garbled line: logged, counted, never a credit.
 
 use std::fmt;
 
@@ -26,6 +31,13 @@ pub const MAX_LINE: usize = 64;
 pub const ENABLE: &[u8] = b"ENABLE\n";
 /// Command that inhibits acceptance.
 pub const DISABLE: &[u8] = b"DISABLE\n";
+/// Command that asks a v2 board for its boot id and unacknowledged credits.
+pub const HELLO: &[u8] = b"HELLO\n";
+
+/// `ACK:<seq>\n`: the credit `seq` of the board's current boot is on disk.
+pub fn ack(seq: u64) -> Vec<u8> {
+    format!("ACK:{seq}\n").into_bytes()
+}
 
 /// A line from the acceptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +49,22 @@ pub enum Line {
         /// Value in minor units, > 0.
         amount: i64,
     },
-    /// The board started.
+    /// Money went in, on a v2 board (`CREDIT:<seq>:<kind>:<amount>`).
+    BoardCredit {
+        /// The board's seq within its boot.
+        seq: u64,
+        /// Note or coin.
+        kind: CreditKind,
+        /// Value in minor units, > 0.
+        amount: i64,
+    },
+    /// A v1 board started.
     Ready,
+    /// A v2 board started, or answered `HELLO`.
+    ReadyV2 {
+        /// Its boot id: 8 lowercase hex digits.
+        boot_id: String,
+    },
     /// The board reports a fault.
     Fault(String),
 }
@@ -52,10 +78,13 @@ pub enum LineError {
     /// Not printable ASCII (noise on the wire).
     #[error("line is not printable ASCII: {0}")]
     Binary(Escaped),
-    /// A `BILL:`/`COIN:` line whose amount is not a whole number in
-    /// `1..=max`.
+    /// A `BILL:`/`COIN:`/`CREDIT:` line whose amount is not a whole number
+    /// in `1..=max`.
     #[error("invalid amount in {0:?} (expected 1..={1} minor units)")]
     Amount(String, i64),
+    /// A `READY:v2:` or `CREDIT:` line with a bad boot id, seq or kind.
+    #[error("invalid v2 line {0:?}")]
+    V2(String),
     /// Something else.
     #[error("unknown line {0:?}")]
     Unknown(String),
@@ -90,8 +119,34 @@ pub fn parse(raw: &[u8], max: i64) -> Result<Line, LineError> {
     if line == "READY" {
         return Ok(Line::Ready);
     }
+    if let Some(id) = line.strip_prefix("READY:v2:") {
+        if id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Line::ReadyV2 {
+                boot_id: id.to_ascii_lowercase(),
+            });
+        }
+        return Err(LineError::V2(line.to_owned()));
+    }
     if let Some(text) = line.strip_prefix("ERR:") {
         return Ok(Line::Fault(text.trim().to_owned()));
+    }
+    if let Some(rest) = line.strip_prefix("CREDIT:") {
+        let mut parts = rest.splitn(3, ':');
+        let (Some(seq), Some(kind), Some(digits)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(LineError::V2(line.to_owned()));
+        };
+        let seq = number(seq).filter(|s| *s > 0);
+        let kind = match kind {
+            "BILL" => Some(CreditKind::Bill),
+            "COIN" => Some(CreditKind::Coin),
+            _ => None,
+        };
+        let (Some(seq), Some(kind)) = (seq, kind) else {
+            return Err(LineError::V2(line.to_owned()));
+        };
+        let amount = amount(digits, max).ok_or_else(|| LineError::Amount(line.to_owned(), max))?;
+        return Ok(Line::BoardCredit { seq, kind, amount });
     }
     let (kind, digits) = if let Some(d) = line.strip_prefix("BILL:") {
         (CreditKind::Bill, d)
@@ -100,16 +155,24 @@ pub fn parse(raw: &[u8], max: i64) -> Result<Line, LineError> {
     } else {
         return Err(LineError::Unknown(line.to_owned()));
     };
-    // Digits only: no sign, no spaces, no leading '+'.
-    let amount = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse::<i64>().ok()
-    } else {
-        None
-    };
-    match amount {
-        Some(a) if (1..=max).contains(&a) => Ok(Line::Credit { kind, amount: a }),
-        _ => Err(LineError::Amount(line.to_owned(), max)),
+    match amount(digits, max) {
+        Some(a) => Ok(Line::Credit { kind, amount: a }),
+        None => Err(LineError::Amount(line.to_owned(), max)),
     }
+}
+
+/// A whole number of digits only: no sign, no spaces, no leading '+'.
+fn number(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn amount(digits: &str, max: i64) -> Option<i64> {
+    number(digits)
+        .and_then(|a| i64::try_from(a).ok())
+        .filter(|a| (1..=max).contains(a))
 }
 
 /// Splits a byte stream into lines of at most [`MAX_LINE`] bytes. Feed it
@@ -201,6 +264,28 @@ mod tests {
                 },
             ),
             (b"READY", Line::Ready),
+            (
+                b"READY:v2:0BADcafe",
+                Line::ReadyV2 {
+                    boot_id: "0badcafe".into(),
+                },
+            ),
+            (
+                b"CREDIT:7:COIN:200\r",
+                Line::BoardCredit {
+                    seq: 7,
+                    kind: CreditKind::Coin,
+                    amount: 200,
+                },
+            ),
+            (
+                b"CREDIT:1:BILL:100000",
+                Line::BoardCredit {
+                    seq: 1,
+                    kind: CreditKind::Bill,
+                    amount: 100_000,
+                },
+            ),
             (b" READY ", Line::Ready),
             (b"ERR:jam", Line::Fault("jam".into())),
         ];
@@ -227,6 +312,19 @@ mod tests {
             b"COIN:1.50",
             b"\xff\xfe\x00BILL:500",
             b"BILL:500\x07",
+            b"READY:v2:",
+            b"READY:v2:123",
+            b"READY:v2:xyz12345",
+            b"READY:v2:123456789",
+            b"CREDIT:1:COIN",
+            b"CREDIT:0:COIN:200",
+            b"CREDIT:-1:COIN:200",
+            b"CREDIT:a:COIN:200",
+            b"CREDIT:1:CASH:200",
+            b"CREDIT:1:COIN:0",
+            b"CREDIT:1:COIN:200:9",
+            b"CREDIT:1:coin:200",
+            b"CREDIT:99999999999999999999:COIN:200",
         ] {
             assert!(parse(raw, MAX).is_err(), "{}", raw.escape_ascii());
         }
