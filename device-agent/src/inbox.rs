@@ -5,7 +5,8 @@
 //! | `jobs` | job id | [`InboxRecord`]: every job seen, for deduplication |
 //! | `queue` | printer `\0` seq (u64 big-endian) | job id of a `received` job, in arrival order |
 //!
-//! Values are postcard records behind a version byte. A job id is admitted
+//! Values are postcard records behind a version byte (2; version 1 records,
+//! from before the byte counts, are still read). A job id is admitted
 //! once; every later delivery of it is a [`Admission::Duplicate`] answered
 //! with the stored state, so the same job never prints twice. Finished
 //! records are kept for `store.retention` so late duplicates are still
@@ -23,7 +24,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::state::InboxState;
 
-const RECORD_V: u8 = 1;
+/// Version of the records written: [`InboxRecord`].
+const RECORD_V: u8 = 2;
+/// Records without byte counts, written before version 2: [`InboxRecordV1`].
+const RECORD_V1: u8 = 1;
 
 /// Why the inbox failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,43 @@ pub struct InboxRecord {
     pub received_at: Timestamp,
     /// When its state last changed.
     pub updated_at: Timestamp,
+    /// Bytes of the whole job (all copies), set when it became `printing`.
+    pub bytes_total: Option<u64>,
+    /// Bytes the printer link took so far, set with `bytes_total`.
+    /// Recorded as the write goes but flushed only with the next state, so
+    /// after a crash a lower bound.
+    pub bytes_written: Option<u64>,
+}
+
+/// An [`InboxRecord`] as version 1 stored it: without byte counts.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct InboxRecordV1 {
+    job_id: JobId,
+    printer: String,
+    job_json: String,
+    state: InboxState,
+    reason: Option<String>,
+    seq: u64,
+    received_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<InboxRecordV1> for InboxRecord {
+    fn from(r: InboxRecordV1) -> Self {
+        InboxRecord {
+            job_id: r.job_id,
+            printer: r.printer,
+            job_json: r.job_json,
+            state: r.state,
+            reason: r.reason,
+            seq: r.seq,
+            received_at: r.received_at,
+            updated_at: r.updated_at,
+            bytes_total: None,
+            bytes_written: None,
+        }
+    }
 }
 
 impl InboxRecord {
@@ -127,7 +168,11 @@ fn encode(rec: &InboxRecord) -> Result<Vec<u8>, InboxError> {
 }
 
 fn decode(key: &[u8], bytes: &[u8]) -> Result<InboxRecord, InboxError> {
-    record::decode(RECORD_V, bytes).map_err(|source| InboxError::Record {
+    let decoded = match bytes.first() {
+        Some(&RECORD_V1) => record::decode::<InboxRecordV1>(RECORD_V1, bytes).map(Into::into),
+        _ => record::decode(RECORD_V, bytes),
+    };
+    decoded.map_err(|source| InboxError::Record {
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })
@@ -264,6 +309,8 @@ impl Inbox {
             seq,
             received_at: now,
             updated_at: now,
+            bytes_total: None,
+            bytes_written: None,
         };
         let key = rec.job_id.as_str().as_bytes().to_vec();
         let bytes = encode(&rec)?;
@@ -314,7 +361,8 @@ impl Inbox {
     }
 
     /// Moves a job to `to`, keeping the queue index in step. Returns the
-    /// updated record.
+    /// updated record. Byte counts stay, except that a job back in
+    /// `received` (nothing written) has none.
     ///
     /// # Errors
     /// [`InboxError::Transition`] for a move the state machine forbids,
@@ -324,6 +372,61 @@ impl Inbox {
         job_id: &JobId,
         to: InboxState,
         reason: Option<String>,
+    ) -> Result<InboxRecord, InboxError> {
+        self.change(job_id, to, reason, None)
+    }
+
+    /// Moves a `received` job to `printing` with `bytes_total` bytes to
+    /// write and none written yet. Returns the updated record.
+    ///
+    /// # Errors
+    /// As [`Inbox::transition`].
+    pub fn start_printing(
+        &self,
+        job_id: &JobId,
+        bytes_total: u64,
+    ) -> Result<InboxRecord, InboxError> {
+        self.change(job_id, InboxState::Printing, None, Some(bytes_total))
+    }
+
+    /// Records that `bytes_written` bytes of a `printing` job went out (a
+    /// count never goes down). Not flushed: durable with the next flush, or
+    /// within sled's flush interval.
+    ///
+    /// # Errors
+    /// [`InboxError::Transition`] when the job is not `printing`,
+    /// [`InboxError::Missing`], or storage failure.
+    pub fn record_progress(&self, job_id: &JobId, bytes_written: u64) -> Result<(), InboxError> {
+        let key = job_id.as_str().as_bytes();
+        self.jobs.transaction(|jobs| {
+            let bytes = jobs
+                .get(key)?
+                .ok_or_else(|| abort(InboxError::Missing(job_id.to_string())))?;
+            let mut rec = decode(key, &bytes).map_err(abort)?;
+            if rec.state != InboxState::Printing {
+                return Err(abort(InboxError::Transition {
+                    job_id: job_id.to_string(),
+                    from: rec.state,
+                    to: InboxState::Printing,
+                }));
+            }
+            let before = rec.bytes_written.unwrap_or(0);
+            if bytes_written > before {
+                rec.bytes_written = Some(bytes_written);
+                jobs.insert(key, encode(&rec).map_err(abort)?)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// [`Inbox::transition`]; with `bytes_total`, the counts start over.
+    fn change(
+        &self,
+        job_id: &JobId,
+        to: InboxState,
+        reason: Option<String>,
+        bytes_total: Option<u64>,
     ) -> Result<InboxRecord, InboxError> {
         let key = job_id.as_str().as_bytes();
         let rec = (&self.jobs, &self.queue).transaction(|(jobs, queue)| {
@@ -347,6 +450,12 @@ impl Inbox {
             rec.state = to;
             rec.reason = reason.clone();
             rec.updated_at = Utc::now();
+            if to == InboxState::Received {
+                (rec.bytes_total, rec.bytes_written) = (None, None);
+            }
+            if let Some(total) = bytes_total {
+                (rec.bytes_total, rec.bytes_written) = (Some(total), Some(0));
+            }
             jobs.insert(key, encode(&rec).map_err(abort)?)?;
             Ok(rec)
         })?;
@@ -462,6 +571,78 @@ mod tests {
             "b"
         );
         assert!(inbox.recover().unwrap().is_empty());
+    }
+
+    #[test]
+    fn byte_counts_are_recorded_and_kept_by_the_restart_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = JobId::new("a").unwrap();
+        {
+            let inbox = open(dir.path());
+            inbox.admit(&job("a", "receipt"), "{}").unwrap();
+            assert!(inbox.record_progress(&a, 1).is_err(), "not printing yet");
+            let rec = inbox.start_printing(&a, 1000).unwrap();
+            assert_eq!((rec.bytes_written, rec.bytes_total), (Some(0), Some(1000)));
+            inbox.record_progress(&a, 300).unwrap();
+            // Counts never go down.
+            inbox.record_progress(&a, 200).unwrap();
+            inbox.db.flush().unwrap();
+        }
+        let inbox = open(dir.path());
+        let changed = inbox.recover().unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].state, InboxState::Failed);
+        assert_eq!(changed[0].reason.as_deref(), Some("interrupted"));
+        assert_eq!(
+            (changed[0].bytes_written, changed[0].bytes_total),
+            (Some(300), Some(1000))
+        );
+        assert_eq!(inbox.get(&a).unwrap().unwrap(), changed[0]);
+    }
+
+    #[test]
+    fn nothing_written_back_to_received_has_no_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let a = JobId::new("a").unwrap();
+        inbox.admit(&job("a", "receipt"), "{}").unwrap();
+        inbox.start_printing(&a, 10).unwrap();
+        let rec = inbox.transition(&a, InboxState::Received, None).unwrap();
+        assert_eq!((rec.bytes_written, rec.bytes_total), (None, None));
+        inbox.start_printing(&a, 10).unwrap();
+        inbox.record_progress(&a, 10).unwrap();
+        let rec = inbox.transition(&a, InboxState::Printed, None).unwrap();
+        assert_eq!((rec.bytes_written, rec.bytes_total), (Some(10), Some(10)));
+    }
+
+    #[test]
+    fn version_1_records_are_read_without_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let old = InboxRecordV1 {
+            job_id: JobId::new("old").unwrap(),
+            printer: "receipt".into(),
+            job_json: "{}".into(),
+            state: InboxState::Printing,
+            reason: None,
+            seq: 7,
+            received_at: now,
+            updated_at: now,
+        };
+        let inbox = open(dir.path());
+        inbox
+            .jobs
+            .insert("old", record::encode(RECORD_V1, &old).unwrap())
+            .unwrap();
+        let rec = inbox.get(&old.job_id).unwrap().unwrap();
+        assert_eq!((rec.seq, rec.state), (7, InboxState::Printing));
+        assert_eq!((rec.bytes_written, rec.bytes_total), (None, None));
+        // Recovered and rewritten as version 2.
+        let changed = inbox.recover().unwrap();
+        assert_eq!(changed[0].state, InboxState::Failed);
+        let stored = inbox.jobs.get("old").unwrap().unwrap();
+        assert_eq!(stored[0], RECORD_V);
+        assert_eq!(inbox.get(&old.job_id).unwrap().unwrap(), changed[0]);
     }
 
     #[test]

@@ -341,13 +341,17 @@ impl Intake {
     }
 }
 
-/// The result message for a record's current state.
+/// The result message for a record's current state; a `failed` job whose
+/// write started carries its byte counts.
 pub fn result_of(rec: &InboxRecord) -> JobResult {
+    let failed = rec.state == InboxState::Failed;
     JobResult {
         v: V1,
         job_id: rec.job_id.clone(),
         state: rec.state.result_state(),
         at: rec.updated_at,
         reason: rec.reason.clone(),
+        bytes_written: rec.bytes_written.filter(|_| failed),
+        bytes_total: rec.bytes_total.filter(|_| failed),
     }
 }

@@ -1,9 +1,9 @@
 //! A job's life on the kiosk. Pure: no I/O.
 //!
 //! ```text
-//! received ──► printing ──► printed
-//!    │   ▲         └──────► failed   (printer error after bytes went out,
-//!    │   │                           or `interrupted`: found here after a crash)
+//! received ──► printing ──► printed  (every byte handed over)
+//!    │   ▲         └──────► failed   (the write failed part-way, or
+//!    │   │                           `interrupted`: found here after a crash)
 //!    │   └── nothing was written (printer went away): wait again
 //!    ├──────────────────────► expired (expires_at passed while waiting)
 //!    └──────────────────────► failed  (the document cannot be rendered)
@@ -11,9 +11,15 @@
 //!
 //! Every state is stored (and flushed) before anything is acknowledged or
 //! printed. `printing` is written before the first byte goes to the
-//! printer: a job found there after a restart may or may not be on paper,
-//! so it is reported `failed: interrupted` and never reprinted by itself —
-//! a double receipt is worse than a missing one that the operator sees.
+//! printer, and left as soon as the last byte and the end of the job are
+//! handed over (`printed` is flushed before any wait for the printer). A
+//! job found `printing` after a restart was caught during its write: it
+//! may be on paper in part, so it is reported `failed: interrupted` with
+//! its `bytes_written` (a lower bound) and `bytes_total`, and never
+//! reprinted by itself — a double receipt is worse than a missing one that
+//! the operator sees. (A crash in the few milliseconds between the
+//! hand-over and `printed` reaching the disk shows `bytes_written ==
+//! bytes_total`.)
 
 use kiosk_schemas::ResultState;
 use serde::{Deserialize, Serialize};
@@ -26,9 +32,9 @@ pub const INTERRUPTED: &str = "interrupted";
 pub enum InboxState {
     /// Stored; waiting for its printer.
     Received,
-    /// Bytes may be on their way to the printer.
+    /// Bytes are being written to the printer.
     Printing,
-    /// Printed.
+    /// Every byte handed over to the printer.
     Printed,
     /// Not printed, or possibly only partly; see the reason.
     Failed,

@@ -6,10 +6,20 @@
 //! 2. reads the printer's status; while it is not ready (offline, cover
 //!    open, paper out) the job waits and the status is re-read every
 //!    `print.status_interval`;
-//! 3. renders it (copies × document) and marks it `printing`, flushed;
-//! 4. writes the bytes and marks it `printed`, or `failed` with the
-//!    printer's error. If the printer could not even be reached, nothing was
-//!    written: the job goes back to `received` and waits.
+//! 3. renders it (copies × document) and marks it `printing` with its
+//!    `bytes_total`, flushed;
+//! 4. hands the bytes over ([`PrinterDriver::hand_over`]), recording
+//!    `bytes_written` as they go (not flushed: a lower bound after a
+//!    crash), and marks it `printed`, flushed and reported, as soon as the
+//!    hand-over returns. A write that fails part-way makes it `failed` with
+//!    the printer's error and the byte counts. If the printer could not
+//!    even be reached, nothing was written: the job goes back to
+//!    `received` and waits;
+//! 5. only then finishes the job on the link
+//!    ([`PrinterDriver::finish_job`]: tcp waits up to 2 s for the printer
+//!    to close). What the printer does after the job (paper out, a reset
+//!    connection) goes to the kiosk status, from that step or the next
+//!    status read, never into the job, which is printed already.
 //!
 //! Drivers block, so they run on `spawn_blocking`; the inbox is only
 //! touched from this task and the intake task, through transactions.
@@ -18,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kiosk_schemas::PrinterStatus;
+use kiosk_schemas::{JobId, PrinterStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +36,7 @@ use crate::config::PrinterConfig;
 use crate::connection::Publisher;
 use crate::inbox::{Inbox, InboxError, InboxRecord};
 use crate::intake::result_of;
-use crate::printer::{PrinterDriver, PrinterError};
+use crate::printer::{PrinterDriver, PrinterError, Progress};
 use crate::render::{self, RenderOptions};
 use crate::state::InboxState;
 use crate::status::StatusBoard;
@@ -129,18 +139,25 @@ impl Worker {
         };
         let bytes = rendered.bytes.repeat(usize::from(job.copies));
 
-        self.inbox
-            .transition(&rec.job_id, InboxState::Printing, None)?;
+        self.inbox.start_printing(&rec.job_id, bytes.len() as u64)?;
         // `printing` must be on disk before the first byte leaves: after a
         // crash, the job is then reported `interrupted`, never reprinted.
         self.inbox.flush().await?;
-        match self.write(bytes).await {
+        let progress = Progress::default();
+        let handed_over = self.hand_over(&rec.job_id, bytes, &progress).await;
+        let written = progress.get();
+        match handed_over {
             Ok(()) => {
-                tracing::info!(job_id = %rec.job_id, printer = %self.name, copies = job.copies, "job printed");
+                tracing::info!(job_id = %rec.job_id, printer = %self.name, copies = job.copies, bytes = written, "job printed");
                 tracing::debug!(job_id = %rec.job_id, "preview:\n{}", rendered.preview);
+                note_written(&self.inbox, &rec.job_id, written);
+                // `printed` is flushed and reported before the printer is
+                // waited for: a crash from here on leaves it printed, never
+                // `interrupted` (and so never reprinted by an operator).
                 self.finish(&rec, InboxState::Printed, None).await?;
+                self.after_job(&rec.job_id).await;
             }
-            Err(WriteError::Printer(e)) if e.nothing_written() => {
+            Err(WriteError::Printer(e)) if e.nothing_written() && written == 0 => {
                 tracing::warn!(job_id = %rec.job_id, printer = %self.name, error = %e,
                     "printer unreachable, nothing written; job waits");
                 self.inbox
@@ -150,7 +167,11 @@ impl Worker {
                 return Ok(Step::Wait);
             }
             Err(e) => {
-                tracing::error!(job_id = %rec.job_id, printer = %self.name, error = %e, "job failed");
+                tracing::error!(job_id = %rec.job_id, printer = %self.name, error = %e,
+                    bytes_written = written, "job failed");
+                // Always with the final count: it tells a half-printed
+                // ticket from one that never started.
+                note_written(&self.inbox, &rec.job_id, written);
                 self.finish(&rec, InboxState::Failed, Some(e.to_string()))
                     .await?;
             }
@@ -211,10 +232,54 @@ impl Worker {
         status
     }
 
-    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), WriteError> {
-        match self.with_driver(move |d| d.write_job(&bytes)).await {
-            Some(r) => r.map_err(WriteError::Printer),
-            None => Err(WriteError::Panicked),
+    /// Runs the driver's hand-over of `bytes` and records the bytes
+    /// written in the inbox whenever the count moves (unflushed: sled
+    /// persists it within its flush interval, and the caller flushes with
+    /// the next state).
+    async fn hand_over(
+        &mut self,
+        job_id: &JobId,
+        bytes: Vec<u8>,
+        progress: &Progress,
+    ) -> Result<(), WriteError> {
+        let inbox = self.inbox.clone();
+        let mut moved = progress.subscribe();
+        let counted = progress.clone();
+        let write = self.with_driver(move |d| d.hand_over(&bytes, &counted));
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                written = &mut write => {
+                    return match written {
+                        Some(r) => r.map_err(WriteError::Printer),
+                        None => Err(WriteError::Panicked),
+                    };
+                }
+                Ok(()) = moved.changed() => {
+                    let n = *moved.borrow_and_update();
+                    note_written(&inbox, job_id, n);
+                }
+            }
+        }
+    }
+
+    /// After a job is recorded printed: lets the driver finish it on the
+    /// link. A failure there is about the printer: the status is read at
+    /// once for the status board, and the job stays printed. (Otherwise
+    /// the next job's status read, or the idle one, sees what the printer
+    /// says after the job.)
+    async fn after_job(&mut self, job_id: &JobId) {
+        match self.with_driver(|d| d.finish_job()).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::warn!(job_id = %job_id, printer = %self.name, error = %e,
+                    "printer link failed after the job was handed over; the job stays printed");
+                self.read_status().await;
+            }
+            // Logged by `with_driver`; the driver is reopened next time.
+            None => {
+                self.read_status().await;
+            }
         }
     }
 }
@@ -225,6 +290,15 @@ enum WriteError {
     Printer(PrinterError),
     #[error("printer driver panicked while writing")]
     Panicked,
+}
+
+/// Records the bytes of a `printing` job written so far (unflushed). A
+/// store error is only logged: the count is a lower bound anyway, and the
+/// state change that follows reports the store error if it persists.
+fn note_written(inbox: &Inbox, job_id: &JobId, bytes_written: u64) {
+    if let Err(e) = inbox.record_progress(job_id, bytes_written) {
+        tracing::warn!(job_id = %job_id, bytes_written, error = %e, "cannot record bytes written");
+    }
 }
 
 fn unreachable(e: &PrinterError) -> PrinterStatus {

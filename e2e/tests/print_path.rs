@@ -261,36 +261,201 @@ async fn futures_join(fleet: &TestFleet, tag: &str, n: usize) -> Vec<String> {
     ids
 }
 
+/// Polls the job until it is in `state`, for at most `within`; the last
+/// body seen otherwise.
+async fn job_within(
+    fleet: &TestFleet,
+    job_id: &str,
+    state: &str,
+    within: Duration,
+) -> Result<serde_json::Value, serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let job = fleet.job(job_id).await;
+        if job["state"] == state {
+            return Ok(job);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(job);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The results published for `job_id` until one in `state` arrives (or
+/// [`WAIT`] passes), in order.
+async fn results_until(
+    client: &mut kiosk_e2e::mqtt::Client,
+    job_id: &str,
+    state: &str,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while let Some(p) = client
+        .recv(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        let Ok(result) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+            continue;
+        };
+        if result["job_id"] != job_id {
+            continue;
+        }
+        let done = result["state"] == state;
+        seen.push(result);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+/// Issue #9, finding 5: a job whose bytes all reached the printer is
+/// `printed` even when the agent dies while it waits for the printer to
+/// close the connection.
 #[tokio::test]
-async fn job_caught_printing_by_a_crash_is_failed_interrupted_never_reprinted() {
+async fn crash_after_the_last_byte_leaves_the_job_printed_and_printed_once() {
     let fleet = TestFleet::start(&["k1"]).await;
     let printer = FakePrinter::start().await.unwrap();
-    // The printer takes the bytes but does not close: the agent is stuck
-    // in the middle of its write, with the job marked `printing`.
+    // The printer takes every byte but never closes its side: the agent
+    // waits for that close (up to 2 s) after the job.
     printer.set_hold_connections(true);
     let agent = fleet.start_agent("k1", printer.addr()).await;
-    let job_id = fleet.create_job("k1", text_job("CRASH-VICTIM\n")).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job_id = fleet.create_job("k1", text_job("LAST-BYTE\n")).await;
     printer.wait_for_jobs(1, WAIT).await.unwrap();
+    // Recorded and reported `printed` once the bytes are handed over,
+    // well before the 2 s wait for the printer's close is over.
+    let job = job_within(&fleet, &job_id, "printed", Duration::from_millis(1500))
+        .await
+        .unwrap_or_else(|last| {
+            panic!("not printed while the printer holds the connection: {last}")
+        });
+    assert_eq!(states(&job), ["queued", "received", "printed"]);
+    // Dies while it still waits for the close.
     agent.kill().await;
     printer.set_hold_connections(false);
 
+    let mut technician = fleet.mqtt_client("tech-1", "technician").await;
+    technician.subscribe("kiosk/k1/print/result").await;
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    // Delivered again: the agent answers with what it recorded.
+    let backend = fleet.mqtt_client("be-1", "backend").await;
+    backend
+        .publish(
+            "kiosk/k1/print",
+            &json!({"v": 1, "job_id": job_id, "printer": "receipt",
+                    "document": {"kind": "text", "text": "LAST-BYTE\n"}}),
+        )
+        .await;
+    let results = results_until(&mut technician, &job_id, "printed").await;
+    assert!(
+        results.last().is_some_and(|r| r["state"] == "printed")
+            && results.iter().all(|r| r["state"] != "failed"),
+        "the restarted agent must hold the job as printed: {results:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(count_with(&printer.jobs(), "LAST-BYTE"), 1);
+    let job = fleet.job(&job_id).await;
+    assert_eq!(job["state"], "printed");
+    assert_eq!(states(&job), ["queued", "received", "printed"]);
+    agent.shutdown().await;
+}
+
+/// Bytes of the raw job the mid-write tests send: larger, times its 10
+/// copies, than what loopback socket buffers take before a write blocks
+/// (about 3 MB).
+const BIG_RAW: usize = 380_000;
+const BIG_COPIES: u64 = 10;
+
+/// A 3.8 MB raw job (10 copies) whose bytes hold no `DLE`.
+fn big_raw_job() -> serde_json::Value {
+    let data: Vec<u8> = (0..BIG_RAW).map(|i| b'A' + (i % 26) as u8).collect();
+    json!({"printer": "receipt", "copies": BIG_COPIES,
+           "document": kiosk_schemas::Document::Raw(kiosk_schemas::RawDocument::from_bytes(&data))})
+}
+
+/// The `bytes_written` and `bytes_total` of a failed job, checked to
+/// describe a write that stopped part-way.
+fn part_written(job: &serde_json::Value) -> (u64, u64) {
+    let written = job["bytes_written"].as_u64();
+    let total = job["bytes_total"].as_u64();
+    let (Some(written), Some(total)) = (written, total) else {
+        panic!("a job failed mid-write must say how far it got: {job}");
+    };
+    assert_eq!(total, BIG_RAW as u64 * BIG_COPIES, "{job}");
+    assert!(0 < written && written < total, "{job}");
+    (written, total)
+}
+
+#[tokio::test]
+async fn crash_mid_write_is_failed_interrupted_with_bytes_written_never_reprinted() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    // A jammed printer: it takes 64 KiB and reads no more, so the agent's
+    // write blocks in the middle of the job.
+    printer.set_stall_after(Some(64 * 1024));
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job_id = fleet.create_job("k1", big_raw_job()).await;
+    assert!(
+        printer.wait_for_stalled(1, WAIT).await,
+        "the job never started"
+    );
+    // Long enough for the progress to reach the store, shorter than the
+    // agent's 2 s write timeout.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    agent.kill().await;
+
     let agent = fleet.start_agent("k1", printer.addr()).await;
     let job = fleet.wait_job(&job_id, "failed").await;
-    assert_eq!(job["reason"], "interrupted");
-    // Republishes and the restart do not print it again.
+    assert_eq!(job["reason"], "interrupted", "{job}");
+    part_written(&job);
+    // Not written again by the restarted agent (its connection would stall
+    // too), nor by republishes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(count_with(&printer.jobs(), "CRASH-VICTIM"), 1);
-    let reprint = fleet
-        .post(&format!("/v1/print-jobs/{job_id}/reprint"), &json!({}))
-        .await;
-    assert_eq!(
-        reprint.0, 202,
-        "an explicit reprint is the way to print it again"
+    assert!(
+        !printer
+            .wait_for_stalled(2, Duration::from_millis(200))
+            .await
     );
-    fleet
-        .wait_job(reprint.1["job_id"].as_str().unwrap(), "printed")
+    assert!(printer.jobs().is_empty());
+
+    // An explicit reprint is the way to print it again.
+    printer.set_stall_after(None);
+    let (status, reprint) = fleet
+        .post(
+            &format!("/v1/print-jobs/{job_id}/reprint"),
+            &json!({"copies": 1}),
+        )
         .await;
-    assert_eq!(count_with(&printer.jobs(), "CRASH-VICTIM"), 2);
+    assert_eq!(status, 202, "{reprint}");
+    fleet
+        .wait_job(reprint["job_id"].as_str().unwrap(), "printed")
+        .await;
+    // The killed write's socket delivers what its buffers held once the
+    // printer reads again: a part, never a whole job.
+    let whole = |jobs: Vec<Vec<u8>>| jobs.iter().filter(|j| j.len() == BIG_RAW).count();
+    assert_eq!(whole(printer.jobs()), 1);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_stalled_past_the_timeout_fails_with_bytes_written() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    printer.set_stall_after(Some(64 * 1024));
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job_id = fleet.create_job("k1", big_raw_job()).await;
+    let job = fleet.wait_job(&job_id, "failed").await;
+    let reason = job["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("timed out") && reason.contains("write to"),
+        "{job}"
+    );
+    part_written(&job);
     agent.shutdown().await;
 }
 

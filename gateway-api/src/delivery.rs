@@ -181,6 +181,7 @@ impl Delivery {
                     JobState::Expired,
                     now,
                     Some(EXPIRED_QUEUED.to_owned()),
+                    None,
                     Source::Gateway,
                 )?;
                 if matches!(outcome, ReportOutcome::Applied { .. }) {

@@ -31,7 +31,7 @@ use crate::cash::store::CashStore;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
-use crate::store::{MqttJobOutcome, ReportOutcome, Source, Store, StoreError};
+use crate::store::{ByteCounts, MqttJobOutcome, ReportOutcome, Source, Store, StoreError};
 
 /// Most messages applied before one flush.
 const BATCH: usize = 256;
@@ -276,6 +276,7 @@ impl Ingest {
             result.state.into(),
             result.at,
             result.reason.clone(),
+            ByteCounts::reported(result.bytes_written, result.bytes_total),
             Source::Kiosk,
         )?;
         match outcome {

@@ -8,7 +8,8 @@
 //! | `kiosks` | kiosk id | [`KioskRecord`] |
 //!
 //! Values are postcard records behind a version byte
-//! ([`kiosk_schemas::record`]). Multi-tree changes run in one sled
+//! ([`kiosk_schemas::record`]); jobs are at version 2 (byte counts) and
+//! version 1 job records are still read. Multi-tree changes run in one sled
 //! transaction, so a crash never leaves a job without its index entry.
 //! Nothing here flushes by itself: callers call [`Store::flush`] before they
 //! acknowledge anything (HTTP 202, MQTT PUBACK), which also lets them batch.
@@ -26,7 +27,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::state::{self, Step};
 
-const JOB_V: u8 = 1;
+/// Version of the job records written: [`JobRecord`].
+const JOB_V: u8 = 2;
+/// Job records without byte counts, written before version 2.
+const JOB_V1: u8 = 1;
 const IDEM_V: u8 = 1;
 const KIOSK_V: u8 = 1;
 
@@ -112,6 +116,80 @@ pub struct JobRecord {
     /// `queued`). The kiosk is the source of truth for what happened on
     /// paper, so a later kiosk report replaces this inference.
     pub gateway_expired: bool,
+    /// How far the kiosk's write got, for a job that failed after its
+    /// write started (from the kiosk's result).
+    pub bytes: Option<ByteCounts>,
+}
+
+/// Bytes of a job the kiosk handed to its printer link, and of the whole
+/// job (all copies), as its `failed` result reported them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteCounts {
+    /// Bytes written before the write stopped (after a crash, a lower
+    /// bound).
+    pub written: u64,
+    /// Bytes of the whole job.
+    pub total: u64,
+}
+
+impl ByteCounts {
+    /// The counts of a result's `bytes_written` and `bytes_total`; `None`
+    /// unless it has both.
+    pub fn reported(written: Option<u64>, total: Option<u64>) -> Option<Self> {
+        written
+            .zip(total)
+            .map(|(written, total)| ByteCounts { written, total })
+    }
+}
+
+/// A [`JobRecord`] as version 1 stored it: without byte counts.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct JobRecordV1 {
+    job_id: JobId,
+    kiosk_id: KioskId,
+    printer: String,
+    document: Option<String>,
+    copies: u8,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    state: JobState,
+    reason: Option<String>,
+    history: Vec<Transition>,
+    origin: Origin,
+    reprint_of: Option<JobId>,
+    accepted_at: Timestamp,
+    gateway_expired: bool,
+}
+
+impl From<JobRecordV1> for JobRecord {
+    fn from(r: JobRecordV1) -> Self {
+        JobRecord {
+            job_id: r.job_id,
+            kiosk_id: r.kiosk_id,
+            printer: r.printer,
+            document: r.document,
+            copies: r.copies,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            state: r.state,
+            reason: r.reason,
+            history: r.history,
+            origin: r.origin,
+            reprint_of: r.reprint_of,
+            accepted_at: r.accepted_at,
+            gateway_expired: r.gateway_expired,
+            bytes: None,
+        }
+    }
+}
+
+/// Reads a job record of either version; errors name `key`.
+fn decode_job(key: &[u8], bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    match bytes.first() {
+        Some(&JOB_V1) => decode::<JobRecordV1>(JOB_V1, key, bytes).map(Into::into),
+        _ => decode(JOB_V, key, bytes),
+    }
 }
 
 /// Who reports a state.
@@ -124,12 +202,14 @@ pub enum Source {
 }
 
 impl JobRecord {
-    /// Applies a state report; returns what happened. Pure.
+    /// Applies a state report; returns what happened. Pure. `bytes` is
+    /// kept only with a `failed` state.
     pub fn apply(
         &mut self,
         reported: JobState,
         at: Timestamp,
         reason: Option<String>,
+        bytes: Option<ByteCounts>,
         source: Source,
     ) -> Step {
         let current = if self.gateway_expired && source == Source::Kiosk {
@@ -141,6 +221,7 @@ impl JobRecord {
         if let Step::Advance(next) = step {
             self.state = next;
             self.reason = reason.clone();
+            self.bytes = bytes.filter(|_| next == JobState::Failed);
             self.gateway_expired = source == Source::Gateway && next == JobState::Expired;
             self.history.push(Transition {
                 state: next,
@@ -351,7 +432,7 @@ impl Store {
         };
         for item in store.jobs.iter() {
             let (k, v) = item?;
-            let job: JobRecord = decode(JOB_V, &k, &v)?;
+            let job = decode_job(&k, &v)?;
             store.counts.add(job.state, 1);
         }
         Ok(store)
@@ -428,7 +509,7 @@ impl Store {
                     }
                     // A key whose job was purged by retention is fresh again.
                     if let Some(bytes) = jobs.get(prev.job_id.as_str().as_bytes())? {
-                        let rec: JobRecord = decode(JOB_V, &job_key, &bytes).map_err(abort)?;
+                        let rec = decode_job(&job_key, &bytes).map_err(abort)?;
                         return Ok(CreateOutcome::Replayed(rec));
                     }
                 }
@@ -455,19 +536,21 @@ impl Store {
     pub fn job(&self, job_id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let key = job_id.as_str().as_bytes();
         match self.jobs.get(key)? {
-            Some(v) => Ok(Some(decode(JOB_V, key, &v)?)),
+            Some(v) => Ok(Some(decode_job(key, &v)?)),
             None => Ok(None),
         }
     }
 
     /// Applies a state reported for `job_id` of `kiosk` by `source` (a
-    /// kiosk's result, or the gateway's own expiry). A report for an unknown job creates a
+    /// kiosk's result, or the gateway's own expiry), with the byte counts
+    /// of a job that failed mid-write. A report for an unknown job creates a
     /// record without content, so `GET /v1/print-jobs/{id}` can show jobs
     /// that were published straight over MQTT even when their result
     /// overtakes them.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply_report(
         &self,
         kiosk: &KioskId,
@@ -475,6 +558,7 @@ impl Store {
         reported: JobState,
         at: Timestamp,
         reason: Option<String>,
+        bytes: Option<ByteCounts>,
         source: Source,
     ) -> Result<ReportOutcome, StoreError> {
         let key = job_id.as_str().as_bytes();
@@ -482,7 +566,7 @@ impl Store {
         let outcome = (&self.jobs, &self.pending).transaction(|(jobs, pend)| {
             let (mut rec, from) = match jobs.get(key)? {
                 Some(bytes) => {
-                    let rec: JobRecord = decode(JOB_V, key, &bytes).map_err(abort)?;
+                    let rec = decode_job(key, &bytes).map_err(abort)?;
                     if &rec.kiosk_id != kiosk {
                         return Ok(ReportOutcome::WrongKiosk);
                     }
@@ -505,11 +589,12 @@ impl Store {
                         reprint_of: None,
                         accepted_at: chrono::Utc::now(),
                         gateway_expired: false,
+                        bytes: None,
                     },
                     None,
                 ),
             };
-            match rec.apply(reported, at, reason.clone(), source) {
+            match rec.apply(reported, at, reason.clone(), bytes, source) {
                 Step::Advance(_) => {}
                 Step::Duplicate => return Ok(ReportOutcome::Duplicate),
                 Step::Conflict => return Ok(ReportOutcome::Conflict(rec)),
@@ -546,7 +631,7 @@ impl Store {
             let now = chrono::Utc::now();
             match jobs.get(key)? {
                 Some(bytes) => {
-                    let mut rec: JobRecord = decode(JOB_V, key, &bytes).map_err(abort)?;
+                    let mut rec = decode_job(key, &bytes).map_err(abort)?;
                     if &rec.kiosk_id != kiosk {
                         return Ok(MqttJobOutcome::WrongKiosk);
                     }
@@ -591,6 +676,7 @@ impl Store {
                         reprint_of: None,
                         accepted_at: now,
                         gateway_expired: false,
+                        bytes: None,
                     };
                     let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
                     jobs.insert(key, bytes)?;
@@ -694,7 +780,7 @@ impl Store {
         let mut doomed = Vec::new();
         for item in self.jobs.iter() {
             let (k, v) = item?;
-            let Ok(job) = decode::<JobRecord>(JOB_V, &k, &v) else {
+            let Ok(job) = decode_job(&k, &v) else {
                 continue;
             };
             let last = job.history.last().map_or(job.accepted_at, |t| t.at);
@@ -771,6 +857,7 @@ pub(crate) mod tests {
             reprint_of: None,
             accepted_at: now,
             gateway_expired: false,
+            bytes: None,
         }
     }
 
@@ -825,6 +912,7 @@ pub(crate) mod tests {
                 JobState::Received,
                 now,
                 None,
+                None,
                 Source::Kiosk,
             )
             .unwrap();
@@ -842,6 +930,7 @@ pub(crate) mod tests {
                 JobState::Received,
                 now,
                 None,
+                None,
                 Source::Kiosk
             )
             .unwrap(),
@@ -854,6 +943,7 @@ pub(crate) mod tests {
             JobState::Printed,
             now,
             None,
+            None,
             Source::Kiosk,
         )
         .unwrap();
@@ -865,6 +955,7 @@ pub(crate) mod tests {
                 JobState::Failed,
                 now,
                 Some("x".into()),
+                None,
                 Source::Kiosk
             )
             .unwrap(),
@@ -876,6 +967,7 @@ pub(crate) mod tests {
                 &j("a"),
                 JobState::Failed,
                 now,
+                None,
                 None,
                 Source::Kiosk
             )
@@ -903,6 +995,7 @@ pub(crate) mod tests {
                 &j("m"),
                 JobState::Printed,
                 now,
+                None,
                 None,
                 Source::Kiosk,
             )
@@ -944,6 +1037,7 @@ pub(crate) mod tests {
             JobState::Expired,
             now,
             None,
+            None,
             Source::Gateway,
         )
         .unwrap();
@@ -955,6 +1049,7 @@ pub(crate) mod tests {
                 &j("a"),
                 JobState::Printed,
                 now,
+                None,
                 None,
                 Source::Kiosk,
             )
@@ -974,6 +1069,97 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn byte_counts_of_a_failed_write_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let counts = ByteCounts::reported(Some(4096), Some(10_000));
+        assert_eq!(counts.map(|c| (c.written, c.total)), Some((4096, 10_000)));
+        assert_eq!(ByteCounts::reported(Some(1), None), None);
+        for id in ["failed", "printed"] {
+            s.create_job(job(id, "k1"), None).unwrap();
+        }
+        s.apply_report(
+            &k("k1"),
+            &j("failed"),
+            JobState::Failed,
+            now,
+            Some("interrupted".into()),
+            counts,
+            Source::Kiosk,
+        )
+        .unwrap();
+        // Counts belong to failed jobs only.
+        s.apply_report(
+            &k("k1"),
+            &j("printed"),
+            JobState::Printed,
+            now,
+            None,
+            counts,
+            Source::Kiosk,
+        )
+        .unwrap();
+        drop(s);
+        let s = reopen(dir.path());
+        assert_eq!(s.job(&j("failed")).unwrap().unwrap().bytes, counts);
+        assert_eq!(s.job(&j("printed")).unwrap().unwrap().bytes, None);
+    }
+
+    #[test]
+    fn version_1_job_records_are_read_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let old = JobRecordV1 {
+            job_id: j("old"),
+            kiosk_id: k("k1"),
+            printer: "receipt".into(),
+            document: None,
+            copies: 2,
+            created_at: now,
+            expires_at: None,
+            state: JobState::Received,
+            reason: None,
+            history: Vec::new(),
+            origin: Origin::Mqtt,
+            reprint_of: None,
+            accepted_at: now,
+            gateway_expired: false,
+        };
+        s.jobs
+            .insert("old", record::encode(JOB_V1, &old).unwrap())
+            .unwrap();
+        let rec = s.job(&j("old")).unwrap().unwrap();
+        assert_eq!(
+            (rec.copies, rec.state, rec.bytes),
+            (2, JobState::Received, None)
+        );
+        s.apply_report(
+            &k("k1"),
+            &j("old"),
+            JobState::Failed,
+            now,
+            Some("interrupted".into()),
+            ByteCounts::reported(Some(0), Some(100)),
+            Source::Kiosk,
+        )
+        .unwrap();
+        assert_eq!(s.jobs.get("old").unwrap().unwrap()[0], JOB_V);
+        let rec = s.job(&j("old")).unwrap().unwrap();
+        assert_eq!(
+            rec.bytes,
+            Some(ByteCounts {
+                written: 0,
+                total: 100
+            })
+        );
+        drop(s);
+        // Counted by state when opened, whatever the version.
+        assert_eq!(reopen(dir.path()).counts().get(JobState::Failed), 1);
+    }
+
+    #[test]
     fn purge_removes_only_old_finished_jobs() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -986,6 +1172,7 @@ pub(crate) mod tests {
             &j("old"),
             JobState::Printed,
             long_ago,
+            None,
             None,
             Source::Kiosk,
         )

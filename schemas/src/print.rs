@@ -291,10 +291,11 @@ pub enum JobState {
     Queued,
     /// Stored durably by the kiosk; it will print it or report why not.
     Received,
-    /// Bytes written to the printer and the printer reported no error.
+    /// Every byte handed over to the printer (see [`JobResult`]).
     Printed,
-    /// Not printed; `reason` says why (`interrupted`, printer error, bad
-    /// document, ...). Never retried by itself: reprint explicitly.
+    /// Not printed, or printed only in part; `reason` says why
+    /// (`interrupted`, printer error, bad document, ...). Never retried by
+    /// itself: reprint explicitly.
     Failed,
     /// `expires_at` passed before the job could print.
     Expired,
@@ -336,9 +337,10 @@ impl JobState {
 pub enum ResultState {
     /// The job is in the kiosk's durable inbox.
     Received,
-    /// The job printed.
+    /// Every byte of the job was handed over to the printer.
     Printed,
-    /// The job did not print; see `reason`.
+    /// The job did not print, or printed only in part; see `reason`, and
+    /// `bytes_written` of `bytes_total` when its write had started.
     Failed,
     /// The job expired on the kiosk before it could print.
     Expired,
@@ -358,8 +360,15 @@ impl From<ResultState> for JobState {
 /// A kiosk's report on one job, published QoS 1 on
 /// `kiosk/<id>/print/result`.
 ///
+/// `printed` means every byte was handed over to the printer (`tcp`:
+/// written and the write side shut down; `device`: written and `fsync`
+/// returned). A job whose write started but did not complete is `failed`
+/// with `bytes_written` and `bytes_total`: `reason` `interrupted` when the
+/// agent stopped during the write, the printer's error otherwise.
+///
 /// ```json
-/// {"v":1,"job_id":"01J9...","state":"failed","at":"2026-11-21T10:00:01Z","reason":"interrupted"}
+/// {"v":1,"job_id":"01J9...","state":"failed","at":"2026-11-21T10:00:01Z","reason":"interrupted",
+///  "bytes_written":65536,"bytes_total":3800000}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobResult {
@@ -374,10 +383,19 @@ pub struct JobResult {
     /// Why, for `failed` and `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a `failed` job whose write started: bytes handed to the printer
+    /// link before it stopped. After a crash (`interrupted`) a lower bound.
+    /// `0`: nothing was written, the ticket never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_written: Option<u64>,
+    /// For a `failed` job whose write started: bytes of the whole job (all
+    /// copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
 }
 
 impl JobResult {
-    /// A result stamped now.
+    /// A result stamped now, without byte counts.
     pub fn now(job_id: JobId, state: ResultState, reason: Option<String>) -> Self {
         JobResult {
             v: V1,
@@ -385,6 +403,8 @@ impl JobResult {
             state,
             at: Utc::now(),
             reason,
+            bytes_written: None,
+            bytes_total: None,
         }
     }
 }
@@ -455,6 +475,28 @@ mod tests {
         assert!(b(BarcodeFormat::Ean13, "40063813339x1").validate().is_err());
         assert!(b(BarcodeFormat::Itf, "123").validate().is_err());
         assert!(b(BarcodeFormat::Code39, "ORDER-17").validate().is_ok());
+    }
+
+    #[test]
+    fn result_byte_counts_are_optional_and_omitted_when_absent() {
+        let old: JobResult = serde_json::from_value(serde_json::json!({
+            "v": 1, "job_id": "j-1", "state": "failed", "at": "2026-11-21T10:00:01Z",
+            "reason": "interrupted"
+        }))
+        .unwrap();
+        assert_eq!((old.bytes_written, old.bytes_total), (None, None));
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("bytes_"), "{text}");
+
+        let part = JobResult {
+            bytes_written: Some(4096),
+            bytes_total: Some(10_000),
+            ..old
+        };
+        let value = serde_json::to_value(&part).unwrap();
+        assert_eq!(value["bytes_written"], 4096);
+        assert_eq!(value["bytes_total"], 10_000);
+        assert_eq!(serde_json::from_value::<JobResult>(value).unwrap(), part);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! current [`FakeStatus`], and records every other byte. Each connection
 //! that sent anything besides status requests is one job, complete when the
 //! connection closes.
+//!
+//! Fault knobs for tests: [`FakePrinter::set_hold_connections`] keeps the
+//! connection open after the job's last byte (a printer that never closes
+//! its side), [`FakePrinter::set_stall_after`] stops reading after a number
+//! of bytes (a jammed printer: the client's write blocks mid-job).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -116,6 +121,10 @@ struct Shared {
     jobs_done: watch::Sender<usize>,
     /// See [`FakePrinter::set_hold_connections`].
     hold: watch::Sender<bool>,
+    /// See [`FakePrinter::set_stall_after`].
+    stall_after: watch::Sender<Option<usize>>,
+    /// Connections stalled right now, for waiters.
+    stalled: watch::Sender<usize>,
 }
 
 struct State {
@@ -162,6 +171,8 @@ impl FakePrinter {
             }),
             jobs_done: watch::Sender::new(0),
             hold: watch::Sender::new(false),
+            stall_after: watch::Sender::new(None),
+            stalled: watch::Sender::new(0),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&shared)));
         tracing::debug!(%addr, "fake printer listening");
@@ -204,6 +215,29 @@ impl FakePrinter {
     /// false.
     pub fn set_hold_connections(&self, hold: bool) {
         self.shared.hold.send_replace(hold);
+    }
+
+    /// `Some(n)`: every connection stops reading once it has received `n`
+    /// bytes (job bytes and status requests alike), and stays open, until
+    /// this is set to `None`; then it reads on. The client's writes fill the
+    /// socket buffers and then block, as with a jammed printer: a test can
+    /// kill the client mid-write, or let its write time out. The socket
+    /// buffers take some bytes first (on loopback with Linux defaults about
+    /// 3 MB; `kiosk-agent` sizes its send buffer to 64 KiB), so the job
+    /// must be larger than that. A stalled
+    /// connection's bytes are not a job yet. Applies to connections open
+    /// now as well as new ones. Default `None`.
+    pub fn set_stall_after(&self, bytes: Option<usize>) {
+        self.shared.stall_after.send_replace(bytes);
+    }
+
+    /// Waits until at least `n` connections are stalled by
+    /// [`FakePrinter::set_stall_after`]; false after `timeout`.
+    pub async fn wait_for_stalled(&self, n: usize, timeout: Duration) -> bool {
+        let mut stalled = self.shared.stalled.subscribe();
+        tokio::time::timeout(timeout, stalled.wait_for(|&count| count >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Every complete job so far, in the order their data ended.
@@ -289,11 +323,25 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let mut scanner = Scanner::default();
     let mut job = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut received = 0usize;
+    let mut stall = shared.stall_after.subscribe();
     loop {
-        let n = match stream.read(&mut buf).await {
+        let limit = stall
+            .borrow_and_update()
+            .map(|n| n.saturating_sub(received));
+        if limit == Some(0) {
+            tracing::debug!(%peer, bytes = received, "fake printer: stalled");
+            shared.stalled.send_modify(|n| *n += 1);
+            let _ = stall.wait_for(|s| s.is_none_or(|n| n > received)).await;
+            shared.stalled.send_modify(|n| *n -= 1);
+            continue;
+        }
+        let want = limit.map_or(buf.len(), |l| l.min(buf.len()));
+        let n = match stream.read(&mut buf[..want]).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        received += n;
         let queries = scanner.feed(&buf[..n], &mut job);
         if queries.is_empty() {
             continue;
@@ -565,6 +613,37 @@ mod tests {
                 == 1)
             .await
         );
+    }
+
+    #[tokio::test]
+    async fn stall_stops_reading_mid_job_until_released() {
+        let printer = FakePrinter::start().await.unwrap();
+        printer.set_stall_after(Some(1000));
+        let job: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let mut stream = TcpStream::connect(printer.addr()).await.unwrap();
+        // The buffers take a few MB, then the write blocks.
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(500), stream.write_all(&job)).await;
+        assert!(
+            blocked.is_err(),
+            "an 8 MB write must block on a stalled printer"
+        );
+        assert!(printer.wait_for_stalled(1, WAIT).await);
+        assert!(printer.jobs().is_empty());
+
+        // Released: it reads on, and the job is whole. (The write above
+        // was cancelled part-way, so start a new connection.)
+        printer.set_stall_after(None);
+        drop(stream);
+        let jobs = printer.wait_for_jobs(1, WAIT).await.unwrap();
+        assert!(!jobs[0].is_empty() && jobs[0].len() < job.len());
+        let mut stream = TcpStream::connect(printer.addr()).await.unwrap();
+        stream.write_all(&job).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let jobs = printer.wait_for_jobs(2, WAIT).await.unwrap();
+        assert_eq!(jobs[1], job);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! where a missing node means the printer is unplugged or off.
 //!
 //! Writes are not bounded by a timeout: std has none for files, and the
-//! kernel's printer driver answers for the device.
+//! kernel's printer driver answers for the device. A job is handed over
+//! when its write and `fsync` returned; a device without `fsync` (`EINVAL`,
+//! as `usblp` and `/dev/null`) has it when the write returned.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use kiosk_schemas::{PaperStatus, PrinterStatus};
 
-use super::{PrinterDriver, PrinterError, not_ready};
+use super::{PrinterDriver, PrinterError, Progress, not_ready, write_counted};
 
 /// Writes jobs to a device node or file.
 #[derive(Debug, Clone)]
@@ -128,12 +130,20 @@ impl PrinterDriver for DeviceDriver {
         }
     }
 
-    fn write_job(&mut self, bytes: &[u8]) -> Result<(), PrinterError> {
+    /// Opens for appending, writes every byte, flushes, and `fsync`s.
+    fn hand_over(&mut self, bytes: &[u8], progress: &Progress) -> Result<(), PrinterError> {
         let mut file = self.open().map_err(|e| self.io_error("open", e))?;
-        file.write_all(bytes)
+        write_counted(&mut file, bytes, progress)
+            .and_then(|()| file.flush())
             .map_err(|e| self.io_error("write to", e))?;
-        file.flush().map_err(|e| self.io_error("write to", e))?;
-        tracing::debug!(target_path = %self.path.display(), bytes = bytes.len(), "job written");
+        match file.sync_all() {
+            Ok(()) => {}
+            // Character devices without fsync: the write returning is all
+            // there is.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+            Err(e) => return Err(self.io_error("sync", e)),
+        }
+        tracing::debug!(target_path = %self.path.display(), bytes = bytes.len(), "job handed over");
         Ok(())
     }
 }
@@ -153,9 +163,12 @@ mod tests {
         assert!(status.ready && status.online, "{status:?}");
         assert_eq!(status.paper, PaperStatus::Unknown);
 
-        driver.write_job(b"\x1b@first\n").unwrap();
-        driver.write_job(b"second\n").unwrap();
+        let progress = Progress::default();
+        driver.hand_over(b"\x1b@first\n", &progress).unwrap();
+        driver.hand_over(b"second\n", &progress).unwrap();
+        driver.finish_job().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"\x1b@first\nsecond\n");
+        assert_eq!(progress.get(), 15);
         assert!(driver.status().ready);
     }
 
@@ -169,7 +182,10 @@ mod tests {
         assert!(!status.ready && !status.online);
         assert!(status.error.unwrap().contains("nope"));
 
-        let err = driver.write_job(b"x").unwrap_err().to_string();
+        let err = driver
+            .hand_over(b"x", &Progress::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cannot open device") && err.contains("nope"),
             "{err}"
@@ -190,7 +206,7 @@ mod tests {
         let status = driver.status();
         assert!(!status.ready);
         assert!(status.error.unwrap().contains("unplugged"));
-        assert!(driver.write_job(b"x").is_err());
+        assert!(driver.hand_over(b"x", &Progress::default()).is_err());
         assert!(!Path::new("/dev/usb/kiosk-test-no-such-lp").exists());
     }
 
@@ -199,6 +215,8 @@ mod tests {
     fn character_devices_work() {
         let mut driver = DeviceDriver::new("/dev/null");
         assert!(driver.status().ready);
-        driver.write_job(b"\x1b@hello\n").unwrap();
+        let progress = Progress::default();
+        driver.hand_over(b"\x1b@hello\n", &progress).unwrap();
+        assert_eq!(progress.get(), 8);
     }
 }

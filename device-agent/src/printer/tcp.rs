@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use escpos::utils::{RealTimeStatusRequest, RealTimeStatusResponse};
 use kiosk_schemas::{PaperStatus, PrinterStatus};
 
-use super::{PrinterDriver, PrinterError, not_ready};
+use super::{PrinterDriver, PrinterError, Progress, not_ready, write_counted};
 use crate::render::capture::capture;
 
 /// Port used when the address has none.
@@ -27,15 +27,25 @@ pub const DEFAULT_PORT: u16 = 9100;
 /// that keeps the connection open past this has all the bytes anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// Send buffer of a job's connection, in bytes (Linux doubles it for its
+/// bookkeeping). Small, so that a job is handed over when the printer took
+/// nearly all of it rather than when the Pi's kernel queued megabytes, and
+/// `bytes_written` overstates what the printer received by at most about
+/// this much. Plenty for a printer on the LAN.
+const JOB_SEND_BUFFER: usize = 64 * 1024;
+
 /// Shortest timeout std accepts (zero is an error there).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Talks to one raw TCP printer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TcpDriver {
     /// `host:port`, the port defaulted.
     address: String,
     timeout: Duration,
+    /// The connection of the job last handed over, write side shut down,
+    /// until [`PrinterDriver::finish_job`] waits for its close.
+    handed_over: Option<TcpStream>,
 }
 
 /// The three answers that make up a [`PrinterStatus`].
@@ -50,6 +60,7 @@ impl TcpDriver {
         TcpDriver {
             address: with_default_port(address.trim()),
             timeout: timeout.max(MIN_TIMEOUT),
+            handed_over: None,
         }
     }
 
@@ -262,20 +273,36 @@ impl PrinterDriver for TcpDriver {
         }
     }
 
-    /// Connects, writes every byte, then shuts down the write side and
-    /// waits up to 2 s for the printer to close.
-    fn write_job(&mut self, bytes: &[u8]) -> Result<(), PrinterError> {
+    /// Connects (with a send buffer of 64 KiB), writes every byte, then
+    /// shuts down the write side: the printer has the whole job, bar what
+    /// is still in flight, and its end. The connection stays open for
+    /// [`PrinterDriver::finish_job`].
+    fn hand_over(&mut self, bytes: &[u8], progress: &Progress) -> Result<(), PrinterError> {
+        // A job not finished (its worker stopped in between): close it.
+        self.handed_over = None;
         let mut stream = self.connect()?;
-        stream
-            .write_all(bytes)
+        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(JOB_SEND_BUFFER) {
+            // Only the bound on `bytes_written` gets looser.
+            tracing::debug!(printer = %self.describe(), error = %e, "cannot size the send buffer");
+        }
+        write_counted(&mut stream, bytes, progress)
             .and_then(|()| stream.flush())
             .map_err(|e| self.io_error("write to", e))?;
         stream
             .shutdown(Shutdown::Write)
             .map_err(|e| self.io_error("finish writing to", e))?;
-        self.wait_for_close(&mut stream)?;
-        tracing::debug!(printer = %self.describe(), bytes = bytes.len(), "job written");
+        tracing::debug!(printer = %self.describe(), bytes = bytes.len(), "job handed over");
+        self.handed_over = Some(stream);
         Ok(())
+    }
+
+    /// Waits up to 2 s (at most the timeout) for the printer to close the
+    /// job's connection, then closes it.
+    fn finish_job(&mut self) -> Result<(), PrinterError> {
+        match self.handed_over.take() {
+            Some(mut stream) => self.wait_for_close(&mut stream),
+            None => Ok(()),
+        }
     }
 }
 
@@ -423,19 +450,28 @@ mod tests {
         let status = driver.status();
         assert!(!status.ready && !status.online);
         assert!(status.error.unwrap().contains("cannot connect to tcp"));
-        let err = driver.write_job(b"x").unwrap_err().to_string();
-        assert!(err.contains(&address), "{err}");
+        let progress = Progress::default();
+        let err = driver.hand_over(b"x", &progress).unwrap_err();
+        assert!(err.nothing_written(), "{err}");
+        assert!(err.to_string().contains(&address), "{err}");
+        assert_eq!(progress.get(), 0);
     }
 
     #[test]
-    fn write_job_sends_every_byte_on_its_own_connection() {
+    fn hand_over_sends_every_byte_on_its_own_connection() {
         let job: Vec<u8> = (0..200_000u32)
             .map(|i| (i % 251) as u8)
             .filter(|&b| b != 0x10)
             .collect();
         let (address, peer) = peer(Vec::new());
-        TcpDriver::new(&address, TIMEOUT).write_job(&job).unwrap();
+        let mut driver = TcpDriver::new(&address, TIMEOUT);
+        let progress = Progress::default();
+        driver.hand_over(&job, &progress).unwrap();
+        assert_eq!(progress.get(), job.len() as u64);
+        // The peer has the end of the job before anyone waits for it.
         assert_eq!(peer.join().unwrap(), job);
+        driver.finish_job().unwrap();
+        driver.finish_job().unwrap();
     }
 
     #[test]
@@ -464,6 +500,14 @@ mod tests {
 
         fn driver(fake: &FakePrinter) -> TcpDriver {
             TcpDriver::new(&fake.addr().to_string(), Duration::from_millis(500))
+        }
+
+        /// Hands `bytes` over and finishes the job, as the worker does.
+        fn print(d: &mut TcpDriver, bytes: &[u8]) -> Result<u64, PrinterError> {
+            let progress = Progress::default();
+            d.hand_over(bytes, &progress)?;
+            d.finish_job()?;
+            Ok(progress.get())
         }
 
         #[tokio::test]
@@ -527,14 +571,55 @@ mod tests {
             });
             let rendered = render(&doc, &RenderOptions::default()).unwrap();
             let bytes = rendered.bytes.clone();
-            blocking(driver(&fake), move |d| d.write_job(&bytes))
+            blocking(driver(&fake), move |d| print(d, &bytes))
                 .await
                 .unwrap();
-            blocking(driver(&fake), move |d| d.write_job(b"second"))
+            blocking(driver(&fake), move |d| print(d, b"second"))
                 .await
                 .unwrap();
             let jobs = fake.wait_for_jobs(2, Duration::from_secs(5)).await.unwrap();
             assert_eq!(jobs, [rendered.bytes, b"second".to_vec()]);
+        }
+
+        #[tokio::test]
+        async fn hand_over_returns_before_the_printer_closes() {
+            let fake = FakePrinter::start().await.unwrap();
+            // The printer keeps the connection open after the job.
+            fake.set_hold_connections(true);
+            let mut d = TcpDriver::new(&fake.addr().to_string(), Duration::from_secs(5));
+            let started = Instant::now();
+            let (d, handed) = tokio::task::spawn_blocking(move || {
+                let r = d.hand_over(b"held job", &Progress::default());
+                (d, r)
+            })
+            .await
+            .unwrap();
+            handed.unwrap();
+            assert!(started.elapsed() < CLOSE_WAIT, "{:?}", started.elapsed());
+            assert_eq!(
+                fake.wait_for_jobs(1, Duration::from_secs(5)).await.unwrap(),
+                [b"held job".to_vec()]
+            );
+            // The wait for the close is the separate, later step.
+            let started = Instant::now();
+            blocking(d, |d| d.finish_job()).await.unwrap();
+            assert!(started.elapsed() >= CLOSE_WAIT, "{:?}", started.elapsed());
+        }
+
+        #[tokio::test]
+        async fn a_stalled_printer_times_out_mid_job_with_the_bytes_counted() {
+            let fake = FakePrinter::start().await.unwrap();
+            fake.set_stall_after(Some(1000));
+            let job = vec![b'x'; 8 * 1024 * 1024];
+            let progress = Progress::default();
+            let counted = progress.clone();
+            let err = blocking(driver(&fake), move |d| d.hand_over(&job, &counted))
+                .await
+                .unwrap_err();
+            assert!(!err.nothing_written(), "{err}");
+            assert!(err.to_string().contains("timed out"), "{err}");
+            let written = progress.get();
+            assert!((1000..8 * 1024 * 1024).contains(&written), "{written}");
         }
 
         #[tokio::test]
@@ -543,7 +628,7 @@ mod tests {
             fake.set_reachable(false);
             let status = blocking(driver(&fake), |d| d.status()).await;
             assert!(!status.ready && !status.online, "{status:?}");
-            let written = blocking(driver(&fake), |d| d.write_job(&[b'x'; 100_000])).await;
+            let written = blocking(driver(&fake), |d| print(d, &[b'x'; 100_000])).await;
             assert!(written.is_err(), "a reset connection must fail the job");
 
             fake.set_reachable(true);

@@ -65,6 +65,14 @@ pub struct JobView {
     pub state: JobState,
     /// Why, for `failed` and `expired`.
     pub reason: Option<String>,
+    /// For a `failed` job whose write had started on the kiosk: bytes
+    /// written to the printer before it stopped (after a crash, a lower
+    /// bound); `0` means the ticket never started. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_written: Option<u64>,
+    /// With `bytes_written`: bytes of the whole job (all copies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
     /// Copies.
     pub copies: u8,
     /// Creation time (RFC 3339).
@@ -105,6 +113,8 @@ impl From<JobRecord> for JobView {
             printer: r.printer,
             state: r.state,
             reason: r.reason,
+            bytes_written: r.bytes.map(|b| b.written),
+            bytes_total: r.bytes.map(|b| b.total),
             copies: r.copies,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -267,6 +277,7 @@ fn queued(j: QueuedJob) -> JobRecord {
         reprint_of: j.reprint_of,
         accepted_at: j.now,
         gateway_expired: false,
+        bytes: None,
     }
 }
 
