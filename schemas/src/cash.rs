@@ -1,5 +1,6 @@
 //! Cash credits (`kiosk/<id>/cash`), their acknowledgement
-//! (`kiosk/<id>/cash/ack`) and acceptor control (`kiosk/<id>/cash/control`).
+//! (`kiosk/<id>/cash/ack`), acceptor control (`kiosk/<id>/cash/control`)
+//! and the kiosk's confirmation of it (`kiosk/<id>/cash/state`).
 //!
 //! Credits are numbered per kiosk by `seq`, starting at 1 and never reused;
 //! the cloud applies each `(kiosk, seq)` once and acknowledges the highest
@@ -46,10 +47,20 @@ pub struct CashEvent {
     pub currency: Currency,
     /// When the acceptor reported it.
     pub at: Timestamp,
-    /// The payment session that was enabled on the kiosk when the credit was
-    /// read, if any; informative, the cloud assigns credits itself.
+    /// The payment session the acceptor was enabled for when the credit was
+    /// read; `None`: it was read while acceptance was off (an *unassigned*
+    /// credit). The cloud applies the credit to exactly this session,
+    /// whatever that session's state by the time it arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// Boot id of the acceptor board that reported it (`READY:v2:<boot
+    /// id>`, 8 hex digits); `None` for a v1 board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board_boot_id: Option<String>,
+    /// The board's own sequence number of the credit (`CREDIT:<seq>:...`)
+    /// within that boot; `None` for a v1 board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board_seq: Option<u64>,
 }
 
 /// The cloud's acknowledgement, published QoS 1 on `kiosk/<id>/cash/ack`:
@@ -71,6 +82,13 @@ pub struct CashAck {
 
 /// Turns the kiosk's acceptor on or off, published QoS 1 on
 /// `kiosk/<id>/cash/control`.
+///
+/// `enable` names the session the kiosk takes money for and what is still
+/// due; the kiosk keeps that acceptance across its own restarts and stops
+/// by itself once the credits it took for the session reach the amount due.
+/// `disable` names the session whose acceptance ends (or none: stop
+/// whatever is enabled). The kiosk answers every control on
+/// `kiosk/<id>/cash/state` ([`CashState`]).
 ///
 /// ```json
 /// {"v":1,"action":"enable","session_id":"01J9...","amount_due":2000,"currency":"EUR"}
@@ -101,4 +119,40 @@ pub enum CashAction {
     Enable,
     /// Send `DISABLE` to the acceptor.
     Disable,
+}
+
+/// The acceptance in force on a kiosk, published QoS 1 on
+/// `kiosk/<id>/cash/state` after each change (flushed to the kiosk's store
+/// first) and in answer to every [`CashControl`]: it confirms an `enable`,
+/// and it confirms a `disable` with `last_seq`, the last outbox `seq` the
+/// kiosk assigned to a credit of that session. The cloud treats the
+/// session's totals as final once it holds every credit of `outbox` up to
+/// `last_seq` (DESIGN.md, "Cash credits", step 5).
+///
+/// ```json
+/// {"v":1,"outbox":"8c1f0a2b3c4d5e6f","session_id":"01J9...","enabled":false,"last_seq":42,"inserted":2500,"at":"2026-11-21T10:00:05Z"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CashState {
+    /// Wire version, always 1.
+    pub v: V1,
+    /// The kiosk's outbox id (16 hex digits): `last_seq` counts in it.
+    pub outbox: String,
+    /// The session this state is about; `None` with `enabled: false` when
+    /// the kiosk has no session at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// True while the kiosk accepts money for `session_id`; false once that
+    /// acceptance ended (by a `disable`, by a newer session's `enable`, or
+    /// because the kiosk itself saw the amount due reached).
+    pub enabled: bool,
+    /// Last outbox `seq` assigned to a credit of `session_id`; 0 when the
+    /// kiosk took no credit for it.
+    pub last_seq: u64,
+    /// Sum of the credits the kiosk recorded for `session_id`, in minor
+    /// units (informative: the cloud counts the credits themselves).
+    #[serde(default)]
+    pub inserted: i64,
+    /// When the acceptance took this state (kiosk clock).
+    pub at: Timestamp,
 }

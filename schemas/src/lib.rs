@@ -25,7 +25,7 @@ pub mod topic;
 pub mod version;
 pub mod wire;
 
-pub use cash::{CashAck, CashAction, CashControl, CashEvent, CreditKind};
+pub use cash::{CashAck, CashAction, CashControl, CashEvent, CashState, CreditKind};
 pub use command::{Command, CommandKind};
 pub use id::{Currency, IdError, JobId, KioskId};
 pub use mqtt_url::MqttUrl;

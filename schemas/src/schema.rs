@@ -5,7 +5,9 @@
 
 use schemars::schema_for;
 
-use crate::{CashAck, CashControl, CashEvent, Command, JobResult, KioskStatus, PrintJob};
+use crate::{
+    CashAck, CashControl, CashEvent, CashState, Command, JobResult, KioskStatus, PrintJob,
+};
 
 /// `(file name, schema)` for every wire message, in topic-table order.
 pub fn wire_schemas() -> Vec<(&'static str, serde_json::Value)> {
@@ -18,6 +20,7 @@ pub fn wire_schemas() -> Vec<(&'static str, serde_json::Value)> {
             "cash-control.schema.json",
             schema_for!(CashControl).to_value(),
         ),
+        ("cash-state.schema.json", schema_for!(CashState).to_value()),
         (
             "kiosk-status.schema.json",
             schema_for!(KioskStatus).to_value(),

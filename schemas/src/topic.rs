@@ -7,6 +7,7 @@
 //! | `kiosk/<id>/cash` | kiosk → cloud | [`CashEvent`](crate::CashEvent) |
 //! | `kiosk/<id>/cash/ack` | cloud → kiosk | [`CashAck`](crate::CashAck) |
 //! | `kiosk/<id>/cash/control` | cloud → kiosk | [`CashControl`](crate::CashControl) |
+//! | `kiosk/<id>/cash/state` | kiosk → cloud | [`CashState`](crate::CashState) |
 //! | `kiosk/<id>/status` | kiosk → cloud, retained | [`KioskStatus`](crate::KioskStatus) |
 //! | `kiosk/<id>/cmd` | cloud → kiosk | [`Command`](crate::Command) |
 //!
@@ -33,6 +34,9 @@ pub enum TopicKind {
     CashAck,
     /// `cash/control`: enable/disable the acceptor.
     CashControl,
+    /// `cash/state`: the acceptance in force on the kiosk, confirming each
+    /// control.
+    CashState,
     /// `status`: the kiosk's retained status and last will.
     Status,
     /// `cmd`: commands (test print, ping, ...).
@@ -41,12 +45,13 @@ pub enum TopicKind {
 
 impl TopicKind {
     /// Every kind, in table order.
-    pub const ALL: [TopicKind; 7] = [
+    pub const ALL: [TopicKind; 8] = [
         TopicKind::Print,
         TopicKind::PrintResult,
         TopicKind::Cash,
         TopicKind::CashAck,
         TopicKind::CashControl,
+        TopicKind::CashState,
         TopicKind::Status,
         TopicKind::Cmd,
     ];
@@ -59,6 +64,7 @@ impl TopicKind {
             TopicKind::Cash => "cash",
             TopicKind::CashAck => "cash/ack",
             TopicKind::CashControl => "cash/control",
+            TopicKind::CashState => "cash/state",
             TopicKind::Status => "status",
             TopicKind::Cmd => "cmd",
         }
@@ -120,6 +126,11 @@ impl Topic {
     /// `kiosk/<id>/cash/control`
     pub fn cash_control(kiosk: &KioskId) -> Self {
         Self::new(kiosk, TopicKind::CashControl)
+    }
+
+    /// `kiosk/<id>/cash/state`
+    pub fn cash_state(kiosk: &KioskId) -> Self {
+        Self::new(kiosk, TopicKind::CashState)
     }
 
     /// `kiosk/<id>/status`
@@ -203,6 +214,7 @@ mod tests {
             Topic::cash_control(&id).as_str(),
             "kiosk/demo-1/cash/control"
         );
+        assert_eq!(Topic::cash_state(&id).as_str(), "kiosk/demo-1/cash/state");
         assert_eq!(Topic::status(&id).as_str(), "kiosk/demo-1/status");
         assert_eq!(Topic::cmd(&id).as_str(), "kiosk/demo-1/cmd");
         assert_eq!(

@@ -184,6 +184,8 @@ impl Outbox {
             currency: r.currency,
             at: r.at,
             session_id: r.session_id,
+            board_boot_id: None,
+            board_seq: None,
         }
     }
 
