@@ -25,14 +25,29 @@ pub enum ApiError {
     /// 404 `session_not_found`.
     #[error("unknown cash session {0:?}")]
     SessionNotFound(String),
+    /// 404 `credit_not_found`: no such unassigned credit of that kiosk.
+    #[error("unknown unassigned credit {0:?}")]
+    CreditNotFound(String),
+    /// 409 `credit_already_resolved`: the credit was assigned or refunded
+    /// differently before.
+    #[error("{0}")]
+    CreditAlreadyResolved(String),
+    /// 422 `session_of_other_kiosk`: the session belongs to another kiosk.
+    #[error("{0}")]
+    SessionOfOtherKiosk(String),
+    /// 422 `currency_mismatch`: the credit and the session differ in
+    /// currency.
+    #[error("{0}")]
+    CurrencyMismatch(String),
     /// 400 `invalid_request`: the body or a header is not acceptable.
     #[error("{0}")]
     InvalidRequest(String),
     /// 413 `payload_too_large`.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 409 `conflict`: e.g. the job id is taken, or a reprint of a job whose
-    /// content the gateway never saw.
+    /// 409 `conflict`: e.g. the job id is taken, a reprint of a job whose
+    /// content the gateway never saw, a cancel of a paid or cancelled
+    /// session.
     #[error("{0}")]
     Conflict(String),
     /// 422 `idempotency_key_reused`: same key, different request.
@@ -54,6 +69,14 @@ impl ApiError {
             ApiError::KioskNotFound(_) => (StatusCode::NOT_FOUND, "kiosk_not_found"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             ApiError::SessionNotFound(_) => (StatusCode::NOT_FOUND, "session_not_found"),
+            ApiError::CreditNotFound(_) => (StatusCode::NOT_FOUND, "credit_not_found"),
+            ApiError::CreditAlreadyResolved(_) => (StatusCode::CONFLICT, "credit_already_resolved"),
+            ApiError::SessionOfOtherKiosk(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "session_of_other_kiosk")
+            }
+            ApiError::CurrencyMismatch(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch")
+            }
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -10,24 +10,33 @@
 //! Cash credits (DESIGN.md, "Cash credits", step 2): each is stored and
 //! applied exactly once ([`crate::cash::store::CashStore::apply_credit`]);
 //! after the flush the gateway publishes `cash/ack` with the outbox's
-//! contiguous watermark, `cash/control` `disable` when a session became
-//! paid, the live events, and wakes the webhook sender.
+//! contiguous watermark, the kiosk's controls when a session became paid,
+//! the live events, and wakes the webhook sender.
+//!
+//! Cash states (`kiosk/<id>/cash/state`, step 5): a `CashState` with
+//! `enabled: false` confirms the end of acceptance for its session with
+//! `last_seq`; it is stored on the session
+//! ([`crate::cash::store::CashStore::confirm`]). After every batch with
+//! credits or confirmations, the kiosk's sessions that now hold every
+//! credit up to their confirmation become final
+//! ([`crate::cash::store::CashStore::settle_ready`]), in the same flush.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
-    CashAck, CashEvent, JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind, V1,
+    CashAck, CashEvent, CashState, JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind, V1,
 };
 use rumqttc::Publish;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cash::SessionCredit;
 use crate::cash::live::{Live, LiveEvent};
-use crate::cash::store::CashStore;
+use crate::cash::resend::{self, send_controls};
+use crate::cash::store::{CashStore, ConfirmOutcome};
+use crate::cash::{CreditEffect, SessionState};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
@@ -67,8 +76,12 @@ struct After {
     cash_online: Vec<KioskId>,
     /// Highest contiguous seq per (kiosk, outbox) to acknowledge.
     cash_acks: BTreeMap<(KioskId, String), u64>,
-    /// Kiosks whose session just became paid: `disable`.
-    disable: Vec<KioskId>,
+    /// Kiosks whose sessions changed so that they need their controls
+    /// again (a session became paid; the kiosk accepts for a session that
+    /// should be disabled).
+    controls: Vec<KioskId>,
+    /// Kiosks with new credits or confirmations: settle what is ready.
+    settle: BTreeSet<KioskId>,
     /// Live events per session.
     live: Vec<(String, LiveEvent)>,
     /// Webhooks were queued.
@@ -115,6 +128,11 @@ impl Ingest {
                 },
             }
         }
+        for kiosk in std::mem::take(&mut after.settle) {
+            let events = resend::settle(&self.cash, &self.metrics, &kiosk);
+            after.webhooks |= !events.is_empty();
+            after.live.extend(events);
+        }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "store flush failed; nothing acknowledged");
             return;
@@ -136,8 +154,11 @@ impl Ingest {
                 tracing::warn!(kiosk = %kiosk, error = %e, "cash ack not published");
             }
         }
-        for kiosk in after.disable.iter().chain(&after.cash_online) {
-            self.cash.publish_control(&self.link, kiosk);
+        let mut sent = BTreeSet::new();
+        for kiosk in after.controls.iter().chain(&after.cash_online) {
+            if sent.insert(kiosk) {
+                send_controls(&self.cash, &self.link, kiosk, false);
+            }
         }
         for (session_id, event) in after.live {
             self.live.publish(&session_id, event);
@@ -213,6 +234,13 @@ impl Ingest {
                     Err(e) => self.reject(&p.topic, reason(&e), &e),
                 }
             }
+            TopicKind::CashState => {
+                self.fleet.seen(kiosk);
+                match wire::decode::<CashState>(&p.payload, SMALL_MESSAGE_LIMIT) {
+                    Ok(state) => self.apply_state(kiosk, &state, after)?,
+                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -240,30 +268,84 @@ impl Ingest {
             return Ok(());
         }
         after.webhooks = true;
-        match &outcome.session {
-            Some(session) => {
-                self.metrics.credit("session");
+        after.settle.insert(kiosk.clone());
+        match &outcome.applied {
+            Some((session, credit, effect)) => {
+                let late = *effect == CreditEffect::Late;
+                self.metrics.credit(if late { "late" } else { "session" });
                 tracing::info!(kiosk = %kiosk, seq = event.seq, amount = event.amount, session = %session.session_id,
-                    inserted = session.amount_inserted, due = session.amount_due, "credit applied");
-                let credit = SessionCredit {
-                    outbox: event.outbox.clone(),
-                    seq: event.seq,
-                    kind: event.kind,
-                    amount: event.amount,
-                    at: event.at,
-                };
-                for e in Live::credit_events(session, &credit, outcome.paid_now) {
+                    state = session.state.as_str(), inserted = session.amount_inserted, due = session.amount_due,
+                    late, "credit applied");
+                for e in LiveEvent::credit_events(session, credit, *effect) {
                     after.live.push((session.session_id.clone(), e));
                 }
-                if outcome.paid_now {
+                if *effect == CreditEffect::Paid {
                     tracing::info!(session = %session.session_id, change_due = session.change_due(), "session paid");
-                    after.disable.push(kiosk.clone());
+                    after.controls.push(kiosk.clone());
                 }
             }
             None => {
                 self.metrics.credit("unassigned");
                 tracing::warn!(kiosk = %kiosk, seq = event.seq, amount = event.amount, currency = %event.currency,
-                    "credit with no open session kept as unassigned");
+                    session = event.session_id.as_deref().unwrap_or(""), reason = ?outcome.credit.unassigned,
+                    "credit kept as unassigned");
+            }
+        }
+        Ok(())
+    }
+
+    /// A `CashState` from `kiosk`: `enabled: false` with a session confirms
+    /// the end of acceptance for it; `enabled: true` for a session that is
+    /// no longer open means the kiosk missed its `disable`: send the
+    /// controls again.
+    fn apply_state(
+        &self,
+        kiosk: &KioskId,
+        state: &CashState,
+        after: &mut After,
+    ) -> Result<(), StoreError> {
+        if state.outbox.is_empty()
+            || state.outbox.len() > 64
+            || state
+                .session_id
+                .as_ref()
+                .is_some_and(|s| s.is_empty() || s.len() > 128)
+        {
+            self.metrics.rejected("invalid_cash_state");
+            tracing::warn!(kiosk = %kiosk, "invalid cash state ignored");
+            return Ok(());
+        }
+        let Some(session_id) = state.session_id.as_deref() else {
+            self.metrics.cash_state("no_session");
+            return Ok(());
+        };
+        if state.enabled {
+            self.metrics.cash_state("enabled");
+            match self.cash.session(session_id)? {
+                Some(s) if &s.kiosk_id == kiosk && s.state != SessionState::Open => {
+                    tracing::warn!(kiosk = %kiosk, session = session_id, state = s.state.as_str(),
+                        "kiosk accepts for a session that has ended; sending its controls again");
+                    after.controls.push(kiosk.clone());
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match self.cash.confirm(kiosk, state)? {
+            ConfirmOutcome::Recorded(s) => {
+                self.metrics.cash_state("confirmed");
+                tracing::info!(kiosk = %kiosk, session = %s.session_id, state = s.state.as_str(),
+                    last_seq = state.last_seq, outbox = %state.outbox, "kiosk confirmed end of acceptance");
+                after.settle.insert(kiosk.clone());
+            }
+            ConfirmOutcome::Duplicate(_) => {
+                self.metrics.cash_state("duplicate");
+                // Still worth a look: the credits may have arrived meanwhile.
+                after.settle.insert(kiosk.clone());
+            }
+            ConfirmOutcome::Unknown => {
+                self.metrics.cash_state("unknown_session");
+                tracing::warn!(kiosk = %kiosk, session = session_id, "cash state for an unknown session ignored");
             }
         }
         Ok(())

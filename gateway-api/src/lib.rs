@@ -204,6 +204,15 @@ impl Gateway {
             live: live.clone(),
         };
         tasks.spawn(ingest.run(inbound_rx, shutdown.clone()));
+        let resend = cash::resend::Resend {
+            cash: cash_store.clone(),
+            fleet: fleet.clone(),
+            link: link.clone(),
+            live: live.clone(),
+            metrics: metrics.clone(),
+            interval: config.delivery.republish_interval,
+        };
+        tasks.spawn(resend.run(shutdown.clone()));
         tasks.spawn(delivery.clone().run(online_rx, shutdown.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)

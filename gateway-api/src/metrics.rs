@@ -8,7 +8,10 @@
 //! | `kiosk_kiosks_online` | gauge | kiosks whose last status is `online` |
 //! | `kiosk_mqtt_rejected_total{reason}` | counter | MQTT messages the gateway could not use |
 //! | `kiosk_mqtt_connected` | gauge | 1 while the gateway's own MQTT session is up |
-//! | `kiosk_cash_credits_total{outcome}` | counter | cash credits received from kiosks: `session` (applied to the open session it was taken for), `unassigned` (kept as unassigned), `duplicate` (seen before, not counted again) |
+//! | `kiosk_cash_credits_total{outcome}` | counter | cash credits received from kiosks: `session` (applied to the open session it was taken for), `late` (applied to its session after that stopped being open: change or refund), `unassigned` (kept as unassigned), `duplicate` (seen before, not counted again) |
+//! | `kiosk_cash_states_total{outcome}` | counter | `cash/state` messages from kiosks: `confirmed` (end of acceptance stored on its session), `duplicate` (held already), `enabled` (the kiosk is accepting), `unknown_session` (no such session of that kiosk), `no_session` (the kiosk has none) |
+//! | `kiosk_cash_sessions_final_total{state}` | counter | sessions whose totals became final: `paid`, `cancelled` |
+//! | `kiosk_cash_unassigned_resolved_total{action}` | counter | unassigned credits resolved through the API: `assigned`, `refunded` |
 //! | `kiosk_http_refused_total{reason}` | counter | HTTP requests refused: `body_too_large` (413), `unauthorized` (401) |
 //! | `kiosk_broker_connections` | gauge | embedded broker: client connections open now |
 //! | `kiosk_broker_connections_accepted_total` | counter | embedded broker: client logins accepted |
@@ -62,6 +65,9 @@ pub struct Metrics {
     connected: Gauge,
     http_refused: Family<ReasonLabel, Counter>,
     credits: Family<OutcomeLabel, Counter>,
+    cash_states: Family<OutcomeLabel, Counter>,
+    sessions_final: Family<StateLabel, Counter>,
+    resolved: Family<ActionLabel, Counter>,
 }
 
 /// Exposes the embedded broker's counters as `kiosk_broker_*`.
@@ -177,12 +183,33 @@ impl Metrics {
         let credits = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "cash_credits",
-            "Cash credits received from kiosks, by outcome (session, unassigned, duplicate)",
+            "Cash credits received from kiosks, by outcome (session, late, unassigned, duplicate)",
             credits.clone(),
+        );
+        let cash_states = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "cash_states",
+            "cash/state messages from kiosks, by outcome (confirmed, duplicate, enabled, unknown_session, no_session)",
+            cash_states.clone(),
+        );
+        let sessions_final = Family::<StateLabel, Counter>::default();
+        registry.register(
+            "cash_sessions_final",
+            "Cash sessions whose totals became final, by state (paid, cancelled)",
+            sessions_final.clone(),
+        );
+        let resolved = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "cash_unassigned_resolved",
+            "Unassigned cash credits resolved through the API, by action (assigned, refunded)",
+            resolved.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),
             credits,
+            cash_states,
+            sessions_final,
+            resolved,
             http_refused,
             jobs,
             created,
@@ -209,9 +236,37 @@ impl Metrics {
     }
 
     /// Counts a cash credit received from a kiosk; `outcome` is `session`,
-    /// `unassigned` or `duplicate`.
+    /// `late`, `unassigned` or `duplicate`.
     pub fn credit(&self, outcome: &'static str) {
         self.credits.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a `cash/state` message; `outcome` is `confirmed`, `duplicate`,
+    /// `enabled`, `unknown_session` or `no_session`.
+    pub fn cash_state(&self, outcome: &'static str) {
+        self.cash_states
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Counts a session whose totals became final.
+    pub fn settled(&self, how: crate::cash::Settlement) {
+        let state = match how {
+            crate::cash::Settlement::Paid => "paid",
+            crate::cash::Settlement::Cancelled => "cancelled",
+        };
+        self.sessions_final
+            .get_or_create(&StateLabel { state })
+            .inc();
+    }
+
+    /// Counts a resolution of an unassigned credit.
+    pub fn resolved(&self, action: crate::cash::ResolutionAction) {
+        let action = match action {
+            crate::cash::ResolutionAction::Assigned => "assigned",
+            crate::cash::ResolutionAction::Refunded => "refunded",
+        };
+        self.resolved.get_or_create(&ActionLabel { action }).inc();
     }
 
     /// Counts a refused HTTP request (`body_too_large`, `unauthorized`).
@@ -262,6 +317,9 @@ mod tests {
         m.rejected("malformed");
         m.http_refused("body_too_large");
         m.credit("unassigned");
+        m.cash_state("confirmed");
+        m.settled(crate::cash::Settlement::Cancelled);
+        m.resolved(crate::cash::ResolutionAction::Refunded);
         let broker = Arc::new(BrokerMetrics::new());
         broker.refused(kiosk_broker::Refusal::LoginThrottled);
         broker.acl_denied(kiosk_broker::AclAction::Subscribe);
@@ -275,6 +333,9 @@ mod tests {
             "kiosk_kiosks_online 2",
             "kiosk_mqtt_rejected_total{reason=\"malformed\"} 1",
             "kiosk_cash_credits_total{outcome=\"unassigned\"} 1",
+            "kiosk_cash_states_total{outcome=\"confirmed\"} 1",
+            "kiosk_cash_sessions_final_total{state=\"cancelled\"} 1",
+            "kiosk_cash_unassigned_resolved_total{action=\"refunded\"} 1",
             "kiosk_mqtt_connected 1",
             "kiosk_http_refused_total{reason=\"body_too_large\"} 1",
             "kiosk_broker_connections 1",

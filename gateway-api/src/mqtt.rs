@@ -35,11 +35,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Filters the consumer subscribes to (QoS 1).
-pub const SUBSCRIPTIONS: [TopicKind; 4] = [
+pub const SUBSCRIPTIONS: [TopicKind; 5] = [
     TopicKind::Status,
     TopicKind::PrintResult,
     TopicKind::Print,
     TopicKind::Cash,
+    TopicKind::CashState,
 ];
 
 /// Capacity of rumqttc's request queues (publishes, acks).

@@ -5,7 +5,9 @@
 //! /v1/cash-sessions/{id}/events` stream of that session receives it. A
 //! stream that falls behind by more than the channel's capacity is told to
 //! reload (the stored session is the truth; events are only a
-//! notification).
+//! notification). A stream ends once the session is final (`cancelled`,
+//! `settled`), not at `paid`: late credits can still change a paid
+//! session's change.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,38 +15,133 @@ use std::sync::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::{SessionCredit, SessionRecord, SessionView};
+use super::{CreditEffect, SessionCredit, SessionRecord, SessionState, SessionView, Settlement};
 
 /// Events buffered per session for slow readers.
 const CAPACITY: usize = 64;
 
+/// The SSE event names of a session's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveKind {
+    /// `session`: the current state, first on every stream (and after a
+    /// reader lagged).
+    Session,
+    /// `credit`: a credit counted towards `amount_due`.
+    Credit,
+    /// `late_credit`: a credit for a session no longer open (more change
+    /// or refund), or an unassigned credit assigned to it.
+    LateCredit,
+    /// `paid`: `amount_inserted` reached `amount_due`.
+    Paid,
+    /// `cancelling`: the cancel was accepted; waiting for the kiosk.
+    Cancelling,
+    /// `cancelled`: final, with `refund_due` (last event).
+    Cancelled,
+    /// `settled`: a paid session became final (last event).
+    Settled,
+}
+
+impl LiveKind {
+    /// The SSE `event:` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveKind::Session => "session",
+            LiveKind::Credit => "credit",
+            LiveKind::LateCredit => "late_credit",
+            LiveKind::Paid => "paid",
+            LiveKind::Cancelling => "cancelling",
+            LiveKind::Cancelled => "cancelled",
+            LiveKind::Settled => "settled",
+        }
+    }
+}
+
 /// One event on a session's stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveEvent {
-    /// SSE event name: `session` (the current state, first on every
-    /// stream), `credit`, `paid` or `cancelled`.
+    /// Which event.
     #[serde(skip)]
-    pub name: &'static str,
+    pub kind: LiveKind,
     /// The session after the change.
     pub session: SessionView,
-    /// The credit, for `credit` events.
+    /// The credit, for `credit` and `late_credit` events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credit: Option<SessionCredit>,
 }
 
 impl LiveEvent {
-    /// The `session` event: current state.
-    pub fn snapshot(s: &SessionRecord) -> Self {
+    /// An event about `s` (without a credit).
+    pub fn new(kind: LiveKind, s: &SessionRecord) -> Self {
         LiveEvent {
-            name: "session",
+            kind,
             session: s.into(),
             credit: None,
         }
     }
 
-    /// True for the last event of a session (`paid`, `cancelled`).
+    /// The `session` event: current state.
+    pub fn snapshot(s: &SessionRecord) -> Self {
+        Self::new(LiveKind::Session, s)
+    }
+
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        self.kind.as_str()
+    }
+
+    /// True for the last event of a session (`cancelled`, `settled`).
     pub fn is_final(&self) -> bool {
-        matches!(self.name, "paid" | "cancelled")
+        matches!(self.kind, LiveKind::Cancelled | LiveKind::Settled)
+    }
+
+    /// The events a stream opened on `s` starts with: `session`, then the
+    /// event of the state it is in (`paid`, and `settled` once final;
+    /// `cancelling`; `cancelled`), none while open.
+    pub fn opening(s: &SessionRecord) -> Vec<LiveEvent> {
+        let mut out = vec![Self::snapshot(s)];
+        match s.state {
+            SessionState::Open => {}
+            SessionState::Paid => {
+                out.push(Self::new(LiveKind::Paid, s));
+                if s.is_final() {
+                    out.push(Self::new(LiveKind::Settled, s));
+                }
+            }
+            SessionState::Cancelling => out.push(Self::new(LiveKind::Cancelling, s)),
+            SessionState::Cancelled => out.push(Self::new(LiveKind::Cancelled, s)),
+        }
+        out
+    }
+
+    /// The events a credit applied to `session` produces: `credit` (then
+    /// `paid` if it completed the payment), or `late_credit`.
+    pub fn credit_events(
+        session: &SessionRecord,
+        credit: &SessionCredit,
+        effect: CreditEffect,
+    ) -> Vec<LiveEvent> {
+        let kind = match effect {
+            CreditEffect::Late => LiveKind::LateCredit,
+            CreditEffect::Added | CreditEffect::Paid => LiveKind::Credit,
+        };
+        let mut out = vec![LiveEvent {
+            kind,
+            session: session.into(),
+            credit: Some(credit.clone()),
+        }];
+        if effect == CreditEffect::Paid {
+            out.push(Self::new(LiveKind::Paid, session));
+        }
+        out
+    }
+
+    /// The event of a session whose totals became final.
+    pub fn settled(session: &SessionRecord, how: Settlement) -> LiveEvent {
+        let kind = match how {
+            Settlement::Paid => LiveKind::Settled,
+            Settlement::Cancelled => LiveKind::Cancelled,
+        };
+        Self::new(kind, session)
     }
 }
 
@@ -77,28 +174,6 @@ impl Live {
                 map.remove(session_id);
             }
         }
-    }
-
-    /// The events a credit applied to `session` produces: `credit`, then
-    /// `paid` if it completed the payment.
-    pub fn credit_events(
-        session: &SessionRecord,
-        credit: &SessionCredit,
-        paid: bool,
-    ) -> Vec<LiveEvent> {
-        let mut out = vec![LiveEvent {
-            name: "credit",
-            session: session.into(),
-            credit: Some(credit.clone()),
-        }];
-        if paid {
-            out.push(LiveEvent {
-                name: "paid",
-                session: session.into(),
-                credit: None,
-            });
-        }
-        out
     }
 
     #[cfg(test)]

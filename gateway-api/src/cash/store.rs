@@ -2,39 +2,162 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `cash_sessions` | session id | [`SessionRecord`] |
+//! | `cash_sessions` | session id | [`SessionRecord`] (version 2; version 1 is read) |
 //! | `cash_open` | kiosk id | id of the kiosk's open session |
-//! | `cash_credits` | kiosk `\0` outbox `\0` seq (u64 BE) | [`CreditRecord`]: every credit ever stored |
-//! | `cash_unassigned` | same key | empty: the credit has no session |
+//! | `cash_awaiting` | kiosk `\0` session id | empty: the session awaits the kiosk's confirmation (`cancelling`, or `paid` not final) |
+//! | `cash_credits` | kiosk `\0` outbox `\0` seq (u64 BE) | [`CreditRecord`] (version 2; version 1 is read): every credit ever stored |
+//! | `cash_unassigned` | same key | empty: the credit arrived unassigned (resolved or not) |
 //! | `cash_watermark` | kiosk `\0` outbox | highest `seq` with all lower ones stored (u64 BE) |
 //! | `cash_idempotency` | kiosk `\0` Idempotency-Key | session id + SHA-256 of the request |
+//! | `cash_resolution_idempotency` | kiosk `\0` Idempotency-Key | credit id + SHA-256 of the request |
 //!
-//! [`CashStore::apply_credit`] stores a credit, applies it to the kiosk's
-//! open session when the kiosk took it for that session (the credit's
-//! `session_id`), or else keeps it unassigned, advances the watermark and queues
-//! its webhooks, all in one sled transaction: a credit is either fully
-//! recorded or not at all, and a credit already stored (same kiosk, outbox
-//! and seq) changes nothing. The caller flushes before acknowledging
-//! (`cash/ack` with the watermark). The watermark only ever covers a
-//! contiguous run of seqs, so a credit lost on the way is never
+//! [`CashStore::apply_credit`] stores a credit, applies it to the session
+//! the kiosk took it for (whatever that session's state: see
+//! [`super::place_credit`]) or else keeps it unassigned, advances the
+//! watermark and queues its webhooks, all in one sled transaction: a credit
+//! is either fully recorded or not at all, and a credit already stored
+//! (same kiosk, outbox and seq) changes nothing. The caller flushes before
+//! acknowledging (`cash/ack` with the watermark). The watermark only ever
+//! covers a contiguous run of seqs, so a credit lost on the way is never
 //! acknowledged: the kiosk keeps sending it.
+//!
+//! [`CashStore::settle_ready`] makes sessions final once the kiosk's
+//! confirmation is stored and the watermark covers its `last_seq`; callers
+//! run it after credits, confirmations and cancels (and the re-send timer
+//! after a restart). No method here publishes anything: each returns what
+//! the change caused and the caller publishes controls, live events and
+//! wakes the webhook sender after the flush.
 
 use std::sync::Arc;
 
 use chrono::Utc;
-use kiosk_schemas::{CashEvent, KioskId, Topic, wire};
+use kiosk_schemas::{CashControl, CashEvent, CashState, CreditKind, Currency, KioskId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::webhooks::{self, Webhooks};
-use super::{CreditEffect, CreditRecord, SessionCredit, SessionRecord};
-use crate::mqtt::MqttLink;
+use super::{
+    CancelEffect, ConfirmEffect, Confirmation, CreditEffect, CreditOrigin, CreditRecord, Placement,
+    Resolution, ResolutionAction, ResolveDecision, ResolveRefusal, SessionCredit, SessionRecord,
+    SessionState, Settlement, UnassignedReason,
+};
 use crate::store::{Store, StoreError, abort, decode, encode};
 
-const SESSION_V: u8 = 1;
-const CREDIT_V: u8 = 1;
+const SESSION_V: u8 = 2;
+const SESSION_V1: u8 = 1;
+const CREDIT_V: u8 = 2;
+const CREDIT_V1: u8 = 1;
 const IDEM_V: u8 = 1;
+
+/// A session as version 1 stored it (before two-phase endings).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct SessionRecordV1 {
+    session_id: String,
+    kiosk_id: KioskId,
+    order_id: String,
+    amount_due: i64,
+    currency: Currency,
+    state: SessionState,
+    amount_inserted: i64,
+    credits: Vec<SessionCreditV1>,
+    created_at: Timestamp,
+    closed_at: Option<Timestamp>,
+    opened_by: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct SessionCreditV1 {
+    outbox: String,
+    seq: u64,
+    kind: CreditKind,
+    amount: i64,
+    at: Timestamp,
+}
+
+/// A credit as version 1 stored it.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CreditRecordV1 {
+    kiosk_id: KioskId,
+    outbox: String,
+    seq: u64,
+    kind: CreditKind,
+    amount: i64,
+    currency: Currency,
+    at: Timestamp,
+    received_at: Timestamp,
+    session_id: Option<String>,
+}
+
+/// Reads a session record of version 2, or 1: a version-1 session that was
+/// paid or cancelled ended under the one-phase rules and counts as final.
+fn decode_session(key: &[u8], bytes: &[u8]) -> Result<SessionRecord, StoreError> {
+    if bytes.first() != Some(&SESSION_V1) {
+        return decode(SESSION_V, key, bytes);
+    }
+    let old: SessionRecordV1 = decode(SESSION_V1, key, bytes)?;
+    let ended = old.state != SessionState::Open;
+    Ok(SessionRecord {
+        session_id: old.session_id,
+        kiosk_id: old.kiosk_id,
+        order_id: old.order_id,
+        amount_due: old.amount_due,
+        currency: old.currency,
+        state: old.state,
+        amount_inserted: old.amount_inserted,
+        credits: old
+            .credits
+            .into_iter()
+            .map(|c| SessionCredit {
+                outbox: c.outbox,
+                seq: c.seq,
+                kind: c.kind,
+                amount: c.amount,
+                at: c.at,
+                origin: CreditOrigin::Kiosk,
+            })
+            .collect(),
+        created_at: old.created_at,
+        settled_at: if ended { old.closed_at } else { None },
+        closed_at: old.closed_at,
+        opened_by: old.opened_by,
+        confirmation: None,
+    })
+}
+
+/// Reads a credit record of version 2, or 1.
+fn decode_credit(key: &[u8], bytes: &[u8]) -> Result<CreditRecord, StoreError> {
+    if bytes.first() != Some(&CREDIT_V1) {
+        return decode(CREDIT_V, key, bytes);
+    }
+    let old: CreditRecordV1 = decode(CREDIT_V1, key, bytes)?;
+    Ok(CreditRecord {
+        unassigned: old
+            .session_id
+            .is_none()
+            .then_some(UnassignedReason::NoOpenSession),
+        kiosk_id: old.kiosk_id,
+        outbox: old.outbox,
+        seq: old.seq,
+        kind: old.kind,
+        amount: old.amount,
+        currency: old.currency,
+        at: old.at,
+        received_at: old.received_at,
+        taken_for: old.session_id.clone(),
+        session_id: old.session_id,
+        board_boot_id: None,
+        board_seq: None,
+        resolution: None,
+    })
+}
+
+fn encode_session(rec: &SessionRecord) -> Result<Vec<u8>, StoreError> {
+    encode(SESSION_V, &rec.session_id, rec)
+}
 
 fn credit_key(kiosk: &KioskId, outbox: &str, seq: u64) -> Vec<u8> {
     let mut k = watermark_key(kiosk, outbox);
@@ -44,9 +167,20 @@ fn credit_key(kiosk: &KioskId, outbox: &str, seq: u64) -> Vec<u8> {
 }
 
 fn watermark_key(kiosk: &KioskId, outbox: &str) -> Vec<u8> {
+    let mut k = kiosk_prefix(kiosk);
+    k.extend_from_slice(outbox.as_bytes());
+    k
+}
+
+fn kiosk_prefix(kiosk: &KioskId) -> Vec<u8> {
     let mut k = kiosk.as_str().as_bytes().to_vec();
     k.push(0);
-    k.extend_from_slice(outbox.as_bytes());
+    k
+}
+
+fn awaiting_key(kiosk: &KioskId, session_id: &str) -> Vec<u8> {
+    let mut k = kiosk_prefix(kiosk);
+    k.extend_from_slice(session_id.as_bytes());
     k
 }
 
@@ -59,6 +193,7 @@ fn u64_of(b: &[u8]) -> u64 {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IdempotencyRecord {
+    /// Session id (opening) or credit id (resolutions).
     session_id: String,
     request_sha256: [u8; 32],
 }
@@ -79,10 +214,13 @@ pub enum OpenOutcome {
 /// Result of [`CashStore::cancel`].
 #[derive(Debug, Clone)]
 pub enum CancelOutcome {
-    /// Cancelled now.
-    Cancelled(SessionRecord),
-    /// Not open (already paid or cancelled): unchanged.
-    NotOpen(SessionRecord),
+    /// Was open, now `cancelling` (send the controls, run
+    /// [`CashStore::settle_ready`]).
+    Cancelling(SessionRecord),
+    /// Was `cancelling` already: unchanged.
+    AlreadyCancelling(SessionRecord),
+    /// Paid or cancelled: unchanged.
+    Refused(SessionRecord),
     /// No such session.
     Missing,
 }
@@ -97,10 +235,68 @@ pub struct CreditOutcome {
     pub ack_up_to: u64,
     /// The credit as stored.
     pub credit: CreditRecord,
-    /// The session it went to, updated (`None`: unassigned).
-    pub session: Option<SessionRecord>,
-    /// This credit made the session paid.
-    pub paid_now: bool,
+    /// The session it went to, updated, and what it did there (`None`:
+    /// unassigned, see `credit.unassigned`).
+    pub applied: Option<(SessionRecord, SessionCredit, CreditEffect)>,
+}
+
+/// Result of [`CashStore::confirm`].
+#[derive(Debug, Clone)]
+pub enum ConfirmOutcome {
+    /// Stored on the session (run [`CashStore::settle_ready`]).
+    Recorded(SessionRecord),
+    /// Held already.
+    Duplicate(SessionRecord),
+    /// No such session of this kiosk.
+    Unknown,
+}
+
+/// A resolution request ([`CashStore::resolve`]).
+#[derive(Debug, Clone)]
+pub struct ResolveRequest<'a> {
+    /// The kiosk of the credit.
+    pub kiosk: &'a KioskId,
+    /// `<outbox>-<seq>`.
+    pub credit_id: &'a str,
+    /// Assign or refund.
+    pub action: ResolutionAction,
+    /// Target session, for assignments.
+    pub session_id: Option<&'a str>,
+    /// Reason, for refunds.
+    pub reason: Option<&'a str>,
+    /// API key name.
+    pub by: &'a str,
+    /// Idempotency-Key and SHA-256 of (route, body).
+    pub idempotency: Option<(&'a str, [u8; 32])>,
+}
+
+/// Result of [`CashStore::resolve`].
+#[derive(Debug, Clone)]
+pub enum ResolveOutcome {
+    /// Resolved now; for an assignment, the session and what the credit did
+    /// there.
+    Resolved {
+        /// The credit, with its resolution.
+        credit: CreditRecord,
+        /// The session it went to, and the effect.
+        applied: Option<(SessionRecord, SessionCredit, CreditEffect)>,
+    },
+    /// The same resolution was made before (or the same Idempotency-Key
+    /// and request): the current state, nothing changed.
+    Replayed {
+        /// The credit.
+        credit: CreditRecord,
+        /// Its session, for an assignment.
+        session: Option<SessionRecord>,
+    },
+    /// The Idempotency-Key was used before with a different request.
+    KeyReused,
+    /// No such unassigned credit of this kiosk.
+    CreditMissing,
+    /// No such session.
+    SessionMissing,
+    /// Refused, and why.
+    Refused(ResolveRefusal),
 }
 
 /// The cash trees.
@@ -109,14 +305,55 @@ pub struct CashStore {
     store: Store,
     sessions: sled::Tree,
     open: sled::Tree,
+    awaiting: sled::Tree,
     credits: sled::Tree,
     unassigned: sled::Tree,
     watermark: sled::Tree,
     idempotency: sled::Tree,
+    resolution_idempotency: sled::Tree,
     webhooks: Webhooks,
-    /// Held from reading a kiosk's open session to queueing its control,
-    /// so controls go out in the order of the states they were read from.
+    /// Held from reading a kiosk's sessions to queueing its controls, so
+    /// controls go out in the order of the states they were read from.
     control: Arc<std::sync::Mutex<()>>,
+}
+
+/// Reads a session inside a transaction.
+fn tx_session(
+    sessions: &TransactionalTree,
+    session_id: &str,
+) -> Result<Option<SessionRecord>, ConflictableTransactionError<StoreError>> {
+    let key = session_id.as_bytes();
+    match sessions.get(key)? {
+        Some(b) => Ok(Some(decode_session(key, &b).map_err(abort)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes `rec` inside a transaction and keeps the `cash_open` and
+/// `cash_awaiting` indexes in step with its state.
+fn tx_put_session(
+    sessions: &TransactionalTree,
+    open: &TransactionalTree,
+    awaiting: &TransactionalTree,
+    rec: &SessionRecord,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    sessions.insert(
+        rec.session_id.as_bytes(),
+        encode_session(rec).map_err(abort)?,
+    )?;
+    let kiosk_key = rec.kiosk_id.as_str().as_bytes();
+    if rec.state != SessionState::Open
+        && open.get(kiosk_key)?.as_deref() == Some(rec.session_id.as_bytes())
+    {
+        open.remove(kiosk_key)?;
+    }
+    let akey = awaiting_key(&rec.kiosk_id, &rec.session_id);
+    if rec.awaits_confirmation() {
+        awaiting.insert(akey, &[][..])?;
+    } else {
+        awaiting.remove(akey)?;
+    }
+    Ok(())
 }
 
 impl CashStore {
@@ -130,35 +367,45 @@ impl CashStore {
         Ok(CashStore {
             sessions: db.open_tree("cash_sessions")?,
             open: db.open_tree("cash_open")?,
+            awaiting: db.open_tree("cash_awaiting")?,
             credits: db.open_tree("cash_credits")?,
             unassigned: db.open_tree("cash_unassigned")?,
             watermark: db.open_tree("cash_watermark")?,
             idempotency: db.open_tree("cash_idempotency")?,
+            resolution_idempotency: db.open_tree("cash_resolution_idempotency")?,
             store: store.clone(),
             webhooks,
             control: Arc::default(),
         })
     }
 
-    /// Publishes `kiosk`'s current control on `kiosk/<id>/cash/control`:
-    /// `enable` for its open session, else `disable`. Every sender (session
-    /// opened, cancelled, paid; kiosk reconnected) goes through here, so a
-    /// `disable` for a session that just ended cannot overtake the `enable`
-    /// of the next one. A failed publish is logged: the kiosk gets its
-    /// control again when it next connects.
-    pub fn publish_control(&self, link: &MqttLink, kiosk: &KioskId) {
+    /// The controls `kiosk` must get now ([`super::controls_for`]:
+    /// `disable(S)` for each session awaiting confirmation, then `enable`
+    /// for its open session or a plain `disable`), or with `disables_only`
+    /// just the `disable(S)`s (the re-send timer). `send` is called for each
+    /// in order while a lock is held, so controls read from an older state
+    /// cannot overtake newer ones (every sender goes through here).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the sessions cannot be read (nothing is sent).
+    pub fn with_controls(
+        &self,
+        kiosk: &KioskId,
+        disables_only: bool,
+        mut send: impl FnMut(&CashControl),
+    ) -> Result<usize, StoreError> {
         let _order = self.control.lock().unwrap_or_else(|e| e.into_inner());
-        let session = match self.open_session_of(kiosk) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(kiosk = %kiosk, error = %e, "cannot read open session; cash control not sent");
-                return;
-            }
+        let awaiting = self.awaiting_sessions(kiosk)?;
+        let controls = if disables_only {
+            super::disables_for(&awaiting)
+        } else {
+            let open = self.open_session_of(kiosk)?;
+            super::controls_for(open.as_ref(), &awaiting)
         };
-        let control = super::control_for(session.as_ref());
-        if let Err(e) = link.publish(&Topic::cash_control(kiosk), false, wire::encode(&control)) {
-            tracing::warn!(kiosk = %kiosk, error = %e, "cash control not published");
+        for c in &controls {
+            send(c);
         }
+        Ok(controls.len())
     }
 
     /// Makes every change durable (see [`Store::flush`]).
@@ -175,7 +422,8 @@ impl CashStore {
     }
 
     /// Opens `session` (state `open`) unless its kiosk has an open session,
-    /// or the Idempotency-Key was seen. Not durable until flushed.
+    /// or the Idempotency-Key was seen. Sessions of the kiosk that await
+    /// confirmation do not block it. Not durable until flushed.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
@@ -186,10 +434,9 @@ impl CashStore {
     ) -> Result<OpenOutcome, StoreError> {
         let id_key = session.session_id.as_bytes().to_vec();
         let kiosk_key = session.kiosk_id.as_str().as_bytes().to_vec();
-        let bytes = encode(SESSION_V, &session.session_id, &session)?;
+        let bytes = encode_session(&session)?;
         let idem_key = idempotency.map(|(key, _)| {
-            let mut k = kiosk_key.clone();
-            k.push(0);
+            let mut k = kiosk_prefix(&session.kiosk_id);
             k.extend_from_slice(key.as_bytes());
             k
         });
@@ -217,9 +464,7 @@ impl CashStore {
                     if prev.request_sha256 != sha {
                         return Ok(OpenOutcome::KeyReused);
                     }
-                    if let Some(b) = sessions.get(prev.session_id.as_bytes())? {
-                        let rec =
-                            decode(SESSION_V, prev.session_id.as_bytes(), &b).map_err(abort)?;
+                    if let Some(rec) = tx_session(sessions, &prev.session_id)? {
                         return Ok(OpenOutcome::Replayed(rec));
                     }
                 }
@@ -248,7 +493,7 @@ impl CashStore {
         let key = session_id.as_bytes();
         self.sessions
             .get(key)?
-            .map(|b| decode(SESSION_V, key, &b))
+            .map(|b| decode_session(key, &b))
             .transpose()
     }
 
@@ -263,34 +508,76 @@ impl CashStore {
         }
     }
 
-    /// Cancels an open session. Not durable until flushed.
+    /// The sessions of `kiosk` awaiting its confirmation (`cancelling`, or
+    /// `paid` not final), oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn awaiting_sessions(&self, kiosk: &KioskId) -> Result<Vec<SessionRecord>, StoreError> {
+        let prefix = kiosk_prefix(kiosk);
+        let mut out = Vec::new();
+        for item in self.awaiting.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(s) = self.session(&id)? {
+                out.push(s);
+            }
+        }
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
+    }
+
+    /// Kiosks with at least one session awaiting confirmation.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn awaiting_kiosks(&self) -> Result<Vec<KioskId>, StoreError> {
+        let mut out: Vec<KioskId> = Vec::new();
+        for item in self.awaiting.iter() {
+            let (k, _) = item?;
+            let Some(end) = k.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let Ok(id) = KioskId::new(String::from_utf8_lossy(&k[..end]).as_ref()) else {
+                continue;
+            };
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts cancelling an open session (`cancelling`; the caller sends
+    /// the controls and runs [`CashStore::settle_ready`]). Not durable until
+    /// flushed.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
     pub fn cancel(&self, session_id: &str) -> Result<CancelOutcome, StoreError> {
-        let key = session_id.as_bytes().to_vec();
         let wh_tree = self.webhooks.tree();
         let webhooks = self.webhooks.clone();
         // Ids are taken outside the transaction: sled's id generator takes
         // the lock a transaction holds.
         let hook_id = self.webhooks.reserve()?;
-        let outcome = (&self.sessions, &self.open, wh_tree).transaction(|(sessions, open, wh)| {
-            let Some(b) = sessions.get(&key)? else {
-                return Ok(CancelOutcome::Missing);
-            };
-            let mut rec: SessionRecord = decode(SESSION_V, &key, &b).map_err(abort)?;
-            if !rec.cancel(Utc::now()) {
-                return Ok(CancelOutcome::NotOpen(rec));
-            }
-            sessions.insert(
-                key.as_slice(),
-                encode(SESSION_V, session_id, &rec).map_err(abort)?,
-            )?;
-            open.remove(rec.kiosk_id.as_str().as_bytes())?;
-            let hook = webhooks.record(hook_id, webhooks::CANCELLED, &rec, None);
-            Webhooks::insert(wh, hook.as_ref())?;
-            Ok(CancelOutcome::Cancelled(rec))
-        });
+        let outcome = (&self.sessions, &self.open, &self.awaiting, wh_tree).transaction(
+            |(sessions, open, awaiting, wh)| {
+                let Some(mut rec) = tx_session(sessions, session_id)? else {
+                    return Ok(CancelOutcome::Missing);
+                };
+                match rec.cancel(Utc::now()) {
+                    CancelEffect::Started => {}
+                    CancelEffect::AlreadyCancelling => {
+                        return Ok(CancelOutcome::AlreadyCancelling(rec));
+                    }
+                    CancelEffect::Refused => return Ok(CancelOutcome::Refused(rec)),
+                }
+                tx_put_session(sessions, open, awaiting, &rec)?;
+                let hook = webhooks.record(hook_id, webhooks::CANCELLING, &rec, None);
+                Webhooks::insert(wh, hook.as_ref())?;
+                Ok(CancelOutcome::Cancelling(rec))
+            },
+        );
         Ok(outcome?)
     }
 
@@ -306,7 +593,6 @@ impl CashStore {
     ) -> Result<CreditOutcome, StoreError> {
         let ckey = credit_key(kiosk, &event.outbox, event.seq);
         let wkey = watermark_key(kiosk, &event.outbox);
-        let kiosk_key = kiosk.as_str().as_bytes().to_vec();
         let wh_tree = self.webhooks.tree();
         let webhooks = self.webhooks.clone();
         let (hook_a, hook_b) = (self.webhooks.reserve()?, self.webhooks.reserve()?);
@@ -314,128 +600,365 @@ impl CashStore {
             &self.credits,
             &self.sessions,
             &self.open,
+            &self.awaiting,
             &self.unassigned,
             &self.watermark,
             wh_tree,
         );
-        let outcome = trees.transaction(|(credits, sessions, open, unassigned, watermark, wh)| {
-            let now = Utc::now();
-            if let Some(b) = credits.get(&ckey)? {
-                let credit: CreditRecord = decode(CREDIT_V, &ckey, &b).map_err(abort)?;
-                let ack_up_to = advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
-                return Ok(CreditOutcome {
-                    duplicate: true,
-                    ack_up_to,
-                    credit,
-                    session: None,
-                    paid_now: false,
-                });
-            }
-            let mut credit = CreditRecord {
-                kiosk_id: kiosk.clone(),
-                outbox: event.outbox.clone(),
-                seq: event.seq,
-                kind: event.kind,
-                amount: event.amount,
-                currency: event.currency.clone(),
-                at: event.at,
-                received_at: now,
-                session_id: None,
-            };
-            let mut session = None;
-            let mut paid_now = false;
-            let open_session = match open.get(&kiosk_key)? {
-                Some(sid) => match sessions.get(&sid)? {
-                    Some(b) => {
-                        let rec = decode::<SessionRecord>(SESSION_V, &sid, &b).map_err(abort)?;
-                        Some((sid, rec))
+        let outcome = trees.transaction(
+            |(credits, sessions, open, awaiting, unassigned, watermark, wh)| {
+                let now = Utc::now();
+                if let Some(b) = credits.get(&ckey)? {
+                    let credit = decode_credit(&ckey, &b).map_err(abort)?;
+                    let ack_up_to =
+                        advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
+                    return Ok(CreditOutcome {
+                        duplicate: true,
+                        ack_up_to,
+                        credit,
+                        applied: None,
+                    });
+                }
+                let mut credit = CreditRecord {
+                    kiosk_id: kiosk.clone(),
+                    outbox: event.outbox.clone(),
+                    seq: event.seq,
+                    kind: event.kind,
+                    amount: event.amount,
+                    currency: event.currency.clone(),
+                    at: event.at,
+                    received_at: now,
+                    session_id: None,
+                    taken_for: event.session_id.clone(),
+                    board_boot_id: event.board_boot_id.clone(),
+                    board_seq: event.board_seq,
+                    unassigned: None,
+                    resolution: None,
+                };
+                let session = match &event.session_id {
+                    Some(id) => tx_session(sessions, id)?,
+                    None => None,
+                };
+                // Only money the kiosk took for this very session goes to
+                // it, and always: a coin read with acceptance off must not
+                // pay the next customer's order, and a late one must not be
+                // lost to its own.
+                let placement = super::place_credit(
+                    kiosk,
+                    &event.currency,
+                    event.session_id.as_deref(),
+                    session.as_ref(),
+                );
+                let mut applied = None;
+                match (placement, session) {
+                    (Placement::Session, Some(mut rec)) => {
+                        let entry = SessionRecord::credit_entry(&credit, CreditOrigin::Kiosk);
+                        match rec.apply_credit(entry, &event.currency, now) {
+                            Ok(effect) => {
+                                credit.session_id = Some(rec.session_id.clone());
+                                tx_put_session(sessions, open, awaiting, &rec)?;
+                                let origin = if effect == CreditEffect::Late {
+                                    CreditOrigin::Late
+                                } else {
+                                    CreditOrigin::Kiosk
+                                };
+                                let entry = SessionRecord::credit_entry(&credit, origin);
+                                applied = Some((rec, entry, effect));
+                            }
+                            Err(super::CreditRefusal::CurrencyMismatch) => {
+                                credit.unassigned = Some(UnassignedReason::CurrencyMismatch);
+                            }
+                        }
+                    }
+                    (Placement::Unassigned(why), _) => credit.unassigned = Some(why),
+                    (Placement::Session, None) => {
+                        credit.unassigned = Some(UnassignedReason::UnknownSession);
+                    }
+                }
+                credits.insert(
+                    ckey.as_slice(),
+                    encode(CREDIT_V, "credit", &credit).map_err(abort)?,
+                )?;
+                match &applied {
+                    Some((rec, _, effect)) => {
+                        let name = match effect {
+                            CreditEffect::Late => webhooks::LATE_CREDIT,
+                            CreditEffect::Added | CreditEffect::Paid => webhooks::CREDIT,
+                        };
+                        let hook = webhooks.record(hook_a, name, rec, Some(&credit));
+                        Webhooks::insert(wh, hook.as_ref())?;
+                        if *effect == CreditEffect::Paid {
+                            let hook = webhooks.record(hook_b, webhooks::PAID, rec, None);
+                            Webhooks::insert(wh, hook.as_ref())?;
+                        }
                     }
                     None => {
-                        // A dangling index entry must not block credits.
-                        open.remove(kiosk_key.as_slice())?;
-                        None
-                    }
-                },
-                None => None,
-            };
-            // Only money the kiosk took for this very session goes to it: a
-            // coin that slipped in after the previous session closed (or
-            // while the acceptor was meant to be off) must not pay the next
-            // customer's order.
-            let open_session = open_session
-                .filter(|(_, rec)| event.session_id.as_deref() == Some(rec.session_id.as_str()));
-            if let Some((sid, mut rec)) = open_session {
-                let applied = rec.apply_credit(
-                    SessionCredit {
-                        outbox: event.outbox.clone(),
-                        seq: event.seq,
-                        kind: event.kind,
-                        amount: event.amount,
-                        at: event.at,
-                    },
-                    &event.currency,
-                    now,
-                );
-                if let Some(effect) = applied {
-                    credit.session_id = Some(rec.session_id.clone());
-                    if effect == CreditEffect::Paid {
-                        paid_now = true;
-                        open.remove(kiosk_key.as_slice())?;
-                    }
-                    sessions.insert(
-                        &*sid,
-                        encode(SESSION_V, &rec.session_id, &rec).map_err(abort)?,
-                    )?;
-                    session = Some(rec);
-                }
-            }
-            credits.insert(
-                ckey.as_slice(),
-                encode(CREDIT_V, "credit", &credit).map_err(abort)?,
-            )?;
-            match &session {
-                Some(rec) => {
-                    let hook = webhooks.record(hook_a, webhooks::CREDIT, rec, Some(&credit));
-                    Webhooks::insert(wh, hook.as_ref())?;
-                    if paid_now {
-                        let hook = webhooks.record(hook_b, webhooks::PAID, rec, None);
+                        unassigned.insert(ckey.as_slice(), &[][..])?;
+                        let hook = webhooks.record_credit(hook_a, webhooks::UNASSIGNED, &credit);
                         Webhooks::insert(wh, hook.as_ref())?;
                     }
                 }
-                None => {
-                    unassigned.insert(ckey.as_slice(), &[][..])?;
-                    let hook = webhooks.record_unassigned(hook_a, &credit);
-                    Webhooks::insert(wh, hook.as_ref())?;
+                let ack_up_to = advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
+                Ok(CreditOutcome {
+                    duplicate: false,
+                    ack_up_to,
+                    credit,
+                    applied,
+                })
+            },
+        );
+        Ok(outcome?)
+    }
+
+    /// Stores `kiosk`'s confirmation (`state`, with `enabled: false` and a
+    /// `session_id`) on that session. Not durable until flushed.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn confirm(
+        &self,
+        kiosk: &KioskId,
+        state: &CashState,
+    ) -> Result<ConfirmOutcome, StoreError> {
+        let Some(session_id) = state.session_id.as_deref() else {
+            return Ok(ConfirmOutcome::Unknown);
+        };
+        let confirmation = Confirmation {
+            outbox: state.outbox.clone(),
+            last_seq: state.last_seq,
+            at: state.at,
+            received_at: Utc::now(),
+        };
+        let outcome = self.sessions.transaction(|sessions| {
+            let Some(mut rec) = tx_session(sessions, session_id)? else {
+                return Ok(ConfirmOutcome::Unknown);
+            };
+            if &rec.kiosk_id != kiosk {
+                return Ok(ConfirmOutcome::Unknown);
+            }
+            match rec.confirm(confirmation.clone()) {
+                ConfirmEffect::Duplicate => Ok(ConfirmOutcome::Duplicate(rec)),
+                ConfirmEffect::Recorded => {
+                    sessions.insert(
+                        rec.session_id.as_bytes(),
+                        encode_session(&rec).map_err(abort)?,
+                    )?;
+                    Ok(ConfirmOutcome::Recorded(rec))
                 }
             }
-            let ack_up_to = advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
-            Ok(CreditOutcome {
-                duplicate: false,
-                ack_up_to,
-                credit,
-                session,
-                paid_now,
-            })
         });
         Ok(outcome?)
     }
 
-    /// Credits of `kiosk` that belong to no session, oldest first.
+    /// Makes final every session of `kiosk` awaiting confirmation whose
+    /// confirmation is stored and whose outbox watermark covers its
+    /// `last_seq` (`cancelling` → `cancelled`, `paid` → final), each in one
+    /// transaction with its webhook (`cash_session.cancelled` /
+    /// `cash_session.settled`). Returns those sessions. Not durable until
+    /// flushed.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn settle_ready(
+        &self,
+        kiosk: &KioskId,
+    ) -> Result<Vec<(SessionRecord, Settlement)>, StoreError> {
+        let mut out = Vec::new();
+        for candidate in self.awaiting_sessions(kiosk)? {
+            if candidate.confirmation.is_none() {
+                continue;
+            }
+            let hook_id = self.webhooks.reserve()?;
+            let webhooks = self.webhooks.clone();
+            let id = candidate.session_id.clone();
+            let trees = (
+                &self.sessions,
+                &self.open,
+                &self.awaiting,
+                &self.watermark,
+                self.webhooks.tree(),
+            );
+            let settled = trees.transaction(|(sessions, open, awaiting, watermark, wh)| {
+                let Some(mut rec) = tx_session(sessions, &id)? else {
+                    awaiting.remove(awaiting_key(kiosk, &id))?;
+                    return Ok(None);
+                };
+                let Some(c) = &rec.confirmation else {
+                    return Ok(None);
+                };
+                let w = watermark
+                    .get(watermark_key(kiosk, &c.outbox))?
+                    .map_or(0, |b| u64_of(&b));
+                let Some(how) = rec.settle(w, Utc::now()) else {
+                    return Ok(None);
+                };
+                tx_put_session(sessions, open, awaiting, &rec)?;
+                let name = match how {
+                    Settlement::Paid => webhooks::SETTLED,
+                    Settlement::Cancelled => webhooks::CANCELLED,
+                };
+                let hook = webhooks.record(hook_id, name, &rec, None);
+                Webhooks::insert(wh, hook.as_ref())?;
+                Ok(Some((rec, how)))
+            })?;
+            out.extend(settled);
+        }
+        Ok(out)
+    }
+
+    /// Credits of `kiosk` that arrived unassigned (resolved or not),
+    /// oldest first.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
     pub fn unassigned(&self, kiosk: &KioskId) -> Result<Vec<CreditRecord>, StoreError> {
-        let mut prefix = kiosk.as_str().as_bytes().to_vec();
-        prefix.push(0);
         let mut out = Vec::new();
-        for item in self.unassigned.scan_prefix(&prefix) {
+        for item in self.unassigned.scan_prefix(kiosk_prefix(kiosk)) {
             let (k, _) = item?;
             if let Some(b) = self.credits.get(&k)? {
-                out.push(decode::<CreditRecord>(CREDIT_V, &k, &b)?);
+                out.push(decode_credit(&k, &b)?);
             }
         }
         out.sort_by_key(|c| c.received_at);
         Ok(out)
+    }
+
+    /// Resolves an unassigned credit (see [`super::decide_resolution`]):
+    /// records the resolution on the credit and, for an assignment, applies
+    /// it to the session like any credit (open: may become paid; paid: more
+    /// change; cancelling/cancelled: more refund), with its webhooks
+    /// (`cash_credit.assigned` or `cash_credit.refunded`, and
+    /// `cash_session.paid`), in one transaction. Not durable until flushed.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn resolve(&self, req: &ResolveRequest<'_>) -> Result<ResolveOutcome, StoreError> {
+        let Some((outbox, seq)) = super::parse_credit_id(req.credit_id) else {
+            return Ok(ResolveOutcome::CreditMissing);
+        };
+        let ckey = credit_key(req.kiosk, outbox, seq);
+        let idem_key = req.idempotency.map(|(key, _)| {
+            let mut k = kiosk_prefix(req.kiosk);
+            k.extend_from_slice(key.as_bytes());
+            k
+        });
+        let idem_bytes = match req.idempotency {
+            Some((_, sha)) => Some(encode(
+                IDEM_V,
+                "idempotency",
+                &IdempotencyRecord {
+                    session_id: req.credit_id.to_owned(),
+                    request_sha256: sha,
+                },
+            )?),
+            None => None,
+        };
+        let (hook_a, hook_b) = (self.webhooks.reserve()?, self.webhooks.reserve()?);
+        let webhooks = self.webhooks.clone();
+        let trees = (
+            &self.credits,
+            &self.unassigned,
+            &self.sessions,
+            &self.open,
+            &self.awaiting,
+            &self.resolution_idempotency,
+            self.webhooks.tree(),
+        );
+        let outcome = trees.transaction(
+            |(credits, unassigned, sessions, open, awaiting, idem, wh)| {
+                let load_credit = || -> Result<Option<CreditRecord>, ConflictableTransactionError<StoreError>> {
+                    if unassigned.get(&ckey)?.is_none() {
+                        return Ok(None);
+                    }
+                    match credits.get(&ckey)? {
+                        Some(b) => Ok(Some(decode_credit(&ckey, &b).map_err(abort)?)),
+                        None => Ok(None),
+                    }
+                };
+                if let (Some(ik), Some((_, sha))) = (&idem_key, req.idempotency)
+                    && let Some(prev) = idem.get(ik)?
+                {
+                    let prev: IdempotencyRecord = decode(IDEM_V, ik, &prev).map_err(abort)?;
+                    if prev.request_sha256 != sha {
+                        return Ok(ResolveOutcome::KeyReused);
+                    }
+                    if let Some(credit) = load_credit()? {
+                        let session = match &credit.session_id {
+                            Some(id) => tx_session(sessions, id)?,
+                            None => None,
+                        };
+                        return Ok(ResolveOutcome::Replayed { credit, session });
+                    }
+                }
+                let Some(mut credit) = load_credit()? else {
+                    return Ok(ResolveOutcome::CreditMissing);
+                };
+                let session = match (req.action, req.session_id) {
+                    (ResolutionAction::Assigned, Some(id)) => match tx_session(sessions, id)? {
+                        Some(s) => Some(s),
+                        None => return Ok(ResolveOutcome::SessionMissing),
+                    },
+                    (ResolutionAction::Assigned, None) => {
+                        return Ok(ResolveOutcome::SessionMissing);
+                    }
+                    (ResolutionAction::Refunded, _) => None,
+                };
+                let decision =
+                    super::decide_resolution(&credit, req.action, session.as_ref(), req.reason);
+                let remember = |idem: &TransactionalTree| -> Result<(), ConflictableTransactionError<StoreError>> {
+                    if let (Some(ik), Some(ib)) = (&idem_key, &idem_bytes) {
+                        idem.insert(ik.as_slice(), ib.as_slice())?;
+                    }
+                    Ok(())
+                };
+                match decision {
+                    Err(refusal) => return Ok(ResolveOutcome::Refused(refusal)),
+                    Ok(ResolveDecision::Same) => {
+                        remember(idem)?;
+                        return Ok(ResolveOutcome::Replayed { credit, session });
+                    }
+                    Ok(ResolveDecision::Apply) => {}
+                }
+                let now = Utc::now();
+                credit.resolution = Some(Resolution {
+                    action: req.action,
+                    session_id: session.as_ref().map(|s| s.session_id.clone()),
+                    reason: req.reason.map(str::to_owned),
+                    at: now,
+                    by: req.by.to_owned(),
+                });
+                let mut applied = None;
+                if let Some(mut rec) = session {
+                    let entry = SessionRecord::credit_entry(&credit, CreditOrigin::Assigned);
+                    let effect = match rec.apply_credit(entry, &credit.currency, now) {
+                        Ok(e) => e,
+                        Err(super::CreditRefusal::CurrencyMismatch) => {
+                            return Ok(ResolveOutcome::Refused(ResolveRefusal::CurrencyMismatch));
+                        }
+                    };
+                    credit.session_id = Some(rec.session_id.clone());
+                    tx_put_session(sessions, open, awaiting, &rec)?;
+                    let hook = webhooks.record(hook_a, webhooks::ASSIGNED, &rec, Some(&credit));
+                    Webhooks::insert(wh, hook.as_ref())?;
+                    if effect == CreditEffect::Paid {
+                        let hook = webhooks.record(hook_b, webhooks::PAID, &rec, None);
+                        Webhooks::insert(wh, hook.as_ref())?;
+                    }
+                    let entry = SessionRecord::credit_entry(&credit, CreditOrigin::Assigned);
+                    applied = Some((rec, entry, effect));
+                } else {
+                    let hook = webhooks.record_credit(hook_a, webhooks::REFUNDED, &credit);
+                    Webhooks::insert(wh, hook.as_ref())?;
+                }
+                credits.insert(
+                    ckey.as_slice(),
+                    encode(CREDIT_V, req.credit_id, &credit).map_err(abort)?,
+                )?;
+                remember(idem)?;
+                Ok(ResolveOutcome::Resolved { credit, applied })
+            },
+        );
+        Ok(outcome?)
     }
 }
 
@@ -457,4 +980,180 @@ fn advance_watermark(
         watermark.insert(wkey, &w.to_be_bytes())?;
     }
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiosk_schemas::V1;
+
+    fn eur() -> Currency {
+        Currency::new("EUR").unwrap()
+    }
+
+    fn k1() -> KioskId {
+        KioskId::new("k1").unwrap()
+    }
+
+    #[test]
+    fn version_1_records_are_read_and_ended_sessions_count_as_final() {
+        let now = Utc::now();
+        for (state, final_) in [
+            (SessionState::Open, false),
+            (SessionState::Paid, true),
+            (SessionState::Cancelled, true),
+        ] {
+            let old = SessionRecordV1 {
+                session_id: "s".into(),
+                kiosk_id: k1(),
+                order_id: "o".into(),
+                amount_due: 1000,
+                currency: eur(),
+                state,
+                amount_inserted: 500,
+                credits: vec![SessionCreditV1 {
+                    outbox: "o1".into(),
+                    seq: 1,
+                    kind: CreditKind::Coin,
+                    amount: 500,
+                    at: now,
+                }],
+                created_at: now,
+                closed_at: (state != SessionState::Open).then_some(now),
+                opened_by: "test".into(),
+            };
+            let bytes = encode(SESSION_V1, "s", &old).unwrap();
+            let rec = decode_session(b"s", &bytes).unwrap();
+            assert_eq!((rec.state, rec.is_final()), (state, final_));
+            assert!(!rec.awaits_confirmation());
+            assert_eq!(rec.credits[0].origin, CreditOrigin::Kiosk);
+            // Written back as version 2, read back the same.
+            let again = decode_session(b"s", &encode_session(&rec).unwrap()).unwrap();
+            assert_eq!(again, rec);
+        }
+        let old = CreditRecordV1 {
+            kiosk_id: k1(),
+            outbox: "o1".into(),
+            seq: 2,
+            kind: CreditKind::Bill,
+            amount: 1000,
+            currency: eur(),
+            at: now,
+            received_at: now,
+            session_id: None,
+        };
+        let rec = decode_credit(b"c", &encode(CREDIT_V1, "c", &old).unwrap()).unwrap();
+        assert_eq!(rec.unassigned, Some(UnassignedReason::NoOpenSession));
+        assert_eq!(rec.credit_id(), "o1-2");
+    }
+
+    fn cash_store(dir: &std::path::Path) -> CashStore {
+        let store = Store::open(dir).unwrap();
+        let hooks = Webhooks::open(&store, false).unwrap();
+        CashStore::open(&store, hooks).unwrap()
+    }
+
+    fn event(seq: u64, amount: i64, session: Option<&str>) -> CashEvent {
+        CashEvent {
+            v: V1,
+            outbox: "o1".into(),
+            seq,
+            kind: CreditKind::Bill,
+            amount,
+            currency: eur(),
+            at: Utc::now(),
+            session_id: session.map(str::to_owned),
+            board_boot_id: None,
+            board_seq: None,
+        }
+    }
+
+    fn state(session: &str, last_seq: u64) -> CashState {
+        CashState {
+            v: V1,
+            outbox: "o1".into(),
+            session_id: Some(session.into()),
+            enabled: false,
+            last_seq,
+            inserted: 0,
+            at: Utc::now(),
+        }
+    }
+
+    fn open(cash: &CashStore, id: &str, due: i64) {
+        let rec = SessionRecord {
+            session_id: id.into(),
+            kiosk_id: k1(),
+            order_id: "o".into(),
+            amount_due: due,
+            currency: eur(),
+            state: SessionState::Open,
+            amount_inserted: 0,
+            credits: vec![],
+            created_at: Utc::now(),
+            closed_at: None,
+            opened_by: "test".into(),
+            confirmation: None,
+            settled_at: None,
+        };
+        assert!(matches!(
+            cash.open_session(rec, None).unwrap(),
+            OpenOutcome::Opened(_)
+        ));
+    }
+
+    #[test]
+    fn a_paid_session_settles_after_confirmation_and_the_credits_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cash = cash_store(dir.path());
+        open(&cash, "s1", 1000);
+        // seq 1 (no session) is still missing; 2 pays, 3 is late.
+        let paid = cash
+            .apply_credit(&k1(), &event(2, 1000, Some("s1")))
+            .unwrap();
+        assert!(matches!(paid.applied, Some((_, _, CreditEffect::Paid))));
+        // Another session may open while s1 awaits confirmation.
+        open(&cash, "s2", 500);
+        let late = cash
+            .apply_credit(&k1(), &event(3, 200, Some("s1")))
+            .unwrap();
+        let (s, entry, effect) = late.applied.unwrap();
+        assert_eq!(
+            (effect, entry.origin, s.change_due()),
+            (CreditEffect::Late, CreditOrigin::Late, Some(200))
+        );
+        assert_eq!(cash.awaiting_kiosks().unwrap(), [k1()]);
+        assert!(matches!(
+            cash.confirm(&k1(), &state("s1", 3)).unwrap(),
+            ConfirmOutcome::Recorded(_)
+        ));
+        assert!(matches!(
+            cash.confirm(&k1(), &state("s1", 3)).unwrap(),
+            ConfirmOutcome::Duplicate(_)
+        ));
+        assert!(
+            cash.settle_ready(&k1()).unwrap().is_empty(),
+            "seq 1 missing"
+        );
+        let unassigned = cash.apply_credit(&k1(), &event(1, 50, None)).unwrap();
+        assert_eq!(
+            unassigned.credit.unassigned,
+            Some(UnassignedReason::NoSession)
+        );
+        assert_eq!(unassigned.ack_up_to, 3);
+        let done = cash.settle_ready(&k1()).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].0.session_id.as_str(), done[0].1),
+            ("s1", Settlement::Paid)
+        );
+        assert!(cash.awaiting_kiosks().unwrap().is_empty());
+        assert!(cash.settle_ready(&k1()).unwrap().is_empty(), "final once");
+        // The open session is untouched; controls: just its enable.
+        let mut sent = Vec::new();
+        cash.with_controls(&k1(), false, |c| sent.push(c.clone()))
+            .unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].session_id.as_deref(), Some("s2"));
+    }
 }

@@ -22,9 +22,21 @@
 //!  "data":{"session":{...session as GET /v1/cash-sessions/{id} shows it...}}}
 //! ```
 //!
-//! Events: `cash_session.opened`, `cash_session.credit` (with `data.credit`),
-//! `cash_session.paid`, `cash_session.cancelled`, `cash_credit.unassigned`
-//! (with `data.credit` only).
+//! Events (`data.session` as `GET /v1/cash-sessions/{id}` shows it,
+//! `data.credit` as the unassigned-credits listing shows a credit):
+//!
+//! | type | when | data |
+//! |---|---|---|
+//! | `cash_session.opened` | opened | `session` |
+//! | `cash_session.credit` | a credit counted towards `amount_due` | `session`, `credit` |
+//! | `cash_session.paid` | `amount_inserted` reached `amount_due` (not final yet) | `session` |
+//! | `cash_session.late_credit` | a credit for a session no longer open: more `change_due` or `refund_due` | `session`, `credit` |
+//! | `cash_session.cancelling` | the cancel was accepted | `session` |
+//! | `cash_session.cancelled` | the kiosk confirmed and every credit arrived: `refund_due` final | `session` |
+//! | `cash_session.settled` | a paid session became final: `change_due` final | `session` |
+//! | `cash_credit.unassigned` | a credit no session can take | `credit` |
+//! | `cash_credit.assigned` | an operator assigned an unassigned credit | `credit`, `session` |
+//! | `cash_credit.refunded` | an operator marked one refunded | `credit` |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +54,7 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{CreditRecord, SessionRecord, SessionView};
+use super::{CreditRecord, CreditView, SessionRecord, SessionView};
 use crate::config::WebhookConfig;
 use crate::store::{Store, StoreError};
 
@@ -52,10 +64,22 @@ pub const OPENED: &str = "cash_session.opened";
 pub const CREDIT: &str = "cash_session.credit";
 /// A session became paid.
 pub const PAID: &str = "cash_session.paid";
-/// A session was cancelled.
+/// A cancelled session became final (the kiosk confirmed, every credit
+/// arrived).
 pub const CANCELLED: &str = "cash_session.cancelled";
-/// A credit arrived while its kiosk had no open session.
+/// A cancel was accepted; the session waits for the kiosk.
+pub const CANCELLING: &str = "cash_session.cancelling";
+/// A credit for a session no longer open (paid, cancelling, cancelled).
+pub const LATE_CREDIT: &str = "cash_session.late_credit";
+/// A paid session became final.
+pub const SETTLED: &str = "cash_session.settled";
+/// A credit that no session can take (taken with no session, or naming one
+/// the gateway cannot apply it to).
 pub const UNASSIGNED: &str = "cash_credit.unassigned";
+/// An unassigned credit was assigned to a session.
+pub const ASSIGNED: &str = "cash_credit.assigned";
+/// An unassigned credit was marked refunded.
+pub const REFUNDED: &str = "cash_credit.refunded";
 
 const HOOK_V: u8 = 1;
 
@@ -145,8 +169,8 @@ impl Webhooks {
         })
     }
 
-    /// A session event (`credit` set for [`CREDIT`]); `None` when webhooks
-    /// are off.
+    /// A session event (`credit` set for [`CREDIT`], [`LATE_CREDIT`] and
+    /// [`ASSIGNED`]); `None` when webhooks are off.
     pub fn record(
         &self,
         id: u64,
@@ -157,15 +181,21 @@ impl Webhooks {
         self.prepare(id, event, || {
             let mut data = json!({"session": SessionView::from(session)});
             if let Some(c) = credit {
-                data["credit"] = serde_json::to_value(c).unwrap_or_default();
+                data["credit"] = serde_json::to_value(CreditView::from(c)).unwrap_or_default();
             }
             data
         })
     }
 
-    /// A [`UNASSIGNED`] event; `None` when webhooks are off.
-    pub fn record_unassigned(&self, id: u64, credit: &CreditRecord) -> Option<PreparedHook> {
-        self.prepare(id, UNASSIGNED, || json!({"credit": credit}))
+    /// A credit event without a session ([`UNASSIGNED`], [`REFUNDED`]);
+    /// `None` when webhooks are off.
+    pub fn record_credit(
+        &self,
+        id: u64,
+        event: &str,
+        credit: &CreditRecord,
+    ) -> Option<PreparedHook> {
+        self.prepare(id, event, || json!({"credit": CreditView::from(credit)}))
     }
 
     /// Queues `hook` in a transaction over [`Webhooks::tree`].

@@ -1,5 +1,4 @@
-//! Cash payment sessions: open, read, cancel, live events, unassigned
-//! credits.
+//! Cash payment sessions: open, read, cancel (two-phase), live events.
 
 use std::convert::Infallible;
 
@@ -19,7 +18,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::print_jobs::{body_bytes, idempotency_key, parse_json};
 use super::{AppState, Caller};
-use crate::cash::live::LiveEvent;
+use crate::cash::live::{LiveEvent, LiveKind};
+use crate::cash::resend::{self, send_controls};
 use crate::cash::store::{CancelOutcome, OpenOutcome};
 use crate::cash::{SessionRecord, SessionState, SessionView};
 use crate::error::ApiError;
@@ -57,6 +57,9 @@ fn view_with_token(app: &AppState, s: &SessionRecord) -> Value {
 /// `amount_inserted: 0`, its read-only `view_token` and `pay_url`. The
 /// session is flushed to disk first; then `enable` goes to the kiosk on
 /// `kiosk/<id>/cash/control`.
+///
+/// Sessions of the kiosk that are `cancelling` or `paid` but not final
+/// do not block a new one.
 ///
 /// # Errors
 /// 400 for an invalid body, 404 `kiosk_not_found`, 409 `conflict` when the
@@ -96,6 +99,8 @@ pub async fn create(
         created_at: now,
         closed_at: None,
         opened_by: caller.0,
+        confirmation: None,
+        settled_at: None,
     };
     let hash: [u8; 32] = Sha256::digest(&body).into();
     match app
@@ -107,7 +112,7 @@ pub async fn create(
             app.cash.webhooks().wake();
             tracing::info!(session = %s.session_id, kiosk = %s.kiosk_id, amount_due = s.amount_due,
                 currency = %s.currency, "cash session opened");
-            app.cash.publish_control(&app.link, &s.kiosk_id);
+            send_controls(&app.cash, &app.link, &s.kiosk_id, false);
             Ok((StatusCode::CREATED, Json(view_with_token(&app, &s))))
         }
         OpenOutcome::Replayed(s) => Ok((StatusCode::CREATED, Json(view_with_token(&app, &s)))),
@@ -126,9 +131,13 @@ fn load(app: &AppState, session_id: &str) -> Result<SessionRecord, ApiError> {
 }
 
 /// `GET /v1/cash-sessions/{session_id}` → `200` the session: state
-/// (`open`, `paid`, `cancelled`), amounts (`amount_due`,
-/// `amount_inserted`, `remaining`, `change_due`, `refund_due`; minor
-/// units), every credit with `seq`, `kind`, `amount` and `at`.
+/// (`open`, `paid`, `cancelling`, `cancelled`), `final` (totals can no
+/// longer change), amounts (`amount_due`, `amount_inserted`, `remaining`,
+/// `change_due` when paid, `refund_due` when cancelling or cancelled — so
+/// far until `final`; minor units), every credit with `outbox`, `seq`,
+/// `kind`, `amount`, `at` and `origin` (`kiosk`, `late`, `assigned`),
+/// `closed_at`, `settled_at` and the kiosk's `confirmation`
+/// (`{outbox, last_seq, at}` or null).
 ///
 /// # Errors
 /// 404 `session_not_found`, 401.
@@ -139,58 +148,46 @@ pub async fn get(
     Ok(Json((&load(&app, &session_id)?).into()))
 }
 
-/// `POST /v1/cash-sessions/{session_id}/cancel` → `200` the session,
-/// `cancelled`, with `refund_due` = what was inserted; the acceptor is
-/// disabled.
+/// `POST /v1/cash-sessions/{session_id}/cancel` → `202` the session,
+/// `cancelling`, with `refund_due` so far; `disable(S)` goes to the kiosk.
+/// The session becomes `cancelled` (final `refund_due`, webhook
+/// `cash_session.cancelled`) once the kiosk confirmed on `cash/state` and
+/// every credit up to its `last_seq` arrived — at once, answering
+/// `cancelled`, when that is already the case. Repeating the cancel of a
+/// `cancelling` session answers `202` again and changes nothing.
 ///
 /// # Errors
-/// 404, 409 `conflict` when the session is already paid or cancelled, 401.
+/// 404 `session_not_found`, 409 `conflict` when the session is paid or
+/// cancelled, 401.
 pub async fn cancel(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
-) -> Result<Json<SessionView>, ApiError> {
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     match app.cash.cancel(&session_id)? {
-        CancelOutcome::Cancelled(s) => {
+        CancelOutcome::Cancelling(s) => {
+            let mut events = vec![(
+                s.session_id.clone(),
+                LiveEvent::new(LiveKind::Cancelling, &s),
+            )];
+            events.extend(resend::settle(&app.cash, &app.metrics, &s.kiosk_id));
             app.cash.flush().await?;
             app.cash.webhooks().wake();
-            tracing::info!(session = %s.session_id, refund_due = s.amount_inserted, "cash session cancelled");
-            app.cash.publish_control(&app.link, &s.kiosk_id);
-            app.live.publish(
-                &s.session_id,
-                LiveEvent {
-                    name: "cancelled",
-                    session: (&s).into(),
-                    credit: None,
-                },
-            );
-            Ok(Json((&s).into()))
+            tracing::info!(session = %s.session_id, refund_due = s.amount_inserted, "cash session cancelling");
+            send_controls(&app.cash, &app.link, &s.kiosk_id, false);
+            for (id, ev) in events {
+                app.live.publish(&id, ev);
+            }
+            let now = load(&app, &session_id)?;
+            Ok((StatusCode::ACCEPTED, Json((&now).into())))
         }
-        CancelOutcome::NotOpen(s) => Err(ApiError::Conflict(format!(
+        CancelOutcome::AlreadyCancelling(s) => Ok((StatusCode::ACCEPTED, Json((&s).into()))),
+        CancelOutcome::Refused(s) => Err(ApiError::Conflict(format!(
             "session {} is {}, not open",
             s.session_id,
             s.state.as_str()
         ))),
         CancelOutcome::Missing => Err(ApiError::SessionNotFound(session_id)),
     }
-}
-
-/// `GET /v1/kiosks/{kiosk_id}/unassigned-credits` → `200 {"credits":
-/// [...]}`: credits that arrived while the kiosk had no open session,
-/// oldest first, each with `outbox`, `seq`, `kind`, `amount`, `currency`,
-/// `at` and `received_at`.
-///
-/// # Errors
-/// 404 `kiosk_not_found`, 401.
-pub async fn unassigned(
-    State(app): State<AppState>,
-    Path(kiosk_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id =
-        KioskId::new(kiosk_id.as_str()).map_err(|_| ApiError::KioskNotFound(kiosk_id.clone()))?;
-    if !app.fleet.is_known(&id)? {
-        return Err(ApiError::KioskNotFound(kiosk_id));
-    }
-    Ok(Json(json!({"credits": app.cash.unassigned(&id)?})))
 }
 
 /// Query of the event stream and the pay page.
@@ -228,15 +225,19 @@ pub(super) fn authorize(
 
 fn sse(event: &LiveEvent) -> Event {
     Event::default()
-        .event(event.name)
+        .event(event.name())
         .data(serde_json::to_string(event).unwrap_or_default())
 }
 
 /// `GET /v1/cash-sessions/{session_id}/events` (API key, or the session's
 /// view token as `?token=` or Bearer): Server-Sent Events. First `session`
-/// with the current state, then `credit`, `paid` and `cancelled` as they
-/// happen; each carries `{"session": {...as GET shows it...}, "credit":
-/// {...}}`. The stream ends after `paid` or `cancelled`.
+/// with the current state (followed by `paid`, `cancelling` or `cancelled`
+/// when the session is in that state, and `settled` for a final paid
+/// one), then `credit`, `late_credit`, `paid`, `cancelling`, `cancelled`
+/// and `settled` as they happen; each carries `{"session": {...as GET shows
+/// it...}, "credit": {...}}` (`credit` only for `credit` and
+/// `late_credit`). The stream ends once the session is final: after
+/// `cancelled` or `settled`.
 ///
 /// # Errors
 /// 401 without a valid key or token (the session's existence is not
@@ -251,19 +252,8 @@ pub async fn events(
     // Subscribe before reading, so nothing falls between the two.
     let rx = app.live.subscribe(&session_id);
     let session = load(&app, &session_id)?;
-    let mut first = vec![LiveEvent::snapshot(&session)];
-    let closed = session.state != SessionState::Open;
-    if closed {
-        first.push(LiveEvent {
-            name: if session.state == SessionState::Paid {
-                "paid"
-            } else {
-                "cancelled"
-            },
-            session: (&session).into(),
-            credit: None,
-        });
-    }
+    let first = LiveEvent::opening(&session);
+    let closed = session.is_final();
     let cash = app.cash.clone();
     let id = session_id.clone();
     let live = futures::stream::unfold((rx, closed), move |(mut rx, done)| {
@@ -282,7 +272,7 @@ pub async fn events(
                     // Too slow: send the current state instead of the lost events.
                     Err(RecvError::Lagged(_)) => {
                         if let Ok(Some(s)) = cash.session(&id) {
-                            let last = s.state != SessionState::Open;
+                            let last = s.is_final();
                             return Some((LiveEvent::snapshot(&s), (rx, last)));
                         }
                     }

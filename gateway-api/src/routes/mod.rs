@@ -11,7 +11,9 @@
 //! | `GET /v1/cash-sessions/{session_id}` | API key | [`cash_sessions::get`] |
 //! | `POST /v1/cash-sessions/{session_id}/cancel` | API key | [`cash_sessions::cancel`] |
 //! | `GET /v1/cash-sessions/{session_id}/events` | API key or view token | [`cash_sessions::events`] (SSE) |
-//! | `GET /v1/kiosks/{kiosk_id}/unassigned-credits` | API key | [`cash_sessions::unassigned`] |
+//! | `GET /v1/kiosks/{kiosk_id}/unassigned-credits` | API key | [`unassigned_credits::list`] |
+//! | `POST /v1/kiosks/{kiosk_id}/unassigned-credits/{credit_id}/assign` | API key | [`unassigned_credits::assign`] |
+//! | `POST /v1/kiosks/{kiosk_id}/unassigned-credits/{credit_id}/refund` | API key | [`unassigned_credits::refund`] |
 //! | `GET /pay/{session_id}?token=` | view token | [`pay::page`] |
 //! | `GET /healthz` | none | [`health::healthz`] |
 //! | `GET /metrics` | none | [`health::metrics`] (Prometheus text) |
@@ -21,6 +23,7 @@ pub mod health;
 pub mod kiosks;
 pub mod pay;
 pub mod print_jobs;
+pub mod unassigned_credits;
 
 use std::sync::Arc;
 
@@ -140,7 +143,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kiosks/{kiosk_id}/print-jobs", post(print_jobs::create))
         .route(
             "/v1/kiosks/{kiosk_id}/unassigned-credits",
-            get(cash_sessions::unassigned),
+            get(unassigned_credits::list),
+        )
+        .route(
+            "/v1/kiosks/{kiosk_id}/unassigned-credits/{credit_id}/assign",
+            post(unassigned_credits::assign),
+        )
+        .route(
+            "/v1/kiosks/{kiosk_id}/unassigned-credits/{credit_id}/refund",
+            post(unassigned_credits::refund),
         )
         .route("/v1/print-jobs/{job_id}", get(print_jobs::get))
         .route("/v1/print-jobs/{job_id}/reprint", post(print_jobs::reprint))

@@ -1,8 +1,9 @@
 //! `GET /pay/{session_id}?token=<view token>`: the customer's payment
 //! screen, plain HTML and JavaScript served by the gateway. It shows
 //! "12.50 EUR of 20.00 EUR inserted", follows the session's event stream
-//! (opened with the same view token, never an API key), and shows paid or
-//! cancelled with the change or refund due.
+//! (opened with the same view token, never an API key), and shows paid,
+//! cancelling (refund so far) or cancelled with the change or refund due,
+//! updated by late credits until the session is final.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};

@@ -1,6 +1,9 @@
 // The customer's screen: follows the session's event stream and shows
-// "12.50 EUR of 20.00 EUR inserted", then paid/cancelled with the change or
-// refund due. Amounts arrive in minor units with the currency's exponent.
+// "12.50 EUR of 20.00 EUR inserted", then paid/cancelling/cancelled with the
+// change or refund due. Late credits (money that arrives after the session
+// stopped being open) update the change or refund; the stream is followed
+// until the session is final. Amounts arrive in minor units with the
+// currency's exponent.
 (function () {
   "use strict";
   var body = document.body;
@@ -25,19 +28,23 @@
       money(s.amount_due, s.exponent, s.currency) + " inserted";
     if (s.state === "paid") {
       status.className = "paid";
-      status.textContent = "Paid. Change due: " + money(s.change_due || 0, s.exponent, s.currency);
+      status.textContent = "Paid. Change due: " + money(s.change_due || 0, s.exponent, s.currency) +
+        (s["final"] ? "" : " (checking the acceptor\u2026)");
+    } else if (s.state === "cancelling") {
+      status.className = "cancelled";
+      status.textContent = "Cancelling\u2026 Refund so far: " + money(s.refund_due || 0, s.exponent, s.currency);
     } else if (s.state === "cancelled") {
       status.className = "cancelled";
       status.textContent = "Cancelled. Refund due: " + money(s.refund_due || 0, s.exponent, s.currency);
     }
-    return s.state;
+    return s;
   }
 
   var url = "/v1/cash-sessions/" + encodeURIComponent(id) + "/events?token=" + encodeURIComponent(token);
   var source = new EventSource(url);
-  ["session", "credit", "paid", "cancelled"].forEach(function (name) {
+  ["session", "credit", "late_credit", "paid", "cancelling", "cancelled", "settled"].forEach(function (name) {
     source.addEventListener(name, function (event) {
-      if (show(event) !== "open") source.close();
+      if (show(event)["final"]) source.close();
     });
   });
 })();
