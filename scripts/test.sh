@@ -14,8 +14,9 @@
 # KIOSK_REQUIRE_FIRMWARE=1, so the firmware tests run instead of skipping;
 # then runs the doc tests; on a full run every fuzz target for FUZZ_SECONDS
 # (60) each (scripts/fuzz.sh; KIOSK_SKIP_FUZZ=1 skips it) and the Ansible
-# provisioning test (scripts/ansible-test.sh; needs root); and last every
-# unit, integration and end-to-end test of the workspace.
+# provisioning test (scripts/ansible-test.sh; needs root); the chaos test
+# (e2e/tests/chaos.rs); and last every unit, integration and end-to-end
+# test of the workspace.
 # Extra arguments go to the test runner, e.g. `scripts/test.sh print_path`
 # (no fuzzing and no Ansible test then; the firmware is still built).
 set -euo pipefail
@@ -69,6 +70,13 @@ if [ "$#" -eq 0 ]; then
   scripts/ansible-test.sh
 else
   echo "test.sh: a test filter was given; not running scripts/ansible-test.sh (run it on its own)" >&2
+fi
+# The chaos test (e2e/tests/chaos.rs, #[ignore]d by default; about two
+# minutes): kiosks with jobs and cash flowing while agents, links and the
+# gateway fail at random from a seed; prints its counts.
+if [ "$#" -eq 0 ]; then
+  echo "test.sh: chaos test (seed ${KIOSK_CHAOS_SEED:-9}, ${KIOSK_CHAOS_SECS:-60} s of faults)" >&2
+  cargo test -p kiosk-e2e --test chaos --quiet -- --ignored --nocapture
 fi
 # Last, so the test runner's summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
