@@ -98,6 +98,11 @@ impl Acceptance {
         self.sessions.back()
     }
 
+    /// The remembered session `session_id`.
+    pub fn session(&self, session_id: &str) -> Option<&SessionState> {
+        self.find(session_id)
+    }
+
     fn find(&self, session_id: &str) -> Option<&SessionState> {
         self.sessions
             .iter()

@@ -57,6 +57,11 @@ pub const LEASE_RENEW: Duration = Duration::from_secs(1);
 /// slot closed, or a line already on the wire.
 pub const DISABLE_GRACE: Duration = Duration::from_millis(500);
 
+/// How long after a session's acceptance ends its end is reported on
+/// `kiosk/<id>/cash/state`: time for the acceptor to write `DISABLE`, plus
+/// [`DISABLE_GRACE`].
+pub const CONFIRM_DELAY: Duration = Duration::from_millis(700);
+
 /// Least time between two `HELLO`s to a board whose boot id is unknown.
 const HELLO_EVERY: Duration = Duration::from_secs(1);
 
@@ -129,7 +134,31 @@ impl Cash {
         self.enabled.subscribe()
     }
 
+    /// Queues the report of `state`. The end of a session is reported
+    /// [`CONFIRM_DELAY`] later, with the session as it is then: the board
+    /// may take a coin until it has read `DISABLE`, and such a coin (and one
+    /// within [`DISABLE_GRACE`] after it) is the session's, so the
+    /// confirmation's `last_seq` should cover it.
     fn report(&self, state: Option<&SessionState>) {
+        match state {
+            Some(s) if !s.is_enabled() => {
+                let cash = self.clone();
+                let then = s.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CONFIRM_DELAY).await;
+                    match cash.outbox.acceptance() {
+                        Ok(a) => {
+                            cash.send_report(Some(a.session(&then.session_id).unwrap_or(&then)))
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot read the cash acceptance"),
+                    }
+                });
+            }
+            _ => self.send_report(state),
+        }
+    }
+
+    fn send_report(&self, state: Option<&SessionState>) {
         let msg = self.outbox.state_message(state);
         if let Err(e) = self.states.try_send(msg) {
             tracing::warn!(error = %e, "cash state report dropped; the cloud asks again");
@@ -211,7 +240,7 @@ impl Cash {
     /// Queues a report of the acceptance in force now (after a reconnect).
     pub fn report_current(&self) {
         match self.outbox.acceptance() {
-            Ok(a) => self.report(a.latest()),
+            Ok(a) => self.send_report(a.latest()),
             Err(e) => tracing::error!(error = %e, "cannot read the cash acceptance"),
         }
     }
@@ -309,12 +338,15 @@ impl Acceptor {
         // this port (a board left enabled by a dead agent must hear
         // DISABLE).
         let mut told: Option<bool> = None;
-        let mut enabled_for: Option<String> = None;
+        let mut wanted = self.cash.subscribe();
+        // Until told otherwise, a board that kept running while the agent
+        // restarted is enabled for the session restored from the store.
+        let mut enabled_for: Option<String> =
+            wanted.borrow().as_ref().map(|s| s.session_id.clone());
         let mut closing: Option<(String, tokio::time::Instant)> = None;
         let mut store_failed = false;
         let mut board = Board::Unknown;
         let mut last_hello: Option<tokio::time::Instant> = None;
-        let mut wanted = self.cash.subscribe();
         self.show(true, false);
 
         // Opening the port resets an Arduino Uno: give it `settle` to say
@@ -398,10 +430,20 @@ impl Acceptor {
                         Err(e) => return Ended::PortGone(e.to_string()),
                     };
                     for piece in splitter.feed(&buf[..n]) {
-                        let grace = closing
-                            .as_ref()
-                            .filter(|(_, until)| tokio::time::Instant::now() < *until)
-                            .map(|(s, _)| s.clone());
+                        // Until the board hears DISABLE it takes money for
+                        // the session it was enabled for (by us, or by the
+                        // agent before a restart), even when that session
+                        // just ended here (amount due reached by an earlier
+                        // line, a cancel); and for DISABLE_GRACE after it, a
+                        // coin already falling.
+                        let grace = if told != Some(false) {
+                            enabled_for.clone()
+                        } else {
+                            closing
+                                .as_ref()
+                                .filter(|(_, until)| tokio::time::Instant::now() < *until)
+                                .map(|(s, _)| s.clone())
+                        };
                         let outcome = self.line(piece, &mut board, grace.as_deref()).await;
                         let reply: Option<Vec<u8>> = match outcome {
                             LineOutcome::Ready => {
@@ -993,8 +1035,10 @@ mod tests {
         cash.control(&enable("s1", 2000)).await.unwrap();
         assert!(states.recv().await.unwrap().enabled);
         read_until(&mut arduino, b"ENABLE\n").await;
+        // The third line is read with the second, before the board heard
+        // DISABLE: the board took it for s1.
         arduino
-            .write_all(b"CREDIT:1:BILL:1000\nCREDIT:2:BILL:2000\n")
+            .write_all(b"CREDIT:1:BILL:1000\nCREDIT:2:BILL:2000\nCREDIT:3:COIN:50\n")
             .await
             .unwrap();
         let got = read_until(&mut arduino, b"DISABLE\n").await;
@@ -1003,6 +1047,8 @@ mod tests {
             "{}",
             got.escape_ascii()
         );
+        // The end is reported once the board has been told, with the coin
+        // it took meanwhile.
         let st = states.recv().await.unwrap();
         assert_eq!(
             (
@@ -1011,13 +1057,18 @@ mod tests {
                 st.last_seq,
                 st.inserted
             ),
-            (Some("s1"), false, 2, 3000)
+            (Some("s1"), false, 3, 3050)
         );
         // A stale enable of the same session does not reopen the slot.
         cash.control(&enable("s1", 1000)).await.unwrap();
-        assert!(!states.recv().await.unwrap().enabled);
-        let events = outbox.unacked().unwrap();
-        assert!(events.iter().all(|e| e.session_id.as_deref() == Some("s1")));
+        while let Ok(Some(st)) = tokio::time::timeout(2 * CONFIRM_DELAY, states.recv()).await {
+            assert!(!st.enabled, "{st:?}");
+        }
+        let events = wait_unacked(&outbox, 3).await;
+        assert!(
+            events.iter().all(|e| e.session_id.as_deref() == Some("s1")),
+            "{events:?}"
+        );
         shutdown.cancel();
         assert!(matches!(task.await.unwrap(), Ended::Shutdown));
     }
