@@ -294,7 +294,7 @@ for user in gateway:gateway backend:backend technician:technician 'kiosk-1:kiosk
 done
 for line in 'pattern read kiosk/%u/print' 'pattern read kiosk/%u/cash/ack' 'pattern read kiosk/%u/cash/control' \
   'pattern read kiosk/%u/cmd' 'pattern write kiosk/%u/print/result' 'pattern write kiosk/%u/cash' \
-  'pattern write kiosk/%u/status' 'user technician' 'user backend' 'user gateway' 'topic write kiosk/+/cmd'; do
+  'pattern write kiosk/%u/cash/state' 'pattern write kiosk/%u/status' 'user technician' 'user backend' 'user gateway' 'topic write kiosk/+/cmd'; do
   grep -qxF "$line" "$VPS/etc/kiosk-gateway/acl" || die "acl lacks '$line'"
 done
 [ -z "$(ls -A "$VPS/var/lib/kiosk-gateway/provisioning")" ] || die "provisioning files were left on the VPS"
@@ -339,6 +339,7 @@ own-cash-ack yes kiosk-1 kiosk/kiosk-1/cash/ack gateway kiosk/kiosk-1/cash/ack
 own-cmd yes kiosk-1 kiosk/kiosk-1/cmd backend kiosk/kiosk-1/cmd
 status-to-technician yes technician kiosk/# kiosk-1 kiosk/kiosk-1/status
 result-to-gateway yes gateway kiosk/+/print/result kiosk-1 kiosk/kiosk-1/print/result
+cash-state-to-gateway yes gateway kiosk/+/cash/state kiosk-1 kiosk/kiosk-1/cash/state
 other-kiosk-print no kiosk-1 kiosk/kiosk-2/print backend kiosk/kiosk-2/print
 other-kiosk-status no technician kiosk/kiosk-2/status kiosk-1 kiosk/kiosk-2/status
 kiosk-writes-down-topic no kiosk-2 kiosk/kiosk-2/print kiosk-1 kiosk/kiosk-2/print
