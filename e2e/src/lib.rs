@@ -543,3 +543,51 @@ pub fn count_with(jobs: &[Vec<u8>], marker: &str) -> usize {
         .filter(|j| contains(j, marker.as_bytes()))
         .count()
 }
+
+/// Reads Server-Sent Events from a streaming response until `n` arrived;
+/// each is `(event name, data as JSON)`.
+///
+/// # Panics
+/// When `n` events did not arrive within [`WAIT`] or the stream ended.
+pub async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
+    let mut text = String::new();
+    let mut out = Vec::new();
+    // One deadline for all events: keep-alive comments must not extend it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("SSE events in time")
+            .expect("SSE read")
+            .expect("stream still open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !name.is_empty() {
+                out.push((name, serde_json::from_str(&data).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// The `amount` of every credit of a cash session body, in order.
+pub fn credit_amounts(session: &Value) -> Vec<i64> {
+    session["credits"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| c["amount"].as_i64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -5,20 +5,9 @@ use std::time::Duration;
 
 use kiosk_agent::{Agent, AgentConfig};
 use kiosk_e2e::mqtt::Client;
-use kiosk_e2e::{TestFleet, WAIT};
+use kiosk_e2e::{TestFleet, WAIT, credit_amounts, sse_events};
 use kiosk_testkit::{CutProxy, FakeAcceptor, FakePrinter};
 use serde_json::{Value, json};
-
-fn credits(session: &Value) -> Vec<i64> {
-    session["credits"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .map(|c| c["amount"].as_i64().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 struct Kiosk {
     acceptor: FakeAcceptor,
@@ -74,7 +63,7 @@ async fn exact_payment_and_overpayment_with_enable_then_disable() {
     assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
     insert(&k, &["BILL:1000", "BILL:500", "BILL:500"]).await;
     let s = fleet.wait_session(id, |s| s["state"] == "paid").await;
-    assert_eq!(credits(&s), [1000, 500, 500]);
+    assert_eq!(credit_amounts(&s), [1000, 500, 500]);
     assert_eq!(
         (s["amount_inserted"].as_i64(), s["change_due"].as_i64()),
         (Some(2000), Some(0))
@@ -86,7 +75,7 @@ async fn exact_payment_and_overpayment_with_enable_then_disable() {
     assert!(k.acceptor.wait_last_command("ENABLE", WAIT).await);
     insert(&k, &["BILL:1000", "BILL:2000"]).await;
     let s = fleet.wait_session(id, |s| s["state"] == "paid").await;
-    assert_eq!(credits(&s), [1000, 2000]);
+    assert_eq!(credit_amounts(&s), [1000, 2000]);
     assert_eq!(s["change_due"], 1000);
     assert!(k.acceptor.wait_last_command("DISABLE", WAIT).await);
     // The board hears the state on opening (DISABLE), then each change;
@@ -138,7 +127,7 @@ async fn broker_link_cut_while_50_credits_go_in_loses_and_repeats_nothing() {
     let s = fleet
         .wait_session(id, |s| s["amount_inserted"] == 5000)
         .await;
-    assert_eq!(credits(&s).len(), 50);
+    assert_eq!(credit_amounts(&s).len(), 50);
     // Re-sends after the reconnect changed nothing more.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let s = fleet.wait_session(id, |_| true).await;
@@ -302,7 +291,10 @@ async fn agent_killed_after_reading_credits_loses_none_and_counts_none_twice() {
     let s = fleet
         .wait_session(&id, |s| s["amount_inserted"] == 4000)
         .await;
-    assert_eq!(credits(&s), [1000, 1000, 1000, 200, 200, 200, 200, 200]);
+    assert_eq!(
+        credit_amounts(&s),
+        [1000, 1000, 1000, 200, 200, 200, 200, 200]
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         fleet.wait_session(&id, |_| true).await["amount_inserted"],
@@ -332,10 +324,10 @@ async fn gateway_restart_mid_session_keeps_session_and_credits() {
         .wait_session(&id, |s| s["amount_inserted"] == 3000)
         .await;
     assert_eq!(s["state"], "open");
-    assert_eq!(credits(&s), [1000, 1000, 1000]);
+    assert_eq!(credit_amounts(&s), [1000, 1000, 1000]);
     insert(&k, &["BILL:2000"]).await;
     let s = fleet.wait_session(&id, |s| s["state"] == "paid").await;
-    assert_eq!(credits(&s), [1000, 1000, 1000, 2000]);
+    assert_eq!(credit_amounts(&s), [1000, 1000, 1000, 2000]);
     assert_eq!(s["change_due"], 0);
     agent.shutdown().await;
 }
@@ -356,7 +348,7 @@ async fn the_same_cash_event_delivered_three_times_counts_once() {
     let s = fleet
         .wait_session(id, |s| s["amount_inserted"] == 1000)
         .await;
-    assert_eq!(credits(&s), [1000]);
+    assert_eq!(credit_amounts(&s), [1000]);
     // Acknowledged (copies handled in one batch share one ack), always
     // with the same watermark.
     let ack = kiosk.recv(WAIT).await.expect("cash ack");
@@ -428,7 +420,7 @@ async fn a_credit_during_the_cancel_is_refunded_and_one_after_it_is_unassigned()
     let s = fleet
         .wait_session(id, |s| s["state"] == "cancelled" && s["refund_due"] == 1500)
         .await;
-    assert_eq!(credits(&s), [1000, 500]);
+    assert_eq!(credit_amounts(&s), [1000, 500]);
     // Long after the acceptor was told to stop.
     tokio::time::sleep(kiosk_agent::cash::DISABLE_GRACE * 2).await;
     insert(&k, &["COIN:200"]).await;
@@ -466,7 +458,7 @@ async fn garbled_lines_make_no_credit_and_a_replugged_port_is_picked_up() {
     let s = fleet
         .wait_session(id, |s| s["amount_inserted"] == 200)
         .await;
-    assert_eq!(credits(&s), [200], "only the valid line counted");
+    assert_eq!(credit_amounts(&s), [200], "only the valid line counted");
     assert_eq!(
         stats.malformed.load(std::sync::atomic::Ordering::Relaxed),
         5
@@ -482,40 +474,8 @@ async fn garbled_lines_make_no_credit_and_a_replugged_port_is_picked_up() {
     let s = fleet
         .wait_session(id, |s| s["amount_inserted"] == 700)
         .await;
-    assert_eq!(credits(&s), [200, 500]);
+    assert_eq!(credit_amounts(&s), [200, 500]);
     agent.shutdown().await;
-}
-
-/// Reads SSE events from a streaming response until `n` arrived.
-async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
-    let mut text = String::new();
-    let mut out = Vec::new();
-    // One deadline for all events: keep-alive comments must not extend it.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while out.len() < n {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("SSE events in time")
-            .expect("SSE read")
-            .expect("stream still open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = text.find("\n\n") {
-            let block: String = text.drain(..end + 2).collect();
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !name.is_empty() {
-                out.push((name, serde_json::from_str(&data).unwrap_or_default()));
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -7,20 +7,9 @@
 use std::time::Duration;
 
 use kiosk_agent::{Agent, AgentConfig};
-use kiosk_e2e::{TestFleet, WAIT};
+use kiosk_e2e::{TestFleet, WAIT, credit_amounts};
 use kiosk_testkit::{CutProxy, FakeAcceptor, FakeBoard, FakePrinter, Money};
 use serde_json::{Value, json};
-
-fn amounts(session: &Value) -> Vec<i64> {
-    session["credits"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .map(|c| c["amount"].as_i64().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn unassigned(list: &Value) -> usize {
     list["credits"].as_array().map_or(0, Vec::len)
@@ -99,7 +88,10 @@ async fn credits_taken_across_an_agent_restart_stay_on_the_session() {
     let s = fleet
         .wait_session(&id, |s| s["amount_inserted"] == 4800)
         .await;
-    assert_eq!(amounts(&s), [1000, 1000, 1000, 1000, 200, 200, 200, 200]);
+    assert_eq!(
+        credit_amounts(&s),
+        [1000, 1000, 1000, 1000, 200, 200, 200, 200]
+    );
     assert!(k.board.wait_all_acked(WAIT).await, "the board forgot them");
     let (_, list) = fleet.get("/v1/kiosks/k1/unassigned-credits").await;
     assert_eq!(unassigned(&list), 0, "{list}");
@@ -134,7 +126,7 @@ async fn a_v1_board_keeps_working_and_restarts_keep_the_session() {
     let s = fleet
         .wait_session(&id, |s| s["amount_inserted"] == 1200)
         .await;
-    assert_eq!(amounts(&s), [1000, 200]);
+    assert_eq!(credit_amounts(&s), [1000, 200]);
     agent.shutdown().await;
 }
 
@@ -174,7 +166,7 @@ async fn cancel_during_an_outage_refunds_everything_once_the_kiosk_is_back() {
     proxy.restore();
     let s = fleet.wait_session(&id, |s| s["state"] == "cancelled").await;
     assert_eq!(s["refund_due"], 1800, "{s}");
-    assert_eq!(amounts(&s), [1000, 500, 200, 100]);
+    assert_eq!(credit_amounts(&s), [1000, 500, 200, 100]);
     assert!(
         k.board.wait_accepting(false, WAIT).await,
         "the acceptor is off"
@@ -209,7 +201,7 @@ async fn overpayment_while_offline_is_change_on_the_session() {
     let s = fleet
         .wait_session(&id, |s| s["state"] == "paid" && s["final"] == true)
         .await;
-    assert_eq!(amounts(&s), [1000, 2000]);
+    assert_eq!(credit_amounts(&s), [1000, 2000]);
     assert_eq!(s["change_due"], 1000, "{s}");
     let (_, list) = fleet.get("/v1/kiosks/k1/unassigned-credits").await;
     assert_eq!(unassigned(&list), 0, "{list}");
@@ -317,7 +309,7 @@ async fn a_board_reset_mid_session_counts_each_credit_once() {
     let s = fleet
         .wait_session(&id, |s| s["amount_inserted"] == 3750)
         .await;
-    assert_eq!(amounts(&s), [1000, 500, 200, 50, 2000]);
+    assert_eq!(credit_amounts(&s), [1000, 500, 200, 50, 2000]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let s = fleet.wait_session(&id, |_| true).await;
     assert_eq!(s["amount_inserted"], 3750, "nothing counted twice: {s}");

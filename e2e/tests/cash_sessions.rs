@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use kiosk_e2e::mqtt::Client;
-use kiosk_e2e::{FleetOptions, TestFleet, WAIT};
+use kiosk_e2e::{FleetOptions, TestFleet, WAIT, sse_events};
 use serde_json::{Value, json};
 
 const OUTBOX: &str = "00000000000000c1";
@@ -106,37 +106,6 @@ async fn stays(fleet: &TestFleet, id: &str, d: Duration, check: impl Fn(&Value) 
         assert!(check(&s), "changed too early: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Reads SSE events from a streaming response until `n` arrived.
-async fn sse_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
-    let mut text = String::new();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while out.len() < n {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("SSE events in time")
-            .expect("SSE read")
-            .expect("stream still open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = text.find("\n\n") {
-            let block: String = text.drain(..end + 2).collect();
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !name.is_empty() {
-                out.push((name, serde_json::from_str(&data).unwrap_or_default()));
-            }
-        }
-    }
-    out
 }
 
 async fn events_stream(fleet: &TestFleet, s: &Value) -> reqwest::Response {
