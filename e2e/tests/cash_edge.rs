@@ -98,9 +98,9 @@ async fn credits_taken_across_an_agent_restart_stay_on_the_session() {
     agent.shutdown().await;
 }
 
-/// Finding 1 with a v1 board (no lease, no ACK): the lines written while
-/// the agent was down are read after its restart, under the session that
-/// was enabled before it.
+/// Finding 1 with a v1 board (no lease, no ACK): a line written while the
+/// agent was down is read after its restart, under the session that was
+/// enabled before it (the old agent started disabled: unassigned).
 #[tokio::test]
 async fn a_v1_board_keeps_working_and_restarts_keep_the_session() {
     let fleet = TestFleet::start(&["k1"]).await;
@@ -118,11 +118,12 @@ async fn a_v1_board_keeps_working_and_restarts_keep_the_session() {
     fleet
         .wait_session(&id, |s| s["amount_inserted"] == 1000)
         .await;
-    agent.shutdown().await;
-    let agent = fleet.start_agent_with(config).await;
-    fleet.wait_cash_connected("k1", true).await;
-    assert!(acceptor.wait_last_command("ENABLE", WAIT).await);
+    agent.kill().await;
+    // Written while nobody reads the port: the pty keeps it, and the
+    // restarted agent reads it at once, before the gateway's next enable
+    // can arrive. It must still be the session's.
     acceptor.send("COIN:200").await.unwrap();
+    let agent = fleet.start_agent_with(config).await;
     let s = fleet
         .wait_session(&id, |s| s["amount_inserted"] == 1200)
         .await;
