@@ -795,6 +795,22 @@ mod tests {
         }
     }
 
+    /// Serves `acc` on an in-memory "port": returns the board's end, the
+    /// shutdown token and the serving task.
+    fn serve(
+        mut acc: Acceptor,
+    ) -> (
+        tokio::io::DuplexStream,
+        CancellationToken,
+        tokio::task::JoinHandle<Ended>,
+    ) {
+        let (board_side, arduino) = tokio::io::duplex(4096);
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        (arduino, shutdown, task)
+    }
+
     async fn read_until(arduino: &mut tokio::io::DuplexStream, want: &[u8]) -> Vec<u8> {
         // Byte by byte, so nothing after `want` is consumed.
         let mut got = Vec::new();
@@ -823,16 +839,13 @@ mod tests {
     async fn records_credits_ignores_garbage_and_follows_control() {
         let dir = tempfile::tempdir().unwrap();
         let Rig {
-            mut acc,
+            acc,
             cash,
             mut states,
         } = rig(dir.path());
         let outbox = cash.outbox().clone();
         let stats = acc.stats.clone();
-        let (board_side, mut arduino) = tokio::io::duplex(1024);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        let (mut arduino, shutdown, task) = serve(acc);
 
         arduino.write_all(b"READY\n").await.unwrap();
         cash.control(&enable("s1", 100_000)).await.unwrap();
@@ -876,11 +889,8 @@ mod tests {
     #[tokio::test]
     async fn a_board_reset_mid_session_is_enabled_again() {
         let dir = tempfile::tempdir().unwrap();
-        let Rig { mut acc, cash, .. } = rig(dir.path());
-        let (board_side, mut arduino) = tokio::io::duplex(1024);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        let Rig { acc, cash, .. } = rig(dir.path());
+        let (mut arduino, shutdown, task) = serve(acc);
         arduino.write_all(b"READY\n").await.unwrap();
         cash.control(&enable("s1", 5000)).await.unwrap();
         read_until(&mut arduino, b"ENABLE\n").await;
@@ -901,13 +911,10 @@ mod tests {
     #[tokio::test]
     async fn store_failure_disables_the_acceptor() {
         let dir = tempfile::tempdir().unwrap();
-        let Rig { mut acc, cash, .. } = rig(dir.path());
+        let Rig { acc, cash, .. } = rig(dir.path());
         let outbox = cash.outbox().clone();
         let stats = acc.stats.clone();
-        let (board_side, mut arduino) = tokio::io::duplex(1024);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        let (mut arduino, shutdown, task) = serve(acc);
         arduino.write_all(b"READY\n").await.unwrap();
         cash.control(&enable("s1", 100_000)).await.unwrap();
         read_until(&mut arduino, b"ENABLE\n").await;
@@ -939,13 +946,10 @@ mod tests {
     #[tokio::test]
     async fn v2_acks_after_flush_dedupes_and_asks_hello() {
         let dir = tempfile::tempdir().unwrap();
-        let Rig { mut acc, cash, .. } = rig(dir.path());
+        let Rig { acc, cash, .. } = rig(dir.path());
         let outbox = cash.outbox().clone();
         let stats = acc.stats.clone();
-        let (board_side, mut arduino) = tokio::io::duplex(4096);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        let (mut arduino, shutdown, task) = serve(acc);
         // A board that did not reset: credits before its boot id is known
         // are not recorded; the agent asks who it is.
         arduino.write_all(b"CREDIT:1:COIN:200\n").await.unwrap();
@@ -983,11 +987,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_lease_is_renewed_every_second_while_enabled() {
         let dir = tempfile::tempdir().unwrap();
-        let Rig { mut acc, cash, .. } = rig(dir.path());
-        let (board_side, mut arduino) = tokio::io::duplex(4096);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        let Rig { acc, cash, .. } = rig(dir.path());
+        let (mut arduino, shutdown, task) = serve(acc);
         arduino.write_all(b"READY:v2:0badcafe\n").await.unwrap();
         cash.control(&enable("s1", 5000)).await.unwrap();
         read_until(&mut arduino, b"ENABLE\n").await;
@@ -1022,15 +1023,12 @@ mod tests {
     async fn the_amount_due_reached_disables_by_itself() {
         let dir = tempfile::tempdir().unwrap();
         let Rig {
-            mut acc,
+            acc,
             cash,
             mut states,
         } = rig(dir.path());
         let outbox = cash.outbox().clone();
-        let (board_side, mut arduino) = tokio::io::duplex(4096);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move { acc.serve(board_side, &token).await });
+        let (mut arduino, shutdown, task) = serve(acc);
         arduino.write_all(b"READY:v2:0badcafe\n").await.unwrap();
         cash.control(&enable("s1", 2000)).await.unwrap();
         assert!(states.recv().await.unwrap().enabled);

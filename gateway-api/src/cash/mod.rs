@@ -202,6 +202,35 @@ pub enum Settlement {
 }
 
 impl SessionRecord {
+    /// A new `open` session with nothing inserted: `amount_due` minor units
+    /// of `currency` on `kiosk_id`, opened by the API key named `opened_by`
+    /// at `now`.
+    pub fn open(
+        session_id: String,
+        kiosk_id: KioskId,
+        order_id: String,
+        amount_due: i64,
+        currency: Currency,
+        opened_by: String,
+        now: Timestamp,
+    ) -> Self {
+        SessionRecord {
+            session_id,
+            kiosk_id,
+            order_id,
+            amount_due,
+            currency,
+            state: SessionState::Open,
+            amount_inserted: 0,
+            credits: Vec::new(),
+            created_at: now,
+            closed_at: None,
+            opened_by,
+            confirmation: None,
+            settled_at: None,
+        }
+    }
+
     /// Amount still to pay, in minor units; 0 once not open.
     pub fn remaining(&self) -> i64 {
         if self.state == SessionState::Open {
@@ -760,21 +789,15 @@ mod tests {
     }
 
     fn session(due: i64) -> SessionRecord {
-        SessionRecord {
-            session_id: "s".into(),
-            kiosk_id: KioskId::new("k1").unwrap(),
-            order_id: "o".into(),
-            amount_due: due,
-            currency: eur(),
-            state: SessionState::Open,
-            amount_inserted: 0,
-            credits: vec![],
-            created_at: Utc::now(),
-            closed_at: None,
-            opened_by: "test".into(),
-            confirmation: None,
-            settled_at: None,
-        }
+        SessionRecord::open(
+            "s".into(),
+            KioskId::new("k1").unwrap(),
+            "o".into(),
+            due,
+            eur(),
+            "test".into(),
+            Utc::now(),
+        )
     }
 
     fn credit(seq: u64, amount: i64) -> SessionCredit {

@@ -1081,21 +1081,15 @@ mod tests {
     }
 
     fn open(cash: &CashStore, id: &str, due: i64) {
-        let rec = SessionRecord {
-            session_id: id.into(),
-            kiosk_id: k1(),
-            order_id: "o".into(),
-            amount_due: due,
-            currency: eur(),
-            state: SessionState::Open,
-            amount_inserted: 0,
-            credits: vec![],
-            created_at: Utc::now(),
-            closed_at: None,
-            opened_by: "test".into(),
-            confirmation: None,
-            settled_at: None,
-        };
+        let rec = SessionRecord::open(
+            id.into(),
+            k1(),
+            "o".into(),
+            due,
+            eur(),
+            "test".into(),
+            Utc::now(),
+        );
         assert!(matches!(
             cash.open_session(rec, None).unwrap(),
             OpenOutcome::Opened(_)

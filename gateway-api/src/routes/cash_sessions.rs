@@ -21,7 +21,7 @@ use super::{AppState, Caller};
 use crate::cash::live::{LiveEvent, LiveKind};
 use crate::cash::resend::{self, send_controls};
 use crate::cash::store::{CancelOutcome, OpenOutcome};
-use crate::cash::{SessionRecord, SessionState, SessionView};
+use crate::cash::{SessionRecord, SessionView};
 use crate::error::ApiError;
 
 /// Body of `POST /v1/cash-sessions`.
@@ -86,22 +86,15 @@ pub async fn create(
             "order_id must be 1 to 128 characters".to_owned(),
         ));
     }
-    let now = chrono::Utc::now();
-    let session = SessionRecord {
-        session_id: ulid::Ulid::new().to_string(),
-        kiosk_id: req.kiosk_id.clone(),
-        order_id: req.order_id,
-        amount_due: req.amount_due,
-        currency: req.currency,
-        state: SessionState::Open,
-        amount_inserted: 0,
-        credits: Vec::new(),
-        created_at: now,
-        closed_at: None,
-        opened_by: caller.0,
-        confirmation: None,
-        settled_at: None,
-    };
+    let session = SessionRecord::open(
+        ulid::Ulid::new().to_string(),
+        req.kiosk_id.clone(),
+        req.order_id,
+        req.amount_due,
+        req.currency,
+        caller.0,
+        chrono::Utc::now(),
+    );
     let hash: [u8; 32] = Sha256::digest(&body).into();
     match app
         .cash
