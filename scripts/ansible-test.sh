@@ -343,7 +343,9 @@ cash-state-to-gateway yes gateway kiosk/+/cash/state kiosk-1 kiosk/kiosk-1/cash/
 other-kiosk-print no kiosk-1 kiosk/kiosk-2/print backend kiosk/kiosk-2/print
 other-kiosk-status no technician kiosk/kiosk-2/status kiosk-1 kiosk/kiosk-2/status
 kiosk-writes-down-topic no kiosk-2 kiosk/kiosk-2/print kiosk-1 kiosk/kiosk-2/print
-technician-writes-cmd no kiosk-1 kiosk/kiosk-1/cmd technician kiosk/kiosk-1/cmd"
+technician-writes-cmd no kiosk-1 kiosk/kiosk-1/cmd technician kiosk/kiosk-1/cmd
+backend-writes-cash-ack no kiosk-1 kiosk/kiosk-1/cash/ack backend kiosk/kiosk-1/cash/ack
+backend-writes-cash-control no kiosk-1 kiosk/kiosk-1/cash/control backend kiosk/kiosk-1/cash/control"
 declare -A ACL_PID
 while read -r name _ sub_user filter _ _; do
   mosquitto_sub -h 127.0.0.1 -p "$MOSQ_PORT" -i "sub-$name" -u "$sub_user" -P "pw-$sub_user" -t "$filter" \

@@ -19,8 +19,11 @@
 //! max_payload_bytes = 1048576
 //! max_connections = 20000
 //! connections_per_second = 1000
-//! failed_logins_per_minute = 10
+//! failed_logins_per_minute = 10       # per (address, user name)
+//! failed_logins_per_address_per_minute = 100
 //! connect_timeout = "5s"
+//! idle_timeout = "10m"                # for clients with keep alive 0
+//! gateway_client_ids = ["kiosk-gateway", "kiosk-gateway-pub"]
 //! max_inflight = 100
 //! max_segment_size = 262144
 //! max_segment_count = 4
@@ -104,12 +107,31 @@ pub struct BrokerConfig {
     /// Default 1,000.
     #[serde(default = "default_connections_per_second")]
     pub connections_per_second: u32,
-    /// Failed logins allowed per client address and minute (IPv6: per
-    /// /64); beyond, logins from that address are refused with CONNACK
-    /// 0x05 without checking the password, until tokens come back at this
-    /// rate. Default 10.
+    /// Failed logins allowed per (client address, user name) and minute
+    /// (IPv6: per /64); beyond, logins of that user name from that address
+    /// are refused with CONNACK 0x05 without checking the password, until
+    /// tokens come back at this rate. Other users behind the same address
+    /// (a kiosk on the restaurant's Wi-Fi) are not affected. Default 10.
     #[serde(default = "default_failed_logins_per_minute")]
     pub failed_logins_per_minute: u32,
+    /// Failed logins allowed per client address and minute, all user names
+    /// together: the cap on guessing across many user names. Default 100.
+    #[serde(default = "default_failed_logins_per_address_per_minute")]
+    pub failed_logins_per_address_per_minute: u32,
+    /// How long a client that connected with keep alive 0 ("no keep alive",
+    /// allowed by MQTT-3.1.2-10) may stay silent before the broker closes
+    /// its connection (the server-side limit MQTT 3.1.1 section 3.1.2.10
+    /// leaves to the server). Clients with a keep alive are closed after
+    /// 1.5 times their own. Default 10 min.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Client ids reserved to users of role `gateway` (the gateway's
+    /// `broker.client_id` and its producer `<client_id>-pub`): nobody else
+    /// may use them, so no one can take over the gateway's sessions.
+    /// Default `["kiosk-gateway", "kiosk-gateway-pub"]`; the embedded broker
+    /// takes them from the gateway's `broker.client_id`.
+    #[serde(default = "default_gateway_client_ids")]
+    pub gateway_client_ids: Vec<String>,
     /// How long a new connection has to finish its TLS handshake and send
     /// its CONNECT packet before it is closed (guards against idle sockets
     /// filling the broker), and the longest wait in the connection-rate
@@ -143,6 +165,16 @@ fn default_connections_per_second() -> u32 {
 }
 fn default_failed_logins_per_minute() -> u32 {
     10
+}
+fn default_failed_logins_per_address_per_minute() -> u32 {
+    100
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+/// The gateway's default client ids: `kiosk-gateway` and its producer's.
+pub fn default_gateway_client_ids() -> Vec<String> {
+    vec!["kiosk-gateway".to_owned(), "kiosk-gateway-pub".to_owned()]
 }
 
 /// Deserializes a listen address, or `None` from `"off"` or `""`: for
@@ -196,6 +228,9 @@ impl BrokerConfig {
             max_connections: default_max_connections(),
             connections_per_second: default_connections_per_second(),
             failed_logins_per_minute: default_failed_logins_per_minute(),
+            failed_logins_per_address_per_minute: default_failed_logins_per_address_per_minute(),
+            idle_timeout: default_idle_timeout(),
+            gateway_client_ids: default_gateway_client_ids(),
             connect_timeout: default_connect_timeout(),
             max_inflight: default_max_inflight(),
             max_segment_size: default_max_segment_size(),
@@ -259,6 +294,12 @@ impl BrokerConfig {
         if self.failed_logins_per_minute == 0 {
             return invalid("failed_logins_per_minute", "must be at least 1");
         }
+        if self.failed_logins_per_address_per_minute == 0 {
+            return invalid("failed_logins_per_address_per_minute", "must be at least 1");
+        }
+        if self.idle_timeout < Duration::from_secs(2) {
+            return invalid("idle_timeout", "must be at least 2s");
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => return invalid("tls_key", "required with tls_cert"),
             (None, Some(_)) => return invalid("tls_cert", "required with tls_key"),
@@ -297,6 +338,14 @@ impl BrokerConfig {
         self.tls_cert
             .as_ref()
             .map(|_| self.tls_listen.unwrap_or(DEFAULT_TLS_LISTEN))
+    }
+
+    /// The keep alive, in seconds, the front door gives rumqttd for a client
+    /// that asked for none: rumqttd closes a connection silent for 1.5 times
+    /// its keep alive, so this is `idle_timeout / 1.5`, at least 1.
+    pub(crate) fn zero_keep_alive_secs(&self) -> u16 {
+        let secs = (self.idle_timeout.as_secs_f64() / 1.5).floor();
+        u16::try_from(secs as u64).unwrap_or(u16::MAX).max(1)
     }
 
     /// [`BrokerConfig::connect_timeout`] in ms, clamped to rumqttd's `u16`.

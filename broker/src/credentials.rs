@@ -144,8 +144,14 @@ pub enum RefuseReason {
     UnknownUser,
     /// The password does not match the user's hash.
     WrongPassword,
-    /// A kiosk must use its user name as MQTT client id.
+    /// The client id is not bound to this identity: a kiosk's must equal
+    /// its user name; a role user's must be its user name or
+    /// `<user name>-<suffix>`, and must not be (or start with) another
+    /// user's name.
     ClientIdMismatch,
+    /// The client id is one of the gateway's (`broker.client_id` and its
+    /// producer sibling `<client_id>-pub`), reserved to role `gateway`.
+    ReservedClientId,
 }
 
 impl fmt::Display for RefuseReason {
@@ -153,7 +159,10 @@ impl fmt::Display for RefuseReason {
         f.write_str(match self {
             RefuseReason::UnknownUser => "unknown user",
             RefuseReason::WrongPassword => "wrong password",
-            RefuseReason::ClientIdMismatch => "a kiosk's client id must equal its user name",
+            RefuseReason::ClientIdMismatch => {
+                "client id not bound to this user (a kiosk's is its user name, a role user's is <user> or <user>-<suffix>)"
+            }
+            RefuseReason::ReservedClientId => "client id reserved to the gateway",
         })
     }
 }
@@ -247,6 +256,61 @@ struct Table {
     users: HashMap<String, Entry>,
 }
 
+/// The identity rule for client ids (DESIGN.md, "Topics", identity): MQTT
+/// lets a CONNECT with a live session's client id take that session over
+/// (MQTT-3.1.4-2), so no user may pick another identity's client id.
+///
+/// - A client id in `gateway_ids` is allowed to role `gateway` only.
+/// - A kiosk's client id is its user name.
+/// - A role user's client id is its user name or `<user name>-<suffix>`
+///   (or empty: the broker assigns a unique one, MQTT-3.1.3-6), and the user whose name is the longest such prefix of the client id
+///   must be this user: `ops` may not use `ops-team-1` when a user
+///   `ops-team` exists, nor `kiosk-b` when kiosk `kiosk-b` exists.
+fn client_id_check<V>(
+    users: &HashMap<String, V>,
+    gateway_ids: &[String],
+    role: Role,
+    username: &str,
+    client_id: &str,
+) -> Result<(), RefuseReason> {
+    if gateway_ids.iter().any(|id| id == client_id) {
+        return if role == Role::Gateway {
+            Ok(())
+        } else {
+            Err(RefuseReason::ReservedClientId)
+        };
+    }
+    if role != Role::Kiosk && client_id.is_empty() {
+        // MQTT-3.1.3-6: the broker assigns a unique client id, which can
+        // take over nobody's session.
+        return Ok(());
+    }
+    if role == Role::Kiosk {
+        return if client_id == username {
+            Ok(())
+        } else {
+            Err(RefuseReason::ClientIdMismatch)
+        };
+    }
+    let owner = owner_candidates(client_id)
+        .rev()
+        .find(|prefix| users.contains_key(*prefix));
+    if owner == Some(username) {
+        Ok(())
+    } else {
+        Err(RefuseReason::ClientIdMismatch)
+    }
+}
+
+/// The user names whose client ids `client_id` could be, shortest first:
+/// every prefix before a `-`, then `client_id` itself.
+fn owner_candidates(client_id: &str) -> impl DoubleEndedIterator<Item = &str> {
+    client_id
+        .match_indices('-')
+        .map(|(at, _)| &client_id[..at])
+        .chain(std::iter::once(client_id))
+}
+
 /// What identifies one version of the file without reading it. An atomic
 /// rewrite changes the inode even when size and mtime (1 s resolution on some
 /// file systems) do not.
@@ -291,6 +355,8 @@ pub struct CredentialStore {
     /// a flood of logins to an argon2 user must not exhaust memory or starve
     /// the blocking pool.
     slow_checks: Semaphore,
+    /// Client ids only role `gateway` may use.
+    gateway_client_ids: Vec<String>,
 }
 
 impl fmt::Debug for CredentialStore {
@@ -327,7 +393,22 @@ impl CredentialStore {
             seen: Mutex::new(Some(stamp)),
             generation: AtomicU64::new(0),
             slow_checks: Semaphore::new(parallelism),
+            gateway_client_ids: Vec::new(),
         })
+    }
+
+    /// Reserves `ids` (the gateway's client ids) to users of role
+    /// [`Role::Gateway`]: they may use them besides their own user name, and
+    /// nobody else may.
+    #[must_use]
+    pub fn with_gateway_client_ids(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.gateway_client_ids = ids.into_iter().collect();
+        self
+    }
+
+    /// The client ids reserved to role `gateway`.
+    pub fn gateway_client_ids(&self) -> &[String] {
+        &self.gateway_client_ids
     }
 
     /// The credentials file this store reads.
@@ -338,8 +419,8 @@ impl CredentialStore {
     /// Checks one login. `client_id` and `username` come from the MQTT
     /// CONNECT packet as is.
     ///
-    /// Refuses unknown users and wrong passwords, and kiosks whose client id
-    /// is not their user name. `$sha256$` hashes are checked inline in about
+    /// Refuses unknown users and wrong passwords, and client ids not bound
+    /// to the user (see [`client_id_check`]). `$sha256$` hashes are checked inline in about
     /// a microsecond, in constant time; argon2 hashes on the blocking pool,
     /// at most one per CPU at a time. An unknown user costs the same as a
     /// `$sha256$` check.
@@ -362,12 +443,16 @@ impl CredentialStore {
                 reason: RefuseReason::WrongPassword,
             };
         }
-        if entry.role == Role::Kiosk && client_id != username {
-            return AuthOutcome::Refused {
-                reason: RefuseReason::ClientIdMismatch,
-            };
+        match client_id_check(
+            &table.users,
+            &self.gateway_client_ids,
+            entry.role,
+            username,
+            client_id,
+        ) {
+            Ok(()) => AuthOutcome::Accepted { role: entry.role },
+            Err(reason) => AuthOutcome::Refused { reason },
         }
-        AuthOutcome::Accepted { role: entry.role }
     }
 
     async fn verify_slow(&self, hash: &StoredHash, password: &Secret) -> bool {
@@ -417,6 +502,19 @@ impl CredentialStore {
             .collect();
         kiosks.sort();
         kiosks
+    }
+
+    /// The role user (not a kiosk) whose client ids `client_id` would fall
+    /// under: one named `client_id`, or the longest name `n` with
+    /// `client_id` starting with `n-`; with its role. `kiosk add` refuses
+    /// such kiosk ids, which a role user could otherwise log in as.
+    pub fn role_user_owning(&self, client_id: &str) -> Option<(String, Role)> {
+        self.refresh();
+        let table = self.table();
+        owner_candidates(client_id).rev().find_map(|prefix| {
+            let entry = table.users.get(prefix)?;
+            (entry.role != Role::Kiosk).then(|| (prefix.to_owned(), entry.role))
+        })
     }
 
     /// True when `kiosk` is a user of role `kiosk`.
@@ -716,6 +814,49 @@ mod tests {
     }
 
     #[test]
+    fn client_ids_are_bound_to_identities() {
+        let users: HashMap<String, ()> = ["kiosk-b", "ops", "ops-team", "tech", "gateway"]
+            .into_iter()
+            .map(|u| (u.to_owned(), ()))
+            .collect();
+        let gateway_ids = ["kiosk-gateway".to_owned(), "kiosk-gateway-pub".to_owned()];
+        let check = |role, user: &str, client_id: &str| {
+            client_id_check(&users, &gateway_ids, role, user, client_id)
+        };
+        let mismatch = Err(RefuseReason::ClientIdMismatch);
+        let reserved = Err(RefuseReason::ReservedClientId);
+        // (role, user, client id, outcome)
+        let cases = [
+            (Role::Kiosk, "kiosk-b", "kiosk-b", Ok(())),
+            (Role::Kiosk, "kiosk-b", "kiosk-b-2", mismatch),
+            (Role::Technician, "tech", "tech", Ok(())),
+            (Role::Technician, "tech", "tech-laptop", Ok(())),
+            (Role::Technician, "tech", "kiosk-b", mismatch),
+            (Role::Technician, "tech", "techx", mismatch),
+            (Role::Technician, "tech", "", Ok(())),
+            (Role::Kiosk, "kiosk-b", "", mismatch),
+            (Role::Technician, "tech", "kiosk-gateway", reserved),
+            (Role::Backend, "ops", "ops-1", Ok(())),
+            (Role::Backend, "ops", "ops-team", mismatch),
+            (Role::Backend, "ops", "ops-team-1", mismatch),
+            (Role::Backend, "ops-team", "ops-team-1", Ok(())),
+            (Role::Backend, "ops", "kiosk-gateway-pub", reserved),
+            (Role::Kiosk, "kiosk-b", "kiosk-gateway", reserved),
+            (Role::Gateway, "gateway", "kiosk-gateway", Ok(())),
+            (Role::Gateway, "gateway", "kiosk-gateway-pub", Ok(())),
+            (Role::Gateway, "gateway", "gateway-2", Ok(())),
+            (Role::Gateway, "gateway", "kiosk-b", mismatch),
+        ];
+        for (role, user, client_id, expected) in cases {
+            assert_eq!(
+                check(role, user, client_id),
+                expected,
+                "{role} {user} as {client_id:?}"
+            );
+        }
+    }
+
+    #[test]
     fn roles() {
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
@@ -840,11 +981,18 @@ mod tests {
             store.verify("", "", &Secret::default()).await,
             refused(RefuseReason::UnknownUser)
         );
-        // Role users may pick any client id, including none.
-        for client_id in ["mosqsub|1234-host", "", "technician"] {
+        // Role users: their name, <name>-<suffix>, or none (MQTT-3.1.3-6:
+        // the broker assigns a unique one).
+        for client_id in ["technician-laptop", "", "technician"] {
             assert_eq!(
                 store.verify(client_id, "technician", &tech_secret).await,
                 accepted(Role::Technician)
+            );
+        }
+        for client_id in ["mosqsub|1234-host", "demo-1", "technicianx"] {
+            assert_eq!(
+                store.verify(client_id, "technician", &tech_secret).await,
+                refused(RefuseReason::ClientIdMismatch)
             );
         }
     }
@@ -857,13 +1005,15 @@ mod tests {
         let path = write(&dir, &format!("alice:technician:{hash}\n"));
         let store = CredentialStore::open(&path).unwrap();
         assert_eq!(
-            store.verify("x", "alice", &pw).await,
+            store.verify("alice-x", "alice", &pw).await,
             AuthOutcome::Accepted {
                 role: Role::Technician
             }
         );
         assert_eq!(
-            store.verify("x", "alice", &Secret::new("guess")).await,
+            store
+                .verify("alice-x", "alice", &Secret::new("guess"))
+                .await,
             AuthOutcome::Refused {
                 reason: RefuseReason::WrongPassword
             }

@@ -33,8 +33,12 @@
 //!    (`kiosk-gateway kiosk remove|rotate`, `kiosk-broker passwd`).
 //!
 //! Every refusal is counted in [`BrokerMetrics`] and logged with the client
-//! address (at most one warning per reason and second; the others at debug
-//! level, so a flood cannot flood the log).
+//! address, user name and client id (at most one warning per reason and
+//! second, with the count held back since the last; the others at debug
+//! level, so a flood cannot flood the log). Accepted logins are logged at
+//! info with address, user name, client id and role; a login that takes
+//! over a live session of the same client id at WARN with both addresses
+//! (`kiosk_broker_sessions_taken_over_total`).
 
 use std::collections::HashMap;
 use std::io;
@@ -48,7 +52,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use kiosk_schemas::Secret;
 use rumqttd::protocol::v4::{self, V4};
-use rumqttd::protocol::{self, ConnAck, ConnectReturnCode, Packet, Protocol};
+use rumqttd::protocol::{self, ConnAck, ConnectReturnCode, Login, Packet, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -59,6 +63,7 @@ use tracing::{debug, info, warn};
 use crate::acl::Acl;
 use crate::credentials::{AuthOutcome, CredentialStore, RefuseReason};
 use crate::limits::{LoginThrottle, RateLimiter};
+use crate::log_limit::LogLimit;
 use crate::metrics::{AclAction, BrokerMetrics, Refusal};
 
 /// Connects in flight to one rumqttd listener: below its listen backlog
@@ -82,8 +87,11 @@ pub(crate) struct FrontLimits {
     pub max_connections: usize,
     pub connections_per_second: u32,
     pub failed_logins_per_minute: u32,
+    pub failed_logins_per_address_per_minute: u32,
     pub connect_timeout: Duration,
     pub max_packet: usize,
+    /// Keep alive (s) handed to rumqttd for clients that asked for none.
+    pub zero_keep_alive_secs: u16,
 }
 
 /// State shared by the accept loops and connection tasks.
@@ -98,7 +106,10 @@ pub(crate) struct FrontDoor {
     upstreams: Vec<(SocketAddr, Arc<Semaphore>)>,
     next_upstream: AtomicUsize,
     sessions: Sessions,
-    log_limit: LogLimit,
+    log_limit: LogLimit<Refusal>,
+    /// The password of every CONNECT handed to rumqttd, which accepts no
+    /// other: rumqttd's listeners are no side door.
+    internal_secret: Secret,
     shutdown: CancellationToken,
 }
 
@@ -109,19 +120,24 @@ impl FrontDoor {
         metrics: Arc<BrokerMetrics>,
         limits: FrontLimits,
         upstreams: &[SocketAddr],
+        internal_secret: Secret,
         shutdown: CancellationToken,
     ) -> Arc<FrontDoor> {
         Arc::new(FrontDoor {
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             rate: RateLimiter::new(limits.connections_per_second),
-            throttle: LoginThrottle::new(limits.failed_logins_per_minute),
+            throttle: LoginThrottle::new(
+                limits.failed_logins_per_minute,
+                limits.failed_logins_per_address_per_minute,
+            ),
             upstreams: upstreams
                 .iter()
                 .map(|a| (*a, Arc::new(Semaphore::new(UPSTREAM_SLOTS))))
                 .collect(),
             next_upstream: AtomicUsize::new(0),
             sessions: Sessions::default(),
-            log_limit: LogLimit::default(),
+            log_limit: LogLimit::new(Duration::from_secs(1)),
+            internal_secret,
             credentials,
             acl,
             metrics,
@@ -205,8 +221,8 @@ impl FrontDoor {
         username: Option<&str>,
     ) {
         self.metrics.refused(reason);
-        if self.log_limit.allow(reason) {
-            warn!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
+        if let Some(suppressed) = self.log_limit.allow(reason, Instant::now()) {
+            warn!(%peer, ?client_id, ?username, %reason, suppressed, "MQTT connection refused");
         } else {
             debug!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
         }
@@ -246,7 +262,7 @@ impl FrontDoor {
         // clients that have not logged in from holding large buffers.
         let max_connect = self.limits.max_packet.min(MAX_CONNECT_BYTES);
         let read = tokio::time::timeout_at(deadline, read_connect(&mut client, max_connect));
-        let (bytes, packet) = match read.await {
+        let (packet, pipelined) = match read.await {
             Ok(Ok(read)) => read,
             Ok(Err(ConnectError::Closed)) => return,
             Ok(Err(ConnectError::Io(e))) => {
@@ -265,16 +281,10 @@ impl FrontDoor {
             }
             Err(_) => return self.refuse(Refusal::ConnectTimeout, peer, None, None),
         };
-        let Packet::Connect(connect, _, will, _, login) = packet else {
+        let Packet::Connect(mut connect, props, will, will_props, login) = packet else {
             return self.refuse(Refusal::Protocol, peer, None, None);
         };
-        let client_id = connect.client_id;
-        if connect.keep_alive == 0 {
-            // rumqttd would close it without a CONNACK; say why instead.
-            warn!(%peer, ?client_id, "refused: keep alive 0 (none) is not supported; use a keep alive above 0");
-            self.refuse(Refusal::Protocol, peer, Some(&client_id), None);
-            return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
-        }
+        let client_id = connect.client_id.clone();
         let Some(login) = login else {
             self.refuse(Refusal::LoginFailed, peer, Some(&client_id), None);
             return refuse_with(client, ConnectReturnCode::NotAuthorized).await;
@@ -282,7 +292,10 @@ impl FrontDoor {
         let username = login.username;
         // Takes a token now, so parallel attempts cannot all pass before
         // the first failure is counted; a success gives it back.
-        if !self.throttle.try_begin(peer.ip(), Instant::now()) {
+        if !self
+            .throttle
+            .try_begin(peer.ip(), &username, Instant::now())
+        {
             self.refuse(
                 Refusal::LoginThrottled,
                 peer,
@@ -303,23 +316,22 @@ impl FrontDoor {
             .await
         {
             AuthOutcome::Accepted { role } => {
-                self.throttle.succeeded(peer.ip(), Instant::now());
+                self.throttle
+                    .succeeded(peer.ip(), &username, Instant::now());
                 role
             }
             AuthOutcome::Refused { reason } => {
-                self.refuse(
-                    Refusal::LoginFailed,
-                    peer,
-                    Some(&client_id),
-                    Some(&username),
-                );
-                debug!(%peer, ?client_id, ?username, %reason, "login refused");
-                let code = match reason {
-                    RefuseReason::ClientIdMismatch => ConnectReturnCode::ClientIdentifierNotValid,
+                let (refusal, code) = match reason {
+                    RefuseReason::ClientIdMismatch | RefuseReason::ReservedClientId => (
+                        Refusal::ClientId,
+                        ConnectReturnCode::ClientIdentifierNotValid,
+                    ),
                     RefuseReason::UnknownUser | RefuseReason::WrongPassword => {
-                        ConnectReturnCode::BadUserNamePassword
+                        (Refusal::LoginFailed, ConnectReturnCode::BadUserNamePassword)
                     }
                 };
+                self.refuse(refusal, peer, Some(&client_id), Some(&username));
+                debug!(%peer, ?client_id, ?username, %reason, "login refused");
                 return refuse_with(client, code).await;
             }
         };
@@ -343,6 +355,28 @@ impl FrontDoor {
             );
             return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
         };
+        // rumqttd gets the CONNECT with the internal secret as password
+        // (the login was checked here, once) and, for a client that asked
+        // for no keep alive (MQTT-3.1.2-10), the idle limit as keep alive:
+        // rumqttd refuses keep alive 0.
+        if connect.keep_alive == 0 {
+            connect.keep_alive = self.limits.zero_keep_alive_secs;
+        }
+        let forwarded = Packet::Connect(
+            connect,
+            props,
+            will,
+            will_props,
+            Some(Login {
+                username: username.clone(),
+                password: self.internal_secret.expose().to_owned(),
+            }),
+        );
+        let mut bytes = BytesMut::with_capacity(128 + pipelined.len());
+        if V4.write(forwarded, &mut bytes).is_err() {
+            return self.refuse(Refusal::Protocol, peer, Some(&client_id), Some(&username));
+        }
+        bytes.extend_from_slice(&pipelined);
         // rumqttd admits about one connection per listener and timer tick;
         // a client that cannot be handed over in time gets 0x03 and retries.
         let handover =
@@ -359,7 +393,7 @@ impl FrontDoor {
                 return refuse_with(client, ConnectReturnCode::ServiceUnavailable).await;
             }
         };
-        debug!(%peer, ?client_id, ?username, %role, "login accepted");
+        info!(%peer, ?client_id, ?username, %role, "MQTT login accepted");
         let token = self.shutdown.child_token();
         let revoked_meanwhile = {
             let username = username.clone();
@@ -368,13 +402,21 @@ impl FrontDoor {
                 credentials.fingerprint(&username) != Some(fingerprint)
             }
         };
-        let id = self.sessions.insert(Live {
-            username,
-            client_id,
+        let (id, taken_over) = self.sessions.insert(Live {
+            username: username.clone(),
+            client_id: client_id.clone(),
             peer,
             fingerprint,
             token: token.clone(),
         });
+        if let Some(old_peer) = taken_over {
+            // MQTT-3.1.4-2: rumqttd closes the older connection. The same
+            // identity on two links is a reconnect racing its old link, or
+            // one credential used twice.
+            self.metrics.took_over();
+            warn!(new_peer = %peer, %old_peer, ?client_id, ?username,
+                "session taken over: a new connection with the same client id replaces the live one");
+        }
         // The watcher may have swept between the check and the insert.
         if revoked_meanwhile(&self.credentials) {
             token.cancel();
@@ -421,20 +463,19 @@ enum ConnectError {
 const MAX_CONNECT_BYTES: usize = 64 * 1024;
 
 /// Reads until one whole packet is buffered and decodes it with rumqttd's
-/// v4 codec. Returns the bytes read (the packet and anything the client
-/// pipelined after it, for rumqttd) and the packet.
+/// v4 codec. Returns the packet and the bytes the client pipelined after
+/// it (for rumqttd).
 async fn read_connect(
     io: &mut Box<dyn Io>,
     max_packet: usize,
-) -> Result<(BytesMut, Packet), ConnectError> {
+) -> Result<(Packet, BytesMut), ConnectError> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
         match v4::check(buf.iter(), max_packet) {
             Ok(_) => {
-                // Decoding consumes the frame; rumqttd gets the bytes.
-                let bytes = buf.clone();
+                // Decoding consumes the frame; the rest is pipelined.
                 return match V4.read_mut(&mut buf, max_packet) {
-                    Ok(packet) => Ok((bytes, packet)),
+                    Ok(packet) => Ok((packet, buf)),
                     Err(protocol::Error::InvalidProtocolLevel(_)) => {
                         Err(ConnectError::ProtocolVersion)
                     }
@@ -579,13 +620,18 @@ struct Sessions {
 }
 
 impl Sessions {
-    fn insert(&self, live: Live) -> u64 {
+    /// Registers `live`; returns its id and, when a live connection with
+    /// the same client id exists, that connection's address.
+    fn insert(&self, live: Live) -> (u64, Option<SocketAddr>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, live);
-        id
+        let mut all = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        // An empty client id gets a unique one from rumqttd.
+        let taken_over = all
+            .values()
+            .find(|l| !live.client_id.is_empty() && l.client_id == live.client_id)
+            .map(|l| l.peer);
+        all.insert(id, live);
+        (id, taken_over)
     }
 
     fn remove(&self, id: u64) {
@@ -604,26 +650,6 @@ impl Sessions {
             .map(|(id, _)| *id)
             .collect();
         gone.iter().filter_map(|id| live.remove(id)).collect()
-    }
-}
-
-/// At most one warning per refusal reason and second.
-#[derive(Debug, Default)]
-struct LogLimit {
-    last: Mutex<HashMap<Refusal, Instant>>,
-}
-
-impl LogLimit {
-    fn allow(&self, reason: Refusal) -> bool {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        match last.get(&reason) {
-            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => false,
-            _ => {
-                last.insert(reason, now);
-                true
-            }
-        }
     }
 }
 

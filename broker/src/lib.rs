@@ -30,6 +30,7 @@ pub mod error;
 mod front;
 pub mod hash;
 pub mod limits;
+pub mod log_limit;
 pub mod metrics;
 pub mod passwd;
 pub mod protocol;

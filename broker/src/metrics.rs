@@ -15,9 +15,13 @@ pub enum Refusal {
     /// Over `connections_per_second` for longer than `connect_timeout`:
     /// closed right after accept.
     RateLimited,
-    /// Unknown user, wrong password, no credentials or a kiosk with a
-    /// foreign client id: CONNACK 0x04, 0x05 or 0x02.
+    /// Unknown user, wrong password or no credentials: CONNACK 0x04 or
+    /// 0x05.
     LoginFailed,
+    /// A client id not bound to the user (a kiosk's is its user name, a
+    /// role user's `<user>` or `<user>-<suffix>`, the gateway's are reserved
+    /// to role `gateway`): CONNACK 0x02.
+    ClientId,
     /// Too many failed logins from the client's address
     /// (`failed_logins_per_minute`): CONNACK 0x05 without checking.
     LoginThrottled,
@@ -36,10 +40,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::MaxConnections,
         Refusal::RateLimited,
         Refusal::LoginFailed,
+        Refusal::ClientId,
         Refusal::LoginThrottled,
         Refusal::ConnectTimeout,
         Refusal::TlsHandshake,
@@ -54,6 +59,7 @@ impl Refusal {
             Refusal::MaxConnections => "max_connections",
             Refusal::RateLimited => "rate_limited",
             Refusal::LoginFailed => "login_failed",
+            Refusal::ClientId => "client_id",
             Refusal::LoginThrottled => "login_throttled",
             Refusal::ConnectTimeout => "connect_timeout",
             Refusal::TlsHandshake => "tls_handshake",
@@ -114,6 +120,7 @@ pub struct BrokerMetrics {
     refused: [AtomicU64; Refusal::ALL.len()],
     acl_denied: [AtomicU64; AclAction::ALL.len()],
     revoked: AtomicU64,
+    taken_over: AtomicU64,
 }
 
 /// A copy of the counters at one instant.
@@ -130,6 +137,9 @@ pub struct BrokerStats {
     /// Live sessions dropped because their credentials were removed or
     /// changed.
     pub revoked: u64,
+    /// Live sessions replaced by a new connection with the same client id
+    /// (MQTT-3.1.4-2), each logged at WARN with both addresses.
+    pub taken_over: u64,
 }
 
 impl BrokerStats {
@@ -175,6 +185,12 @@ impl BrokerMetrics {
         self.revoked.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a live session taken over by a new connection of the same
+    /// client id.
+    pub fn took_over(&self) {
+        self.taken_over.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an accepted connection; pair with [`BrokerMetrics::closed`].
     pub fn opened(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
@@ -201,6 +217,7 @@ impl BrokerMetrics {
                 .map(|(a, n)| (*a, n.load(Ordering::Relaxed)))
                 .collect(),
             revoked: self.revoked.load(Ordering::Relaxed),
+            taken_over: self.taken_over.load(Ordering::Relaxed),
         }
     }
 }

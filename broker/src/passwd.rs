@@ -103,7 +103,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .verify("any", "backend", &Secret::new("s3cret pw"))
+                .verify("backend-1", "backend", &Secret::new("s3cret pw"))
                 .await,
             accepted(Role::Backend)
         );

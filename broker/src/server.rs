@@ -20,10 +20,13 @@
 //! of several rumqttd listeners (one accept loop each) on loopback.
 //!
 //! rumqttd stays the router and the MQTT engine: every connection still goes
-//! through rumqttd's authentication handler (the [`CredentialStore`]) and
-//! the topic ACL in [`FleetProtocol`], also the gateway's own connections,
-//! which skip only the front door's limits so that a reconnect storm never
-//! locks the gateway out.
+//! through the topic ACL in [`FleetProtocol`], also the gateway's own
+//! connections, which skip only the front door's limits so that a
+//! reconnect storm never locks the gateway out. Logins are checked once, by
+//! the front door; rumqttd's listeners accept only a random internal
+//! password made at each start ([`BrokerHandle::internal_password`]), so a
+//! client on the VPS cannot bypass the front door (its client-id rule,
+//! throttling and revocation) by connecting to them directly.
 
 use std::future::poll_fn;
 use std::io;
@@ -43,7 +46,7 @@ use tracing::{debug, error, info, warn};
 use crate::acl::Acl;
 use crate::front::{self, FrontDoor, FrontLimits};
 use crate::metrics::BrokerMetrics;
-use crate::{AuthOutcome, BrokerConfig, BrokerError, CredentialStore, FleetProtocol};
+use crate::{BrokerConfig, BrokerError, CredentialStore, FleetProtocol};
 
 /// rumqttd listeners behind the front door; each has its own accept loop,
 /// which admits roughly one connection per timer tick (1 ms).
@@ -95,7 +98,13 @@ impl EmbeddedBroker {
     /// when the server thread cannot start.
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         config.validate()?;
-        let credentials = Arc::new(CredentialStore::open(&config.credentials)?);
+        let credentials = Arc::new(
+            CredentialStore::open(&config.credentials)?
+                .with_gateway_client_ids(config.gateway_client_ids.iter().cloned()),
+        );
+        // Made anew at each start, never written anywhere: the only
+        // password rumqttd's loopback listeners accept.
+        let internal_secret = crate::generate_secret();
         let acl = Arc::new(match &config.acl {
             Some(path) => Acl::load(path)?,
             None => Acl::default_policy(),
@@ -128,7 +137,8 @@ impl EmbeddedBroker {
         let servers = internal
             .iter()
             .map(|addr| {
-                let settings = server_settings(&config, *addr, credentials.clone());
+                let settings =
+                    server_settings(&config, *addr, credentials.clone(), internal_secret.clone());
                 Server::new(settings, router_tx.clone(), protocol.clone())
             })
             .collect();
@@ -138,8 +148,10 @@ impl EmbeddedBroker {
             max_connections: front::effective_max_connections(config.max_connections),
             connections_per_second: config.connections_per_second,
             failed_logins_per_minute: config.failed_logins_per_minute,
+            failed_logins_per_address_per_minute: config.failed_logins_per_address_per_minute,
             connect_timeout: config.connect_timeout,
             max_packet: config.max_payload_bytes,
+            zero_keep_alive_secs: config.zero_keep_alive_secs(),
         };
         let front = FrontDoor::new(
             credentials.clone(),
@@ -147,6 +159,7 @@ impl EmbeddedBroker {
             metrics.clone(),
             limits,
             &internal,
+            internal_secret.clone(),
             shutdown.clone(),
         );
         let listeners = Listeners {
@@ -182,6 +195,7 @@ impl EmbeddedBroker {
             plain_addr,
             tls_addr,
             internal,
+            internal_secret,
             credentials,
             metrics,
             shutdown,
@@ -205,6 +219,7 @@ pub struct BrokerHandle {
     plain_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     internal: Vec<SocketAddr>,
+    internal_secret: Secret,
     credentials: Arc<CredentialStore>,
     metrics: Arc<BrokerMetrics>,
     shutdown: CancellationToken,
@@ -230,11 +245,20 @@ impl BrokerHandle {
     }
 
     /// A rumqttd listener on loopback, for in-process clients such as the
-    /// gateway: plain MQTT with the same authentication and ACL, but
-    /// without the front door's limits (connection rate, login throttling),
-    /// so a reconnect storm of kiosks never locks them out.
+    /// gateway: plain MQTT with the same ACL, but without the front door's
+    /// limits (connection rate, login throttling), so a reconnect storm of
+    /// kiosks never locks them out. It accepts only
+    /// [`BrokerHandle::internal_password`], with any user name of the
+    /// credentials file (whose role the ACL applies): outside clients,
+    /// which cannot know it, must use the front door.
     pub fn internal_addr(&self) -> SocketAddr {
         self.internal[0]
+    }
+
+    /// The password of [`BrokerHandle::internal_addr`]: random, made at
+    /// each start, kept in memory only.
+    pub fn internal_password(&self) -> Secret {
+        self.internal_secret.clone()
     }
 
     /// The broker's counters (refusals, ACL denials, connections).
@@ -298,6 +322,7 @@ fn server_settings(
     config: &BrokerConfig,
     listen: SocketAddr,
     credentials: Arc<CredentialStore>,
+    internal_secret: Secret,
 ) -> ServerSettings {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: config.connect_timeout_ms(),
@@ -311,7 +336,8 @@ fn server_settings(
     };
     connections.set_auth_handler(move |client_id, username, password| {
         let credentials = credentials.clone();
-        async move { authenticate(&credentials, client_id, username, password).await }
+        let secret = internal_secret.clone();
+        async move { authenticate(&credentials, &secret, client_id, username, password) }
     });
     ServerSettings {
         name: NAME.to_owned(),
@@ -324,25 +350,47 @@ fn server_settings(
     }
 }
 
-/// rumqttd's authentication handler. rumqttd only calls it when the CONNECT
-/// carries a username; anonymous CONNECTs are refused before (and logged by
-/// [`FleetProtocol`]).
-async fn authenticate(
+/// rumqttd's authentication handler: the login was checked by the front
+/// door, which hands rumqttd every CONNECT with the internal secret as
+/// password; a connection made directly to a loopback listener with any
+/// other password (a kiosk's own, say) is refused, so these listeners are
+/// no side door around the front door's checks and revocation. The user
+/// must still be in the credentials file (its role selects the ACL).
+/// rumqttd only calls it when the CONNECT carries a username; anonymous
+/// CONNECTs are refused before (and logged by [`FleetProtocol`]).
+fn authenticate(
     credentials: &CredentialStore,
+    internal_secret: &Secret,
     client_id: String,
     username: String,
     password: String,
 ) -> bool {
-    let password = Secret::new(password);
+    use subtle::ConstantTimeEq;
+    let secret_ok: bool = password
+        .as_bytes()
+        .ct_eq(internal_secret.expose().as_bytes())
+        .into();
     // Debug formatting quotes and escapes client-chosen strings, so they
     // cannot forge log lines.
-    match credentials.verify(&client_id, &username, &password).await {
-        AuthOutcome::Accepted { role } => {
-            debug!(?client_id, ?username, %role, "login accepted");
+    if !secret_ok {
+        warn!(
+            ?client_id,
+            ?username,
+            "login on the internal listener refused: use the front door"
+        );
+        return false;
+    }
+    match credentials.role(&username) {
+        Some(role) => {
+            debug!(?client_id, ?username, %role, "internal login accepted");
             true
         }
-        AuthOutcome::Refused { reason } => {
-            warn!(?client_id, ?username, %reason, "login refused");
+        None => {
+            warn!(
+                ?client_id,
+                ?username,
+                "internal login refused: unknown user"
+            );
             false
         }
     }

@@ -284,11 +284,6 @@ async fn wrong_password_unknown_user_and_anonymous_are_refused() {
         bad,
     )
     .await;
-    // No keep alive: rumqttd does not support it; a CONNACK says so
-    // instead of a silent close.
-    let mut no_keep_alive = options(addr, "demo-1", Some(("demo-1", &users.demo1)));
-    no_keep_alive.set_keep_alive(Duration::ZERO);
-    assert_refused(no_keep_alive, ConnectReturnCode::ServiceUnavailable).await;
     // Refusals do not hurt the broker: the right login still works.
     kiosk(addr, "demo-1", &users.demo1).await;
 
@@ -296,29 +291,74 @@ async fn wrong_password_unknown_user_and_anonymous_are_refused() {
 }
 
 #[tokio::test]
-async fn kiosk_must_use_its_id_as_client_id_but_role_users_need_not() {
+async fn client_ids_are_bound_to_identities() {
     let (users, broker) = start().await;
     let addr = broker.local_addr();
 
     let rejected = ConnectReturnCode::BadClientId;
-    assert_refused(
-        options(addr, "demo-2", Some(("demo-1", &users.demo1))),
-        rejected,
-    )
-    .await;
-    assert_refused(
-        options(addr, "anything", Some(("demo-1", &users.demo1))),
-        rejected,
-    )
-    .await;
+    let demo1 = Some(("demo-1", &users.demo1));
+    let technician = Some(("technician", &users.technician));
+    let backend = Some(("backend", &users.backend));
+    for (client_id, login) in [
+        ("demo-2", demo1),
+        ("anything", demo1),
+        // A role user may not pick a kiosk's client id...
+        ("demo-1", technician),
+        ("demo-2", backend),
+        // ...nor the gateway's...
+        ("kiosk-gateway", technician),
+        ("kiosk-gateway-pub", backend),
+        // ...nor one outside its own name.
+        ("mosqsub|4242-vps", technician),
+        ("technicianx", technician),
+    ] {
+        assert_refused(options(addr, client_id, login), rejected).await;
+    }
+    let stats = broker.metrics().snapshot();
+    assert_eq!(stats.refused(kiosk_broker::Refusal::ClientId), 8);
 
-    // A technician with mosquitto_sub's kind of random client id, argon2
-    // password.
-    let login = Some(("technician", &users.technician));
-    let mut technician = Session::connect(options(addr, "mosqsub|4242-vps", login))
-        .await
-        .unwrap();
-    technician.subscribe("kiosk/#").await;
+    // Its own name, <name>-<suffix>, or none at all (the broker assigns one).
+    for client_id in ["technician", "technician-vps-1", ""] {
+        let mut session = Session::connect(options(addr, client_id, technician))
+            .await
+            .unwrap();
+        session.subscribe("kiosk/#").await;
+    }
+
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_zero_connects_and_idles_out_after_idle_timeout() {
+    kiosk_testkit::init_test_tracing();
+    let users = Users::new();
+    let mut config = users.config();
+    config.idle_timeout = Duration::from_secs(3);
+    let broker = EmbeddedBroker::start(config).await.unwrap();
+    let addr = broker.local_addr();
+
+    // MQTT-3.1.2-10: keep alive 0 turns the keep alive mechanism off; the
+    // connection works like any other.
+    let mut options = options(addr, "demo-1", Some(("demo-1", &users.demo1)));
+    options.set_keep_alive(Duration::ZERO);
+    let mut kiosk = Session::connect(options).await.unwrap();
+    kiosk.subscribe("kiosk/demo-1/print").await;
+    let mut backend = backend(addr, &users).await;
+    backend.publish("kiosk/demo-1/print", "job", false).await;
+    let publish = kiosk.expect_publish("kiosk/demo-1/print").await;
+    assert_eq!(&publish.payload[..], b"job");
+
+    // Silent past idle_timeout (3 s), the broker closes it.
+    let closed = timeout(Duration::from_secs(30), async {
+        loop {
+            match kiosk.incoming.recv().await {
+                Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent keep-alive-0 client is closed");
 
     broker.shutdown().await;
 }
@@ -468,7 +508,7 @@ async fn start_errors_name_their_cause() {
 }
 
 #[tokio::test]
-async fn acl_denials_close_the_connection_and_own_topics_work() {
+async fn denied_subscribes_get_0x80_and_denied_publishes_close() {
     let (users, broker) = start().await;
     let addr = broker.local_addr();
     let metrics = broker.metrics();
@@ -478,17 +518,53 @@ async fn acl_denials_close_the_connection_and_own_topics_work() {
     own.subscribe("kiosk/demo-1/print").await;
     own.publish("kiosk/demo-1/status", "online", true).await;
 
-    // Another kiosk's topic, a wildcard, everything: closed, counted.
-    for filter in ["kiosk/demo-2/print", "kiosk/+/print", "#"] {
-        let mut attacker = kiosk(addr, "demo-1", &users.demo1).await;
-        attacker
-            .client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        let err = attacker.expect_error().await;
-        assert!(is_connection_lost(&err), "{filter}: {err:?}");
-    }
+    // Another kiosk's topic, a wildcard, everything, $SYS, and one allowed
+    // filter in the same SUBSCRIBE: a SUBACK with one code per filter
+    // (MQTT-3.9.3), 0x80 for the denied ones; the connection stays.
+    let mut nosy = kiosk(addr, "demo-1", &users.demo1).await;
+    let filters = [
+        "kiosk/demo-2/print",
+        "kiosk/+/print",
+        "#",
+        "$SYS/#",
+        "kiosk/demo-1/cmd",
+    ];
+    nosy.client
+        .subscribe_many(
+            filters
+                .iter()
+                .map(|f| rumqttc::SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce)),
+        )
+        .await
+        .unwrap();
+    let codes = nosy
+        .expect("SUBACK", |p| match p {
+            Packet::SubAck(ack) => Some(ack.return_codes),
+            _ => None,
+        })
+        .await;
+    use rumqttc::SubscribeReasonCode as Code;
+    assert_eq!(
+        codes,
+        [
+            Code::Failure,
+            Code::Failure,
+            Code::Failure,
+            Code::Failure,
+            Code::Success(QoS::AtLeastOnce)
+        ]
+    );
+    // Still connected, and the granted filter works.
+    let mut backend = backend(addr, &users).await;
+    backend.publish("kiosk/demo-1/cmd", "ping", false).await;
+    backend
+        .publish("kiosk/demo-2/print", "not yours", false)
+        .await;
+    let publish = nosy.expect_publish("kiosk/demo-1/cmd").await;
+    assert_eq!(&publish.payload[..], b"ping");
+    nosy.publish("kiosk/demo-1/status", "online", true).await;
+
+    // A denied PUBLISH closes the connection (MQTT-3.3.5-2).
     let mut forger = kiosk(addr, "demo-1", &users.demo1).await;
     forger
         .client
@@ -498,7 +574,7 @@ async fn acl_denials_close_the_connection_and_own_topics_work() {
     let err = forger.expect_error().await;
     assert!(is_connection_lost(&err), "{err:?}");
     let stats = metrics.snapshot();
-    assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Subscribe), 3);
+    assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Subscribe), 4);
     assert_eq!(stats.acl_denied(kiosk_broker::AclAction::Publish), 1);
 
     // A last will on another kiosk's topic: CONNACK 0x05.
@@ -513,9 +589,68 @@ async fn acl_denials_close_the_connection_and_own_topics_work() {
     broker.shutdown().await;
 }
 
+/// MQTT-4.7.2-1: a filter starting with a wildcard never matches a topic
+/// starting with `$`, even for a user whose ACL allows both.
+#[tokio::test]
+async fn dollar_topics_never_match_leading_wildcards() {
+    kiosk_testkit::init_test_tracing();
+    let users = Users::new();
+    let acl = users.dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user backend\ntopic readwrite #\ntopic readwrite $test/#\n",
+    )
+    .unwrap();
+    let mut config = users.config();
+    config.acl = Some(acl);
+    let broker = EmbeddedBroker::start(config).await.unwrap();
+    let addr = broker.local_addr();
+    let mut watcher = backend(addr, &users).await;
+    watcher.subscribe("#").await;
+    watcher.subscribe("+/x").await;
+    let mut publisher = Session::connect(options(
+        addr,
+        "backend-pub",
+        Some(("backend", &users.backend)),
+    ))
+    .await
+    .unwrap();
+    publisher.publish("$test/x", "dollar", false).await;
+    publisher.publish("$test/x", "dollar-retained", true).await;
+    publisher.publish("a/x", "plain", false).await;
+    // Everything published before `a/x` has been routed when it arrives.
+    let mut seen = Vec::new();
+    let first = watcher
+        .expect("PUBLISH", |p| match p {
+            Packet::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .await;
+    seen.push(first.topic.clone());
+    assert_eq!(first.topic, "a/x", "no $-topic before a/x: {seen:?}");
+    // A new `#` subscriber gets no retained $-topic either.
+    let mut late = Session::connect(options(
+        addr,
+        "backend-late",
+        Some(("backend", &users.backend)),
+    ))
+    .await
+    .unwrap();
+    late.subscribe("#").await;
+    publisher.publish("a/y", "marker", false).await;
+    let next = late
+        .expect("PUBLISH", |p| match p {
+            Packet::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .await;
+    assert_eq!(next.topic, "a/y");
+    broker.shutdown().await;
+}
+
 /// The standalone `kiosk-broker` binary runs the same broker: its ACL
-/// (here from a file) closes a kiosk that subscribes to `#`, and the log
-/// says why.
+/// (here from a file) refuses a kiosk's subscription to `#` (SUBACK 0x80),
+/// and the log says why.
 #[tokio::test]
 async fn standalone_binary_enforces_the_acl_file() {
     use tokio::io::AsyncBufReadExt;
@@ -561,8 +696,13 @@ async fn standalone_binary_enforces_the_acl_file() {
         .subscribe("#", QoS::AtLeastOnce)
         .await
         .unwrap();
-    let err = attacker.expect_error().await;
-    assert!(is_connection_lost(&err), "{err:?}");
+    let codes = attacker
+        .expect("SUBACK", |p| match p {
+            Packet::SubAck(ack) => Some(ack.return_codes),
+            _ => None,
+        })
+        .await;
+    assert_eq!(codes, [rumqttc::SubscribeReasonCode::Failure]);
     let logged = timeout(WAIT, async {
         while let Ok(Some(line)) = log.next_line().await {
             if line.contains("ACL denied") && line.contains("\"demo-1\"") && line.contains("\"#\"")

@@ -128,7 +128,7 @@ async fn test_print_command_prints_a_test_page() {
     let printer = FakePrinter::start().await.unwrap();
     let agent = fleet.start_agent("k1", printer.addr()).await;
     fleet.wait_kiosk("k1", "online").await;
-    let backend = fleet.mqtt_client("be-cmd", "backend").await;
+    let backend = fleet.mqtt_client("backend-cmd", "backend").await;
     backend
         .publish(
             "kiosk/k1/cmd",

@@ -14,7 +14,7 @@ async fn bad_jobs_on_the_print_topic_fail_with_a_reason_and_break_nothing() {
     let printer = FakePrinter::start().await.unwrap();
     let agent = fleet.start_agent("k1", printer.addr()).await;
     fleet.wait_kiosk("k1", "online").await;
-    let backend = fleet.mqtt_client("be-bad", "backend").await;
+    let backend = fleet.mqtt_client("backend-bad", "backend").await;
 
     // Not JSON at all: no job id to answer to, only a log line.
     backend
@@ -73,7 +73,7 @@ async fn bad_jobs_on_the_print_topic_fail_with_a_reason_and_break_nothing() {
     }
 
     // Over the broker's payload limit: the broker drops the publisher.
-    let rogue = fleet.mqtt_client("be-rogue", "backend").await;
+    let rogue = fleet.mqtt_client("backend-rogue", "backend").await;
     rogue
         .publish_bytes("kiosk/k1/print", vec![b'x'; 1536 * 1024])
         .await;

@@ -210,7 +210,7 @@ async fn cash_control_is_sent_again_on_a_reconnect_not_on_every_status() {
     let k = kiosk().await;
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
     let agent = k.start_agent(&fleet, Some(&proxy)).await;
-    let mut watcher = fleet.mqtt_client("tech-1", "technician").await;
+    let mut watcher = fleet.mqtt_client("technician-1", "technician").await;
     watcher.subscribe("kiosk/k1/cash/control").await;
     // Let the subscription settle and the connect-time control pass.
     let _ = controls(&mut watcher, Duration::from_millis(500)).await;

@@ -302,7 +302,7 @@ fn online_status(connected_at: &str) -> Value {
 async fn a_reconnecting_kiosk_gets_disable_for_each_awaiting_session_then_enable() {
     let fleet = TestFleet::start(&["k1"]).await;
     let kiosk = fleet.mqtt_client("k1", "k1").await;
-    let mut watcher = fleet.mqtt_client("tech-1", "technician").await;
+    let mut watcher = fleet.mqtt_client("technician-1", "technician").await;
     watcher.subscribe("kiosk/k1/cash/control").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 

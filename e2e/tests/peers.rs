@@ -81,7 +81,7 @@ async fn mosquitto_sub_as_technician_sees_jobs_and_results() {
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &fleet.mqtt_addr.port().to_string()])
         .args(["-u", "technician", "-P", &fleet.secrets["technician"]])
-        .args(["-i", "tech-1", "-q", "1", "-v", "-t", "kiosk/+/#"])
+        .args(["-I", "technician-", "-q", "1", "-v", "-t", "kiosk/+/#"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -142,7 +142,7 @@ async fn same_job_published_twice_prints_once() {
     let agent = fleet.start_agent("k1", printer.addr()).await;
     fleet.wait_kiosk("k1", "online").await;
 
-    let backend = fleet.mqtt_client("be-1", "backend").await;
+    let backend = fleet.mqtt_client("backend-1", "backend").await;
     let job = json!({
         "v": 1, "job_id": "dup-1", "printer": "receipt",
         "document": {"kind": "text", "text": "DUPLICATE-ME\n"}
@@ -336,12 +336,12 @@ async fn crash_after_the_last_byte_leaves_the_job_printed_and_printed_once() {
     agent.kill().await;
     printer.set_hold_connections(false);
 
-    let mut technician = fleet.mqtt_client("tech-1", "technician").await;
+    let mut technician = fleet.mqtt_client("technician-1", "technician").await;
     technician.subscribe("kiosk/k1/print/result").await;
     let agent = fleet.start_agent("k1", printer.addr()).await;
     fleet.wait_kiosk("k1", "online").await;
     // Delivered again: the agent answers with what it recorded.
-    let backend = fleet.mqtt_client("be-1", "backend").await;
+    let backend = fleet.mqtt_client("backend-1", "backend").await;
     backend
         .publish(
             "kiosk/k1/print",

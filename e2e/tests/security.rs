@@ -225,7 +225,7 @@ async fn kiosk_publishing_another_kiosks_credit_is_disconnected_and_nothing_is_d
     let fleet = TestFleet::start(&["kiosk-a", "kiosk-b"]).await;
     let session = fleet.open_session("kiosk-b", 200_000).await;
     let sid = session["session_id"].as_str().unwrap().to_owned();
-    let mut args = login(&fleet, "technician", "tech-watch");
+    let mut args = login(&fleet, "technician", "technician-watch");
     args.extend(["-t".into(), "kiosk/kiosk-b/cash".into()]);
     let mut watcher = Subscriber::start(args).await;
 
@@ -283,7 +283,7 @@ async fn technician_reads_all_kiosk_traffic_and_cannot_publish() {
     let agent = fleet.start_agent("k1", printer.addr()).await;
     fleet.wait_kiosk("k1", "online").await;
 
-    let mut args = login(&fleet, "technician", "tech-1");
+    let mut args = login(&fleet, "technician", "technician-1");
     args.extend(["-t".into(), "kiosk/#".into()]);
     let mut tech = Subscriber::start(args).await;
     let job = fleet.create_job("k1", text_job("SEEN-BY-TECH\n")).await;
@@ -308,7 +308,7 @@ async fn technician_reads_all_kiosk_traffic_and_cannot_publish() {
     .enumerate()
     {
         let before = metric(&fleet, ACL_PUBLISH).await;
-        let mut args = login(&fleet, "technician", "tech-2");
+        let mut args = login(&fleet, "technician", "technician-2");
         let body = format!(
             r#"{{"v":1,"job_id":"tech-job-{i}","printer":"receipt","document":{{"kind":"text","text":"TECH\n"}}}}"#
         );
@@ -351,7 +351,7 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     );
     fleet.wait_kiosk("k1", "online").await;
 
-    let mut args = login_tls(&fleet, "technician", "tech-tls", &pki.ca_cert);
+    let mut args = login_tls(&fleet, "technician", "technician-tls", &pki.ca_cert);
     args.extend(["-t".into(), "kiosk/#".into()]);
     let mut tech = Subscriber::start(args).await;
 
@@ -408,7 +408,7 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
 
     // Clients that trust another CA refuse the server: mosquitto_sub...
     let other = kiosk_e2e::pki::TestPki::generate(fleet.dir.path(), "other");
-    let mut args = login_tls(&fleet, "technician", "tech-wrong-ca", &other.ca_cert);
+    let mut args = login_tls(&fleet, "technician", "technician-wrong-ca", &other.ca_cert);
     args.extend([
         "-t".into(),
         "kiosk/#".into(),
@@ -430,7 +430,7 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     let (_, k2) = fleet.get("/v1/kiosks/k2").await;
     assert_ne!(k2["status"], "online", "{k2}");
     // A plain MQTT client on the TLS port gets nowhere either.
-    let mut args = login(&fleet, "technician", "tech-plain");
+    let mut args = login(&fleet, "technician", "technician-plain");
     args[3] = fleet.mqtts_addr.expect("tls").port().to_string();
     args.extend([
         "-t".into(),
@@ -650,7 +650,7 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
 
     // Oversized payload: the publisher is dropped, counted.
     let oversized = "kiosk_broker_refused_total{reason=\"payload_too_large\"}";
-    let mut args = login(&fleet, "backend", "be-big");
+    let mut args = login(&fleet, "backend", "backend-big");
     args.extend([
         "-q".into(),
         "1".into(),
@@ -676,11 +676,11 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
     // max_connections = 4, the fifth is closed at once.
     let mut subscribers = Vec::new();
     for i in 0..3 {
-        let mut args = login(&fleet, "technician", &format!("tech-{i}"));
+        let mut args = login(&fleet, "technician", &format!("technician-{i}"));
         args.extend(["-t".into(), "kiosk/#".into()]);
         subscribers.push(Subscriber::start(args).await);
     }
-    let mut args = login(&fleet, "technician", "tech-over");
+    let mut args = login(&fleet, "technician", "technician-over");
     args.extend([
         "-t".into(),
         "kiosk/#".into(),
@@ -711,14 +711,14 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
     // refused (0x04), then the address is throttled (0x05), even with the
     // right password.
     for _ in 0..3 {
-        let mut args = login(&fleet, "technician", "guesser");
+        let mut args = login(&fleet, "technician", "technician-guesser");
         args[9] = "guess".into();
         args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
         let out = run("mosquitto_sub", &args).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("bad user name or password"), "{stderr}");
     }
-    let mut args = login(&fleet, "technician", "guesser");
+    let mut args = login(&fleet, "technician", "technician-guesser");
     args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
     let out = run("mosquitto_sub", &args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

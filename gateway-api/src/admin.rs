@@ -36,6 +36,24 @@ pub enum AdminError {
     /// A user of that name exists with another role.
     #[error("{0} is a {1} user, not a kiosk")]
     NotAKiosk(String, Role),
+    /// The kiosk id is `<user>` or starts with `<user>-` for a role user,
+    /// whose client ids those are.
+    #[error(
+        "kiosk id {kiosk} is in the client ids of {role} user {user:?} (<user> or <user>-<suffix>); choose another id"
+    )]
+    RoleUserPrefix {
+        /// The refused kiosk id.
+        kiosk: KioskId,
+        /// The role user.
+        user: String,
+        /// Its role.
+        role: Role,
+    },
+    /// The kiosk id is one of the gateway's client ids.
+    #[error(
+        "kiosk id {0} is a client id of the gateway (broker.client_id or its -pub sibling); choose another id"
+    )]
+    GatewayClientId(KioskId),
     /// The credentials file could not be read or written.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
@@ -62,6 +80,21 @@ fn role_of(credentials: &Path, kiosk: &KioskId) -> Result<Option<Role>, AdminErr
     match CredentialStore::open(credentials) {
         Ok(store) => Ok(store.role(kiosk.as_str())),
         // A missing file has no users yet.
+        Err(CredentialsError::Read { error, .. })
+            if error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn owning_role_user(
+    credentials: &Path,
+    kiosk: &KioskId,
+) -> Result<Option<(String, Role)>, AdminError> {
+    match CredentialStore::open(credentials) {
+        Ok(store) => Ok(store.role_user_owning(kiosk.as_str())),
         Err(CredentialsError::Read { error, .. })
             if error.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -103,11 +136,32 @@ fn write_secret(credentials: &Path, kiosk: &KioskId, out: &Path) -> Result<PathB
 }
 
 /// Adds `kiosk` with a new secret; writes its provisioning file to `out`.
+/// `gateway_client_ids` are the gateway's client ids (`broker.client_id`
+/// and `<client_id>-pub`), which no kiosk may have.
 ///
 /// # Errors
 /// [`AdminError::Exists`] when it exists, [`AdminError::NotAKiosk`] when
-/// the name is a role user, I/O and credentials-file errors.
-pub fn add(credentials: &Path, kiosk: &KioskId, out: &Path) -> Result<PathBuf, AdminError> {
+/// the name is a role user, [`AdminError::RoleUserPrefix`] when it equals
+/// or starts with `<user>-` of a role user, [`AdminError::GatewayClientId`]
+/// for a gateway client id, I/O and credentials-file errors.
+pub fn add(
+    credentials: &Path,
+    kiosk: &KioskId,
+    out: &Path,
+    gateway_client_ids: &[String],
+) -> Result<PathBuf, AdminError> {
+    if gateway_client_ids.iter().any(|id| id == kiosk.as_str()) {
+        return Err(AdminError::GatewayClientId(kiosk.clone()));
+    }
+    if let Some((user, role)) = owning_role_user(credentials, kiosk)?
+        && user != kiosk.as_str()
+    {
+        return Err(AdminError::RoleUserPrefix {
+            kiosk: kiosk.clone(),
+            user,
+            role,
+        });
+    }
     match role_of(credentials, kiosk)? {
         None => write_secret(credentials, kiosk, out),
         Some(Role::Kiosk) => Err(AdminError::Exists(kiosk.clone())),
@@ -161,7 +215,7 @@ mod tests {
         let creds = dir.path().join("credentials");
         let k = KioskId::new("kiosk-7").unwrap();
         let out = dir.path().join("kiosk-7.json");
-        add(&creds, &k, &out).unwrap();
+        add(&creds, &k, &out, &[]).unwrap();
         let first: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(first["kiosk_id"], "kiosk-7");
@@ -185,7 +239,10 @@ mod tests {
             .await;
         assert!(matches!(ok, kiosk_broker::AuthOutcome::Accepted { .. }));
 
-        assert!(matches!(add(&creds, &k, &out), Err(AdminError::Exists(_))));
+        assert!(matches!(
+            add(&creds, &k, &out, &[]),
+            Err(AdminError::Exists(_))
+        ));
         rotate(&creds, &k, &out).unwrap();
         let store = CredentialStore::open(&creds).unwrap();
         let old = store
@@ -196,5 +253,36 @@ mod tests {
         remove(&creds, &k).unwrap();
         assert!(list(&creds).unwrap().is_empty());
         assert!(matches!(remove(&creds, &k), Err(AdminError::Missing(_))));
+    }
+
+    #[test]
+    fn add_refuses_ids_of_role_users_and_of_the_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials");
+        let hash = kiosk_broker::hash_generated_secret(&kiosk_broker::generate_secret());
+        kiosk_broker::set_password(&creds, "ops", Role::Backend, &hash).unwrap();
+        kiosk_broker::set_password(&creds, "tech", Role::Technician, &hash).unwrap();
+        let out = dir.path().join("k.json");
+        let gateway = vec!["kiosk-gateway".to_owned(), "kiosk-gateway-pub".to_owned()];
+        let id = |s: &str| KioskId::new(s).unwrap();
+        for refused in ["ops-1", "tech-kiosk-2", "ops-team-x"] {
+            let err = add(&creds, &id(refused), &out, &gateway).unwrap_err();
+            assert!(
+                matches!(err, AdminError::RoleUserPrefix { .. }),
+                "{refused}: {err}"
+            );
+        }
+        assert!(matches!(
+            add(&creds, &id("ops"), &out, &gateway),
+            Err(AdminError::NotAKiosk(..))
+        ));
+        for reserved in ["kiosk-gateway", "kiosk-gateway-pub"] {
+            assert!(matches!(
+                add(&creds, &id(reserved), &out, &gateway),
+                Err(AdminError::GatewayClientId(_))
+            ));
+        }
+        add(&creds, &id("opsx-1"), &out, &gateway).unwrap();
+        add(&creds, &id("kiosk-7"), &out, &gateway).unwrap();
     }
 }

@@ -150,10 +150,18 @@ pub struct BrokerSection {
     /// New MQTT connections admitted per second. Default 1000.
     #[serde(default = "default_connections_per_second")]
     pub connections_per_second: u32,
-    /// Failed MQTT logins per client address and minute before the address
-    /// is refused. Default 10.
+    /// Failed MQTT logins per (client address, user name) and minute
+    /// before that user is refused from that address. Default 10.
     #[serde(default = "default_failed_logins_per_minute")]
     pub failed_logins_per_minute: u32,
+    /// Failed MQTT logins per client address and minute, all user names
+    /// together, before the address is refused. Default 100.
+    #[serde(default = "default_failed_logins_per_address_per_minute")]
+    pub failed_logins_per_address_per_minute: u32,
+    /// How long an MQTT client with keep alive 0 may stay silent before the
+    /// embedded broker closes it. Default 10 min.
+    #[serde(default = "default_broker_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// CA file trusted for an external `mqtts://` broker (pin a private
     /// CA); default the system's trust store.
     #[serde(default)]
@@ -265,6 +273,12 @@ fn default_max_payload_bytes() -> usize {
 fn default_max_connections() -> usize {
     20_000
 }
+fn default_failed_logins_per_address_per_minute() -> u32 {
+    100
+}
+fn default_broker_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_username() -> String {
     "gateway".to_owned()
 }
@@ -367,6 +381,10 @@ impl GatewayConfig {
             max_connections: b.max_connections,
             connections_per_second: b.connections_per_second,
             failed_logins_per_minute: b.failed_logins_per_minute,
+            failed_logins_per_address_per_minute: b.failed_logins_per_address_per_minute,
+            idle_timeout: b.idle_timeout,
+            // The gateway's own client ids: nobody else may take them.
+            gateway_client_ids: vec![b.client_id.clone(), format!("{}-pub", b.client_id)],
             ..kiosk_broker::BrokerConfig::new(credentials)
         }
     }
@@ -460,6 +478,8 @@ fn broker_key(key: &'static str) -> &'static str {
         "max_connections" => "broker.max_connections",
         "connections_per_second" => "broker.connections_per_second",
         "failed_logins_per_minute" => "broker.failed_logins_per_minute",
+        "failed_logins_per_address_per_minute" => "broker.failed_logins_per_address_per_minute",
+        "idle_timeout" => "broker.idle_timeout",
         _ => "broker",
     }
 }

@@ -104,7 +104,7 @@ impl Gateway {
         let store = store::Store::open(&config.store.path)?;
         let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
 
-        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls) = match config
+        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) = match config
             .external_broker()?
         {
             None => {
@@ -117,15 +117,18 @@ impl Gateway {
                 let handle =
                     EmbeddedBroker::start(config.embedded_broker_config(credentials_path)).await?;
                 // The gateway's own sessions skip the front door's limits
-                // (role `gateway`, same authentication and ACL).
+                // (role `gateway`, same ACL) and log in with the broker's
+                // internal password.
                 let addr = connectable(handle.internal_addr());
                 let creds = handle.credentials();
+                let password = handle.internal_password();
                 (
                     Some(handle),
                     Some(creds),
                     addr.ip().to_string(),
                     addr.port(),
                     None,
+                    Some(password),
                 )
             }
             Some(url) => {
@@ -138,7 +141,7 @@ impl Gateway {
                 } else {
                     None
                 };
-                (None, creds, url.host, url.port, tls)
+                (None, creds, url.host, url.port, tls, None)
             }
         };
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
@@ -149,7 +152,7 @@ impl Gateway {
             port: mqtt_port,
             client_id: config.broker.client_id.clone(),
             username: config.broker.username.clone(),
-            password: config.broker.password.clone(),
+            password: internal_password.unwrap_or_else(|| config.broker.password.clone()),
             keep_alive: config.broker.keep_alive,
             tls: mqtt_tls,
             // Room for the largest job plus MQTT framing.

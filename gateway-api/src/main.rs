@@ -159,7 +159,9 @@ async fn main() -> anyhow::Result<()> {
             match command {
                 KioskCommand::Add { kiosk_id, out } => {
                     let out = out.unwrap_or_else(|| default_out(&kiosk_id));
-                    admin::add(&creds, &kiosk_id, &out)?;
+                    let client_id = &config.broker.client_id;
+                    let gateway_ids = [client_id.clone(), format!("{client_id}-pub")];
+                    admin::add(&creds, &kiosk_id, &out, &gateway_ids)?;
                     eprintln!(
                         "added kiosk {kiosk_id}; its credentials are in {}",
                         out.display()

@@ -18,6 +18,7 @@
 //! | `kiosk_broker_refused_total{reason}` | counter | embedded broker: refused connections (`max_connections`, `rate_limited`, `login_failed`, `login_throttled`, `connect_timeout`, `tls_handshake`, `protocol`, `payload_too_large`, `upstream`) |
 //! | `kiosk_broker_acl_denied_total{action}` | counter | embedded broker: ACL denials (`subscribe`, `publish`, `will`), each closing the connection |
 //! | `kiosk_broker_sessions_revoked_total` | counter | embedded broker: live sessions dropped because their credentials were removed or rotated |
+//! | `kiosk_broker_sessions_taken_over_total` | counter | embedded broker: live sessions replaced by a new connection with the same client id (logged at WARN with both addresses) |
 
 use std::sync::{Arc, Mutex};
 
@@ -126,6 +127,13 @@ impl Collector for BrokerCollector {
             "Live sessions dropped because their credentials were removed or rotated",
             None,
             revoked.metric_type(),
+        )?)?;
+        let taken_over = ConstCounter::new(stats.taken_over);
+        taken_over.encode(encoder.encode_descriptor(
+            "broker_sessions_taken_over",
+            "Live sessions replaced by a new connection with the same client id (MQTT-3.1.4-2)",
+            None,
+            taken_over.metric_type(),
         )?)?;
         Ok(())
     }

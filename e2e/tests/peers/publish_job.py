@@ -12,9 +12,9 @@ import paho.mqtt.client as mqtt
 def main():
     host, port, user, password, kiosk, job_id, text = sys.argv[1:8]
     try:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="py-backend")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="backend-py")
     except AttributeError:  # paho-mqtt 1.x
-        client = mqtt.Client(client_id="py-backend")
+        client = mqtt.Client(client_id="backend-py")
     client.username_pw_set(user, password)
     client.connect(host, int(port), keepalive=10)
     client.loop_start()
