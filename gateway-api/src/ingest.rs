@@ -40,6 +40,7 @@ use crate::cash::{CreditEffect, SessionState};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
+use crate::presence::StatusOutcome;
 use crate::store::{ByteCounts, MqttJobOutcome, ReportOutcome, Source, Store, StoreError};
 
 /// Most messages applied before one flush.
@@ -192,15 +193,34 @@ impl Ingest {
                     return Ok(());
                 }
                 match wire::decode::<KioskStatus>(&p.payload, SMALL_MESSAGE_LIMIT) {
-                    Ok(status) => {
-                        if self.fleet.apply_status(kiosk, &status)? {
-                            after.online.push(kiosk.clone());
-                            if status.cash.is_some() {
-                                after.cash_online.push(kiosk.clone());
+                    Ok(status) => match self.fleet.apply_status(kiosk, &status)? {
+                        StatusOutcome::StaleWill => {
+                            self.metrics.stale_will();
+                            tracing::info!(kiosk = %kiosk, connection_id = status.connection_id.as_deref().unwrap_or(""),
+                                "ignoring the offline of an earlier connection: the kiosk has reconnected");
+                        }
+                        StatusOutcome::Applied {
+                            transition,
+                            reconnected,
+                        } => {
+                            if reconnected {
+                                after.online.push(kiosk.clone());
+                                if status.cash.is_some() {
+                                    after.cash_online.push(kiosk.clone());
+                                }
+                            }
+                            let connection_id = status.connection_id.as_deref().unwrap_or("");
+                            match transition {
+                                Some(t) => {
+                                    self.metrics.presence_transition(t);
+                                    tracing::info!(kiosk = %kiosk, to = ?t.to, reason = t.reason.as_str(),
+                                        connection_id, "kiosk presence");
+                                }
+                                None => tracing::debug!(kiosk = %kiosk, state = ?status.state,
+                                    connection_id, reconnected, "kiosk status"),
                             }
                         }
-                        tracing::info!(kiosk = %kiosk, state = ?status.state, "kiosk status");
-                    }
+                    },
                     Err(e) => self.reject(&p.topic, reason(&e), &e),
                 }
             }
