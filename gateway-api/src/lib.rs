@@ -204,6 +204,7 @@ impl Gateway {
             max_job_bytes: config.delivery.max_job_bytes,
             cash: cash_store.clone(),
             live: live.clone(),
+            warnings: ingest::WarnLimit::default(),
         };
         tasks.spawn(ingest.run(inbound_rx, shutdown.clone()));
         tasks.spawn(
