@@ -21,8 +21,9 @@
 //!    not authorized (no credentials, throttled address, last will topic
 //!    forbidden by the ACL), 0x02 identifier rejected (a kiosk with a
 //!    foreign client id), 0x01 for a protocol other than MQTT 3.1.1;
-//! 5. a connection to one of rumqttd's loopback listeners (round robin,
-//!    at most [`UPSTREAM_SLOTS`] connects in flight per listener so rumqttd's
+//! 5. a connection to one of rumqttd's loopback listeners (always the same
+//!    one for a client id, see [`upstream_index`]; at most
+//!    [`UPSTREAM_SLOTS`] connects in flight per listener so rumqttd's
 //!    one-at-a-time accept loop and its listen queue are never flooded),
 //!    which gets the CONNECT bytes as received and re-checks credentials
 //!    and the ACL itself ([`FleetProtocol`](crate::FleetProtocol));
@@ -44,7 +45,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -104,7 +105,6 @@ pub(crate) struct FrontDoor {
     rate: RateLimiter,
     throttle: LoginThrottle,
     upstreams: Vec<(SocketAddr, Arc<Semaphore>)>,
-    next_upstream: AtomicUsize,
     sessions: Sessions,
     log_limit: LogLimit<Refusal>,
     /// The password of every CONNECT handed to rumqttd, which accepts no
@@ -134,7 +134,6 @@ impl FrontDoor {
                 .iter()
                 .map(|a| (*a, Arc::new(Semaphore::new(UPSTREAM_SLOTS))))
                 .collect(),
-            next_upstream: AtomicUsize::new(0),
             sessions: Sessions::default(),
             log_limit: LogLimit::new(Duration::from_secs(1)),
             internal_secret,
@@ -379,8 +378,10 @@ impl FrontDoor {
         bytes.extend_from_slice(&pipelined);
         // rumqttd admits about one connection per listener and timer tick;
         // a client that cannot be handed over in time gets 0x03 and retries.
-        let handover =
-            tokio::time::timeout(self.limits.connect_timeout, self.connect_upstream(&bytes));
+        let handover = tokio::time::timeout(
+            self.limits.connect_timeout,
+            self.connect_upstream(&client_id, &bytes),
+        );
         let upstream = match handover.await {
             Ok(Ok(upstream)) => upstream,
             Ok(Err(e)) => {
@@ -428,9 +429,8 @@ impl FrontDoor {
         drop(permit);
     }
 
-    async fn connect_upstream(&self, connect: &[u8]) -> io::Result<Upstream> {
-        let index =
-            self.next_upstream.fetch_add(1, Ordering::Relaxed) % self.upstreams.len().max(1);
+    async fn connect_upstream(&self, client_id: &str, connect: &[u8]) -> io::Result<Upstream> {
+        let index = upstream_index(client_id, self.upstreams.len());
         let (addr, slots) = self
             .upstreams
             .get(index)
@@ -519,6 +519,26 @@ async fn refuse_with(mut client: Box<dyn Io>, code: ConnectReturnCode) {
 
 /// Copies bytes both ways until the broker closes, the client closed and
 /// the grace period passed, or `token` is cancelled.
+/// The rumqttd listener of `client_id` among `n`: the same for every
+/// connection of one client.
+///
+/// rumqttd keeps the handles that cancel a last will per listener, and one
+/// last will per client id in the router. When a client reconnects while
+/// the broker still holds its old connection (NAT rebinding, a router
+/// reboot), the new connection takes the old one over; on the same
+/// listener that cancels the old will, on another one the old connection's
+/// end publishes the will the router holds, which by then is the *new*
+/// connection's: the kiosk is shown offline while connected, and its live
+/// connection has no will left.
+fn upstream_index(client_id: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    // Stable within the process, which is all that matters: rumqttd's
+    // state does not outlive it.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client_id.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
+}
+
 async fn splice(client: Box<dyn Io>, upstream: Upstream, token: &CancellationToken) {
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut up_read, mut up_write) = tokio::io::split(upstream);

@@ -56,6 +56,33 @@ pub struct AgentConfig {
     /// The cash acceptor, if the kiosk has one.
     #[serde(default)]
     pub cash: Option<CashConfig>,
+    /// The retained `kiosk/<id>/status`.
+    #[serde(default)]
+    pub status: StatusConfig,
+}
+
+/// `[status]`: the retained `kiosk/<id>/status`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusConfig {
+    /// The status is republished at least this often (and at once on every
+    /// change); it says so in `heartbeat_ms`, and the gateway marks the
+    /// kiosk offline after three heartbeats without a message, which covers
+    /// a will that is never published (a broker node that died, a link cut
+    /// silently). Default 30 s.
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            heartbeat: default_heartbeat(),
+        }
+    }
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[broker]`: how the agent reaches the MQTT broker.
@@ -325,6 +352,9 @@ impl AgentConfig {
                 "reconnect_min must be > 0 and reconnect_max >= reconnect_min",
             ));
         }
+        if self.status.heartbeat < Duration::from_millis(100) {
+            return Err(invalid("status.heartbeat", "must be at least 100ms"));
+        }
         if self.print.max_job_bytes == 0 {
             return Err(invalid("print.max_job_bytes", "must be > 0"));
         }
@@ -388,6 +418,7 @@ mod tests {
     fn defaults() {
         let c = AgentConfig::from_toml(MINIMAL).unwrap();
         assert_eq!(c.username(), "demo-1");
+        assert_eq!(c.status.heartbeat, Duration::from_secs(30));
         assert_eq!(c.broker.keep_alive, Duration::from_secs(30));
         let p = &c.printers["receipt"];
         assert_eq!(

@@ -3,10 +3,14 @@
 //!
 //! - client id = username = kiosk id, `clean_session = false`, manual
 //!   acknowledgements: a job is acknowledged only once it is in the inbox.
-//! - Last will: `{"v":1,"state":"offline"}`, retained, QoS 1, on
-//!   `kiosk/<id>/status`; an `online` status is published retained on every
-//!   connect, and `offline` before a clean shutdown (a clean DISCONNECT
-//!   does not fire the will).
+//! - Last will: `{"v":1,"state":"offline","connection_id":"<id>"}`,
+//!   retained, QoS 1, on `kiosk/<id>/status`, with a fresh `connection_id`
+//!   (a ULID) for every connection attempt: rumqttc sends the will held in
+//!   its options with each CONNECT, so it is replaced before each attempt.
+//!   An `online` status with the same `connection_id` is published retained
+//!   on every connect, and `offline` with it before a clean shutdown (a
+//!   clean DISCONNECT does not fire the will). The gateway ignores an
+//!   `offline` of a connection other than the kiosk's current one.
 //! - Subscriptions are made on every connect (also when the broker reports
 //!   a session present: it may lack them).
 //! - Exponential backoff with jitter between connection attempts (rumqttc
@@ -174,6 +178,24 @@ pub struct Connection {
     backoff: Backoff,
     board: StatusBoard,
     connects: watch::Sender<u64>,
+    /// The `connection_id` of the connection being made or up: the one in
+    /// the last will of the options rumqttc connects with.
+    connection_id: String,
+}
+
+/// A new connection id: a ULID (unique, and sorts by time in logs).
+fn new_connection_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// The last will of the connection `connection_id` of `kiosk`.
+fn last_will(kiosk: &KioskId, connection_id: &str) -> LastWill {
+    LastWill::new(
+        Topic::status(kiosk).as_str(),
+        wire::encode(&KioskStatus::offline_for(connection_id)),
+        QoS::AtLeastOnce,
+        true,
+    )
 }
 
 /// Builds the session from the configuration.
@@ -195,13 +217,9 @@ pub fn connect(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
-        .set_inflight(OUTGOING_INFLIGHT)
-        .set_last_will(LastWill::new(
-            Topic::status(&kiosk).as_str(),
-            wire::encode(&KioskStatus::offline()),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_inflight(OUTGOING_INFLIGHT);
+    let connection_id = new_connection_id();
+    opts.set_last_will(last_will(&kiosk, &connection_id));
     let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
     // Small packets (acks, results) must not wait for Nagle + delayed ACK.
     let mut network = rumqttc::NetworkOptions::new();
@@ -228,6 +246,7 @@ pub fn connect(
         backoff: Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max),
         board,
         connects: watch::channel(0).0,
+        connection_id,
     };
     Ok((publisher, connection, forwarder))
 }
@@ -288,7 +307,9 @@ impl Connection {
                     if let Err(e) = self.client.try_subscribe_many(self.subscriptions()) {
                         tracing::error!(error = %e, "could not enqueue subscriptions");
                     }
-                    self.board.set_connected(chrono::Utc::now());
+                    tracing::info!(connection_id = %self.connection_id, "connection id");
+                    self.board
+                        .set_connected(chrono::Utc::now(), self.connection_id.clone());
                     let status = wire::encode(&self.board.online_status());
                     if let Err(e) = self.client.try_publish(
                         Topic::status(&self.kiosk).as_str(),
@@ -315,6 +336,13 @@ impl Connection {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    // rumqttc makes a new connection on the next poll, with
+                    // the will in its options: give it a new id.
+                    self.board.set_disconnected();
+                    self.connection_id = new_connection_id();
+                    self.eventloop
+                        .mqtt_options
+                        .set_last_will(last_will(&self.kiosk, &self.connection_id));
                     let delay = self.backoff.next_delay(rand::thread_rng().r#gen());
                     if self.backoff.attempts() == 1 {
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
@@ -331,7 +359,7 @@ impl Connection {
         if *stop.borrow() == Stop::Abrupt {
             return;
         }
-        let offline = wire::encode(&KioskStatus::offline());
+        let offline = wire::encode(&KioskStatus::offline_for(&self.connection_id));
         let _ = self.client.try_publish(
             Topic::status(&self.kiosk).as_str(),
             QoS::AtLeastOnce,

@@ -88,7 +88,7 @@ impl Agent {
             None => None,
         };
 
-        let board = status::StatusBoard::new(config.printers.keys());
+        let board = status::StatusBoard::new(config.printers.keys(), config.status.heartbeat);
         let (publisher, connection, forwarder) =
             connection::connect(&config, board.clone()).map_err(AgentError::Broker)?;
         for rec in &recovered {
@@ -168,9 +168,10 @@ impl Agent {
             });
         }
         tasks.push(tokio::spawn(intake.run(rx, shutdown.clone())));
-        tasks.push(tokio::spawn(publish_status_changes(
+        tasks.push(tokio::spawn(publish_status(
             board,
             publisher,
+            config.status.heartbeat,
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(purge(
@@ -218,15 +219,24 @@ impl Agent {
     }
 }
 
-async fn publish_status_changes(
+/// Publishes the `online` status on every change of the board and at
+/// least every `heartbeat` (the gateway marks a kiosk offline after three
+/// heartbeats of silence), while connected.
+async fn publish_status(
     board: status::StatusBoard,
     publisher: connection::Publisher,
+    heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
     let mut changes = board.subscribe();
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the connection task publishes on connect.
+    beat.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = beat.tick() => {}
             r = changes.changed() => {
                 if r.is_err() {
                     break;
@@ -238,8 +248,13 @@ async fn publish_status_changes(
                     _ = tokio::time::sleep(STATUS_DEBOUNCE) => {}
                 }
                 changes.mark_unchanged();
-                publisher.publish_status(&board.online_status());
+                beat.reset();
             }
+        }
+        // While disconnected the connection task publishes a fresh status
+        // on the next CONNACK.
+        if board.connection_id().is_some() {
+            publisher.publish_status(&board.online_status());
         }
     }
 }

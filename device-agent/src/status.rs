@@ -3,11 +3,12 @@
 //!
 //! Printer workers write their readings here; whenever a reading changes,
 //! the board wakes the status publisher, which publishes a fresh `online`
-//! status (retained, QoS 1). The connection task publishes one too on every
-//! connect.
+//! status (retained, QoS 1), and republishes it every `status.heartbeat`
+//! while connected. The connection task publishes one too on every connect.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kiosk_schemas::{CashDeviceStatus, KioskStatus, PrinterStatus, Timestamp};
 use tokio::sync::watch;
@@ -20,6 +21,8 @@ struct Readings {
     printers: BTreeMap<String, PrinterStatus>,
     cash: Option<CashDeviceStatus>,
     connected_at: Option<Timestamp>,
+    /// The connection now up, `None` while disconnected.
+    connection_id: Option<String>,
 }
 
 /// Shared, cheap to clone.
@@ -27,11 +30,13 @@ struct Readings {
 pub struct StatusBoard {
     readings: Arc<Mutex<Readings>>,
     changed: watch::Sender<u64>,
+    heartbeat_ms: u64,
 }
 
 impl StatusBoard {
-    /// A board listing `printers`, all `unknown` until first read.
-    pub fn new<'a>(printers: impl IntoIterator<Item = &'a String>) -> Self {
+    /// A board listing `printers`, all `unknown` until first read; its
+    /// statuses announce `heartbeat` (`heartbeat_ms`).
+    pub fn new<'a>(printers: impl IntoIterator<Item = &'a String>, heartbeat: Duration) -> Self {
         let printers = printers
             .into_iter()
             .map(|name| {
@@ -49,8 +54,10 @@ impl StatusBoard {
                 printers,
                 cash: None,
                 connected_at: None,
+                connection_id: None,
             })),
             changed: watch::channel(0).0,
+            heartbeat_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -107,20 +114,37 @@ impl StatusBoard {
         self.lock().printers.get(printer).cloned()
     }
 
-    /// An `online` status stamped now.
+    /// An `online` status stamped now, of the current connection.
     pub fn online_status(&self) -> KioskStatus {
         let r = self.lock();
         let mut s = KioskStatus::online(AGENT_VERSION, r.printers.clone());
         s.cash.clone_from(&r.cash);
         s.connected_at = r.connected_at;
+        s.connection_id.clone_from(&r.connection_id);
+        s.heartbeat_ms = Some(self.heartbeat_ms);
         s
     }
 
     /// Notes a new MQTT connection (at CONNACK): every status from now on
-    /// carries `at` as its `connected_at`. Wakes no one: the connection
-    /// task publishes the `online` status itself.
-    pub fn set_connected(&self, at: Timestamp) {
-        self.lock().connected_at = Some(at);
+    /// carries `at` as its `connected_at` and `connection_id` (the id its
+    /// last will was set with). Wakes no one: the connection task
+    /// publishes the `online` status itself.
+    pub fn set_connected(&self, at: Timestamp, connection_id: String) {
+        let mut r = self.lock();
+        r.connected_at = Some(at);
+        r.connection_id = Some(connection_id);
+    }
+
+    /// Notes that the connection is gone: no status is sent until the next
+    /// CONNACK (a status queued meanwhile would reach the broker after the
+    /// reconnect, with the old connection's id).
+    pub fn set_disconnected(&self) {
+        self.lock().connection_id = None;
+    }
+
+    /// The connection now up, if any.
+    pub fn connection_id(&self) -> Option<String> {
+        self.lock().connection_id.clone()
     }
 
     /// A receiver that is woken on every change.
@@ -137,7 +161,7 @@ mod tests {
     #[test]
     fn wakes_only_on_change() {
         let names = ["receipt".to_owned()];
-        let board = StatusBoard::new(&names);
+        let board = StatusBoard::new(&names, Duration::from_secs(30));
         let mut rx = board.subscribe();
         let ok = PrinterStatus {
             ready: true,
@@ -154,5 +178,11 @@ mod tests {
         let s = board.online_status();
         assert!(s.printers["receipt"].ready);
         assert_eq!(s.agent_version.as_deref(), Some(AGENT_VERSION));
+        assert_eq!(s.heartbeat_ms, Some(30_000));
+        assert_eq!(s.connection_id, None);
+        board.set_connected(chrono::Utc::now(), "c1".to_owned());
+        assert_eq!(board.online_status().connection_id.as_deref(), Some("c1"));
+        board.set_disconnected();
+        assert_eq!(board.connection_id(), None);
     }
 }

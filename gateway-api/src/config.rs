@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     /// `[webhooks]`: cash events POSTed to the backend.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    /// `[fleet]`: kiosk presence.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Kiosks known in addition to the `kiosk` entries of the broker's
     /// credentials file (useful with an external broker). A kiosk that
     /// publishes its status is known from then on as well.
@@ -166,6 +169,29 @@ pub struct BrokerSection {
     /// CA); default the system's trust store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[fleet]`: kiosk presence (see [`crate::presence`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FleetConfig {
+    /// Heartbeat assumed for a kiosk whose status does not announce its own
+    /// (`heartbeat_ms`, agent `status.heartbeat`): an online kiosk is
+    /// marked offline after three heartbeats without any message from it.
+    /// Default 30 s, the agents' default.
+    #[serde(default = "default_fleet_heartbeat", with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            heartbeat: default_fleet_heartbeat(),
+        }
+    }
+}
+
+fn default_fleet_heartbeat() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[webhooks]`: where cash session and credit events go (see
@@ -458,6 +484,9 @@ impl GatewayConfig {
                 ));
             }
         }
+        if self.fleet.heartbeat < Duration::from_millis(100) {
+            return Err(invalid("fleet.heartbeat", "must be at least 100ms"));
+        }
         if self.delivery.max_job_bytes == 0 {
             return Err(invalid("delivery.max_job_bytes", "must be > 0"));
         }
@@ -505,6 +534,7 @@ mod tests {
         assert_eq!(c.broker.username, "gateway");
         assert_eq!(c.broker.connections_per_second, 1000);
         assert_eq!(c.broker.failed_logins_per_minute, 10);
+        assert_eq!(c.fleet.heartbeat, Duration::from_secs(30));
         assert!(c.http.tls_cert.is_none() && c.broker.tls_cert.is_none());
         assert!(!format!("{c:?}").contains("pw\""));
     }

@@ -2,26 +2,33 @@
 //!
 //! A kiosk is known when it has a `kiosk` entry in the broker's credentials
 //! file, is listed in the config's `kiosks`, or has ever published its
-//! status. Presence comes from `kiosk/<id>/status`: the agent publishes
-//! `online` (retained) on every connect and the broker publishes its last
-//! will `offline` when the link dies.
+//! status. Presence comes from `kiosk/<id>/status` by the rule of
+//! [`crate::presence`]: the agent publishes `online` (retained) on every
+//! connect and every heartbeat, the broker publishes its last will
+//! `offline` when the link dies (ignored when it is an earlier
+//! connection's), and [`Fleet::watch_heartbeats`] marks a kiosk offline
+//! after three heartbeats of silence.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use chrono::Utc;
 use kiosk_broker::CredentialStore;
 use kiosk_schemas::{CashDeviceStatus, KioskId, KioskStatus, Presence, PrinterStatus, Timestamp};
 use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+use crate::presence::{StatusOutcome, Tracker, Transition};
 use crate::store::{KioskRecord, Store, StoreError};
 
 #[derive(Debug, Clone, Default)]
 struct Live {
-    presence: Option<Presence>,
     last_seen: Option<Timestamp>,
-    /// `connected_at` of the last `online` status.
-    connected_at: Option<Timestamp>,
+    presence: Tracker,
 }
 
 /// The kiosk registry.
@@ -30,6 +37,11 @@ pub struct Fleet {
     credentials: Option<Arc<CredentialStore>>,
     configured: HashSet<KioskId>,
     live: RwLock<HashMap<KioskId, Live>>,
+    /// `fleet.heartbeat`: assumed for kiosks that announce none.
+    heartbeat: Duration,
+    /// Wakes the heartbeat checker when a kiosk comes online (its deadline
+    /// may be earlier than the one the checker sleeps towards).
+    came_online: Notify,
 }
 
 /// A kiosk as `GET /v1/kiosks` shows it.
@@ -54,17 +66,22 @@ pub struct KioskView {
 }
 
 impl Fleet {
-    /// A registry over `store`, with kiosks from `credentials` and `configured`.
+    /// A registry over `store`, with kiosks from `credentials` and
+    /// `configured`; `heartbeat` (`fleet.heartbeat`) is assumed for kiosks
+    /// whose status announces no `heartbeat_ms`.
     pub fn new(
         store: Store,
         credentials: Option<Arc<CredentialStore>>,
         configured: impl IntoIterator<Item = KioskId>,
+        heartbeat: Duration,
     ) -> Self {
         Fleet {
             store,
             credentials,
             configured: configured.into_iter().collect(),
             live: RwLock::default(),
+            heartbeat,
+            came_online: Notify::new(),
         }
     }
 
@@ -82,43 +99,57 @@ impl Fleet {
     pub fn is_online(&self, kiosk: &KioskId) -> bool {
         self.read()
             .get(kiosk)
-            .is_some_and(|l| l.presence == Some(Presence::Online))
+            .is_some_and(|l| l.presence.presence == Some(Presence::Online))
     }
 
     /// Number of kiosks whose last status said `online`.
     pub fn online_count(&self) -> usize {
         self.read()
             .values()
-            .filter(|l| l.presence == Some(Presence::Online))
+            .filter(|l| l.presence.presence == Some(Presence::Online))
             .count()
     }
 
-    /// Notes that a message from `kiosk` arrived now.
+    /// Notes that a message from `kiosk` arrived now: it is alive.
     pub fn seen(&self, kiosk: &KioskId) {
-        self.write().entry(kiosk.clone()).or_default().last_seen = Some(Utc::now());
+        let mut live = self.write();
+        let l = live.entry(kiosk.clone()).or_default();
+        l.last_seen = Some(Utc::now());
+        l.presence.heard(Instant::now());
     }
 
-    /// Records a status message. Returns true when it is the first `online`
-    /// status of a connection (its `connected_at` differs from the last one
-    /// seen, or is absent): the kiosk (re)connected and may have lost its
-    /// broker session, so its unfinished jobs and its cash control should be
-    /// sent again. Later statuses of the same connection (a printer or cash
-    /// reading changed) return false.
+    /// Records a status message by the rule of [`crate::presence`].
+    /// `reconnected` is true for the first `online` status of a connection
+    /// (its `connected_at` differs from the last one seen, or is absent, or
+    /// the kiosk was offline): the kiosk (re)connected and may have lost
+    /// its broker session, so its unfinished jobs and its cash control
+    /// should be sent again. Later statuses of the same connection (a
+    /// heartbeat, a printer or cash reading changed) are not. A stale will
+    /// changes nothing, not even the stored record.
     ///
     /// # Errors
     /// [`StoreError`] when the kiosk record cannot be written.
-    pub fn apply_status(&self, kiosk: &KioskId, status: &KioskStatus) -> Result<bool, StoreError> {
+    pub fn apply_status(
+        &self,
+        kiosk: &KioskId,
+        status: &KioskStatus,
+    ) -> Result<StatusOutcome, StoreError> {
         let now = Utc::now();
-        let reconnected = {
+        let outcome = {
             let mut live = self.write();
             let l = live.entry(kiosk.clone()).or_default();
-            l.presence = Some(status.state);
+            let beat = l.presence.heartbeat;
+            let outcome = l.presence.on_status(status, Instant::now());
+            if outcome == StatusOutcome::StaleWill {
+                return Ok(outcome);
+            }
             l.last_seen = Some(now);
-            let online = status.state == Presence::Online;
-            let new =
-                online && (status.connected_at.is_none() || status.connected_at != l.connected_at);
-            l.connected_at = if online { status.connected_at } else { None };
-            new
+            let came_online = matches!(outcome, StatusOutcome::Applied { transition: Some(t), .. }
+                if t.to == Presence::Online);
+            if came_online || beat != l.presence.heartbeat {
+                self.came_online.notify_one();
+            }
+            outcome
         };
         let mut rec = self
             .store
@@ -136,7 +167,69 @@ impl Fleet {
                 .and_then(|c| serde_json::to_string(c).ok());
         }
         self.store.put_kiosk(&rec)?;
-        Ok(reconnected)
+        Ok(outcome)
+    }
+
+    /// Marks offline every online kiosk silent for three heartbeats at
+    /// `now`; returns them with their transitions.
+    ///
+    /// # Errors
+    /// [`StoreError`] when a kiosk record cannot be written (the kiosk is
+    /// offline in memory all the same).
+    pub fn expire_silent(&self, now: Instant) -> Result<Vec<(KioskId, Transition)>, StoreError> {
+        let expired: Vec<(KioskId, Transition)> = self
+            .write()
+            .iter_mut()
+            .filter_map(|(id, l)| {
+                l.presence
+                    .check_timeout(now, self.heartbeat)
+                    .map(|t| (id.clone(), t))
+            })
+            .collect();
+        for (kiosk, _) in &expired {
+            if let Some(mut rec) = self.store.kiosk(kiosk)? {
+                rec.presence = Some(Presence::Offline);
+                self.store.put_kiosk(&rec)?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// The earliest time an online kiosk counts as silent.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.read()
+            .values()
+            .filter_map(|l| l.presence.deadline(self.heartbeat))
+            .min()
+    }
+
+    /// Runs until `shutdown`: marks kiosks offline after three heartbeats
+    /// of silence ([`Fleet::expire_silent`]), logging and counting each.
+    pub async fn watch_heartbeats(
+        self: Arc<Self>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let deadline = self
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + self.heartbeat);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.came_online.notified() => continue,
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            match self.expire_silent(Instant::now()) {
+                Ok(expired) => {
+                    for (kiosk, t) in expired {
+                        metrics.presence_transition(t);
+                        tracing::info!(kiosk = %kiosk, to = "offline", reason = t.reason.as_str(),
+                            "kiosk presence: no message for three heartbeats");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not record a heartbeat timeout"),
+            }
+        }
     }
 
     /// One kiosk's view, or `None` when unknown.
@@ -176,7 +269,10 @@ impl Fleet {
 
     fn make_view(&self, kiosk: KioskId, rec: Option<KioskRecord>) -> KioskView {
         let live = self.read().get(&kiosk).cloned().unwrap_or_default();
-        let presence = live.presence.or(rec.as_ref().and_then(|r| r.presence));
+        let presence = live
+            .presence
+            .presence
+            .or(rec.as_ref().and_then(|r| r.presence));
         let status = match presence {
             Some(Presence::Online) => "online",
             Some(Presence::Offline) => "offline",

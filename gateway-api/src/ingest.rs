@@ -5,7 +5,11 @@
 //! then acknowledge them all (group commit). A message is acknowledged only
 //! after its effect is durable; one whose handling failed is not
 //! acknowledged, so the broker delivers it again. Malformed messages are
-//! logged, counted and acknowledged (redelivering them cannot help).
+//! logged, counted and acknowledged (redelivering them cannot help); the
+//! warnings about them are rate-limited per kiosk and reason
+//! ([`WarnLimit`]: one per [`WARN_WINDOW`], the next saying how many were
+//! suppressed), so one broken kiosk cannot flood the log. The metrics
+//! count every one.
 //!
 //! Cash credits (DESIGN.md, "Cash credits", step 2): each is stored and
 //! applied exactly once ([`crate::cash::store::CashStore::apply_credit`]);
@@ -22,9 +26,11 @@
 //! ([`crate::cash::store::CashStore::settle_ready`]), in the same flush.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::Utc;
+use kiosk_schemas::log_limit::LogLimiter;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
     CashAck, CashEvent, CashState, JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind, V1,
@@ -40,12 +46,39 @@ use crate::cash::{CreditEffect, SessionState};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
+use crate::presence::StatusOutcome;
 use crate::store::{ByteCounts, MqttJobOutcome, ReportOutcome, Source, Store, StoreError};
 
 /// Most messages applied before one flush.
 const BATCH: usize = 256;
 /// Largest status or result payload accepted, in bytes.
 const SMALL_MESSAGE_LIMIT: usize = 64 * 1024;
+
+/// At most one warning about unusable messages per kiosk and reason in
+/// this window.
+pub const WARN_WINDOW: Duration = Duration::from_secs(60);
+/// (kiosk, reason) pairs the warning limit remembers.
+const WARN_KEYS: usize = 4096;
+
+/// The rate limit of warnings about unusable messages, per kiosk and reason.
+pub struct WarnLimit(Mutex<LogLimiter<(KioskId, &'static str)>>);
+
+impl Default for WarnLimit {
+    fn default() -> Self {
+        WarnLimit(Mutex::new(LogLimiter::new(WARN_WINDOW, WARN_KEYS)))
+    }
+}
+
+impl WarnLimit {
+    /// `Some(suppressed)` when a warning for `(kiosk, reason)` should be
+    /// logged now, `None` when it is suppressed.
+    pub fn check(&self, kiosk: &KioskId, reason: &'static str) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check((kiosk.clone(), reason), std::time::Instant::now())
+    }
+}
 
 /// The ingest task's state.
 pub struct Ingest {
@@ -65,6 +98,8 @@ pub struct Ingest {
     pub cash: CashStore,
     /// Live session events.
     pub live: Arc<Live>,
+    /// Rate limit of the warnings about unusable messages.
+    pub warnings: WarnLimit,
 }
 
 /// What to do once a batch is flushed.
@@ -173,9 +208,12 @@ impl Ingest {
         }
     }
 
-    fn reject(&self, topic: &str, reason: &'static str, err: &WireError) {
+    fn reject(&self, kiosk: &KioskId, topic: &str, reason: &'static str, err: &WireError) {
         self.metrics.rejected(reason);
-        tracing::warn!(topic, error = %err, "ignoring unusable MQTT message");
+        if let Some(suppressed) = self.warnings.check(kiosk, reason) {
+            tracing::warn!(kiosk = %kiosk, topic, reason, error = %err, suppressed,
+                "ignoring unusable MQTT message");
+        }
     }
 
     fn handle(&self, p: &Publish, after: &mut After) -> Result<(), StoreError> {
@@ -192,23 +230,42 @@ impl Ingest {
                     return Ok(());
                 }
                 match wire::decode::<KioskStatus>(&p.payload, SMALL_MESSAGE_LIMIT) {
-                    Ok(status) => {
-                        if self.fleet.apply_status(kiosk, &status)? {
-                            after.online.push(kiosk.clone());
-                            if status.cash.is_some() {
-                                after.cash_online.push(kiosk.clone());
+                    Ok(status) => match self.fleet.apply_status(kiosk, &status)? {
+                        StatusOutcome::StaleWill => {
+                            self.metrics.stale_will();
+                            tracing::info!(kiosk = %kiosk, connection_id = status.connection_id.as_deref().unwrap_or(""),
+                                "ignoring the offline of an earlier connection: the kiosk has reconnected");
+                        }
+                        StatusOutcome::Applied {
+                            transition,
+                            reconnected,
+                        } => {
+                            if reconnected {
+                                after.online.push(kiosk.clone());
+                                if status.cash.is_some() {
+                                    after.cash_online.push(kiosk.clone());
+                                }
+                            }
+                            let connection_id = status.connection_id.as_deref().unwrap_or("");
+                            match transition {
+                                Some(t) => {
+                                    self.metrics.presence_transition(t);
+                                    tracing::info!(kiosk = %kiosk, to = ?t.to, reason = t.reason.as_str(),
+                                        connection_id, "kiosk presence");
+                                }
+                                None => tracing::debug!(kiosk = %kiosk, state = ?status.state,
+                                    connection_id, reconnected, "kiosk status"),
                             }
                         }
-                        tracing::info!(kiosk = %kiosk, state = ?status.state, "kiosk status");
-                    }
-                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                    },
+                    Err(e) => self.reject(kiosk, &p.topic, reason(&e), &e),
                 }
             }
             TopicKind::PrintResult => {
                 self.fleet.seen(kiosk);
                 match wire::decode::<JobResult>(&p.payload, SMALL_MESSAGE_LIMIT) {
                     Ok(result) => self.apply_result(kiosk, result)?,
-                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                    Err(e) => self.reject(kiosk, &p.topic, reason(&e), &e),
                 }
             }
             TopicKind::Print => match wire::decode::<PrintJob>(&p.payload, self.max_job_bytes) {
@@ -219,26 +276,31 @@ impl Ingest {
                     }
                     MqttJobOutcome::WrongKiosk => {
                         self.metrics.rejected("job_id_of_other_kiosk");
-                        tracing::warn!(job_id = %job.job_id, kiosk = %kiosk, "job id belongs to another kiosk; not recorded");
+                        if let Some(suppressed) =
+                            self.warnings.check(kiosk, "job_id_of_other_kiosk")
+                        {
+                            tracing::warn!(job_id = %job.job_id, kiosk = %kiosk, suppressed,
+                                "job id belongs to another kiosk; not recorded");
+                        }
                     }
                     MqttJobOutcome::Completed | MqttJobOutcome::Known => {}
                 },
                 // The kiosk answers such a job with a `failed` result naming
                 // the reason; the gateway just counts it.
-                Err(e) => self.reject(&p.topic, reason(&e), &e),
+                Err(e) => self.reject(kiosk, &p.topic, reason(&e), &e),
             },
             TopicKind::Cash => {
                 self.fleet.seen(kiosk);
                 match wire::decode::<CashEvent>(&p.payload, SMALL_MESSAGE_LIMIT) {
                     Ok(event) => self.apply_credit(kiosk, &event, after)?,
-                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                    Err(e) => self.reject(kiosk, &p.topic, reason(&e), &e),
                 }
             }
             TopicKind::CashState => {
                 self.fleet.seen(kiosk);
                 match wire::decode::<CashState>(&p.payload, SMALL_MESSAGE_LIMIT) {
                     Ok(state) => self.apply_state(kiosk, &state, after)?,
-                    Err(e) => self.reject(&p.topic, reason(&e), &e),
+                    Err(e) => self.reject(kiosk, &p.topic, reason(&e), &e),
                 }
             }
             _ => {}
@@ -255,7 +317,10 @@ impl Ingest {
         if event.seq == 0 || event.amount <= 0 || event.outbox.is_empty() || event.outbox.len() > 64
         {
             self.metrics.rejected("invalid_credit");
-            tracing::warn!(kiosk = %kiosk, seq = event.seq, amount = event.amount, "invalid credit ignored");
+            if let Some(suppressed) = self.warnings.check(kiosk, "invalid_credit") {
+                tracing::warn!(kiosk = %kiosk, seq = event.seq, amount = event.amount, suppressed,
+                    "invalid credit ignored");
+            }
             return Ok(());
         }
         let outcome = self.cash.apply_credit(kiosk, event)?;
@@ -312,7 +377,9 @@ impl Ingest {
                 .is_some_and(|s| s.is_empty() || s.len() > 128)
         {
             self.metrics.rejected("invalid_cash_state");
-            tracing::warn!(kiosk = %kiosk, "invalid cash state ignored");
+            if let Some(suppressed) = self.warnings.check(kiosk, "invalid_cash_state") {
+                tracing::warn!(kiosk = %kiosk, suppressed, "invalid cash state ignored");
+            }
             return Ok(());
         }
         let Some(session_id) = state.session_id.as_deref() else {
@@ -379,7 +446,10 @@ impl Ingest {
             }
             ReportOutcome::WrongKiosk => {
                 self.metrics.rejected("job_id_of_other_kiosk");
-                tracing::warn!(job_id = %result.job_id, kiosk = %kiosk, "result for another kiosk's job ignored");
+                if let Some(suppressed) = self.warnings.check(kiosk, "result_of_other_kiosk") {
+                    tracing::warn!(job_id = %result.job_id, kiosk = %kiosk, suppressed,
+                        "result for another kiosk's job ignored");
+                }
             }
         }
         Ok(())

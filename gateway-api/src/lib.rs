@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod presence;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -167,6 +168,7 @@ impl Gateway {
             store.clone(),
             credentials,
             config.kiosks.iter().cloned(),
+            config.fleet.heartbeat,
         ));
         let metrics = Arc::new(metrics::Metrics::new());
         if let Some(handle) = &broker {
@@ -205,8 +207,14 @@ impl Gateway {
             max_job_bytes: config.delivery.max_job_bytes,
             cash: cash_store.clone(),
             live: live.clone(),
+            warnings: ingest::WarnLimit::default(),
         };
         tasks.spawn(ingest.run(inbound_rx, shutdown.clone()));
+        tasks.spawn(
+            fleet
+                .clone()
+                .watch_heartbeats(metrics.clone(), shutdown.clone()),
+        );
         let resend = cash::resend::Resend {
             cash: cash_store.clone(),
             fleet: fleet.clone(),

@@ -6,6 +6,8 @@
 //! | `kiosk_print_jobs_created_total{origin}` | counter | jobs accepted (`http`) or recorded from MQTT (`mqtt`) |
 //! | `kiosk_print_job_latency_seconds` | histogram | gateway accepted the job → kiosk reported `printed` |
 //! | `kiosk_kiosks_online` | gauge | kiosks whose last status is `online` |
+//! | `kiosk_presence_transitions_total{to,reason}` | counter | kiosks going `online` (reason `status`) or `offline` (reason `will`: an `offline` of its current connection, the last will or a clean shutdown; `heartbeat_timeout`: three heartbeats without a message) |
+//! | `kiosk_presence_stale_wills_ignored_total` | counter | `offline` statuses ignored because they name an earlier connection than the kiosk's current one |
 //! | `kiosk_mqtt_rejected_total{reason}` | counter | MQTT messages the gateway could not use |
 //! | `kiosk_mqtt_connected` | gauge | 1 while the gateway's own MQTT session is up |
 //! | `kiosk_cash_credits_total{outcome}` | counter | cash credits received from kiosks: `session` (applied to the open session it was taken for), `late` (applied to its session after that stopped being open: change or refund), `unassigned` (kept as unassigned), `duplicate` (seen before, not counted again) |
@@ -51,6 +53,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabel {
+    to: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -69,6 +77,8 @@ pub struct Metrics {
     cash_states: Family<OutcomeLabel, Counter>,
     sessions_final: Family<StateLabel, Counter>,
     resolved: Family<ActionLabel, Counter>,
+    transitions: Family<TransitionLabel, Counter>,
+    stale_wills: Counter,
 }
 
 /// Exposes the embedded broker's counters as `kiosk_broker_*`.
@@ -212,8 +222,22 @@ impl Metrics {
             "Unassigned cash credits resolved through the API, by action (assigned, refunded)",
             resolved.clone(),
         );
+        let transitions = Family::<TransitionLabel, Counter>::default();
+        registry.register(
+            "presence_transitions",
+            "Kiosk presence changes, by new presence and reason (status, will, heartbeat_timeout)",
+            transitions.clone(),
+        );
+        let stale_wills = Counter::default();
+        registry.register(
+            "presence_stale_wills_ignored",
+            "offline statuses ignored because they name an earlier connection of the kiosk",
+            stale_wills.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            transitions,
+            stale_wills,
             credits,
             cash_states,
             sessions_final,
@@ -236,6 +260,25 @@ impl Metrics {
     /// Records an end-to-end latency, in seconds.
     pub fn observe_latency(&self, seconds: f64) {
         self.latency.observe(seconds);
+    }
+
+    /// Counts a change of a kiosk's presence.
+    pub fn presence_transition(&self, t: crate::presence::Transition) {
+        let to = match t.to {
+            kiosk_schemas::Presence::Online => "online",
+            kiosk_schemas::Presence::Offline => "offline",
+        };
+        self.transitions
+            .get_or_create(&TransitionLabel {
+                to,
+                reason: t.reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an `offline` of an earlier connection, ignored.
+    pub fn stale_will(&self) {
+        self.stale_wills.inc();
     }
 
     /// Counts an unusable MQTT message (`malformed`, `oversized`, `unknown_topic`, ...).
@@ -328,6 +371,11 @@ mod tests {
         m.cash_state("confirmed");
         m.settled(crate::cash::Settlement::Cancelled);
         m.resolved(crate::cash::ResolutionAction::Refunded);
+        m.presence_transition(crate::presence::Transition {
+            to: kiosk_schemas::Presence::Offline,
+            reason: crate::presence::Reason::HeartbeatTimeout,
+        });
+        m.stale_will();
         let broker = Arc::new(BrokerMetrics::new());
         broker.refused(kiosk_broker::Refusal::LoginThrottled);
         broker.acl_denied(kiosk_broker::AclAction::Subscribe);
@@ -345,6 +393,8 @@ mod tests {
             "kiosk_cash_sessions_final_total{state=\"cancelled\"} 1",
             "kiosk_cash_unassigned_resolved_total{action=\"refunded\"} 1",
             "kiosk_mqtt_connected 1",
+            "kiosk_presence_transitions_total{to=\"offline\",reason=\"heartbeat_timeout\"} 1",
+            "kiosk_presence_stale_wills_ignored_total 1",
             "kiosk_http_refused_total{reason=\"body_too_large\"} 1",
             "kiosk_broker_connections 1",
             "kiosk_broker_connections_accepted_total 1",

@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod cash;
 pub mod command;
 pub mod id;
+pub mod log_limit;
 pub mod mqtt_url;
 pub mod print;
 pub mod record;

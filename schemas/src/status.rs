@@ -1,4 +1,13 @@
 //! Kiosk status (`kiosk/<id>/status`, retained; the last will says `offline`).
+//!
+//! Presence (DESIGN.md, "Topics"): every MQTT connection attempt of an
+//! agent gets a fresh `connection_id`, carried by its last will and by every
+//! `online` status sent on that connection; the agent republishes its status
+//! at least every `heartbeat_ms`. A reader ignores an `offline` whose
+//! `connection_id` is not the one of the kiosk's latest `online` (the will of
+//! an old connection that the broker timed out after the kiosk had already
+//! reconnected), and treats a kiosk silent for three heartbeats as offline
+//! (a broker node that died took the will with it).
 
 use std::collections::BTreeMap;
 
@@ -56,7 +65,8 @@ pub struct PrinterStatus {
 /// {"v":1,"state":"online","agent_version":"0.1.0","at":"2026-11-21T10:00:00Z",
 ///  "printers":{"receipt":{"ready":true,"online":true,"paper":"ok","cover_open":false}}}
 /// ```
-/// The last will is `{"v":1,"state":"offline"}`.
+/// The last will is `{"v":1,"state":"offline","connection_id":"..."}`, with
+/// the `connection_id` of the connection it was set on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KioskStatus {
     /// Wire version, always 1.
@@ -77,6 +87,20 @@ pub struct KioskStatus {
     /// will.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_at: Option<Timestamp>,
+    /// Identifies the MQTT connection (attempt) this status or last will
+    /// belongs to: an opaque string (a ULID from this agent), new for every
+    /// connection attempt, the same in the last will set on that attempt
+    /// and in every status sent on it. An `offline` whose `connection_id`
+    /// differs from that of the kiosk's current `online` is stale and
+    /// ignored. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    /// The agent republishes its status at least this often, in
+    /// milliseconds (agent `status.heartbeat`); a reader may consider the
+    /// kiosk offline after three of these without a message. Absent in the
+    /// last will and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
     /// Each logical printer's readiness, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub printers: BTreeMap<String, PrinterStatus>,
@@ -98,7 +122,7 @@ pub struct CashDeviceStatus {
 }
 
 impl KioskStatus {
-    /// The payload of the last will: `{"v":1,"state":"offline"}`.
+    /// An `offline` without a connection: `{"v":1,"state":"offline"}`.
     pub fn offline() -> Self {
         KioskStatus {
             v: V1,
@@ -106,8 +130,19 @@ impl KioskStatus {
             agent_version: None,
             at: None,
             connected_at: None,
+            connection_id: None,
+            heartbeat_ms: None,
             printers: BTreeMap::new(),
             cash: None,
+        }
+    }
+
+    /// The `offline` of one connection: its last will, and what the agent
+    /// publishes before a clean DISCONNECT.
+    pub fn offline_for(connection_id: &str) -> Self {
+        KioskStatus {
+            connection_id: Some(connection_id.to_owned()),
+            ..Self::offline()
         }
     }
 
@@ -119,6 +154,8 @@ impl KioskStatus {
             agent_version: Some(agent_version.to_owned()),
             at: Some(Utc::now()),
             connected_at: None,
+            connection_id: None,
+            heartbeat_ms: None,
             printers,
             cash: None,
         }
@@ -135,5 +172,7 @@ mod tests {
         assert_eq!(s, r#"{"v":1,"state":"offline"}"#);
         let back: KioskStatus = serde_json::from_str(&s).unwrap();
         assert_eq!(back, KioskStatus::offline());
+        let will = serde_json::to_string(&KioskStatus::offline_for("01J")).unwrap();
+        assert_eq!(will, r#"{"v":1,"state":"offline","connection_id":"01J"}"#);
     }
 }

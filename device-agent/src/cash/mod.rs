@@ -768,7 +768,7 @@ mod tests {
         let acc = Acceptor {
             config,
             cash: cash.clone(),
-            board: StatusBoard::new(&names),
+            board: StatusBoard::new(&names, std::time::Duration::from_secs(30)),
             recorded: Arc::new(Notify::new()),
             stats: Arc::default(),
         };
