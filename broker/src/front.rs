@@ -58,7 +58,8 @@ use tracing::{debug, info, warn};
 
 use crate::acl::Acl;
 use crate::credentials::{AuthOutcome, CredentialStore, RefuseReason};
-use crate::limits::{LoginThrottle, RateLimiter};
+use crate::fds;
+use crate::limits::{LogLimit, LoginThrottle, RateLimiter};
 use crate::metrics::{AclAction, BrokerMetrics, Refusal};
 
 /// Connects in flight to one rumqttd listener: below its listen backlog
@@ -98,7 +99,7 @@ pub(crate) struct FrontDoor {
     upstreams: Vec<(SocketAddr, Arc<Semaphore>)>,
     next_upstream: AtomicUsize,
     sessions: Sessions,
-    log_limit: LogLimit,
+    log_limit: LogLimit<Refusal>,
     shutdown: CancellationToken,
 }
 
@@ -205,7 +206,7 @@ impl FrontDoor {
         username: Option<&str>,
     ) {
         self.metrics.refused(reason);
-        if self.log_limit.allow(reason) {
+        if self.log_limit.allow(reason, Instant::now()) {
             warn!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
         } else {
             debug!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
@@ -607,26 +608,6 @@ impl Sessions {
     }
 }
 
-/// At most one warning per refusal reason and second.
-#[derive(Debug, Default)]
-struct LogLimit {
-    last: Mutex<HashMap<Refusal, Instant>>,
-}
-
-impl LogLimit {
-    fn allow(&self, reason: Refusal) -> bool {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        match last.get(&reason) {
-            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => false,
-            _ => {
-                last.insert(reason, now);
-                true
-            }
-        }
-    }
-}
-
 /// Binds a listener with a large accept backlog (a fleet reconnecting at
 /// once must queue in our process, not be dropped by the kernel).
 ///
@@ -654,24 +635,19 @@ pub(crate) fn log_listening(
     info!(?plain, ?tls, ?internal, "MQTT front door listening");
 }
 
-/// File descriptors the broker needs per client connection: the client's
-/// socket, the front door's socket to rumqttd, and rumqttd's end of it.
-pub(crate) const FDS_PER_CONNECTION: u64 = 3;
-
 /// `max_connections`, lowered (with a warning) to what the open-files
-/// limit allows: running out of descriptors would make rumqttd's accept
-/// loop spin on `EMFILE`.
-pub(crate) fn effective_max_connections(max_connections: usize) -> usize {
-    let Some(limit) = open_files_limit() else {
+/// limit allows after `reserved_fds` the host process needs for itself
+/// (the gateway's HTTP connections): running out of descriptors would make
+/// rumqttd's accept loop spin on `EMFILE`.
+pub(crate) fn effective_max_connections(max_connections: usize, reserved_fds: u64) -> usize {
+    let Some(limit) = fds::open_files_limit() else {
         return max_connections;
     };
-    let reserve = 256;
-    let fits = usize::try_from(limit.saturating_sub(reserve) / FDS_PER_CONNECTION)
-        .unwrap_or(usize::MAX)
-        .max(1);
+    let fits = fds::connections_fitting(limit, reserved_fds, fds::BROKER_FDS_PER_CONNECTION);
     if fits < max_connections {
         warn!(
             limit,
+            reserved_fds,
             max_connections,
             capped_to = fits,
             "the open-files limit is too low for max_connections (3 descriptors per connection): raise it (systemd LimitNOFILE) or lower max_connections"
@@ -679,11 +655,4 @@ pub(crate) fn effective_max_connections(max_connections: usize) -> usize {
         return fits;
     }
     max_connections
-}
-
-/// The soft limit on open files, from `/proc/self/limits` (Linux).
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }

@@ -13,7 +13,9 @@
 //!   is even checked. The front door takes the token when a login starts
 //!   ([`LoginThrottle::try_begin`]) and gives it back when it succeeds, so
 //!   parallel attempts cannot all pass before the first failure counts. IPv6 addresses are grouped by /64 (one customer
-//!   network), IPv4-mapped IPv6 addresses count as IPv4.
+//!   network), IPv4-mapped IPv6 addresses count as IPv4 ([`address_group`]).
+//! - [`LogLimit`]: at most one warning per refusal reason and second (also
+//!   used by the gateway's HTTP server).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -95,7 +97,7 @@ impl LoginThrottle {
 
     /// True when `addr` may try to log in at `now`.
     pub fn allows(&self, addr: IpAddr, now: Instant) -> bool {
-        let key = group(addr);
+        let key = address_group(addr);
         let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         match buckets.get(&key) {
             None => true,
@@ -121,7 +123,7 @@ impl LoginThrottle {
 
     /// Gives back the token a successful login took.
     pub fn succeeded(&self, addr: IpAddr, now: Instant) {
-        let key = group(addr);
+        let key = address_group(addr);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(bucket) = buckets.get_mut(&key) {
             self.refill(bucket, now);
@@ -136,7 +138,7 @@ impl LoginThrottle {
     /// Takes a token from `addr`'s bucket; with `only_if_left`, takes none
     /// and returns false when the bucket is empty.
     fn take(&self, addr: IpAddr, now: Instant, only_if_left: bool) -> bool {
-        let key = group(addr);
+        let key = address_group(addr);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= SWEEP_ABOVE {
             // Forget addresses whose bucket is full again: they are in the
@@ -167,8 +169,10 @@ impl LoginThrottle {
     }
 }
 
-/// The key an address is throttled under.
-fn group(addr: IpAddr) -> IpAddr {
+/// The key an address is counted under: IPv4 addresses as they are,
+/// IPv4-mapped IPv6 addresses as IPv4, other IPv6 addresses by their /64
+/// (one customer network).
+pub fn address_group(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -179,6 +183,36 @@ fn group(addr: IpAddr) -> IpAddr {
                 IpAddr::V6(segments.into())
             }
         },
+    }
+}
+
+/// At most one warning per key (a refusal reason) and second: the others
+/// go to debug level, so a flood cannot flood the log.
+#[derive(Debug)]
+pub struct LogLimit<K> {
+    last: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K> Default for LogLimit<K> {
+    fn default() -> Self {
+        LogLimit {
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash> LogLimit<K> {
+    /// True when a warning for `key` may be logged at `now` (and records
+    /// it); false within a second of the last one.
+    pub fn allow(&self, key: K, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.get(&key) {
+            Some(at) if now.saturating_duration_since(*at) < Duration::from_secs(1) => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
     }
 }
 
@@ -280,5 +314,15 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         throttle.succeeded(addr, later);
         assert_eq!(throttle.tracked(), 0);
+    }
+
+    #[test]
+    fn log_limit_one_warning_per_key_and_second() {
+        let limit = LogLimit::default();
+        let t0 = Instant::now();
+        assert!(limit.allow("a", t0));
+        assert!(!limit.allow("a", t0 + Duration::from_millis(999)));
+        assert!(limit.allow("b", t0));
+        assert!(limit.allow("a", t0 + Duration::from_secs(1)));
     }
 }
