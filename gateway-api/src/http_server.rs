@@ -460,8 +460,9 @@ pub async fn serve_connection<I>(
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
-            // The deadline moved earlier: recompute it.
-            () = activity.head_started.notified() => {}
+            // A request started or ended, or the next one's headers
+            // began: the deadline may have moved earlier.
+            () = activity.changed.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 let (deadline, expiry) = activity.deadline(limits.timeouts);
                 if deadline > Instant::now() {
@@ -536,7 +537,8 @@ impl ActivityState {
     }
 
     /// Bytes were read at `now`; true when they begin the next request's
-    /// headers (the deadline may move earlier).
+    /// headers (the deadline may move earlier). Every other change but
+    /// [`ActivityState::wrote`] may move it earlier too.
     pub fn read(&mut self, now: Instant) -> bool {
         self.last_io = now;
         if self.in_flight == 0 && self.served && self.head.is_none() {
@@ -575,7 +577,9 @@ impl ActivityState {
 #[derive(Debug)]
 pub struct Activity {
     state: Mutex<ActivityState>,
-    head_started: Notify,
+    /// Wakes the watchdog when the deadline may have moved earlier (not
+    /// on every byte: those only move it later).
+    changed: Notify,
 }
 
 impl Activity {
@@ -583,7 +587,7 @@ impl Activity {
     pub fn new(now: Instant) -> Self {
         Activity {
             state: Mutex::new(ActivityState::new(now)),
-            head_started: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
@@ -607,6 +611,7 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn start(activity: Arc<Activity>) -> Self {
         activity.with(|s| s.request_started(Instant::now()));
+        activity.changed.notify_one();
         Busy(activity)
     }
 }
@@ -614,6 +619,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.with(|s| s.response_done(Instant::now()));
+        self.0.changed.notify_one();
     }
 }
 
@@ -659,7 +665,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for TrackedIo<I> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         if buf.filled().len() > before && this.activity.with(|s| s.read(Instant::now())) {
-            this.activity.head_started.notify_one();
+            this.activity.changed.notify_one();
         }
         Poll::Ready(Ok(()))
     }
@@ -788,9 +794,13 @@ mod tests {
     /// One connection of a server with `header_read_timeout` 5 s and
     /// `idle_timeout` 30 s over an in-memory pipe.
     fn serve_pipe() -> Served {
+        serve_pipe_with(Duration::from_secs(5), Duration::from_secs(30))
+    }
+
+    fn serve_pipe_with(header_read_timeout: Duration, idle_timeout: Duration) -> Served {
         let config = HttpConfig {
-            header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
+            header_read_timeout,
+            idle_timeout,
             ..HttpConfig::default()
         };
         let metrics = Arc::new(Metrics::new());
@@ -892,5 +902,16 @@ mod tests {
         s.client.write_all(b"GET / HT").await.unwrap();
         assert_eq!(closed_after(&mut s.client).await, Duration::from_secs(5));
         assert!(refused(&s.metrics, "header_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_header_timeout_applies_after_the_response() {
+        let mut s = serve_pipe_with(Duration::from_secs(300), Duration::from_secs(1));
+        s.client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_response(&mut s.client).await;
+        assert_eq!(closed_after(&mut s.client).await, Duration::from_secs(1));
     }
 }
