@@ -101,6 +101,13 @@ pub struct BrokerConfig {
     /// connection beyond it is closed right after accept. Default 20,000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// File descriptors the host process keeps for itself beyond the
+    /// broker's own reserve, e.g. the gateway's HTTP connections: the
+    /// broker lowers `max_connections` to what fits in the open-files limit
+    /// after them (see [`crate::fds`]). Not a configuration key; 0 for the
+    /// standalone broker.
+    #[serde(skip)]
+    pub reserved_fds: u64,
     /// New connections admitted per second, with a burst of one second's
     /// worth; later ones wait (up to `connect_timeout`) or are closed, so a
     /// whole fleet reconnecting after a restart is let in at this pace.
@@ -226,6 +233,7 @@ impl BrokerConfig {
             credentials: credentials.into(),
             max_payload_bytes: default_max_payload_bytes(),
             max_connections: default_max_connections(),
+            reserved_fds: 0,
             connections_per_second: default_connections_per_second(),
             failed_logins_per_minute: default_failed_logins_per_minute(),
             failed_logins_per_address_per_minute: default_failed_logins_per_address_per_minute(),

@@ -63,9 +63,10 @@ use tracing::{debug, info, warn};
 
 use crate::acl::Acl;
 use crate::credentials::{AuthOutcome, CredentialStore, RefuseReason};
+use crate::fds;
 use crate::limits::{LoginThrottle, RateLimiter};
-use crate::log_limit::LogLimit;
 use crate::metrics::{AclAction, BrokerMetrics, Refusal};
+use kiosk_schemas::log_limit::SharedLogLimiter;
 
 /// Connects in flight to one rumqttd listener: below its listen backlog
 /// (128), so connections queue in our process, not in the kernel.
@@ -106,7 +107,7 @@ pub(crate) struct FrontDoor {
     throttle: LoginThrottle,
     upstreams: Vec<(SocketAddr, Arc<Semaphore>)>,
     sessions: Sessions,
-    log_limit: LogLimit<Refusal>,
+    log_limit: SharedLogLimiter<Refusal>,
     /// The password of every CONNECT handed to rumqttd, which accepts no
     /// other: rumqttd's listeners are no side door.
     internal_secret: Secret,
@@ -135,7 +136,7 @@ impl FrontDoor {
                 .map(|a| (*a, Arc::new(Semaphore::new(UPSTREAM_SLOTS))))
                 .collect(),
             sessions: Sessions::default(),
-            log_limit: LogLimit::new(Duration::from_secs(1)),
+            log_limit: SharedLogLimiter::new(Duration::from_secs(1), Refusal::ALL.len()),
             internal_secret,
             credentials,
             acl,
@@ -220,7 +221,7 @@ impl FrontDoor {
         username: Option<&str>,
     ) {
         self.metrics.refused(reason);
-        if let Some(suppressed) = self.log_limit.allow(reason, Instant::now()) {
+        if let Some(suppressed) = self.log_limit.check(reason, Instant::now()) {
             warn!(%peer, ?client_id, ?username, %reason, suppressed, "MQTT connection refused");
         } else {
             debug!(%peer, ?client_id, ?username, %reason, "MQTT connection refused");
@@ -700,24 +701,19 @@ pub(crate) fn log_listening(
     info!(?plain, ?tls, ?internal, "MQTT front door listening");
 }
 
-/// File descriptors the broker needs per client connection: the client's
-/// socket, the front door's socket to rumqttd, and rumqttd's end of it.
-pub(crate) const FDS_PER_CONNECTION: u64 = 3;
-
 /// `max_connections`, lowered (with a warning) to what the open-files
-/// limit allows: running out of descriptors would make rumqttd's accept
-/// loop spin on `EMFILE`.
-pub(crate) fn effective_max_connections(max_connections: usize) -> usize {
-    let Some(limit) = open_files_limit() else {
+/// limit allows after `reserved_fds` the host process needs for itself
+/// (the gateway's HTTP connections): running out of descriptors would make
+/// rumqttd's accept loop spin on `EMFILE`.
+pub(crate) fn effective_max_connections(max_connections: usize, reserved_fds: u64) -> usize {
+    let Some(limit) = fds::open_files_limit() else {
         return max_connections;
     };
-    let reserve = 256;
-    let fits = usize::try_from(limit.saturating_sub(reserve) / FDS_PER_CONNECTION)
-        .unwrap_or(usize::MAX)
-        .max(1);
+    let fits = fds::connections_fitting(limit, reserved_fds, fds::BROKER_FDS_PER_CONNECTION);
     if fits < max_connections {
         warn!(
             limit,
+            reserved_fds,
             max_connections,
             capped_to = fits,
             "the open-files limit is too low for max_connections (3 descriptors per connection): raise it (systemd LimitNOFILE) or lower max_connections"
@@ -725,11 +721,4 @@ pub(crate) fn effective_max_connections(max_connections: usize) -> usize {
         return fits;
     }
     max_connections
-}
-
-/// The soft limit on open files, from `/proc/self/limits` (Linux).
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }

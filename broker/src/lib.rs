@@ -17,6 +17,8 @@
 //!   ([`tls`]), connection limits and login throttling ([`limits`]), real
 //!   CONNACK refusals, revocation of live sessions; [`metrics`] counts
 //!   every refusal.
+//! - [`fds`]: the open-files limit and how many connections fit in it,
+//!   shared with the gateway's HTTP server.
 //! - [`config`]: [`BrokerConfig`], loaded from TOML and `KIOSK_BROKER__*`
 //!   environment variables.
 //!
@@ -27,10 +29,11 @@ pub mod acl;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod fds;
 mod front;
 pub mod hash;
 pub mod limits;
-pub mod log_limit;
+pub mod logging;
 pub mod metrics;
 pub mod passwd;
 pub mod protocol;

@@ -16,7 +16,7 @@
 //!   Wi-Fi never locks out the kiosk behind the same public address. The front door takes the token when a login starts
 //!   ([`LoginThrottle::try_begin`]) and gives it back when it succeeds, so
 //!   parallel attempts cannot all pass before the first failure counts. IPv6 addresses are grouped by /64 (one customer
-//!   network), IPv4-mapped IPv6 addresses count as IPv4.
+//!   network), IPv4-mapped IPv6 addresses count as IPv4 ([`address_group`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -169,7 +169,7 @@ impl LoginThrottle {
 
     /// True when `user` may try to log in from `addr` at `now`.
     pub fn allows(&self, addr: IpAddr, user: &str, now: Instant) -> bool {
-        let key = group(addr);
+        let key = address_group(addr);
         let state = self.lock();
         state.users.tokens(&(key, user.to_owned()), now) >= 1.0
             && state.addresses.tokens(&key, now) >= 1.0
@@ -178,7 +178,7 @@ impl LoginThrottle {
     /// Records a failed login of `user` from `addr` at `now`: takes a
     /// token from both buckets.
     pub fn failed(&self, addr: IpAddr, user: &str, now: Instant) {
-        let key = group(addr);
+        let key = address_group(addr);
         let mut state = self.lock();
         state.users.take(&(key, user.to_owned()), now);
         state.addresses.take(&key, now);
@@ -189,7 +189,7 @@ impl LoginThrottle {
     /// when either is empty. Call [`LoginThrottle::succeeded`] when the
     /// login succeeds.
     pub fn try_begin(&self, addr: IpAddr, user: &str, now: Instant) -> bool {
-        let key = (group(addr), user.to_owned());
+        let key = (address_group(addr), user.to_owned());
         let mut state = self.lock();
         if state.users.tokens(&key, now) < 1.0 || state.addresses.tokens(&key.0, now) < 1.0 {
             return false;
@@ -201,7 +201,7 @@ impl LoginThrottle {
 
     /// Gives back the tokens a successful login took.
     pub fn succeeded(&self, addr: IpAddr, user: &str, now: Instant) {
-        let key = (group(addr), user.to_owned());
+        let key = (address_group(addr), user.to_owned());
         let mut state = self.lock();
         state.users.give_back(&key, now);
         state.addresses.give_back(&key.0, now);
@@ -213,8 +213,10 @@ impl LoginThrottle {
     }
 }
 
-/// The key an address is throttled under.
-fn group(addr: IpAddr) -> IpAddr {
+/// The key an address is counted under: IPv4 addresses as they are,
+/// IPv4-mapped IPv6 addresses as IPv4, other IPv6 addresses by their /64
+/// (one customer network).
+pub fn address_group(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -12,7 +12,6 @@ use kiosk_schemas::Secret;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// MQTT broker of the kiosk fleet (rumqttd with per-client credentials,
 /// topic ACL, TLS and connection limits).
@@ -92,12 +91,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .init();
+    kiosk_broker::logging::init("info,rumqttd=warn");
 }
 
 async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::{self, Packet, Protocol, SubAck, SubscribeReasonCode};
 use tracing::{debug, warn};
 
-use crate::log_limit::LogLimit;
+use kiosk_schemas::log_limit::SharedLogLimiter;
 
 use crate::acl::{Acl, ClientAcl};
 use crate::credentials::CredentialStore;
@@ -58,7 +58,7 @@ pub struct FleetProtocol {
     acl: Arc<Acl>,
     credentials: Option<Arc<CredentialStore>>,
     metrics: Arc<BrokerMetrics>,
-    log_limit: Arc<LogLimit<AclAction>>,
+    log_limit: Arc<SharedLogLimiter<AclAction>>,
     client: Option<Arc<Client>>,
 }
 
@@ -86,7 +86,10 @@ impl FleetProtocol {
             acl,
             credentials: Some(credentials),
             metrics,
-            log_limit: Arc::new(LogLimit::new(Duration::from_secs(1))),
+            log_limit: Arc::new(SharedLogLimiter::new(
+                Duration::from_secs(1),
+                AclAction::ALL.len(),
+            )),
             client: None,
         }
     }
@@ -100,7 +103,10 @@ impl FleetProtocol {
             acl,
             credentials: None,
             metrics,
-            log_limit: Arc::new(LogLimit::new(Duration::from_secs(1))),
+            log_limit: Arc::new(SharedLogLimiter::new(
+                Duration::from_secs(1),
+                AclAction::ALL.len(),
+            )),
             client: None,
         }
     }
@@ -114,7 +120,7 @@ impl FleetProtocol {
         };
         // Debug formatting quotes and escapes client-chosen strings, so they
         // cannot forge log lines.
-        match self.log_limit.allow(action, Instant::now()) {
+        match self.log_limit.check(action, Instant::now()) {
             Some(suppressed) => {
                 warn!(?client_id, ?username, ?topic, %action, suppressed, outcome, "ACL denied");
             }

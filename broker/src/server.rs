@@ -145,7 +145,10 @@ impl EmbeddedBroker {
 
         let shutdown = CancellationToken::new();
         let limits = FrontLimits {
-            max_connections: front::effective_max_connections(config.max_connections),
+            max_connections: front::effective_max_connections(
+                config.max_connections,
+                config.reserved_fds,
+            ),
             connections_per_second: config.connections_per_second,
             failed_logins_per_minute: config.failed_logins_per_minute,
             failed_logins_per_address_per_minute: config.failed_logins_per_address_per_minute,

@@ -48,6 +48,8 @@ pub struct FleetOptions {
     pub tls: bool,
     /// Extra lines for the gateway's `[broker]` section (limits, ACL).
     pub broker_extra: String,
+    /// Extra lines for the gateway's `[http]` section (timeouts, limits).
+    pub http_extra: String,
     /// With `external_broker`: the gateway connects to this TLS address
     /// instead (`mqtts://localhost:<port>`), trusting this CA file.
     pub external_tls: Option<(SocketAddr, PathBuf)>,
@@ -66,6 +68,7 @@ impl FleetOptions {
             webhook_url: None,
             tls: false,
             broker_extra: String::new(),
+            http_extra: String::new(),
             external_tls: None,
         }
     }
@@ -154,6 +157,7 @@ kiosks = []
 [http]
 listen = "127.0.0.1:0"
 api_keys = "{api_keys}"
+{http_extra}
 [broker]
 {broker}
 credentials = "{credentials}"
@@ -166,6 +170,7 @@ republish_interval = "{republish}ms"
 {webhooks}
 "#,
             api_keys = api_keys.display(),
+            http_extra = opts.http_extra,
             credentials = credentials.display(),
             gw_password = secrets["gateway"],
             store = dir.path().join("gateway-store").display(),
@@ -359,6 +364,11 @@ timeout = "2s"
     pub async fn start_agent(&self, kiosk: &str, printer: SocketAddr) -> Agent {
         self.start_agent_with(self.agent_config(kiosk, printer))
             .await
+    }
+
+    /// rumqttd's internal loopback listener of the embedded broker.
+    pub fn internal_mqtt_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref()?.internal_mqtt_addr()
     }
 
     /// An outside MQTT client logged in as `user` (a kiosk id, `backend`,

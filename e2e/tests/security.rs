@@ -168,9 +168,10 @@ impl Subscriber {
 }
 
 /// Test 1: a kiosk subscribing to another kiosk's print topic, to every
-/// kiosk's, or to everything, is disconnected and receives nothing.
+/// kiosk's, or to everything, is refused (SUBACK 0x80; `mosquitto_sub`
+/// exits when all its filters are denied) and receives nothing.
 #[tokio::test]
-async fn kiosk_subscribing_to_other_kiosks_topics_is_disconnected_and_receives_nothing() {
+async fn kiosk_subscribing_to_other_kiosks_topics_is_refused_and_receives_nothing() {
     let fleet = TestFleet::start(&["kiosk-a", "kiosk-b"]).await;
     let printer = FakePrinter::start().await.unwrap();
     let agent_b = fleet.start_agent("kiosk-b", printer.addr()).await;
@@ -190,7 +191,7 @@ async fn kiosk_subscribing_to_other_kiosks_topics_is_disconnected_and_receives_n
             filter.into(),
         ]);
         let mut attacker = spawn("mosquitto_sub", &args);
-        // The broker denies the SUBSCRIBE and drops the connection.
+        // The broker denies the filter (SUBACK 0x80).
         wait_metric(&fleet, ACL_SUBSCRIBE, before + 1).await;
         // kiosk-b gets a job (and its retained status sits on
         // kiosk/kiosk-b/status): traffic the attacker would see.
@@ -779,6 +780,272 @@ async fn connection_flood_is_rate_limited() {
 }
 
 /// `Debug` of configurations and errors never shows secrets.
+const REFUSED_CLIENT_ID: &str = "kiosk_broker_refused_total{reason=\"client_id\"}";
+
+/// Issue 10, finding 1: a technician or backend login choosing a kiosk's
+/// or the gateway's client id would take that session over (MQTT-3.1.4-2)
+/// and inherit its jobs. Refused with CONNACK 0x02; the kiosk never drops
+/// and keeps printing; a takeover within one identity is counted.
+#[tokio::test]
+async fn takeover_by_client_id_is_refused_and_the_kiosk_keeps_printing() {
+    let fleet = TestFleet::start(&["kiosk-b"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("kiosk-b", printer.addr()).await;
+    fleet.wait_kiosk("kiosk-b", "online").await;
+
+    let attempts = [
+        ("technician", "kiosk-b"),
+        ("backend", "kiosk-b"),
+        ("technician", "kiosk-gateway"),
+        ("backend", "kiosk-gateway-pub"),
+    ];
+    for (user, client_id) in attempts {
+        let mut args = login(&fleet, user, client_id);
+        args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
+        let out = run("mosquitto_sub", &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{user} as {client_id} got in");
+        assert!(
+            stderr.contains("identifier rejected"),
+            "{user} as {client_id}: {stderr}"
+        );
+    }
+    assert_eq!(metric(&fleet, REFUSED_CLIENT_ID).await, 4);
+    // The kiosk's and the gateway's sessions were never touched.
+    assert_eq!(
+        metric(&fleet, "kiosk_broker_sessions_taken_over_total").await,
+        0
+    );
+    let job = fleet.create_job("kiosk-b", text_job("STILL-MINE\n")).await;
+    fleet.wait_job(&job, "printed").await;
+    assert_eq!(count_with(&printer.jobs(), "STILL-MINE"), 1);
+    let kiosk = fleet.wait_kiosk("kiosk-b", "online").await;
+    assert_eq!(kiosk["status"], "online");
+
+    // The same identity twice (one credential on two machines): allowed,
+    // the older connection goes, and it is counted (and logged at WARN
+    // with both addresses).
+    let mut args = login(&fleet, "technician", "technician-desk");
+    args.extend(["-t".into(), "kiosk/#".into()]);
+    let mut first = Subscriber::start(args.clone()).await;
+    let _second = Subscriber::start(args).await;
+    wait_metric(&fleet, "kiosk_broker_sessions_taken_over_total", 1).await;
+    let _ = first.child.kill().await;
+    agent.shutdown().await;
+}
+
+/// Issue 10, finding 2: `cash/ack` makes a kiosk delete credits, and
+/// `cash/control` opens or closes its acceptor; only the gateway, from its
+/// durable store, may publish them. A backend's are denied and never reach
+/// the kiosk.
+#[tokio::test]
+async fn backend_cannot_acknowledge_credits_or_control_the_acceptor() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let mut args = login(&fleet, "k1", "k1");
+    for topic in ["kiosk/k1/cash/ack", "kiosk/k1/cash/control", "kiosk/k1/cmd"] {
+        args.extend(["-t".into(), topic.into()]);
+    }
+    let mut kiosk = Subscriber::start(args).await;
+    let forged = [
+        (
+            "kiosk/k1/cash/ack",
+            r#"{"v":1,"outbox":"00000000000000ab","up_to_seq":999999}"#,
+        ),
+        (
+            "kiosk/k1/cash/control",
+            r#"{"v":1,"action":"enable","session_id":"s-forged","amount_due":100,"currency":"EUR"}"#,
+        ),
+    ];
+    for (i, (topic, body)) in forged.into_iter().enumerate() {
+        let before = metric(&fleet, ACL_PUBLISH).await;
+        let mut args = login(&fleet, "backend", &format!("backend-{i}"));
+        args.extend([
+            "-q".into(),
+            "1".into(),
+            "-t".into(),
+            topic.into(),
+            "-m".into(),
+            body.into(),
+        ]);
+        let mut publisher = spawn("mosquitto_pub", &args);
+        wait_metric(&fleet, ACL_PUBLISH, before + 1).await;
+        let _ = publisher.kill().await;
+    }
+    // A command the backend may send arrives, and it is the first thing
+    // the kiosk sees: the forged ack and control never came.
+    let mut args = login(&fleet, "backend", "backend-cmd");
+    args.extend([
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        "kiosk/k1/cmd".into(),
+        "-m".into(),
+        r#"{"v":1,"kind":"ping"}"#.into(),
+    ]);
+    let out = run("mosquitto_pub", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = kiosk.next_message().await.expect("the command");
+    assert!(first.starts_with("kiosk/k1/cmd "), "{first}");
+    let _ = kiosk.child.kill().await;
+}
+
+/// Issue 10, finding 5: failed logins are throttled per (address, user):
+/// a guest guessing the technician's password on the restaurant's Wi-Fi
+/// locks out only that user at that address, never the kiosk or a backend
+/// behind the same public address.
+#[tokio::test]
+async fn a_guesser_at_one_address_does_not_lock_out_another_user_there() {
+    let mut opts = FleetOptions::new(&["k1"]);
+    opts.broker_extra = "failed_logins_per_minute = 3\n".into();
+    let fleet = TestFleet::start_with(opts).await;
+    for _ in 0..3 {
+        let mut args = login(&fleet, "technician", "technician-guest");
+        args[9] = "guess".into();
+        args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
+        let out = run("mosquitto_sub", &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("bad user name or password"), "{stderr}");
+    }
+    // The technician at 127.0.0.1 is throttled now, even with the right
+    // password...
+    let mut args = login(&fleet, "technician", "technician-guest");
+    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
+    let out = run("mosquitto_sub", &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not authori"), "{stderr}");
+    // ...the kiosk and the backend at the same address are not.
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let mut args = login(&fleet, "backend", "backend-pos");
+    args.extend([
+        "-t".into(),
+        "kiosk/k1/status".into(),
+        "-C".into(),
+        "1".into(),
+    ]);
+    let out = run("mosquitto_sub", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = fleet.create_job("k1", text_job("NOT-LOCKED-OUT\n")).await;
+    fleet.wait_job(&job, "printed").await;
+    agent.shutdown().await;
+}
+
+/// Issue 10, finding 6: rumqttd's loopback listener is no side door. A
+/// kiosk's (or the gateway's) own password does not log in there, so every
+/// client goes through the front door, whose revocation covers it.
+#[tokio::test]
+async fn the_internal_listener_refuses_outside_logins() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let internal = fleet.internal_mqtt_addr().expect("embedded broker");
+    for (user, client_id) in [
+        ("k1", "k1"),
+        ("gateway", "gateway-side"),
+        ("technician", "technician"),
+    ] {
+        let args: Vec<String> = vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            internal.port().to_string(),
+            "-i".into(),
+            client_id.into(),
+            "-u".into(),
+            user.into(),
+            "-P".into(),
+            fleet.secrets[user].clone(),
+            "-t".into(),
+            "kiosk/#".into(),
+            "-C".into(),
+            "1".into(),
+            "-W".into(),
+            "3".into(),
+        ];
+        let out = run("mosquitto_sub", &args).await;
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{user} logged in on rumqttd's listener: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Through the front door the kiosk works, and rotating its secret drops
+    // that session (the one door every client uses).
+    let mut args = login(&fleet, "k1", "k1");
+    args.extend(["-t".into(), "kiosk/k1/cmd".into()]);
+    let mut k1 = Subscriber::start(args).await;
+    let creds = fleet.dir.path().join("credentials");
+    let k1_id = kiosk_schemas::KioskId::new("k1").unwrap();
+    kiosk_gateway::admin::rotate(&creds, &k1_id, &fleet.dir.path().join("k1.json")).unwrap();
+    wait_metric(&fleet, "kiosk_broker_sessions_revoked_total", 1).await;
+    let exited = tokio::time::timeout(WAIT, k1.child.wait()).await;
+    assert!(
+        matches!(exited, Ok(Ok(status)) if !status.success()),
+        "{exited:?}"
+    );
+}
+
+/// Issue 10, finding 7: MQTT 3.1.1 at the front door. Keep alive 0 is
+/// allowed (MQTT-3.1.2-10); a denied filter gets 0x80 in the SUBACK and the
+/// connection keeps working with its other filters (MQTT-3.9.3).
+#[tokio::test]
+async fn keep_alive_zero_connects_and_a_denied_filter_leaves_the_connection_open() {
+    let fleet = TestFleet::start(&["kiosk-a", "kiosk-b"]).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("kiosk-b", printer.addr()).await;
+    fleet.wait_kiosk("kiosk-b", "online").await;
+
+    // mosquitto_sub insists on a keep alive of 5 s or more; rumqttc sends 0.
+    let mut opts = rumqttc::MqttOptions::new("technician-k0", "127.0.0.1", fleet.mqtt_addr.port());
+    opts.set_keep_alive(std::time::Duration::ZERO);
+    opts.set_credentials("technician", &fleet.secrets["technician"]);
+    let mut k0 = kiosk_e2e::mqtt::Client::connect_with(opts)
+        .await
+        .expect("keep alive 0 is accepted");
+    k0.subscribe("kiosk/kiosk-b/status").await;
+    let status = k0.recv(WAIT).await.expect("the retained status");
+    assert!(String::from_utf8_lossy(&status.payload).contains("online"));
+
+    let before = metric(&fleet, ACL_SUBSCRIBE).await;
+    let mut args = login(&fleet, "kiosk-a", "kiosk-a");
+    args.extend([
+        "-t".into(),
+        "kiosk/kiosk-b/print".into(),
+        "-t".into(),
+        "kiosk/kiosk-a/cmd".into(),
+    ]);
+    let mut nosy = Subscriber::start(args).await;
+    assert_eq!(metric(&fleet, ACL_SUBSCRIBE).await, before + 1);
+    let job = fleet.create_job("kiosk-b", text_job("NOT-FOR-A\n")).await;
+    fleet.wait_job(&job, "printed").await;
+    let mut args = login(&fleet, "backend", "backend-cmd");
+    args.extend([
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        "kiosk/kiosk-a/cmd".into(),
+        "-m".into(),
+        r#"{"v":1,"kind":"ping"}"#.into(),
+    ]);
+    let out = run("mosquitto_pub", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = nosy.next_message().await.expect("its own command");
+    assert!(first.starts_with("kiosk/kiosk-a/cmd "), "{first}");
+    let _ = nosy.child.kill().await;
+    agent.shutdown().await;
+}
+
 #[tokio::test]
 async fn secrets_stay_out_of_debug_output() {
     let fleet = TestFleet::start(&["k1"]).await;

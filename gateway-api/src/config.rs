@@ -83,6 +83,35 @@ pub struct HttpConfig {
     /// PEM private key of `tls_cert`.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// How long a new connection has to finish its TLS handshake and send
+    /// the headers of its first request, and a keep-alive connection the
+    /// headers of its next request once their first byte arrived; then it
+    /// is closed. Default 10 s.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may go without a byte read or written: a
+    /// keep-alive connection between requests, a request whose body
+    /// stalls, an event stream whose client stopped reading. Then it is
+    /// closed. Event streams send a keep-alive comment at least every
+    /// half of it. Default 60 s.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most open HTTP connections; beyond it a new connection is closed
+    /// right after accept. Lowered at start to a quarter of what the
+    /// open-files limit leaves, so the embedded broker keeps its
+    /// descriptors. Default 2048.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
+    /// Most open HTTP connections from one client address (IPv6: one /64);
+    /// beyond it a new connection is closed right after accept. Kiosks and
+    /// backends behind one NAT share an address: keep it generous.
+    /// Default 256.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Most open event streams (`GET /v1/cash-sessions/{id}/events`);
+    /// beyond it the request gets `503 too_many_streams`. Default 1024.
+    #[serde(default = "default_max_sse_streams")]
+    pub max_sse_streams: usize,
 }
 
 impl Default for HttpConfig {
@@ -93,8 +122,29 @@ impl Default for HttpConfig {
             api_keys: None,
             tls_cert: None,
             tls_key: None,
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_http_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_sse_streams: default_max_sse_streams(),
         }
     }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_http_max_connections() -> usize {
+    2048
+}
+fn default_max_connections_per_address() -> usize {
+    256
+}
+fn default_max_sse_streams() -> usize {
+    1024
 }
 
 /// `[broker]`
@@ -439,6 +489,27 @@ impl GatewayConfig {
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be > 0"));
         }
+        if self.http.header_read_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be at least 100ms",
+            ));
+        }
+        if self.http.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("http.idle_timeout", "must be at least 1s"));
+        }
+        for (key, value) in [
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_address",
+                self.http.max_connections_per_address,
+            ),
+            ("http.max_sse_streams", self.http.max_sse_streams),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         match (&self.http.tls_cert, &self.http.tls_key) {
             (Some(_), None) => return Err(invalid("http.tls_key", "required with http.tls_cert")),
             (None, Some(_)) => return Err(invalid("http.tls_cert", "required with http.tls_key")),
@@ -536,6 +607,11 @@ mod tests {
         assert_eq!(c.broker.failed_logins_per_minute, 10);
         assert_eq!(c.fleet.heartbeat, Duration::from_secs(30));
         assert!(c.http.tls_cert.is_none() && c.broker.tls_cert.is_none());
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.max_connections, 2048);
+        assert_eq!(c.http.max_connections_per_address, 256);
+        assert_eq!(c.http.max_sse_streams, 1024);
         assert!(!format!("{c:?}").contains("pw\""));
     }
 
@@ -547,6 +623,11 @@ mod tests {
         let env = [
             ("KIOSK_GATEWAY__HTTP__LISTEN", "0.0.0.0:9000"),
             ("KIOSK_GATEWAY__BROKER__LISTEN", "0.0.0.0:1884"),
+            ("KIOSK_GATEWAY__HTTP__HEADER_READ_TIMEOUT", "2s 500ms"),
+            ("KIOSK_GATEWAY__HTTP__IDLE_TIMEOUT", "90s"),
+            ("KIOSK_GATEWAY__HTTP__MAX_CONNECTIONS", "100"),
+            ("KIOSK_GATEWAY__HTTP__MAX_CONNECTIONS_PER_ADDRESS", "10"),
+            ("KIOSK_GATEWAY__HTTP__MAX_SSE_STREAMS", "5"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -554,6 +635,11 @@ mod tests {
         let c = GatewayConfig::load_with_env(&file, Some(env)).unwrap();
         assert_eq!(c.http.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(c.broker.listen, Some("0.0.0.0:1884".parse().unwrap()));
+        assert_eq!(c.http.header_read_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.http.max_connections, 100);
+        assert_eq!(c.http.max_connections_per_address, 10);
+        assert_eq!(c.http.max_sse_streams, 5);
     }
 
     #[test]
@@ -602,6 +688,20 @@ mod tests {
             ),
         ] {
             let bad = MINIMAL.replace("[broker]", &format!("[broker]\n{extra}"));
+            let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        for (extra, key) in [
+            ("header_read_timeout = \"10ms\"", "http.header_read_timeout"),
+            ("idle_timeout = \"0s\"", "http.idle_timeout"),
+            ("max_connections = 0", "http.max_connections"),
+            (
+                "max_connections_per_address = 0",
+                "http.max_connections_per_address",
+            ),
+            ("max_sse_streams = 0", "http.max_sse_streams"),
+        ] {
+            let bad = MINIMAL.replace("[broker]", &format!("[http]\n{extra}\n[broker]"));
             let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
             assert!(err.contains(key), "{extra}: {err}");
         }

@@ -56,6 +56,10 @@ pub enum ApiError {
     /// 503 `unavailable`.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `too_many_streams`: `http.max_sse_streams` event streams are
+    /// open; answered with `Retry-After`.
+    #[error("too many open event streams; retry later")]
+    TooManyStreams,
     /// 500 `internal`: logged, answered without details.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -84,6 +88,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -113,6 +118,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if matches!(self, ApiError::TooManyStreams) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
         resp
     }

@@ -26,11 +26,11 @@
 //! ([`crate::cash::store::CashStore::settle_ready`]), in the same flush.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kiosk_schemas::log_limit::LogLimiter;
+use kiosk_schemas::log_limit::SharedLogLimiter;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
     CashAck, CashEvent, CashState, JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind, V1,
@@ -61,11 +61,11 @@ pub const WARN_WINDOW: Duration = Duration::from_secs(60);
 const WARN_KEYS: usize = 4096;
 
 /// The rate limit of warnings about unusable messages, per kiosk and reason.
-pub struct WarnLimit(Mutex<LogLimiter<(KioskId, &'static str)>>);
+pub struct WarnLimit(SharedLogLimiter<(KioskId, &'static str)>);
 
 impl Default for WarnLimit {
     fn default() -> Self {
-        WarnLimit(Mutex::new(LogLimiter::new(WARN_WINDOW, WARN_KEYS)))
+        WarnLimit(SharedLogLimiter::new(WARN_WINDOW, WARN_KEYS))
     }
 }
 
@@ -74,8 +74,6 @@ impl WarnLimit {
     /// logged now, `None` when it is suppressed.
     pub fn check(&self, kiosk: &KioskId, reason: &'static str) -> Option<u64> {
         self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .check((kiosk.clone(), reason), std::time::Instant::now())
     }
 }

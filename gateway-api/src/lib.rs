@@ -17,6 +17,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod fleet;
+pub mod http_server;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
@@ -104,47 +105,51 @@ impl Gateway {
         let config = Arc::new(config);
         let store = store::Store::open(&config.store.path)?;
         let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
+        let http_max_connections =
+            http_server::effective_max_connections(config.http.max_connections);
 
-        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) = match config
-            .external_broker()?
-        {
-            None => {
-                let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
-                    config::ConfigError::Invalid {
-                        key: "broker.credentials",
-                        message: "required when broker.embedded = true".to_owned(),
-                    }
-                })?;
-                let handle =
-                    EmbeddedBroker::start(config.embedded_broker_config(credentials_path)).await?;
-                // The gateway's own sessions skip the front door's limits
-                // (role `gateway`, same ACL) and log in with the broker's
-                // internal password.
-                let addr = connectable(handle.internal_addr());
-                let creds = handle.credentials();
-                let password = handle.internal_password();
-                (
-                    Some(handle),
-                    Some(creds),
-                    addr.ip().to_string(),
-                    addr.port(),
-                    None,
-                    Some(password),
-                )
-            }
-            Some(url) => {
-                let creds = match &config.broker.credentials {
-                    Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
-                    None => None,
-                };
-                let tls = if url.tls {
-                    Some(tls::mqtt_client_config(&config)?)
-                } else {
-                    None
-                };
-                (None, creds, url.host, url.port, tls, None)
-            }
-        };
+        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) =
+            match config.external_broker()? {
+                None => {
+                    let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
+                        config::ConfigError::Invalid {
+                            key: "broker.credentials",
+                            message: "required when broker.embedded = true".to_owned(),
+                        }
+                    })?;
+                    let mut broker_config = config.embedded_broker_config(credentials_path);
+                    // The descriptors HTTP may take are not the broker's.
+                    broker_config.reserved_fds =
+                        u64::try_from(http_max_connections).unwrap_or(u64::MAX);
+                    let handle = EmbeddedBroker::start(broker_config).await?;
+                    // The gateway's own sessions skip the front door's limits
+                    // (role `gateway`, same ACL) and log in with the broker's
+                    // internal password.
+                    let addr = connectable(handle.internal_addr());
+                    let creds = handle.credentials();
+                    let password = handle.internal_password();
+                    (
+                        Some(handle),
+                        Some(creds),
+                        addr.ip().to_string(),
+                        addr.port(),
+                        None,
+                        Some(password),
+                    )
+                }
+                Some(url) => {
+                    let creds = match &config.broker.credentials {
+                        Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
+                        None => None,
+                    };
+                    let tls = if url.tls {
+                        Some(tls::mqtt_client_config(&config)?)
+                    } else {
+                        None
+                    };
+                    (None, creds, url.host, url.port, tls, None)
+                }
+            };
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
         let mqtt_tls_addr = broker.as_ref().and_then(BrokerHandle::tls_addr);
 
@@ -236,6 +241,8 @@ impl Gateway {
             addr: config.http.listen,
             source,
         })?;
+        let http_limits =
+            http_server::Limits::new(&config.http, http_max_connections, metrics.clone());
         let app = routes::router(routes::AppState::new(routes::AppInner {
             store: store.clone(),
             fleet,
@@ -248,9 +255,16 @@ impl Gateway {
             live,
             tokens,
             shutdown: shutdown.clone(),
+            http_limits: http_limits.clone(),
         }));
         let https = tls::https_config(&config)?;
-        tasks.spawn(tls::serve_http(listener, https, app, shutdown.clone()));
+        tasks.spawn(http_server::serve(
+            listener,
+            https,
+            app,
+            http_limits,
+            shutdown.clone(),
+        ));
         tasks.close();
         tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, embedded = broker.is_some(), "gateway started");
         Ok(Gateway {
@@ -272,6 +286,15 @@ impl Gateway {
     /// The embedded broker's MQTT address (`None` with an external broker).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// rumqttd's loopback listener behind the embedded broker's front door
+    /// (`None` with an external broker). It accepts only the broker's
+    /// internal password, made at each start, so outside clients on the
+    /// VPS cannot use it to bypass the front door; for diagnostics and
+    /// tests.
+    pub fn internal_mqtt_addr(&self) -> Option<SocketAddr> {
+        self.broker.as_ref().map(BrokerHandle::internal_addr)
     }
 
     /// The embedded broker's MQTT-over-TLS address, when configured.

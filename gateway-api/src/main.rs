@@ -84,12 +84,9 @@ enum ApikeyCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // rumqttd's info lines (every subscription) and routine errors are
+    // noise for an operator: see kiosk_broker::logging.
+    kiosk_broker::logging::init("info,rumqttd=warn");
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<GatewayConfig> {

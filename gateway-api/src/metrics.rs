@@ -15,6 +15,10 @@
 //! | `kiosk_cash_sessions_final_total{state}` | counter | sessions whose totals became final: `paid`, `cancelled` |
 //! | `kiosk_cash_unassigned_resolved_total{action}` | counter | unassigned credits resolved through the API: `assigned`, `refunded` |
 //! | `kiosk_http_refused_total{reason}` | counter | HTTP requests refused: `body_too_large` (413), `unauthorized` (401) |
+//! | `kiosk_http_connections` | gauge | HTTP connections open now |
+//! | `kiosk_http_sse_streams` | gauge | event streams (`/v1/cash-sessions/{id}/events`) open now |
+//! | `kiosk_http_connections_refused_total{reason}` | counter | HTTP connections refused or closed by the server's limits: `max_connections` and `per_address` (closed right after accept), `tls_handshake` (failed), `header_timeout` (TLS handshake or request headers not done within `http.header_read_timeout`), `max_sse_streams` (event stream answered 503) |
+//! | `kiosk_http_connections_idle_closed_total` | counter | HTTP connections closed after `http.idle_timeout` without a byte either way |
 //! | `kiosk_broker_connections` | gauge | embedded broker: client connections open now |
 //! | `kiosk_broker_connections_accepted_total` | counter | embedded broker: client logins accepted |
 //! | `kiosk_broker_refused_total{reason}` | counter | embedded broker: refused connections (`max_connections`, `rate_limited`, `login_failed`, `login_throttled`, `connect_timeout`, `tls_handshake`, `protocol`, `payload_too_large`, `upstream`) |
@@ -73,6 +77,10 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     connected: Gauge,
     http_refused: Family<ReasonLabel, Counter>,
+    http_connections: Gauge,
+    http_sse_streams: Gauge,
+    http_connections_refused: Family<ReasonLabel, Counter>,
+    http_idle_closed: Counter,
     credits: Family<OutcomeLabel, Counter>,
     cash_states: Family<OutcomeLabel, Counter>,
     sessions_final: Family<StateLabel, Counter>,
@@ -198,6 +206,30 @@ impl Metrics {
             "HTTP requests refused (body_too_large, unauthorized)",
             http_refused.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open now",
+            http_connections.clone(),
+        );
+        let http_sse_streams = Gauge::default();
+        registry.register(
+            "http_sse_streams",
+            "Event streams open now",
+            http_sse_streams.clone(),
+        );
+        let http_connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused or closed by the server's limits (max_connections, per_address, tls_handshake, header_timeout, max_sse_streams)",
+            http_connections_refused.clone(),
+        );
+        let http_idle_closed = Counter::default();
+        registry.register(
+            "http_connections_idle_closed",
+            "HTTP connections closed after http.idle_timeout without a byte either way",
+            http_idle_closed.clone(),
+        );
         let credits = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "cash_credits",
@@ -243,6 +275,10 @@ impl Metrics {
             sessions_final,
             resolved,
             http_refused,
+            http_connections,
+            http_sse_streams,
+            http_connections_refused,
+            http_idle_closed,
             jobs,
             created,
             latency,
@@ -327,6 +363,30 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an HTTP connection refused or closed by a limit; `reason`
+    /// is a [`crate::http_server::Refusal`] label.
+    pub fn http_connection_refused(&self, reason: &'static str) {
+        self.http_connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts an HTTP connection closed after `http.idle_timeout`.
+    pub fn http_idle_closed(&self) {
+        self.http_idle_closed.inc();
+    }
+
+    /// The gauge of open HTTP connections (raised and lowered by each
+    /// connection's guard).
+    pub fn http_connections(&self) -> Gauge {
+        self.http_connections.clone()
+    }
+
+    /// The gauge of open event streams.
+    pub fn http_sse_streams(&self) -> Gauge {
+        self.http_sse_streams.clone()
+    }
+
     /// Adds the embedded broker's counters (`kiosk_broker_*`).
     pub fn attach_broker(&self, broker: Arc<BrokerMetrics>) {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -367,6 +427,10 @@ mod tests {
         m.observe_latency(0.02);
         m.rejected("malformed");
         m.http_refused("body_too_large");
+        m.http_connection_refused("per_address");
+        m.http_idle_closed();
+        m.http_connections().inc();
+        m.http_sse_streams().inc();
         m.credit("unassigned");
         m.cash_state("confirmed");
         m.settled(crate::cash::Settlement::Cancelled);
@@ -396,6 +460,10 @@ mod tests {
             "kiosk_presence_transitions_total{to=\"offline\",reason=\"heartbeat_timeout\"} 1",
             "kiosk_presence_stale_wills_ignored_total 1",
             "kiosk_http_refused_total{reason=\"body_too_large\"} 1",
+            "kiosk_http_connections_refused_total{reason=\"per_address\"} 1",
+            "kiosk_http_connections_idle_closed_total 1",
+            "kiosk_http_connections 1",
+            "kiosk_http_sse_streams 1",
             "kiosk_broker_connections 1",
             "kiosk_broker_connections_accepted_total 1",
             "kiosk_broker_refused_total{reason=\"login_throttled\"} 1",

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +103,30 @@ impl<K: Hash + Eq + Clone> LogLimiter<K> {
                 self.keys.remove(&k);
             }
         }
+    }
+}
+
+/// A [`LogLimiter`] behind a mutex, for limits shared by tasks and
+/// connections (the broker's refusals, the gateway's HTTP refusals).
+#[derive(Debug)]
+pub struct SharedLogLimiter<K> {
+    inner: Mutex<LogLimiter<K>>,
+}
+
+impl<K: Hash + Eq + Clone> SharedLogLimiter<K> {
+    /// As [`LogLimiter::new`].
+    pub fn new(window: Duration, max_keys: usize) -> Self {
+        SharedLogLimiter {
+            inner: Mutex::new(LogLimiter::new(window, max_keys)),
+        }
+    }
+
+    /// As [`LogLimiter::check`].
+    pub fn check(&self, key: K, now: Instant) -> Option<u64> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(key, now)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Cash payment sessions: open, read, cancel (two-phase), live events.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::Json;
@@ -234,7 +235,8 @@ fn sse(event: &LiveEvent) -> Event {
 ///
 /// # Errors
 /// 401 without a valid key or token (the session's existence is not
-/// revealed), 404 for an unknown session with a valid API key.
+/// revealed), 404 for an unknown session with a valid API key, 503
+/// `too_many_streams` while `http.max_sse_streams` streams are open.
 pub async fn events(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
@@ -242,6 +244,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     authorize(&app, &session_id, &headers, &query)?;
+    let permit = app.http_limits.open_stream()?;
     // Subscribe before reading, so nothing falls between the two.
     let rx = app.live.subscribe(&session_id);
     let session = load(&app, &session_id)?;
@@ -277,6 +280,13 @@ pub async fn events(
     let stream = futures::stream::iter(first)
         .chain(live)
         .map(|ev| Ok(sse(&ev)))
-        .take_until(app.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+        .take_until(app.shutdown.clone().cancelled_owned())
+        // The stream holds its place in http.max_sse_streams until dropped.
+        .inspect(move |_| {
+            let _ = &permit;
+        });
+    // A comment at least every half of http.idle_timeout, so the server
+    // does not take a quiet stream for an idle connection.
+    let keep_alive = (app.config.http.idle_timeout / 2).min(Duration::from_secs(15));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
 }

@@ -72,6 +72,8 @@ pub struct AppInner {
     pub tokens: crate::cash::token::ViewTokens,
     /// Cancelled on shutdown (ends event streams).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The HTTP server's limits (event streams take a place).
+    pub http_limits: Arc<crate::http_server::Limits>,
 }
 
 impl AppState {
