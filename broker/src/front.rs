@@ -518,8 +518,6 @@ async fn refuse_with(mut client: Box<dyn Io>, code: ConnectReturnCode) {
     .await;
 }
 
-/// Copies bytes both ways until the broker closes, the client closed and
-/// the grace period passed, or `token` is cancelled.
 /// The rumqttd listener of `client_id` among `n`: the same for every
 /// connection of one client.
 ///
@@ -540,18 +538,38 @@ fn upstream_index(client_id: &str, n: usize) -> usize {
     (h.finish() % n.max(1) as u64) as usize
 }
 
-async fn splice(client: Box<dyn Io>, upstream: Upstream, token: &CancellationToken) {
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut up_read, mut up_write) = tokio::io::split(upstream);
-    let to_broker = async {
-        let _ = tokio::io::copy(&mut client_read, &mut up_write).await;
-        let _ = up_write.shutdown().await;
-    };
-    let to_client = async {
-        let _ = tokio::io::copy(&mut up_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
-    };
-    tokio::pin!(to_broker, to_client);
+/// Copies bytes both ways until the broker closes, the client closed and
+/// the grace period passed, or `token` is cancelled.
+async fn splice(mut client: Box<dyn Io>, mut upstream: Upstream, token: &CancellationToken) {
+    /// What ended the copying.
+    enum Ended {
+        /// The client closed its side (or failed): the broker gets a grace
+        /// period to send what is left.
+        Client,
+        /// The broker closed or failed: the connection is over.
+        Broker,
+    }
+    let mut to_broker = Pump::default();
+    let mut to_client = Pump::default();
+    let mut client_side_done = false;
+    let copying = std::future::poll_fn(|cx| {
+        if !client_side_done
+            && to_broker
+                .poll(cx, Pin::new(&mut client), Pin::new(&mut upstream))
+                .is_ready()
+        {
+            client_side_done = true;
+            return Poll::Ready(Ended::Client);
+        }
+        if to_client
+            .poll(cx, Pin::new(&mut upstream), Pin::new(&mut client))
+            .is_ready()
+        {
+            return Poll::Ready(Ended::Broker);
+        }
+        Poll::Pending
+    });
+    tokio::pin!(copying);
     let mut client_closed = false;
     // Armed when the client closes its side.
     let grace = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
@@ -559,13 +577,99 @@ async fn splice(client: Box<dyn Io>, upstream: Upstream, token: &CancellationTok
     loop {
         tokio::select! {
             () = token.cancelled() => return,
-            () = &mut to_client => return,
-            () = &mut to_broker, if !client_closed => {
-                client_closed = true;
-                grace.as_mut().reset(tokio::time::Instant::now() + HALF_CLOSE_GRACE);
-            }
+            ended = &mut copying => match ended {
+                Ended::Broker => return,
+                Ended::Client => {
+                    client_closed = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + HALF_CLOSE_GRACE);
+                }
+            },
             () = &mut grace, if client_closed => return,
         }
+    }
+}
+
+/// Bytes read per poll, on the stack of the poll: an idle connection holds
+/// no copy buffer at all.
+const PUMP_CHUNK: usize = 8 * 1024;
+/// Reads per poll before yielding, so one busy connection cannot hold a
+/// worker thread.
+const PUMP_READS_PER_POLL: usize = 16;
+
+/// One direction of [`splice`]: reads into a buffer on the stack and writes
+/// it on at once; only what the other side cannot take yet is kept, in a
+/// heap buffer freed as soon as it is written. Idle connections (almost
+/// all of a fleet's) so cost no copy buffers, where `tokio::io::copy`
+/// keeps 8 KiB per direction for the connection's whole life.
+#[derive(Debug, Default)]
+struct Pump {
+    /// Read but not yet written.
+    pending: Vec<u8>,
+    /// Bytes of `pending` written.
+    written: usize,
+    /// Written since the last flush (TLS buffers writes).
+    unflushed: bool,
+    /// The reader reached end of stream.
+    eof: bool,
+}
+
+impl Pump {
+    /// Copies until `from` ends (then shuts `to` down) or fails: then
+    /// `Ready`, with the error, if any, already irrelevant to the caller
+    /// (the direction is over either way).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut from: Pin<&mut impl AsyncRead>,
+        mut to: Pin<&mut impl AsyncWrite>,
+    ) -> Poll<io::Result<()>> {
+        for _ in 0..PUMP_READS_PER_POLL {
+            while self.written < self.pending.len() {
+                match std::task::ready!(to.as_mut().poll_write(cx, &self.pending[self.written..])) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => self.written += n,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if !self.pending.is_empty() {
+                self.pending = Vec::new();
+                self.written = 0;
+                self.unflushed = true;
+            }
+            if self.unflushed {
+                std::task::ready!(to.as_mut().poll_flush(cx))?;
+                self.unflushed = false;
+            }
+            if self.eof {
+                return to.as_mut().poll_shutdown(cx);
+            }
+            let mut chunk = [0u8; PUMP_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            std::task::ready!(from.as_mut().poll_read(cx, &mut buf))?;
+            let data = buf.filled();
+            if data.is_empty() {
+                self.eof = true;
+                continue;
+            }
+            let mut written = 0;
+            while written < data.len() {
+                match to.as_mut().poll_write(cx, &data[written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        // Keep the rest; the writer wakes us.
+                        self.pending = data[written..].to_vec();
+                        return Poll::Pending;
+                    }
+                }
+            }
+            self.unflushed = true;
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -721,4 +825,54 @@ pub(crate) fn effective_max_connections(max_connections: usize, reserved_fds: u6
         return fits;
     }
     max_connections
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A megabyte through a writer that takes 61 bytes at a time arrives
+    /// whole and in order; the end of the reader shuts the writer down; the
+    /// pending buffer is gone once written.
+    #[tokio::test]
+    async fn pump_copies_everything_in_order_through_a_slow_writer() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut source, mut from) = tokio::io::duplex(64 * 1024);
+        let (mut to, mut sink) = tokio::io::duplex(61);
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            source.write_all(&sent).await.unwrap();
+            source.shutdown().await.unwrap();
+        });
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            sink.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut pump = Pump::default();
+        std::future::poll_fn(|cx| pump.poll(cx, Pin::new(&mut from), Pin::new(&mut to)))
+            .await
+            .unwrap();
+        assert!(pump.pending.capacity() == 0, "no buffer kept");
+        drop(to);
+        writer.await.unwrap();
+        assert_eq!(reader.await.unwrap(), data);
+    }
+
+    /// An idle pump holds no buffer: a read that is pending allocates
+    /// nothing.
+    #[tokio::test]
+    async fn an_idle_pump_holds_no_buffer() {
+        let (_source, mut from) = tokio::io::duplex(1024);
+        let (mut to, _sink) = tokio::io::duplex(1024);
+        let mut pump = Pump::default();
+        let polled = std::future::poll_fn(|cx| {
+            Poll::Ready(pump.poll(cx, Pin::new(&mut from), Pin::new(&mut to)))
+        })
+        .await;
+        assert!(polled.is_pending());
+        assert_eq!(pump.pending.capacity(), 0);
+    }
 }

@@ -16,8 +16,11 @@
 //!    re-executed, so its RSS is the broker's alone): seconds until all have
 //!    their CONNACK, the broker's RSS before and after, with the default
 //!    `connections_per_second` (1000), with the rate limit out of the way,
-//!    and straight to one rumqttd listener. Capped to what the open-files
-//!    limit allows (3 descriptors per connection in the broker).
+//!    and straight to one rumqttd listener (with the broker's internal
+//!    password). Capped to what the open-files limit allows (3 descriptors
+//!    per connection in the broker). The difference between the front-door
+//!    and the straight runs is the front door's own memory per idle
+//!    connection, printed apart from rumqttd's.
 
 use std::io::{BufRead, Write as _};
 use std::net::SocketAddr;
@@ -105,7 +108,7 @@ async fn publish_path(
     let (id, secret) = kiosk;
     let topic = format!("kiosk/{id}/print/result");
     let (sub, mut sub_loop) = connect(
-        options(addr, "bench-backend", "backend", backend),
+        options(addr, "backend-bench", "backend", backend),
         Duration::from_secs(5),
     )
     .await?;
@@ -198,12 +201,18 @@ async fn acl_cost(messages: usize, latency_samples: usize) -> anyhow::Result<()>
         config.listen = Some("127.0.0.1:0".parse()?);
         config.acl = acl;
         let broker = EmbeddedBroker::start(config).await?;
-        let addr = if direct {
-            broker.internal_addr()
+        // rumqttd's own listener takes only the broker's internal password.
+        let (addr, kiosk, backend) = if direct {
+            let internal = broker.internal_password();
+            (
+                broker.internal_addr(),
+                (kiosk.0.clone(), internal.clone()),
+                internal,
+            )
         } else {
-            broker.local_addr()
+            (broker.local_addr(), kiosk.clone(), backend.clone())
         };
-        publish_path(label, addr, kiosk, &backend, messages, latency_samples).await?;
+        publish_path(label, addr, &kiosk, &backend, messages, latency_samples).await?;
         broker.shutdown().await;
     }
     Ok(())
@@ -215,9 +224,10 @@ async fn child(config: &Path) -> anyhow::Result<()> {
     let config = BrokerConfig::load(Some(config))?;
     let broker = EmbeddedBroker::start(config).await?;
     println!(
-        "listening {} {}",
+        "listening {} {} {}",
         broker.local_addr(),
-        broker.internal_addr()
+        broker.internal_addr(),
+        broker.internal_password().expose()
     );
     std::io::stdout().flush()?;
     tokio::task::spawn_blocking(|| {
@@ -272,7 +282,8 @@ fn storm_size(requested: usize) -> usize {
     requested.min(fits)
 }
 
-async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::Result<()> {
+/// Runs one storm; returns the broker's RSS growth per connection, in KiB.
+async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let creds = dir.path().join("credentials");
     let (ids, _) = credentials(&creds, kiosks)?;
@@ -305,19 +316,23 @@ async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let addr: SocketAddr = loop {
+    let (addr, internal_password): (SocketAddr, Secret) = loop {
         let line = lines
             .next_line()
             .await?
             .ok_or_else(|| anyhow::anyhow!("child exited"))?;
         if let Some(a) = line.strip_prefix("listening ") {
-            let (front, internal) = a
-                .split_once(' ')
-                .ok_or_else(|| anyhow::anyhow!("bad line {a:?}"))?;
+            let mut fields = a.split(' ');
+            let (Some(front), Some(internal), Some(password)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                anyhow::bail!("bad line {a:?}");
+            };
+            let password = Secret::new(password.to_owned());
             break if direct {
-                internal.parse()?
+                (internal.parse()?, password)
             } else {
-                front.parse()?
+                (front.parse()?, password)
             };
         }
     };
@@ -328,6 +343,11 @@ async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::
     let started = Instant::now();
     let mut connecting = JoinSet::new();
     for (id, secret) in ids {
+        let secret = if direct {
+            internal_password.clone()
+        } else {
+            secret
+        };
         let retries = retries.clone();
         connecting.spawn(async move {
             // Like an agent: retry with jittered backoff until connected.
@@ -364,6 +384,7 @@ async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::
             |r| format!("front door, connections_per_second = {r}"),
         )
     };
+    let per_connection = (rss_after.saturating_sub(rss_before)) as f64 / kiosks.max(1) as f64;
     println!(
         "reconnect storm, {kiosks} kiosks with their own credentials, {limit}:\n  \
          all connected after {:.2} s (median {:.2} s, p90 {:.2} s), {} refused attempts retried\n  \
@@ -374,12 +395,12 @@ async fn storm(kiosks: usize, per_second: Option<u32>, direct: bool) -> anyhow::
         retries.load(Ordering::Relaxed),
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0,
-        (rss_after.saturating_sub(rss_before)) as f64 / kiosks.max(1) as f64,
+        per_connection,
     );
     drop(sessions);
     drop(child.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    Ok(())
+    Ok(per_connection)
 }
 
 /// A deterministic jitter in [delay/2, delay) from the kiosk id (no RNG
@@ -408,8 +429,14 @@ async fn main() -> anyhow::Result<()> {
     if kiosks > 0 {
         let kiosks = storm_size(kiosks);
         storm(kiosks, None, false).await?;
-        storm(kiosks, Some(100_000), false).await?;
-        storm(kiosks, None, true).await?;
+        let front = storm(kiosks, Some(100_000), false).await?;
+        let rumqttd = storm(kiosks, None, true).await?;
+        println!(
+            "memory per idle kiosk connection: {front:.1} KiB in all, of which rumqttd (router, \
+             its socket and buffers) {rumqttd:.1} KiB and the front door (its task, the client's \
+             socket, the socket to rumqttd) {:.1} KiB",
+            (front - rumqttd).max(0.0)
+        );
     }
     Ok(())
 }
