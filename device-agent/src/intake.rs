@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
+use kiosk_schemas::log_limit::SharedLogLimiter;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
     CashAck, CashControl, Command, CommandKind, Document, JobId, JobResult, PrintJob, RawDocument,
@@ -53,7 +54,14 @@ pub struct Intake {
     pub max_job_bytes: usize,
     /// The cash side, when the kiosk has an acceptor.
     pub cash: Option<CashLink>,
+    /// At most one warning per reason and [`WARN_WINDOW`] about unusable
+    /// messages from the cloud, so a broken backend cannot flood the log.
+    warnings: SharedLogLimiter<&'static str>,
 }
+
+/// At most one warning about unusable cloud messages per reason in this
+/// window; the next one says how many were suppressed.
+pub const WARN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the intake needs of the cash side.
 pub struct CashLink {
@@ -98,7 +106,13 @@ impl Intake {
             board,
             max_job_bytes: config.print.max_job_bytes,
             cash: None,
+            warnings: SharedLogLimiter::new(WARN_WINDOW, 32),
         }
+    }
+
+    /// `Some(suppressed)` when a warning for `reason` may be logged now.
+    fn warn_allowed(&self, reason: &'static str) -> Option<u64> {
+        self.warnings.check(reason, std::time::Instant::now())
     }
 
     /// Runs until `shutdown` or until the connection task ends.
@@ -165,11 +179,15 @@ impl Intake {
 
     fn handle(&self, p: &rumqttc::Publish, after: &mut After) -> Result<(), InboxError> {
         let Some(topic) = Topic::parse(&p.topic) else {
-            tracing::warn!(topic = %p.topic, "message on an unexpected topic ignored");
+            if let Some(suppressed) = self.warn_allowed("unexpected topic") {
+                tracing::warn!(topic = %p.topic, suppressed, "message on an unexpected topic ignored");
+            }
             return Ok(());
         };
         if topic.kiosk() != self.publisher.kiosk() {
-            tracing::warn!(topic = %p.topic, "message for another kiosk ignored");
+            if let Some(suppressed) = self.warn_allowed("another kiosk") {
+                tracing::warn!(topic = %p.topic, suppressed, "message for another kiosk ignored");
+            }
             return Ok(());
         }
         match topic.kind() {
@@ -253,10 +271,18 @@ impl Intake {
         after: &mut After,
     ) -> Result<(), InboxError> {
         let Some(job_id) = job_id else {
-            tracing::warn!(reason, "print message without a readable job id dropped");
+            if let Some(suppressed) = self.warn_allowed("no job id") {
+                tracing::warn!(
+                    reason,
+                    suppressed,
+                    "print message without a readable job id dropped"
+                );
+            }
             return Ok(());
         };
-        tracing::warn!(job_id = %job_id, reason, "job refused");
+        if let Some(suppressed) = self.warn_allowed("job refused") {
+            tracing::warn!(job_id = %job_id, reason, suppressed, "job refused");
+        }
         let rec = match self.inbox.refuse(job_id, state, reason)? {
             Admission::New(rec) | Admission::Duplicate(rec) => rec,
         };
@@ -285,13 +311,22 @@ impl Intake {
                 // Keeping them only means sending them again.
                 Err(e) => tracing::error!(error = %e, "could not delete acknowledged credits"),
             },
-            Err(e) => tracing::warn!(error = %e, "invalid cash ack ignored"),
+            Err(e) => {
+                if let Some(suppressed) = self.warn_allowed("invalid cash ack") {
+                    tracing::warn!(error = %e, suppressed, "invalid cash ack ignored");
+                }
+            }
         }
     }
 
     fn handle_cash_control(&self, payload: &[u8], after: &mut After) {
         if self.cash.is_none() {
-            tracing::warn!("cash control for a kiosk without an acceptor ignored");
+            if let Some(suppressed) = self.warn_allowed("no acceptor") {
+                tracing::warn!(
+                    suppressed,
+                    "cash control for a kiosk without an acceptor ignored"
+                );
+            }
             return;
         }
         match wire::decode::<CashControl>(payload, COMMAND_LIMIT) {
@@ -299,7 +334,11 @@ impl Intake {
                 tracing::debug!(action = ?control.action, session = ?control.session_id, "cash control");
                 after.controls.push(control);
             }
-            Err(e) => tracing::warn!(error = %e, "invalid cash control ignored"),
+            Err(e) => {
+                if let Some(suppressed) = self.warn_allowed("invalid cash control") {
+                    tracing::warn!(error = %e, suppressed, "invalid cash control ignored");
+                }
+            }
         }
     }
 
@@ -307,7 +346,9 @@ impl Intake {
         let cmd = match wire::decode::<Command>(payload, COMMAND_LIMIT) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "invalid command ignored");
+                if let Some(suppressed) = self.warn_allowed("invalid command") {
+                    tracing::warn!(error = %e, suppressed, "invalid command ignored");
+                }
                 return Ok(());
             }
         };
@@ -315,7 +356,13 @@ impl Intake {
             CommandKind::Ping => after.status = true,
             CommandKind::TestPrint { printer } => {
                 let Some(options) = self.printers.get(&printer) else {
-                    tracing::warn!(printer, "test print for an unknown printer ignored");
+                    if let Some(suppressed) = self.warn_allowed("unknown printer") {
+                        tracing::warn!(
+                            printer,
+                            suppressed,
+                            "test print for an unknown printer ignored"
+                        );
+                    }
                     return Ok(());
                 };
                 let page = render::test_page(&printer, options, self.publisher.kiosk().as_str());
