@@ -780,6 +780,26 @@ async fn connection_flood_is_rate_limited() {
 }
 
 /// `Debug` of configurations and errors never shows secrets.
+/// `mosquitto_pub` as backend: a `ping` command to `kiosk`, which a
+/// backend may send; panics when refused.
+async fn backend_pings(fleet: &TestFleet, kiosk: &str) {
+    let mut args = login(fleet, "backend", "backend-cmd");
+    args.extend([
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        format!("kiosk/{kiosk}/cmd"),
+        "-m".into(),
+        r#"{"v":1,"kind":"ping"}"#.into(),
+    ]);
+    let out = run("mosquitto_pub", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 const REFUSED_CLIENT_ID: &str = "kiosk_broker_refused_total{reason=\"client_id\"}";
 
 /// Issue 10, finding 1: a technician or backend login choosing a kiosk's
@@ -873,21 +893,7 @@ async fn backend_cannot_acknowledge_credits_or_control_the_acceptor() {
     }
     // A command the backend may send arrives, and it is the first thing
     // the kiosk sees: the forged ack and control never came.
-    let mut args = login(&fleet, "backend", "backend-cmd");
-    args.extend([
-        "-q".into(),
-        "1".into(),
-        "-t".into(),
-        "kiosk/k1/cmd".into(),
-        "-m".into(),
-        r#"{"v":1,"kind":"ping"}"#.into(),
-    ]);
-    let out = run("mosquitto_pub", &args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backend_pings(&fleet, "k1").await;
     let first = kiosk.next_message().await.expect("the command");
     assert!(first.starts_with("kiosk/k1/cmd "), "{first}");
     let _ = kiosk.child.kill().await;
@@ -1025,21 +1031,7 @@ async fn keep_alive_zero_connects_and_a_denied_filter_leaves_the_connection_open
     assert_eq!(metric(&fleet, ACL_SUBSCRIBE).await, before + 1);
     let job = fleet.create_job("kiosk-b", text_job("NOT-FOR-A\n")).await;
     fleet.wait_job(&job, "printed").await;
-    let mut args = login(&fleet, "backend", "backend-cmd");
-    args.extend([
-        "-q".into(),
-        "1".into(),
-        "-t".into(),
-        "kiosk/kiosk-a/cmd".into(),
-        "-m".into(),
-        r#"{"v":1,"kind":"ping"}"#.into(),
-    ]);
-    let out = run("mosquitto_pub", &args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backend_pings(&fleet, "kiosk-a").await;
     let first = nosy.next_message().await.expect("its own command");
     assert!(first.starts_with("kiosk/kiosk-a/cmd "), "{first}");
     let _ = nosy.child.kill().await;

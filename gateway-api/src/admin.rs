@@ -76,10 +76,10 @@ struct Provisioning<'a> {
     created_at: String,
 }
 
-fn role_of(credentials: &Path, kiosk: &KioskId) -> Result<Option<Role>, AdminError> {
+/// The credentials file, or `None` while it does not exist (no users yet).
+fn open_store(credentials: &Path) -> Result<Option<CredentialStore>, AdminError> {
     match CredentialStore::open(credentials) {
-        Ok(store) => Ok(store.role(kiosk.as_str())),
-        // A missing file has no users yet.
+        Ok(store) => Ok(Some(store)),
         Err(CredentialsError::Read { error, .. })
             if error.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -89,19 +89,15 @@ fn role_of(credentials: &Path, kiosk: &KioskId) -> Result<Option<Role>, AdminErr
     }
 }
 
+fn role_of(credentials: &Path, kiosk: &KioskId) -> Result<Option<Role>, AdminError> {
+    Ok(open_store(credentials)?.and_then(|store| store.role(kiosk.as_str())))
+}
+
 fn owning_role_user(
     credentials: &Path,
     kiosk: &KioskId,
 ) -> Result<Option<(String, Role)>, AdminError> {
-    match CredentialStore::open(credentials) {
-        Ok(store) => Ok(store.role_user_owning(kiosk.as_str())),
-        Err(CredentialsError::Read { error, .. })
-            if error.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(open_store(credentials)?.and_then(|store| store.role_user_owning(kiosk.as_str())))
 }
 
 fn write_secret(credentials: &Path, kiosk: &KioskId, out: &Path) -> Result<PathBuf, AdminError> {
