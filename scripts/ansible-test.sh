@@ -442,7 +442,7 @@ chroot --userspec="$k_uid:$k_gid" --groups="$k_groups" "$KIOSK" /usr/local/bin/k
 PIDS+=($!)
 online() { curl -sf -H "Authorization: Bearer $API_KEY" "$API/v1/kiosks/kiosk-1" | grep -q '"status":"online"'; }
 wait_for 30 "kiosk-1 online (its vault credentials were accepted)" online || { show_logs; die "kiosk-1 did not come online"; }
-mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u backend -P "$BACKEND_PW" -i ansible-test -q 1 -t kiosk/kiosk-1/cmd \
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u backend -P "$BACKEND_PW" -i backend-ansible-test -q 1 -t kiosk/kiosk-1/cmd \
   -m '{"v":1,"kind":"test_print","printer":"receipt"}' || { show_logs; die "mosquitto_pub test_print"; }
 printed() { grep -aq 'TEST PAGE' "$WORK/printer.bin" && grep -aq 'kiosk-1' "$WORK/printer.bin"; }
 wait_for 30 "test page printed" printed || { show_logs; die "no test page reached the printer"; }
