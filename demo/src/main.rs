@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  curl -s {http}/v1/print-jobs/{job_id} -H 'Authorization: Bearer {DEMO_API_KEY}'");
     println!("  curl -s {http}/v1/kiosks -H 'Authorization: Bearer {DEMO_API_KEY}'");
     println!(
-        "  mosquitto_sub -h {} -p {} -u technician -I technician- -P {DEMO_TECHNICIAN_PASSWORD} -v -t 'kiosk/+/#'",
+        "  mosquitto_sub -h {} -p {} -u technician -P {DEMO_TECHNICIAN_PASSWORD} -v -t 'kiosk/+/#'",
         mqtt.ip(),
         mqtt.port()
     );
