@@ -8,7 +8,9 @@
 //!
 //! 1. Latency of sequential jobs (one at a time): HTTP `202` received,
 //!    bytes at the printer, state `printed` readable over HTTP.
-//! 2. Throughput with 1 and 50 kiosks: jobs posted by 32 concurrent HTTP
+//! 2. Jobs accepted per second with 1, 32 and 128 concurrent HTTP clients
+//!    (`BENCH_ACCEPT` jobs each run, 0 skips).
+//! 3. Throughput with 1 and 50 kiosks: jobs posted by 32 concurrent HTTP
 //!    clients, until every job is `printed`.
 
 use std::sync::Arc;
@@ -165,6 +167,47 @@ async fn throughput(kiosks: usize, jobs: usize) {
     }
 }
 
+/// Jobs accepted per second (every `202` sent after its job was flushed)
+/// with `clients` concurrent HTTP clients posting `jobs` jobs to one kiosk,
+/// `online` and printing them meanwhile (its agent in this process) or
+/// offline (the jobs wait in the gateway: its acceptance alone).
+async fn accept_rate(clients: usize, jobs: usize, online: bool) {
+    let fleet = Arc::new(TestFleet::start(&["k1"]).await);
+    let printer = FakePrinter::start().await.expect("printer");
+    let agent = if online {
+        let agent = fleet.start_agent("k1", printer.addr()).await;
+        fleet.wait_kiosk("k1", "online").await;
+        Some(agent)
+    } else {
+        None
+    };
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let fleet = fleet.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < jobs {
+                fleet.create_job("k1", text_job("ACCEPT\n")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let elapsed = t0.elapsed();
+    let kiosk = if online { "online" } else { "offline" };
+    println!(
+        "  {clients:>3} HTTP clients, kiosk {kiosk:<7}: {jobs} jobs accepted in {:.2} s = {:.0} jobs/s",
+        elapsed.as_secs_f64(),
+        jobs as f64 / elapsed.as_secs_f64()
+    );
+    if let Some(agent) = agent {
+        agent.shutdown().await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; filters are not supported.
@@ -177,6 +220,17 @@ async fn main() {
     if seq > 0 {
         sequential(seq).await;
     }
-    throughput(1, jobs).await;
-    throughput(50, jobs).await;
+    let accept = env_usize("BENCH_ACCEPT", 4000);
+    if accept > 0 {
+        println!("jobs accepted (POST -> 202, each flushed first), one kiosk:");
+        for online in [false, true] {
+            for clients in [1, 32, 128] {
+                accept_rate(clients, accept, online).await;
+            }
+        }
+    }
+    if jobs > 0 {
+        throughput(1, jobs).await;
+        throughput(50, jobs).await;
+    }
 }

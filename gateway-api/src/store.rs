@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use kiosk_schemas::record::{self, RecordError};
 use kiosk_schemas::{JobId, JobState, KioskId, Presence, PrinterStatus, Timestamp};
+use kiosk_store::GroupCommit;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -40,6 +41,9 @@ pub enum StoreError {
     /// sled I/O or corruption.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// A flush failed: what it covered may not be durable.
+    #[error("store: {0}")]
+    Flush(kiosk_store::CommitError),
     /// A record could not be encoded or decoded.
     #[error("store record {key}: {source}")]
     Record {
@@ -411,6 +415,10 @@ pub struct Store {
     idempotency: sled::Tree,
     kiosks: sled::Tree,
     counts: Arc<StateCounts>,
+    /// Every [`Store::flush`] of every clone (and of the cash store, which
+    /// shares the database) goes through it: concurrent requests share one
+    /// fsync.
+    commit: GroupCommit,
 }
 
 impl Store {
@@ -427,6 +435,7 @@ impl Store {
             pending: db.open_tree("pending")?,
             idempotency: db.open_tree("idempotency")?,
             kiosks: db.open_tree("kiosks")?,
+            commit: GroupCommit::new(db.clone()),
             db,
             counts: Arc::default(),
         };
@@ -438,23 +447,19 @@ impl Store {
         Ok(store)
     }
 
-    /// Makes every change so far durable (fsync).
+    /// Makes every change the caller made so far durable (fsync): returns
+    /// after a flush that started after this call finished. Concurrent
+    /// callers share flushes ([`kiosk_store::GroupCommit`]).
     ///
     /// # Errors
-    /// [`StoreError::Sled`] on I/O failure: nothing may be acknowledged then.
+    /// [`StoreError::Flush`] on I/O failure: nothing may be acknowledged then.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        // Not `flush_async`: in sled 0.34 it runs the waiting flush on sled's
-        // own IO thread pool, and concurrent flushes can starve the pool of
-        // the threads that do the writing they wait for (sled issue #1308;
-        // seen here as a hang under concurrent HTTP requests). A blocking
-        // flush on tokio's blocking pool leaves sled's pool free.
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| {
-                StoreError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))
-            })??;
-        Ok(())
+        self.commit.commit().await.map_err(StoreError::Flush)
+    }
+
+    /// Flushes started so far (each covers every write made before it).
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
     }
 
     /// The sled database, for other stores sharing the directory.
