@@ -73,8 +73,9 @@ impl Done {
     }
 }
 
-struct Inner<F> {
-    target: F,
+/// The shared state; the flush target is kept apart (see
+/// [`GroupCommit`]), so a finished flush holds no reference to it.
+struct Inner {
     /// The last ticket handed out.
     tickets: AtomicU64,
     /// A flush is running.
@@ -84,13 +85,17 @@ struct Inner<F> {
     done: watch::Sender<Done>,
 }
 
-impl<F: Flush> Inner<F> {
-    /// One flush covering every ticket handed out before it starts; runs
-    /// on the blocking pool.
-    fn flush_once(&self) {
+impl Inner {
+    /// One flush of `target` covering every ticket handed out before it
+    /// starts; runs on the blocking pool.
+    fn flush_once<F: Flush>(&self, target: Arc<F>) {
         let covers = self.tickets.load(Ordering::SeqCst);
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        let result = self.target.flush();
+        let result = target.flush();
+        // Let go of the target before anyone hears of the flush: once the
+        // last commit returned, only its owner holds the database, which
+        // can then be closed and reopened at once.
+        drop(target);
         // Free the leadership before announcing: a writer woken by the
         // announcement whose ticket is not covered starts the next flush.
         self.flushing.store(false, Ordering::SeqCst);
@@ -112,12 +117,14 @@ impl<F: Flush> Inner<F> {
 /// Group commit over a [`Flush`] target; see the module docs. Cheap to
 /// clone (one `Arc`).
 pub struct GroupCommit<F = sled::Db> {
-    inner: Arc<Inner<F>>,
+    target: Arc<F>,
+    inner: Arc<Inner>,
 }
 
 impl<F> Clone for GroupCommit<F> {
     fn clone(&self) -> Self {
         GroupCommit {
+            target: self.target.clone(),
             inner: self.inner.clone(),
         }
     }
@@ -136,8 +143,8 @@ impl<F: Flush> GroupCommit<F> {
     /// Group commit for `target`.
     pub fn new(target: F) -> Self {
         GroupCommit {
+            target: Arc::new(target),
             inner: Arc::new(Inner {
-                target,
                 tickets: AtomicU64::new(0),
                 flushing: AtomicBool::new(false),
                 flushes: AtomicU64::new(0),
@@ -160,9 +167,11 @@ impl<F: Flush> GroupCommit<F> {
                 return outcome;
             }
             if !self.inner.flushing.swap(true, Ordering::SeqCst) {
-                let inner = self.inner.clone();
+                let (inner, target) = (self.inner.clone(), self.target.clone());
                 // Runs to the end even if this future is dropped.
-                drop(tokio::task::spawn_blocking(move || inner.flush_once()));
+                drop(tokio::task::spawn_blocking(move || {
+                    inner.flush_once(target)
+                }));
             }
             // The sender lives in `inner`, which `self` keeps alive.
             if done.changed().await.is_err() {
@@ -281,6 +290,19 @@ mod tests {
         abandoned.abort();
         let _ = abandoned.await;
         assert_eq!(commit.commit().await, Ok(()));
+    }
+
+    /// Once a commit returned, no flush holds the target: its owner can
+    /// close it (a sled database reopens only after every handle is gone).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_returned_commit_leaves_no_flush_holding_the_target() {
+        let recorder = Arc::new(Recorder::default());
+        for _ in 0..50 {
+            let commit = GroupCommit::new(recorder.clone());
+            commit.commit().await.unwrap();
+            let held = Arc::strong_count(&commit.target);
+            assert_eq!(held, 1, "a flush still holds the target");
+        }
     }
 
     #[test]
