@@ -55,12 +55,9 @@ impl RumqttdRoutine {
         RumqttdRoutine { show }
     }
 
-    /// True when `event` (with this metadata and message) is passed.
-    pub fn passes(&self, metadata: &Metadata<'_>, message: &str) -> bool {
-        self.show
-            || !metadata.target().starts_with("rumqttd")
-            || *metadata.level() != Level::ERROR
-            || !RUMQTTD_ROUTINE.contains(&message)
+    /// True when events with `metadata` may be routine ones to drop.
+    fn applies(&self, metadata: &Metadata<'_>) -> bool {
+        !self.show && metadata.target().starts_with("rumqttd") && *metadata.level() == Level::ERROR
     }
 }
 
@@ -88,16 +85,12 @@ impl<S> Filter<S> for RumqttdRoutine {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
-        let metadata = event.metadata();
-        if self.show
-            || !metadata.target().starts_with("rumqttd")
-            || *metadata.level() != Level::ERROR
-        {
+        if !self.applies(event.metadata()) {
             return true;
         }
         let mut message = Message::default();
         event.record(&mut message);
-        self.passes(metadata, &message.0)
+        !RUMQTTD_ROUTINE.contains(&message.0.as_str())
     }
 }
 

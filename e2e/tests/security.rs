@@ -712,17 +712,10 @@ async fn limits_refuse_abuse_while_legitimate_kiosks_keep_working() {
     // refused (0x04), then the address is throttled (0x05), even with the
     // right password.
     for _ in 0..3 {
-        let mut args = login(&fleet, "technician", "technician-guesser");
-        args[9] = "guess".into();
-        args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
-        let out = run("mosquitto_sub", &args).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = technician_login(&fleet, "technician-guesser", Some("guess")).await;
         assert!(stderr.contains("bad user name or password"), "{stderr}");
     }
-    let mut args = login(&fleet, "technician", "technician-guesser");
-    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
-    let out = run("mosquitto_sub", &args).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = technician_login(&fleet, "technician-guesser", None).await;
     assert!(stderr.contains("not authori"), "{stderr}");
     assert_eq!(
         metric(
@@ -780,6 +773,19 @@ async fn connection_flood_is_rate_limited() {
 }
 
 /// `Debug` of configurations and errors never shows secrets.
+/// One `mosquitto_sub` login as the technician with `client_id`, with
+/// `password` instead of the right one if given, waiting for one message;
+/// returns what it printed on stderr (why it was refused).
+async fn technician_login(fleet: &TestFleet, client_id: &str, password: Option<&str>) -> String {
+    let mut args = login(fleet, "technician", client_id);
+    if let Some(password) = password {
+        args[9] = password.into();
+    }
+    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
+    let out = run("mosquitto_sub", &args).await;
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `mosquitto_pub` as backend: a `ping` command to `kiosk`, which a
 /// backend may send; panics when refused.
 async fn backend_pings(fleet: &TestFleet, kiosk: &str) {
@@ -909,19 +915,12 @@ async fn a_guesser_at_one_address_does_not_lock_out_another_user_there() {
     opts.broker_extra = "failed_logins_per_minute = 3\n".into();
     let fleet = TestFleet::start_with(opts).await;
     for _ in 0..3 {
-        let mut args = login(&fleet, "technician", "technician-guest");
-        args[9] = "guess".into();
-        args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
-        let out = run("mosquitto_sub", &args).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = technician_login(&fleet, "technician-guest", Some("guess")).await;
         assert!(stderr.contains("bad user name or password"), "{stderr}");
     }
     // The technician at 127.0.0.1 is throttled now, even with the right
     // password...
-    let mut args = login(&fleet, "technician", "technician-guest");
-    args.extend(["-t".into(), "kiosk/#".into(), "-C".into(), "1".into()]);
-    let out = run("mosquitto_sub", &args).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = technician_login(&fleet, "technician-guest", None).await;
     assert!(stderr.contains("not authori"), "{stderr}");
     // ...the kiosk and the backend at the same address are not.
     let printer = FakePrinter::start().await.unwrap();
