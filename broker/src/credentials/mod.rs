@@ -67,8 +67,9 @@ pub const MAX_USER_LEN: usize = 64;
 /// id rule of [`Role::Kiosk`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// A kiosk (Raspberry Pi). Its user name is its [`KioskId`] and its MQTT
-    /// client id must equal its user name.
+    /// A kiosk (Raspberry Pi). Its user name is its
+    /// [`KioskId`](kiosk_schemas::KioskId) and its MQTT client id must
+    /// equal its user name.
     Kiosk,
     /// The gateway's own MQTT client.
     Gateway,
