@@ -16,8 +16,8 @@
 use std::path::Path;
 
 use chrono::Utc;
-use kiosk_schemas::record::{self, RecordError};
 use kiosk_schemas::{JobId, PrintJob, Timestamp};
+use kiosk_store::record::{self, RecordError};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};

@@ -9,7 +9,8 @@
 //! 1. Latency of sequential jobs (one at a time): HTTP `202` received,
 //!    bytes at the printer, state `printed` readable over HTTP.
 //! 2. Jobs accepted per second with 1, 32 and 128 concurrent HTTP clients
-//!    (`BENCH_ACCEPT` jobs each run, 0 skips).
+//!    (`BENCH_ACCEPT` jobs each run, 0 skips; `BENCH_CLIENTS=32` and
+//!    `BENCH_KIOSK=offline` pick runs).
 //! 3. Throughput with 1 and 50 kiosks: jobs posted by 32 concurrent HTTP
 //!    clients, until every job is `printed`.
 
@@ -208,6 +209,14 @@ async fn accept_rate(clients: usize, jobs: usize, online: bool) {
     }
 }
 
+/// A comma-separated list of numbers from the environment, or `default`.
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; filters are not supported.
@@ -223,8 +232,13 @@ async fn main() {
     let accept = env_usize("BENCH_ACCEPT", 4000);
     if accept > 0 {
         println!("jobs accepted (POST -> 202, each flushed first), one kiosk:");
+        let clients = env_list("BENCH_CLIENTS", &[1, 32, 128]);
+        let kiosk = std::env::var("BENCH_KIOSK").unwrap_or_default();
         for online in [false, true] {
-            for clients in [1, 32, 128] {
+            if !kiosk.is_empty() && kiosk != if online { "online" } else { "offline" } {
+                continue;
+            }
+            for &clients in &clients {
                 accept_rate(clients, accept, online).await;
             }
         }

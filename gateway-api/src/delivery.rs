@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kiosk_schemas::{Document, JobId, JobState, KioskId, PrintJob, Topic, V1, wire};
+use kiosk_schemas::{JobId, JobState, KioskId, Topic};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliveryConfig;
+use crate::echo::Echoes;
 use crate::fleet::Fleet;
 use crate::mqtt::MqttLink;
 use crate::store::{JobRecord, ReportOutcome, Source, Store, StoreError};
@@ -43,16 +44,19 @@ pub struct Delivery {
     config: DeliveryConfig,
     retention: Duration,
     last_sent: Mutex<HashMap<JobId, Instant>>,
+    echoes: Arc<Echoes>,
 }
 
 impl Delivery {
-    /// A deliverer over the given store, registry and MQTT link.
+    /// A deliverer over the given store, registry and MQTT link; what it
+    /// publishes is remembered in `echoes`.
     pub fn new(
         store: Store,
         fleet: Arc<Fleet>,
         link: MqttLink,
         config: DeliveryConfig,
         retention: Duration,
+        echoes: Arc<Echoes>,
     ) -> Self {
         Delivery {
             store,
@@ -61,43 +65,38 @@ impl Delivery {
             config,
             retention,
             last_sent: Mutex::default(),
+            echoes,
         }
     }
 
-    /// Publishes a stored job to `kiosk/<id>/print` (QoS 1, not retained).
-    /// Returns false when it could not be enqueued (it stays pending and the
-    /// timer tries again) or has no content.
+    /// Publishes a stored job's wire bytes to `kiosk/<id>/print` (QoS 1,
+    /// not retained). Returns false when it could not be enqueued (it stays
+    /// pending and the timer tries again) or has no content.
     pub fn send(&self, rec: &JobRecord) -> bool {
-        let Some(doc) = rec.document.as_deref() else {
-            return false;
-        };
-        let document: Document = match serde_json::from_str(doc) {
-            Ok(d) => d,
+        match self.store.payload(&rec.job_id) {
+            Ok(Some(payload)) => self.publish(&rec.kiosk_id, &rec.job_id, payload.to_vec()),
+            Ok(None) => false,
             Err(e) => {
-                tracing::error!(job_id = %rec.job_id, error = %e, "stored document unreadable");
-                return false;
+                tracing::error!(job_id = %rec.job_id, error = %e, "stored job unreadable");
+                false
             }
-        };
-        let job = PrintJob {
-            v: V1,
-            job_id: rec.job_id.clone(),
-            printer: rec.printer.clone(),
-            document,
-            copies: rec.copies,
-            created_at: rec.created_at,
-            expires_at: rec.expires_at,
-        };
-        match self
-            .link
-            .publish(&Topic::print(&rec.kiosk_id), false, wire::encode(&job))
-        {
+        }
+    }
+
+    /// Publishes `payload`, the wire bytes of job `job_id` as stored, to
+    /// `kiosk/<kiosk>/print` (QoS 1, not retained), and remembers it so
+    /// its echo is recognised ([`Echoes`]). Returns false when it could not
+    /// be enqueued: it stays pending and the timer tries again.
+    pub fn publish(&self, kiosk: &KioskId, job_id: &JobId, payload: Vec<u8>) -> bool {
+        self.echoes.published(&payload);
+        match self.link.publish(&Topic::print(kiosk), false, payload) {
             Ok(()) => {
-                self.sent_now(&rec.job_id);
-                tracing::debug!(job_id = %rec.job_id, kiosk = %rec.kiosk_id, "job published");
+                self.sent_now(job_id);
+                tracing::debug!(job_id = %job_id, kiosk = %kiosk, "job published");
                 true
             }
             Err(e) => {
-                tracing::debug!(job_id = %rec.job_id, error = %e, "job not published now; will retry");
+                tracing::debug!(job_id = %job_id, error = %e, "job not published now; will retry");
                 false
             }
         }

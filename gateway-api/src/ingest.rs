@@ -43,6 +43,7 @@ use crate::cash::live::{Live, LiveEvent};
 use crate::cash::resend::{self, send_controls};
 use crate::cash::store::{CashStore, ConfirmOutcome};
 use crate::cash::{CreditEffect, SessionState};
+use crate::echo::Echoes;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, MqttLink};
@@ -98,6 +99,8 @@ pub struct Ingest {
     pub live: Arc<Live>,
     /// Rate limit of the warnings about unusable messages.
     pub warnings: WarnLimit,
+    /// The jobs delivery published, whose echoes need no handling.
+    pub echoes: Arc<Echoes>,
 }
 
 /// What to do once a batch is flushed.
@@ -119,6 +122,10 @@ struct After {
     live: Vec<(String, LiveEvent)>,
     /// Webhooks were queued.
     webhooks: bool,
+    /// Something may have been written to the store: flush before
+    /// acknowledging. A batch of only echoes of our own jobs, unusable
+    /// messages and duplicates needs no flush.
+    stored: bool,
 }
 
 impl Ingest {
@@ -166,7 +173,9 @@ impl Ingest {
             after.webhooks |= !events.is_empty();
             after.live.extend(events);
         }
-        if let Err(e) = self.store.flush().await {
+        if after.stored
+            && let Err(e) = self.store.flush().await
+        {
             tracing::error!(error = %e, "store flush failed; nothing acknowledged");
             return;
         }
@@ -221,6 +230,13 @@ impl Ingest {
             return Ok(());
         };
         let kiosk = topic.kiosk();
+        if topic.kind() == TopicKind::Print && self.echoes.take(&p.payload) {
+            // Our own publish: stored and flushed before it was sent.
+            self.metrics.echo();
+            return Ok(());
+        }
+        // Conservative: every branch below that reaches the store may write.
+        after.stored = true;
         match topic.kind() {
             TopicKind::Status => {
                 if p.payload.is_empty() {
@@ -267,7 +283,7 @@ impl Ingest {
                 }
             }
             TopicKind::Print => match wire::decode::<PrintJob>(&p.payload, self.max_job_bytes) {
-                Ok(job) => match self.store.record_mqtt_job(kiosk, &job)? {
+                Ok(job) => match self.store.record_mqtt_job(kiosk, &job, &p.payload)? {
                     MqttJobOutcome::Recorded => {
                         self.metrics.job_created("mqtt");
                         tracing::info!(job_id = %job.job_id, kiosk = %kiosk, "recorded job published over MQTT");

@@ -15,6 +15,7 @@ pub mod api_keys;
 pub mod cash;
 pub mod config;
 pub mod delivery;
+pub mod echo;
 pub mod error;
 pub mod fleet;
 pub mod http_server;
@@ -179,12 +180,14 @@ impl Gateway {
         if let Some(handle) = &broker {
             metrics.attach_broker(handle.metrics());
         }
+        let echoes = Arc::new(echo::Echoes::default());
         let delivery = Arc::new(delivery::Delivery::new(
             store.clone(),
             fleet.clone(),
             link.clone(),
             config.delivery.clone(),
             config.store.retention,
+            echoes.clone(),
         ));
 
         let webhooks = cash::webhooks::Webhooks::open(&store, config.webhooks.url.is_some())?;
@@ -213,6 +216,7 @@ impl Gateway {
             cash: cash_store.clone(),
             live: live.clone(),
             warnings: ingest::WarnLimit::default(),
+            echoes,
         };
         tasks.spawn(ingest.run(inbound_rx, shutdown.clone()));
         tasks.spawn(

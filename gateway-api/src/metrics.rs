@@ -9,6 +9,7 @@
 //! | `kiosk_presence_transitions_total{to,reason}` | counter | kiosks going `online` (reason `status`) or `offline` (reason `will`: an `offline` of its current connection, the last will or a clean shutdown; `heartbeat_timeout`: three heartbeats without a message) |
 //! | `kiosk_presence_stale_wills_ignored_total` | counter | `offline` statuses ignored because they name an earlier connection than the kiosk's current one |
 //! | `kiosk_mqtt_rejected_total{reason}` | counter | MQTT messages the gateway could not use |
+//! | `kiosk_mqtt_echoes_total` | counter | the gateway's own job publishes received back on `kiosk/+/print` and acknowledged without decoding ([`crate::echo`]) |
 //! | `kiosk_mqtt_connected` | gauge | 1 while the gateway's own MQTT session is up |
 //! | `kiosk_cash_credits_total{outcome}` | counter | cash credits received from kiosks: `session` (applied to the open session it was taken for), `late` (applied to its session after that stopped being open: change or refund), `unassigned` (kept as unassigned), `duplicate` (seen before, not counted again) |
 //! | `kiosk_cash_states_total{outcome}` | counter | `cash/state` messages from kiosks: `confirmed` (end of acceptance stored on its session), `duplicate` (held already), `enabled` (the kiosk is accepting), `unknown_session` (no such session of that kiosk), `no_session` (the kiosk has none) |
@@ -87,6 +88,7 @@ pub struct Metrics {
     resolved: Family<ActionLabel, Counter>,
     transitions: Family<TransitionLabel, Counter>,
     stale_wills: Counter,
+    echoes: Counter,
 }
 
 /// Exposes the embedded broker's counters as `kiosk_broker_*`.
@@ -266,8 +268,15 @@ impl Metrics {
             "offline statuses ignored because they name an earlier connection of the kiosk",
             stale_wills.clone(),
         );
+        let echoes = Counter::default();
+        registry.register(
+            "mqtt_echoes",
+            "the gateway's own job publishes received back and acknowledged without decoding",
+            echoes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            echoes,
             transitions,
             stale_wills,
             credits,
@@ -315,6 +324,11 @@ impl Metrics {
     /// Counts an `offline` of an earlier connection, ignored.
     pub fn stale_will(&self) {
         self.stale_wills.inc();
+    }
+
+    /// Counts an echo of one of the gateway's own job publishes.
+    pub fn echo(&self) {
+        self.echoes.inc();
     }
 
     /// Counts an unusable MQTT message (`malformed`, `oversized`, `unknown_topic`, ...).

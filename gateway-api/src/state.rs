@@ -13,10 +13,12 @@
 //! forward: `queued` < `received` < terminal. Terminal states are final; a
 //! second, different terminal report is a conflict that is logged and ignored
 //! (the first outcome is what happened on paper). One exception lives in
-//! [`crate::store::JobRecord::apply`]: an `expired` the gateway inferred
+//! [`JobRecord::apply`]: an `expired` the gateway inferred
 //! itself is replaced by whatever the kiosk later reports.
 
-use kiosk_schemas::JobState;
+use kiosk_schemas::{JobState, Timestamp};
+
+use crate::store::{ByteCounts, JobRecord, Source, Transition};
 
 /// What applying a reported state to a job's current state does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,38 @@ pub fn step(current: JobState, reported: JobState) -> Step {
 /// `queued` until it is received, `received` to ask for the outcome.
 pub fn wants_delivery(state: JobState) -> bool {
     !state.is_terminal()
+}
+
+impl JobRecord {
+    /// Applies a state report; returns what happened. Pure. `bytes` is
+    /// kept only with a `failed` state.
+    pub fn apply(
+        &mut self,
+        reported: JobState,
+        at: Timestamp,
+        reason: Option<String>,
+        bytes: Option<ByteCounts>,
+        source: Source,
+    ) -> Step {
+        let current = if self.gateway_expired && source == Source::Kiosk {
+            JobState::Queued
+        } else {
+            self.state
+        };
+        let step = step(current, reported);
+        if let Step::Advance(next) = step {
+            self.state = next;
+            self.reason = reason.clone();
+            self.bytes = bytes.filter(|_| next == JobState::Failed);
+            self.gateway_expired = source == Source::Gateway && next == JobState::Expired;
+            self.history.push(Transition {
+                state: next,
+                at,
+                reason,
+            });
+        }
+        step
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
-//! Shared vocabulary of kiosk-fleet: topic names, the JSON messages that travel
-//! on them, and the postcard framing of records kept in sled.
+//! Shared vocabulary of kiosk-fleet: topic names and the JSON messages that
+//! travel on them (records kept in sled are `kiosk-store`'s).
 //!
 //! - [`topic`]: [`Topic`] and its constructors, one per topic of DESIGN.md.
 //! - [`print`], [`status`], [`cash`], [`command`]: one file per message family.
 //! - [`wire`]: JSON encode/decode with errors that name the offending field.
-//! - [`record`]: postcard records behind a one-byte version tag.
 //!
 //! Every wire message carries `"v": 1` ([`V1`]), unknown fields are ignored,
 //! money is an integer count of minor units plus an ISO 4217 code, and times
@@ -17,7 +16,6 @@ pub mod id;
 pub mod log_limit;
 pub mod mqtt_url;
 pub mod print;
-pub mod record;
 pub mod schema;
 pub mod secret;
 pub mod settings;

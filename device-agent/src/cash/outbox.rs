@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use kiosk_schemas::record::{self, RecordError};
 use kiosk_schemas::{CashEvent, CashState, CreditKind, Currency, Timestamp, V1};
+use kiosk_store::record::{self, RecordError};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;

@@ -45,7 +45,7 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use kiosk_schemas::Timestamp;
 use kiosk_schemas::backoff::Backoff;
-use kiosk_schemas::record;
+use kiosk_store::record;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use kiosk_schemas::{Document, JobId, JobState, KioskId, PrintJob, Timestamp, V1, wire};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::{AppState, Caller};
@@ -85,8 +86,9 @@ pub struct JobView {
     pub reprint_of: Option<JobId>,
     /// Every state with its time, oldest first.
     pub history: Vec<HistoryView>,
-    /// The document, when known.
-    pub document: Option<serde_json::Value>,
+    /// The document, when known: the `document` of the job's wire bytes,
+    /// as stored.
+    pub document: Option<Box<RawValue>>,
 }
 
 /// One history entry.
@@ -101,13 +103,24 @@ pub struct HistoryView {
     pub reason: Option<String>,
 }
 
-impl From<JobRecord> for JobView {
-    fn from(r: JobRecord) -> Self {
+/// The `document` of a job's wire bytes, without parsing it.
+fn document_of(payload: &[u8]) -> Option<Box<RawValue>> {
+    #[derive(Deserialize)]
+    struct Job<'a> {
+        #[serde(borrow)]
+        document: &'a RawValue,
+    }
+    serde_json::from_slice::<Job<'_>>(payload)
+        .ok()
+        .map(|j| j.document.to_owned())
+}
+
+impl JobView {
+    /// The view of `r`, whose wire bytes are `payload` (`None` while the
+    /// gateway has not seen the job's content).
+    pub fn new(r: JobRecord, payload: Option<&[u8]>) -> Self {
         JobView {
-            document: r
-                .document
-                .as_deref()
-                .and_then(|d| serde_json::from_str(d).ok()),
+            document: payload.and_then(document_of),
             job_id: r.job_id,
             kiosk_id: r.kiosk_id,
             printer: r.printer,
@@ -213,23 +226,31 @@ fn known_kiosk(app: &AppState, raw: &str) -> Result<KioskId, ApiError> {
     }
 }
 
-/// Validates, stores (flushed) and publishes a new job.
+/// Stores (flushed) and publishes a new job whose wire bytes are `payload`.
 async fn submit(
     app: &AppState,
     record: JobRecord,
+    payload: Vec<u8>,
     idempotency: Option<(&str, [u8; 32])>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let outcome = app.store.create_job(record, idempotency)?;
+    let outcome = app.store.create_job(record, &payload, idempotency)?;
     match outcome {
         CreateOutcome::Created(rec) => {
             // Durable before we say 202: a crash after this line loses nothing.
             app.store.flush().await?;
             app.metrics.job_created("http");
             tracing::info!(job_id = %rec.job_id, kiosk = %rec.kiosk_id, printer = %rec.printer, "job accepted");
-            app.delivery.send(&rec);
-            Ok((StatusCode::ACCEPTED, Json(rec.into())))
+            let view = JobView::new(rec.clone(), Some(&payload));
+            app.delivery.publish(&rec.kiosk_id, &rec.job_id, payload);
+            Ok((StatusCode::ACCEPTED, Json(view)))
         }
-        CreateOutcome::Replayed(rec) => Ok((StatusCode::ACCEPTED, Json(rec.into()))),
+        CreateOutcome::Replayed(rec) => {
+            let payload = app.store.payload(&rec.job_id)?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(JobView::new(rec, payload.as_deref())),
+            ))
+        }
         CreateOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused(
             idempotency.map(|(k, _)| k.to_owned()).unwrap_or_default(),
         )),
@@ -248,7 +269,6 @@ struct QueuedJob {
     job_id: JobId,
     kiosk_id: KioskId,
     printer: String,
-    document: Option<String>,
     copies: u8,
     expires_at: Timestamp,
     api_key: String,
@@ -262,7 +282,6 @@ fn queued(j: QueuedJob) -> JobRecord {
         job_id: j.job_id,
         kiosk_id: j.kiosk_id,
         printer: j.printer,
-        document: j.document,
         copies: j.copies,
         created_at: j.now,
         expires_at: Some(j.expires_at),
@@ -290,8 +309,9 @@ fn request_hash(kiosk: &KioskId, body: &[u8]) -> [u8; 32] {
 }
 
 /// Builds the wire job for a record and checks it, so nothing is stored
-/// that a kiosk would refuse.
-fn check_job(app: &AppState, rec: &JobRecord, document: Document) -> Result<(), ApiError> {
+/// that a kiosk would refuse; returns its wire bytes, which are stored
+/// and published as they are.
+fn check_job(app: &AppState, rec: &JobRecord, document: Document) -> Result<Vec<u8>, ApiError> {
     let job = PrintJob {
         v: V1,
         job_id: rec.job_id.clone(),
@@ -302,14 +322,15 @@ fn check_job(app: &AppState, rec: &JobRecord, document: Document) -> Result<(), 
         expires_at: rec.expires_at,
     };
     job.validate().map_err(ApiError::InvalidRequest)?;
-    let size = wire::encode(&job).len();
+    let payload = wire::encode(&job);
+    let size = payload.len();
     let limit = app.config.delivery.max_job_bytes;
     if size > limit {
         return Err(ApiError::PayloadTooLarge(format!(
             "print job is {size} bytes as JSON, limit {limit} bytes"
         )));
     }
-    Ok(())
+    Ok(payload)
 }
 
 /// `POST /v1/kiosks/{kiosk_id}/print-jobs`, body [`CreatePrintJob`],
@@ -341,16 +362,15 @@ pub async fn create(
         job_id: req.job_id.unwrap_or_else(new_job_id),
         kiosk_id: kiosk.clone(),
         printer: req.printer,
-        document: serde_json::to_string(&req.document).ok(),
         copies: req.copies.unwrap_or(1),
         expires_at,
         api_key: caller.0,
         reprint_of: None,
         now,
     });
-    check_job(&app, &record, req.document)?;
+    let payload = check_job(&app, &record, req.document)?;
     let hash = request_hash(&kiosk, &body);
-    submit(&app, record, key.as_deref().map(|k| (k, hash))).await
+    submit(&app, record, payload, key.as_deref().map(|k| (k, hash))).await
 }
 
 /// `GET /v1/print-jobs/{job_id}` → `200` [`JobView`] with the history of
@@ -364,7 +384,8 @@ pub async fn get(
 ) -> Result<Json<JobView>, ApiError> {
     let id = JobId::new(job_id.as_str()).map_err(|_| ApiError::JobNotFound(job_id.clone()))?;
     let rec = app.store.job(&id)?.ok_or(ApiError::JobNotFound(job_id))?;
-    Ok(Json(rec.into()))
+    let payload = app.store.payload(&id)?;
+    Ok(Json(JobView::new(rec, payload.as_deref())))
 }
 
 /// `POST /v1/print-jobs/{job_id}/reprint`, optional body [`Reprint`],
@@ -390,30 +411,30 @@ pub async fn reprint(
     } else {
         parse_json(&body)?
     };
-    let Some(doc_json) = original.document.clone() else {
+    let Some(payload) = app.store.payload(&id)? else {
         return Err(ApiError::Conflict(
             "the job's document is unknown to the gateway; it cannot be reprinted".to_owned(),
         ));
     };
-    let document: Document = serde_json::from_str(&doc_json)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored document of {id}: {e}")))?;
+    let document = serde_json::from_slice::<PrintJob>(&payload)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored job {id}: {e}")))?
+        .document;
     let now = Utc::now();
     let expires_at = expiry(&app, req.expires_in_s, now)?;
     let record = queued(QueuedJob {
         job_id: new_job_id(),
         kiosk_id: original.kiosk_id.clone(),
         printer: original.printer.clone(),
-        document: Some(doc_json),
         copies: req.copies.unwrap_or(original.copies),
         expires_at,
         api_key: caller.0,
         reprint_of: Some(original.job_id.clone()),
         now,
     });
-    check_job(&app, &record, document)?;
+    let payload = check_job(&app, &record, document)?;
     let mut hashed = b"reprint:".to_vec();
     hashed.extend_from_slice(original.job_id.as_str().as_bytes());
     hashed.extend_from_slice(&body);
     let hash = request_hash(&original.kiosk_id, &hashed);
-    submit(&app, record, key.as_deref().map(|k| (k, hash))).await
+    submit(&app, record, payload, key.as_deref().map(|k| (k, hash))).await
 }

@@ -9,6 +9,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::StoreError;
+
 /// Why a stored record could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -52,6 +54,37 @@ pub fn decode<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, Recor
         });
     }
     Ok(postcard::from_bytes(body)?)
+}
+
+/// [`encode`], with an error that names the record `key`.
+///
+/// # Errors
+/// [`StoreError::Record`].
+pub fn encode_keyed<T: Serialize>(
+    version: u8,
+    key: &str,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    encode(version, value).map_err(|source| StoreError::Record {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// [`decode`], with an error that names the record `key` (bytes shown as
+/// UTF-8, lossily).
+///
+/// # Errors
+/// [`StoreError::Record`].
+pub fn decode_keyed<T: DeserializeOwned>(
+    version: u8,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    decode(version, bytes).map_err(|source| StoreError::Record {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

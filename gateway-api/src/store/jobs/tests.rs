@@ -1,0 +1,411 @@
+//! Tests of the job store.
+
+use super::*;
+use crate::store::tests::reopen;
+use chrono::Utc;
+use kiosk_store::record;
+
+fn k(s: &str) -> KioskId {
+    KioskId::new(s).unwrap()
+}
+fn j(s: &str) -> JobId {
+    JobId::new(s).unwrap()
+}
+
+/// Wire bytes of a job, as the tests store them.
+const PAYLOAD: &[u8] =
+    br#"{"v":1,"job_id":"x","printer":"receipt","document":{"kind":"text","text":"x"}}"#;
+
+fn job(id: &str, kiosk: &str) -> JobRecord {
+    let now = Utc::now();
+    JobRecord {
+        job_id: j(id),
+        kiosk_id: k(kiosk),
+        printer: "receipt".into(),
+        copies: 1,
+        created_at: now,
+        expires_at: Some(now + chrono::Duration::hours(1)),
+        state: JobState::Queued,
+        reason: None,
+        history: vec![Transition {
+            state: JobState::Queued,
+            at: now,
+            reason: None,
+        }],
+        origin: Origin::Http {
+            api_key: "test".into(),
+        },
+        reprint_of: None,
+        accepted_at: now,
+        gateway_expired: false,
+        bytes: None,
+    }
+}
+
+#[test]
+fn create_idempotency_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let a = s
+            .create_job(job("a", "k1"), PAYLOAD, Some(("key-1", [1; 32])))
+            .unwrap();
+        assert!(matches!(a, CreateOutcome::Created(_)));
+        // Same key, same request: same job, not a new one.
+        let b = s
+            .create_job(job("b", "k1"), PAYLOAD, Some(("key-1", [1; 32])))
+            .unwrap();
+        assert!(matches!(b, CreateOutcome::Replayed(ref r) if r.job_id.as_str() == "a"));
+        // Same key, other request.
+        let c = s
+            .create_job(job("c", "k1"), PAYLOAD, Some(("key-1", [2; 32])))
+            .unwrap();
+        assert!(matches!(c, CreateOutcome::KeyReused));
+        // Same key on another kiosk is another key.
+        let d = s
+            .create_job(job("d", "k2"), PAYLOAD, Some(("key-1", [2; 32])))
+            .unwrap();
+        assert!(matches!(d, CreateOutcome::Created(_)));
+        assert!(matches!(
+            s.create_job(job("a", "k1"), PAYLOAD, None).unwrap(),
+            CreateOutcome::JobIdTaken
+        ));
+        assert!(s.job(&j("b")).unwrap().is_none());
+        assert_eq!(s.counts().get(JobState::Queued), 2);
+    }
+    let s = reopen(dir.path());
+    assert_eq!(s.counts().get(JobState::Queued), 2);
+    assert_eq!(s.pending(None).unwrap().len(), 2);
+    assert_eq!(s.pending(Some(&k("k1"))).unwrap(), vec![(k("k1"), j("a"))]);
+    assert_eq!(s.pending_count(&k("k2")), 1);
+}
+
+#[test]
+fn reports_move_forward_only_and_clear_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job("a", "k1"), PAYLOAD, None).unwrap();
+    let now = Utc::now();
+    let r = s
+        .apply_report(
+            &k("k1"),
+            &j("a"),
+            JobState::Received,
+            now,
+            None,
+            None,
+            Source::Kiosk,
+        )
+        .unwrap();
+    assert!(matches!(
+        r,
+        ReportOutcome::Applied {
+            from: Some(JobState::Queued),
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.apply_report(
+            &k("k1"),
+            &j("a"),
+            JobState::Received,
+            now,
+            None,
+            None,
+            Source::Kiosk
+        )
+        .unwrap(),
+        ReportOutcome::Duplicate
+    ));
+    assert_eq!(s.pending_count(&k("k1")), 1);
+    s.apply_report(
+        &k("k1"),
+        &j("a"),
+        JobState::Printed,
+        now,
+        None,
+        None,
+        Source::Kiosk,
+    )
+    .unwrap();
+    assert_eq!(s.pending_count(&k("k1")), 0);
+    assert!(matches!(
+        s.apply_report(
+            &k("k1"),
+            &j("a"),
+            JobState::Failed,
+            now,
+            Some("x".into()),
+            None,
+            Source::Kiosk
+        )
+        .unwrap(),
+        ReportOutcome::Conflict(_)
+    ));
+    assert!(matches!(
+        s.apply_report(
+            &k("k2"),
+            &j("a"),
+            JobState::Failed,
+            now,
+            None,
+            None,
+            Source::Kiosk
+        )
+        .unwrap(),
+        ReportOutcome::WrongKiosk
+    ));
+    let rec = s.job(&j("a")).unwrap().unwrap();
+    let states: Vec<_> = rec.history.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [JobState::Queued, JobState::Received, JobState::Printed]
+    );
+    assert_eq!(s.counts().get(JobState::Printed), 1);
+    assert_eq!(s.counts().get(JobState::Queued), 0);
+}
+
+#[test]
+fn result_before_mqtt_job_then_job_fills_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let r = s
+        .apply_report(
+            &k("k1"),
+            &j("m"),
+            JobState::Printed,
+            now,
+            None,
+            None,
+            Source::Kiosk,
+        )
+        .unwrap();
+    assert!(matches!(r, ReportOutcome::Applied { from: None, .. }));
+    let wire: kiosk_schemas::PrintJob = serde_json::from_value(serde_json::json!({
+        "v": 1, "job_id": "m", "printer": "receipt",
+        "document": {"kind": "text", "text": "hi"}
+    }))
+    .unwrap();
+    assert_eq!(
+        s.record_mqtt_job(&k("k1"), &wire, b"wire").unwrap(),
+        MqttJobOutcome::Completed
+    );
+    assert_eq!(
+        s.record_mqtt_job(&k("k1"), &wire, b"wire").unwrap(),
+        MqttJobOutcome::Known
+    );
+    assert_eq!(
+        s.record_mqtt_job(&k("k2"), &wire, b"wire").unwrap(),
+        MqttJobOutcome::WrongKiosk
+    );
+    let rec = s.job(&j("m")).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Printed);
+    assert_eq!(s.payload(&j("m")).unwrap().as_deref(), Some(&b"wire"[..]));
+    assert_eq!(rec.history.first().unwrap().state, JobState::Queued);
+    assert_eq!(s.pending_count(&k("k1")), 0);
+}
+
+#[test]
+fn kiosk_report_replaces_gateway_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job("a", "k1"), PAYLOAD, None).unwrap();
+    let now = Utc::now();
+    s.apply_report(
+        &k("k1"),
+        &j("a"),
+        JobState::Expired,
+        now,
+        None,
+        None,
+        Source::Gateway,
+    )
+    .unwrap();
+    // Still pending: the kiosk is asked what really happened.
+    assert_eq!(s.pending_count(&k("k1")), 1);
+    let r = s
+        .apply_report(
+            &k("k1"),
+            &j("a"),
+            JobState::Printed,
+            now,
+            None,
+            None,
+            Source::Kiosk,
+        )
+        .unwrap();
+    assert!(matches!(
+        r,
+        ReportOutcome::Applied {
+            from: Some(JobState::Expired),
+            ..
+        }
+    ));
+    assert_eq!(s.pending_count(&k("k1")), 0);
+    let rec = s.job(&j("a")).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Printed);
+    assert!(!rec.gateway_expired);
+    assert_eq!(s.counts().get(JobState::Expired), 0);
+}
+
+#[test]
+fn byte_counts_of_a_failed_write_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let counts = ByteCounts::reported(Some(4096), Some(10_000));
+    assert_eq!(counts.map(|c| (c.written, c.total)), Some((4096, 10_000)));
+    assert_eq!(ByteCounts::reported(Some(1), None), None);
+    for id in ["failed", "printed"] {
+        s.create_job(job(id, "k1"), PAYLOAD, None).unwrap();
+    }
+    s.apply_report(
+        &k("k1"),
+        &j("failed"),
+        JobState::Failed,
+        now,
+        Some("interrupted".into()),
+        counts,
+        Source::Kiosk,
+    )
+    .unwrap();
+    // Counts belong to failed jobs only.
+    s.apply_report(
+        &k("k1"),
+        &j("printed"),
+        JobState::Printed,
+        now,
+        None,
+        counts,
+        Source::Kiosk,
+    )
+    .unwrap();
+    drop(s);
+    let s = reopen(dir.path());
+    assert_eq!(s.job(&j("failed")).unwrap().unwrap().bytes, counts);
+    assert_eq!(s.job(&j("printed")).unwrap().unwrap().bytes, None);
+}
+
+#[test]
+fn version_1_job_records_are_read_and_rewritten_as_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let old = JobRecordV1 {
+        job_id: j("old"),
+        kiosk_id: k("k1"),
+        printer: "receipt".into(),
+        document: None,
+        copies: 2,
+        created_at: now,
+        expires_at: None,
+        state: JobState::Received,
+        reason: None,
+        history: Vec::new(),
+        origin: Origin::Mqtt,
+        reprint_of: None,
+        accepted_at: now,
+        gateway_expired: false,
+    };
+    s.jobs
+        .insert("old", record::encode(JOB_V1, &old).unwrap())
+        .unwrap();
+    let rec = s.job(&j("old")).unwrap().unwrap();
+    assert_eq!(
+        (rec.copies, rec.state, rec.bytes),
+        (2, JobState::Received, None)
+    );
+    s.apply_report(
+        &k("k1"),
+        &j("old"),
+        JobState::Failed,
+        now,
+        Some("interrupted".into()),
+        ByteCounts::reported(Some(0), Some(100)),
+        Source::Kiosk,
+    )
+    .unwrap();
+    assert_eq!(s.jobs.get("old").unwrap().unwrap()[0], JOB_V);
+    let rec = s.job(&j("old")).unwrap().unwrap();
+    assert_eq!(
+        rec.bytes,
+        Some(ByteCounts {
+            written: 0,
+            total: 100
+        })
+    );
+    drop(s);
+    // Counted by state when opened, whatever the version.
+    assert_eq!(reopen(dir.path()).counts().get(JobState::Failed), 1);
+}
+
+#[test]
+fn purge_removes_only_old_finished_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job("old", "k1"), PAYLOAD, Some(("i", [0; 32])))
+        .unwrap();
+    s.create_job(job("open", "k1"), PAYLOAD, None).unwrap();
+    let long_ago = Utc::now() - chrono::Duration::days(60);
+    s.apply_report(
+        &k("k1"),
+        &j("old"),
+        JobState::Printed,
+        long_ago,
+        None,
+        None,
+        Source::Kiosk,
+    )
+    .unwrap();
+    assert_eq!(
+        s.purge_finished(Utc::now() - chrono::Duration::days(30))
+            .unwrap(),
+        1
+    );
+    assert!(s.job(&j("old")).unwrap().is_none());
+    assert!(s.job(&j("open")).unwrap().is_some());
+    assert_eq!(s.counts().get(JobState::Printed), 0);
+}
+
+#[test]
+fn version_2_records_are_converted_on_open_with_their_document_as_wire_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let old = JobRecordV2 {
+        job_id: j("v2"),
+        kiosk_id: k("k1"),
+        printer: "receipt".into(),
+        document: Some(r#"{"kind":"text","text":"hello"}"#.into()),
+        copies: 2,
+        created_at: now,
+        expires_at: None,
+        state: JobState::Queued,
+        reason: None,
+        history: Vec::new(),
+        origin: Origin::Mqtt,
+        reprint_of: None,
+        accepted_at: now,
+        gateway_expired: false,
+        bytes: None,
+    };
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.jobs
+            .insert("v2", record::encode(JOB_V2, &old).unwrap())
+            .unwrap();
+        s.db().flush().unwrap();
+    }
+    let s = reopen(dir.path());
+    assert_eq!(s.jobs.get("v2").unwrap().unwrap()[0], JOB_V);
+    let rec = s.job(&j("v2")).unwrap().unwrap();
+    assert_eq!((rec.copies, rec.state), (2, JobState::Queued));
+    let payload = s.payload(&j("v2")).unwrap().expect("payload");
+    let job: PrintJob = serde_json::from_slice(&payload).unwrap();
+    assert_eq!((job.job_id.as_str(), job.copies), ("v2", 2));
+    assert_eq!(
+        serde_json::to_value(&job.document).unwrap(),
+        serde_json::json!({"kind": "text", "text": "hello", "cut": true})
+    );
+    assert_eq!(s.counts().get(JobState::Queued), 1);
+}

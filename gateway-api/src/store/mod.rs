@@ -1,0 +1,162 @@
+//! Durable state of the gateway: one sled directory, these trees (and the
+//! cash trees of [`crate::cash::store`]).
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `jobs` | job id | [`JobRecord`] |
+//! | `payloads` | job id | the job's wire bytes (`PrintJob` JSON), as published |
+//! | `pending` | kiosk id `\0` job id | empty: the job is not finished, keep delivering |
+//! | `idempotency` | kiosk id `\0` Idempotency-Key | [`kiosk_store::idempotency`] record → job id |
+//! | `kiosks` | kiosk id | [`KioskRecord`] |
+//!
+//! Records are postcard behind a version byte ([`kiosk_store::record`]);
+//! jobs are at version 3 (no document inside: the job's bytes are in
+//! `payloads`, stored once and published verbatim), and version 1 and 2
+//! job records are converted when the store opens. Multi-tree changes run
+//! in one sled transaction, so a crash never leaves a job without its index
+//! entry. Nothing here flushes by itself: callers call [`Store::flush`]
+//! before they acknowledge anything (HTTP 202, MQTT PUBACK), which also
+//! lets them batch.
+//!
+//! - [`jobs`]: print jobs, their index of unfinished jobs, purging.
+//! - [`kiosks`]: what the gateway knows about each kiosk.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use kiosk_schemas::JobState;
+use kiosk_store::GroupCommit;
+
+mod jobs;
+mod kiosks;
+
+pub use jobs::{
+    ByteCounts, CreateOutcome, JobRecord, MqttJobOutcome, Origin, ReportOutcome, Source, Transition,
+};
+pub use kiosk_store::StoreError;
+pub use kiosks::KioskRecord;
+
+pub(crate) use kiosk_store::abort;
+pub(crate) use kiosk_store::record::{decode_keyed as decode, encode_keyed as encode};
+
+/// Number of jobs in each [`JobState`], kept in memory for `/metrics`.
+#[derive(Debug, Default)]
+pub struct StateCounts([AtomicI64; 5]);
+
+impl StateCounts {
+    fn idx(s: JobState) -> usize {
+        JobState::ALL.iter().position(|x| *x == s).unwrap_or(0)
+    }
+
+    fn add(&self, s: JobState, n: i64) {
+        self.0[Self::idx(s)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn moved(&self, from: Option<JobState>, to: JobState) {
+        if let Some(from) = from {
+            self.add(from, -1);
+        }
+        self.add(to, 1);
+    }
+
+    /// Current count of jobs in `s`.
+    pub fn get(&self, s: JobState) -> i64 {
+        self.0[Self::idx(s)].load(Ordering::Relaxed)
+    }
+}
+
+/// Handle to the gateway's sled database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    jobs: sled::Tree,
+    payloads: sled::Tree,
+    pending: sled::Tree,
+    idempotency: sled::Tree,
+    kiosks: sled::Tree,
+    counts: Arc<StateCounts>,
+    /// Every [`Store::flush`] of every clone (and of the cash store, which
+    /// shares the database) goes through it: concurrent requests share one
+    /// fsync.
+    commit: GroupCommit,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `path`, converts job records of
+    /// older versions, and counts jobs by state.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] when the directory cannot be opened (locked by
+    /// another process, permissions, corruption); [`StoreError::Record`]
+    /// when a stored job cannot be read.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        let store = Store {
+            jobs: db.open_tree("jobs")?,
+            payloads: db.open_tree("payloads")?,
+            pending: db.open_tree("pending")?,
+            idempotency: db.open_tree("idempotency")?,
+            kiosks: db.open_tree("kiosks")?,
+            commit: GroupCommit::new(db.clone()),
+            db,
+            counts: Arc::default(),
+        };
+        let converted = store.convert_old_jobs()?;
+        if converted > 0 {
+            tracing::info!(
+                jobs = converted,
+                "converted job records to the current version"
+            );
+            store.db.flush()?;
+        }
+        for item in store.jobs.iter() {
+            let (k, v) = item?;
+            let job = jobs::decode_job(&k, &v)?;
+            store.counts.add(job.state, 1);
+        }
+        Ok(store)
+    }
+
+    /// Makes every change the caller made so far durable (fsync): returns
+    /// after a flush that started after this call finished. Concurrent
+    /// callers share flushes ([`kiosk_store::GroupCommit`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Flush`] on I/O failure: nothing may be acknowledged then.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.commit.commit().await?)
+    }
+
+    /// Flushes started so far (each covers every write made before it).
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
+    /// The sled database, for other stores sharing the directory.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Jobs per state.
+    pub fn counts(&self) -> &StateCounts {
+        &self.counts
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Opens the store, retrying while a just-dropped instance still holds
+    /// sled's file lock.
+    pub(crate) fn reopen(dir: &Path) -> Store {
+        for _ in 0..100 {
+            if let Ok(s) = Store::open(dir) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Store::open(dir).unwrap()
+    }
+}
