@@ -89,7 +89,7 @@ impl Delivery {
         };
         match self
             .link
-            .publish(&Topic::print(&rec.kiosk_id), false, wire::encode(&job))
+            .try_publish(&Topic::print(&rec.kiosk_id), false, wire::encode(&job))
         {
             Ok(()) => {
                 self.sent_now(&rec.job_id);

@@ -1,10 +1,11 @@
 //! The session against a real broker (the fleet's embedded kiosk-broker on
-//! 127.0.0.1:0, restarted in place to lose every session), and its
+//! 127.0.0.1:0, replaced by a new one to lose every session), and its
 //! reconnect delays against a fake broker in paused time.
 //!
 //! Logs are quiet unless `TEST_LOG` is set (e.g. `TEST_LOG=debug`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,18 +13,54 @@ use kiosk_broker::{BrokerConfig, BrokerHandle, EmbeddedBroker, Role};
 use kiosk_mqtt::{AckOutcome, Incoming, Publisher, Session, SessionHooks, SessionOptions};
 use kiosk_schemas::{KioskId, Secret, Topic};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait for anything on loopback; only reached when a test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The embedded broker with a kiosk `k1` and a backend, restartable on the
+/// A relay on a fixed 127.0.0.1 address to the current broker: clients
+/// keep one address while the broker behind it is replaced (rebinding the
+/// old port could fail while another test's client holds it).
+struct Relay {
+    addr: SocketAddr,
+    upstream: watch::Sender<SocketAddr>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (upstream, _) = watch::channel(upstream);
+        let targets = upstream.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut target = targets.subscribe();
+                let to = *target.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        // A new broker: every link to the old one goes.
+                        _ = target.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, upstream }
+    }
+}
+
+/// The embedded broker with a kiosk `k1` and a backend, behind a [`Relay`]
+/// so that it can be replaced by a new one (without any session) on the
 /// same address.
 struct TestBroker {
     dir: tempfile::TempDir,
     handle: Option<BrokerHandle>,
+    relay: Relay,
     addr: SocketAddr,
     k1: Secret,
     backend: Secret,
@@ -39,32 +76,46 @@ impl TestBroker {
         let hash = kiosk_broker::hash_generated_secret;
         kiosk_broker::set_password(&path, "k1", Role::Kiosk, &hash(&k1)).unwrap();
         kiosk_broker::set_password(&path, "backend", Role::Backend, &hash(&backend)).unwrap();
-        let mut broker = TestBroker {
+        let handle = Self::spawn(&path).await;
+        let relay = Relay::start(handle.local_addr()).await;
+        TestBroker {
             dir,
-            handle: None,
-            addr: "127.0.0.1:0".parse().unwrap(),
+            addr: relay.addr,
+            handle: Some(handle),
+            relay,
             k1,
             backend,
-        };
-        broker.spawn().await;
-        broker
+        }
     }
 
-    async fn spawn(&mut self) {
-        let mut config = BrokerConfig::new(self.dir.path().join("credentials"));
-        config.listen = Some(self.addr);
-        let handle = EmbeddedBroker::start(config).await.unwrap();
-        self.addr = handle.local_addr();
-        self.handle = Some(handle);
+    /// Retries a few times: rumqttd cannot report an ephemeral port, so the
+    /// broker reserves its internal ports and binds them again, and a
+    /// connection of a test running alongside can take one in between.
+    async fn spawn(credentials: &std::path::Path) -> BrokerHandle {
+        let mut config = BrokerConfig::new(credentials);
+        config.listen = Some("127.0.0.1:0".parse().unwrap());
+        let mut attempts = 0;
+        loop {
+            match EmbeddedBroker::start(config.clone()).await {
+                Ok(handle) => return handle,
+                Err(e) if attempts < 5 => {
+                    attempts += 1;
+                    tracing::debug!(error = %e, "broker did not start; retrying");
+                }
+                Err(e) => panic!("broker did not start: {e}"),
+            }
+        }
     }
 
     /// Stops the broker (every session and retained message is lost) and
-    /// starts a new one on the same address.
+    /// puts a new one behind the relay.
     async fn restart(&mut self) {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
         }
-        self.spawn().await;
+        let handle = Self::spawn(&self.dir.path().join("credentials")).await;
+        self.relay.upstream.send_replace(handle.local_addr());
+        self.handle = Some(handle);
     }
 
     fn options(&self, client_id: &str, user: &str, password: &Secret) -> SessionOptions {
@@ -93,7 +144,9 @@ impl TestBroker {
 
     /// A backend's publish-only session, connected.
     async fn backend(&self, shutdown: &CancellationToken) -> Publisher {
-        let options = self.options("backend-1", "backend", &self.backend);
+        static BACKENDS: AtomicUsize = AtomicUsize::new(0);
+        let n = BACKENDS.fetch_add(1, Ordering::Relaxed);
+        let options = self.options(&format!("backend-{n}"), "backend", &self.backend);
         let (publisher, session) = Session::new(&options, ());
         let mut connects = session.connects();
         tokio::spawn(session.run_publisher(shutdown.clone()));
@@ -127,11 +180,20 @@ async fn send(backend: &Publisher, payload: &str) {
         .unwrap();
 }
 
-async fn receive(rx: &mut mpsc::Receiver<Incoming>) -> Incoming {
-    timeout(WAIT, rx.recv())
-        .await
-        .expect("a publish in time")
-        .expect("session running")
+/// The next message with `payload`. rumqttd may deliver a retained
+/// message twice (live and as retained on subscribe): the copies before it
+/// are acknowledged on the way, so acknowledgements stay in order.
+async fn receive(rx: &mut mpsc::Receiver<Incoming>, kiosk: &Publisher, payload: &str) -> Incoming {
+    loop {
+        let m = timeout(WAIT, rx.recv())
+            .await
+            .expect("a publish in time")
+            .expect("session running");
+        if m.publish.payload == payload.as_bytes() {
+            return m;
+        }
+        let _ = kiosk.ack(&m).await;
+    }
 }
 
 #[tokio::test]
@@ -149,7 +211,7 @@ async fn resubscribes_after_the_broker_restarts_without_the_session() {
 
     let backend = broker.backend(&shutdown).await;
     send(&backend, "one").await;
-    let first = receive(&mut rx).await;
+    let first = receive(&mut rx, &kiosk, "one").await;
     assert_eq!(
         (first.connection, &first.publish.payload[..]),
         (1, &b"one"[..])
@@ -168,7 +230,7 @@ async fn resubscribes_after_the_broker_restarts_without_the_session() {
     );
     let backend = broker.backend(&shutdown).await;
     send(&backend, "two").await;
-    let second = receive(&mut rx).await;
+    let second = receive(&mut rx, &kiosk, "two").await;
     assert_eq!(
         (second.connection, &second.publish.payload[..]),
         (2, &b"two"[..])
@@ -190,7 +252,7 @@ async fn an_ack_from_an_earlier_connection_is_not_sent() {
         .unwrap();
     let backend = broker.backend(&shutdown).await;
     send(&backend, "one").await;
-    let old = receive(&mut rx).await;
+    let old = receive(&mut rx, &kiosk, "one").await;
     assert_eq!(old.connection, 1);
 
     broker.restart().await;
@@ -205,7 +267,7 @@ async fn an_ack_from_an_earlier_connection_is_not_sent() {
     let backend = broker.backend(&shutdown).await;
     for payload in ["two", "three"] {
         send(&backend, payload).await;
-        let m = receive(&mut rx).await;
+        let m = receive(&mut rx, &kiosk, payload).await;
         assert_eq!(
             (m.connection, &m.publish.payload[..]),
             (2, payload.as_bytes())
