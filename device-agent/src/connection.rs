@@ -1,5 +1,5 @@
-//! The kiosk's one outbound MQTT session (rumqttc), polled by one task that
-//! never blocks on anything but the network.
+//! The kiosk's one outbound MQTT session ([`kiosk_mqtt::Session`]), polled
+//! by one task that never blocks on anything but the network.
 //!
 //! - client id = username = kiosk id, `clean_session = false`, manual
 //!   acknowledgements: a job is acknowledged only once it is in the inbox.
@@ -19,16 +19,16 @@
 //!   `failed` by the intake instead of breaking the connection in a loop);
 //!   `print.max_job_bytes` is the real limit.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kiosk_schemas::backoff::Backoff;
+use kiosk_mqtt::{
+    AckOutcome, LastWill, PublishError, PublishFailure, QoS, Session, SessionHooks, SessionOptions,
+};
 use kiosk_schemas::{JobResult, KioskId, KioskStatus, Topic, wire};
-use rand::Rng as _;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+pub use kiosk_mqtt::{Incoming, Stop};
 
 use crate::config::AgentConfig;
 use crate::status::StatusBoard;
@@ -44,45 +44,36 @@ const REQUEST_CAPACITY: usize = 1024;
 /// queue (results, channel) keeps the channel moving so our
 /// acknowledgements always get out, and the two cannot deadlock.
 const OUTGOING_INFLIGHT: u16 = 8192;
+/// On a clean shutdown, how long the loop is still driven so that `offline`
+/// and DISCONNECT actually go out.
+const DISCONNECT_DRAIN: Duration = Duration::from_secs(1);
 
 /// Results waiting for the MQTT session, at most this many; beyond that a
 /// result is dropped (logged) and recovered when the cloud asks again.
 const RESULT_QUEUE: usize = 4096;
 
-/// A publish received on one connection. Its acknowledgement is only
-/// valid on that same connection: acknowledging it after a reconnect is an
-/// unsolicited PUBACK, for which rumqttd drops the client.
-#[derive(Debug)]
-pub struct Incoming {
-    /// Which connection (counts CONNACKs) it arrived on.
-    pub connection: u64,
-    /// The message.
-    pub publish: Publish,
-}
-
 /// Handle for publishing; cheap to clone. Publishing never waits, so a
 /// printer keeps printing while the link is down: results go through a
 /// bounded queue to [`ResultForwarder`], everything else is enqueued or
-/// dropped. The durable inbox is the source of truth: the cloud re-sends
+/// handed back. The durable inbox is the source of truth: the cloud re-sends
 /// unfinished jobs and the agent answers with the stored state.
 #[derive(Clone)]
 pub struct Publisher {
-    client: AsyncClient,
+    session: kiosk_mqtt::Publisher,
     kiosk: KioskId,
     results: mpsc::Sender<JobResult>,
-    connection: Arc<AtomicU64>,
 }
 
 /// Feeds queued job results into the MQTT session, waiting for room in
 /// rumqttc's request queue (so results never crowd out acknowledgements).
 pub struct ResultForwarder {
-    client: AsyncClient,
+    session: kiosk_mqtt::Publisher,
     kiosk: KioskId,
     results: mpsc::Receiver<JobResult>,
 }
 
 impl ResultForwarder {
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown` or until the session ends.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let topic = Topic::print_result(&self.kiosk);
         loop {
@@ -95,7 +86,7 @@ impl ResultForwarder {
             };
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.client.publish(topic.as_str(), QoS::AtLeastOnce, false, wire::encode(&result)) => r,
+                r = self.session.publish(&topic, false, wire::encode(&result)) => r,
             };
             if sent.is_err() {
                 break;
@@ -110,77 +101,124 @@ impl Publisher {
         &self.kiosk
     }
 
-    /// Enqueues a QoS 1 publish. Returns false (and logs) when the request
-    /// queue is full.
-    pub fn publish(&self, topic: &Topic, retain: bool, payload: Vec<u8>) -> bool {
-        match self
-            .client
-            .try_publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(topic = %topic, error = %e, "publish not enqueued");
-                false
-            }
-        }
+    /// Enqueues a QoS 1 publish without waiting.
+    ///
+    /// # Errors
+    /// [`PublishError`] with the message when the request queue is full or
+    /// the session has ended.
+    pub fn try_publish(
+        &self,
+        topic: &Topic,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        self.session.try_publish(topic, retain, payload)
     }
 
-    /// Queues a job result for `kiosk/<id>/print/result` (QoS 1). When the
-    /// queue is full the result is dropped and logged: the cloud asks again.
-    pub fn publish_result(&self, result: JobResult) {
-        if let Err(e) = self.results.try_send(result) {
-            tracing::warn!(error = %e, "result queue full; the cloud will ask again");
-        }
+    /// Queues a job result for `kiosk/<id>/print/result` (QoS 1), to be
+    /// published by the [`ResultForwarder`].
+    ///
+    /// # Errors
+    /// [`PublishError`] with the encoded result when the queue is full
+    /// ([`PublishFailure::QueueFull`]; the cloud asks again) or the
+    /// forwarder has ended.
+    pub fn publish_result(&self, result: JobResult) -> Result<(), PublishError> {
+        self.results.try_send(result).map_err(|e| {
+            let (reason, result) = match e {
+                mpsc::error::TrySendError::Full(r) => (PublishFailure::QueueFull, r),
+                mpsc::error::TrySendError::Closed(r) => (PublishFailure::SessionEnded, r),
+            };
+            PublishError {
+                topic: Topic::print_result(&self.kiosk).to_string(),
+                payload: wire::encode(&result).into(),
+                retain: false,
+                reason,
+            }
+        })
     }
 
     /// Publishes a credit on `kiosk/<id>/cash` (QoS 1), waiting for room in
     /// the request queue.
-    pub async fn publish_cash(&self, event: &kiosk_schemas::CashEvent) {
-        let topic = Topic::cash(&self.kiosk);
-        if let Err(e) = self
-            .client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, wire::encode(event))
+    ///
+    /// # Errors
+    /// [`PublishError`] with the message when the session has ended.
+    pub async fn publish_cash(&self, event: &kiosk_schemas::CashEvent) -> Result<(), PublishError> {
+        self.session
+            .publish(&Topic::cash(&self.kiosk), false, wire::encode(event))
             .await
-        {
-            tracing::debug!(error = %e, "credit not enqueued: session ended");
-        }
     }
 
-    /// Publishes `status` retained on `kiosk/<id>/status`.
-    pub fn publish_status(&self, status: &KioskStatus) -> bool {
-        self.publish(&Topic::status(&self.kiosk), true, wire::encode(status))
+    /// Publishes `status` retained on `kiosk/<id>/status` without waiting.
+    ///
+    /// # Errors
+    /// As [`Publisher::try_publish`].
+    pub fn publish_status(&self, status: &KioskStatus) -> Result<(), PublishError> {
+        self.try_publish(&Topic::status(&self.kiosk), true, wire::encode(status))
     }
 
     /// Acknowledges an incoming QoS 1 publish, waiting for room in the
     /// request queue: acknowledgements must not be lost, and must go out in
     /// the order the publishes came (rumqttd disconnects a client that
     /// acknowledges out of order, and stops sending once 100 are unacked).
-    /// A message from an earlier connection is not acknowledged: the
-    /// broker redelivers it if it kept the session, and the cloud re-sends
-    /// it otherwise.
-    pub async fn ack(&self, incoming: &Incoming) {
-        if incoming.connection != self.connection.load(Ordering::SeqCst) {
-            tracing::debug!("not acknowledging a message from an earlier connection");
-            return;
+    /// A message from an earlier connection is not acknowledged
+    /// ([`AckOutcome::EarlierConnection`]): the broker redelivers it if it
+    /// kept the session, and the cloud re-sends it otherwise.
+    pub async fn ack(&self, incoming: &Incoming) -> AckOutcome {
+        self.session.ack(incoming).await
+    }
+}
+
+/// What the kiosk adds to the session: the will, the `online` status on
+/// every connect, `offline` on a clean stop, and the status board.
+struct KioskHooks {
+    kiosk: KioskId,
+    board: StatusBoard,
+    /// The `connection_id` of the connection being made or up: the one in
+    /// the last will of the options rumqttc connects with.
+    connection_id: String,
+    /// How to leave; graceful until [`Connection::run`] is given one.
+    stop: Option<watch::Receiver<Stop>>,
+}
+
+impl SessionHooks for KioskHooks {
+    fn next_last_will(&mut self) -> Option<LastWill> {
+        self.connection_id = new_connection_id();
+        Some(last_will(&self.kiosk, &self.connection_id))
+    }
+
+    fn connected(&mut self, _session_present: bool, publisher: &kiosk_mqtt::Publisher) {
+        tracing::info!(connection_id = %self.connection_id, "connection id");
+        self.board
+            .set_connected(chrono::Utc::now(), self.connection_id.clone());
+        let status = wire::encode(&self.board.online_status());
+        if let Err(e) = publisher.try_publish(&Topic::status(&self.kiosk), true, status) {
+            tracing::warn!(error = %e, "online status not enqueued");
         }
-        if let Err(e) = self.client.ack(&incoming.publish).await {
-            tracing::debug!(error = %e, "ack not enqueued: session ended");
+    }
+
+    fn disconnected(&mut self) {
+        self.board.set_disconnected();
+    }
+
+    fn stopping(&mut self, publisher: &kiosk_mqtt::Publisher) -> Stop {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| *s.borrow() == Stop::Abrupt)
+        {
+            return Stop::Abrupt;
         }
+        let offline = wire::encode(&KioskStatus::offline_for(&self.connection_id));
+        if let Err(e) = publisher.try_publish(&Topic::status(&self.kiosk), true, offline) {
+            tracing::debug!(error = %e, "offline status not enqueued");
+        }
+        Stop::Graceful
     }
 }
 
 /// The event loop and its reconnect policy.
 pub struct Connection {
-    connection: Arc<AtomicU64>,
-    client: AsyncClient,
-    eventloop: EventLoop,
-    kiosk: KioskId,
-    backoff: Backoff,
-    board: StatusBoard,
-    connects: watch::Sender<u64>,
-    /// The `connection_id` of the connection being made or up: the one in
-    /// the last will of the options rumqttc connects with.
-    connection_id: String,
+    session: Session<KioskHooks>,
 }
 
 /// A new connection id: a ULID (unique, and sorts by time in logs).
@@ -208,74 +246,57 @@ pub fn connect(
 ) -> Result<(Publisher, Connection, ResultForwarder), String> {
     let url = config.broker_url().map_err(|e| e.to_string())?;
     let kiosk = config.kiosk_id.clone();
-    let mut opts = MqttOptions::new(kiosk.as_str(), url.host, url.port);
-    if url.tls {
-        opts.set_transport(crate::tls::transport(config).map_err(|e| e.to_string())?);
-    }
-    opts.set_credentials(config.username(), config.broker.password.expose())
-        .set_keep_alive(config.broker.keep_alive)
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
-        .set_inflight(OUTGOING_INFLIGHT);
-    let connection_id = new_connection_id();
-    opts.set_last_will(last_will(&kiosk, &connection_id));
-    let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
-    // Small packets (acks, results) must not wait for Nagle + delayed ACK.
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    let tls = if url.tls {
+        Some(crate::tls::client_config(config).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let mut opts =
+        SessionOptions::from_url(kiosk.as_str(), &url, tls).map_err(|e| e.to_string())?;
+    opts.credentials = Some((config.username().to_owned(), config.broker.password.clone()));
+    opts.keep_alive = config.broker.keep_alive;
+    opts.clean_session = false;
+    opts.manual_acks = true;
+    opts.max_packet_bytes = MAX_INCOMING_PACKET;
+    opts.inflight = OUTGOING_INFLIGHT;
+    opts.request_capacity = REQUEST_CAPACITY;
+    opts.backoff_min = config.broker.reconnect_min;
+    opts.backoff_max = config.broker.reconnect_max;
+    opts.disconnect_drain = DISCONNECT_DRAIN;
+    opts.subscriptions = [
+        Topic::print(&kiosk),
+        Topic::cmd(&kiosk),
+        Topic::cash_ack(&kiosk),
+        Topic::cash_control(&kiosk),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let hooks = KioskHooks {
+        kiosk: kiosk.clone(),
+        board,
+        connection_id: new_connection_id(),
+        stop: None,
+    };
+    let (session_publisher, session) = Session::new(&opts, hooks);
     let (results_tx, results_rx) = mpsc::channel(RESULT_QUEUE);
-    let generation = Arc::new(AtomicU64::new(0));
     let publisher = Publisher {
-        client: client.clone(),
+        session: session_publisher.clone(),
         kiosk: kiosk.clone(),
         results: results_tx,
-        connection: generation.clone(),
     };
     let forwarder = ResultForwarder {
-        client: client.clone(),
-        kiosk: kiosk.clone(),
+        session: session_publisher,
+        kiosk,
         results: results_rx,
     };
-    let connection = Connection {
-        connection: generation,
-        client,
-        eventloop,
-        kiosk,
-        backoff: Backoff::new(config.broker.reconnect_min, config.broker.reconnect_max),
-        board,
-        connects: watch::channel(0).0,
-        connection_id,
-    };
-    Ok((publisher, connection, forwarder))
-}
-
-/// How the session ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// Publish `offline`, DISCONNECT.
-    Graceful,
-    /// Drop the socket as a crash would (the broker publishes the will).
-    Abrupt,
+    Ok((publisher, Connection { session }, forwarder))
 }
 
 impl Connection {
     /// A receiver woken after every CONNACK (the value counts connects).
     pub fn connects(&self) -> watch::Receiver<u64> {
-        self.connects.subscribe()
-    }
-
-    fn subscriptions(&self) -> Vec<rumqttc::SubscribeFilter> {
-        [
-            Topic::print(&self.kiosk),
-            Topic::cmd(&self.kiosk),
-            Topic::cash_ack(&self.kiosk),
-            Topic::cash_control(&self.kiosk),
-        ]
-        .into_iter()
-        .map(|t| rumqttc::SubscribeFilter::new(t.into(), QoS::AtLeastOnce))
-        .collect()
+        self.session.connects()
     }
 
     /// Polls until `shutdown` fires, forwarding incoming publishes to `tx`.
@@ -286,95 +307,7 @@ impl Connection {
         shutdown: CancellationToken,
         stop: watch::Receiver<Stop>,
     ) {
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                ev = self.eventloop.poll() => ev,
-            };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    self.backoff.reset();
-                    tracing::info!(
-                        session_present = ack.session_present,
-                        "connected to MQTT broker"
-                    );
-                    self.connection.fetch_add(1, Ordering::SeqCst);
-                    // Subscribe on every connect, not only when the broker
-                    // reports no session: a session can be present without
-                    // our subscriptions (a connection dropped before its
-                    // SUBSCRIBE was handled), and subscribing again is
-                    // harmless.
-                    if let Err(e) = self.client.try_subscribe_many(self.subscriptions()) {
-                        tracing::error!(error = %e, "could not enqueue subscriptions");
-                    }
-                    tracing::info!(connection_id = %self.connection_id, "connection id");
-                    self.board
-                        .set_connected(chrono::Utc::now(), self.connection_id.clone());
-                    let status = wire::encode(&self.board.online_status());
-                    if let Err(e) = self.client.try_publish(
-                        Topic::status(&self.kiosk).as_str(),
-                        QoS::AtLeastOnce,
-                        true,
-                        status,
-                    ) {
-                        tracing::warn!(error = %e, "online status not enqueued");
-                    }
-                    self.connects.send_modify(|n| *n += 1);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let connection = self.connection.load(Ordering::SeqCst);
-                    if tx
-                        .send(Incoming {
-                            connection,
-                            publish: p,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // rumqttc makes a new connection on the next poll, with
-                    // the will in its options: give it a new id.
-                    self.board.set_disconnected();
-                    self.connection_id = new_connection_id();
-                    self.eventloop
-                        .mqtt_options
-                        .set_last_will(last_will(&self.kiosk, &self.connection_id));
-                    let delay = self.backoff.next_delay(rand::thread_rng().r#gen());
-                    if self.backoff.attempts() == 1 {
-                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
-                    } else {
-                        tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT reconnect failed");
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        if *stop.borrow() == Stop::Abrupt {
-            return;
-        }
-        let offline = wire::encode(&KioskStatus::offline_for(&self.connection_id));
-        let _ = self.client.try_publish(
-            Topic::status(&self.kiosk).as_str(),
-            QoS::AtLeastOnce,
-            true,
-            offline,
-        );
-        let _ = self.client.try_disconnect();
-        // Drive the loop briefly so `offline` and DISCONNECT actually go out.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Ok(ev) = self.eventloop.poll().await {
-                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        self.session.hooks_mut().stop = Some(stop);
+        self.session.run(tx, shutdown).await;
     }
 }

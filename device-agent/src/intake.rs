@@ -22,6 +22,7 @@ use kiosk_schemas::{
     Topic, TopicKind, V1,
 };
 
+use kiosk_mqtt::AckOutcome;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -118,21 +119,7 @@ impl Intake {
     /// Runs until `shutdown` or until the connection task ends.
     pub async fn run(self, mut rx: mpsc::Receiver<Incoming>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-            };
-            batch.push(first);
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+        while kiosk_mqtt::next_batch(&mut rx, BATCH, &mut batch, &shutdown).await {
             let mut after = After::default();
             for m in batch.drain(..) {
                 match self.handle(&m.publish, &mut after) {
@@ -160,24 +147,34 @@ impl Intake {
                     }
                 }
             }
-            for p in &after.acks {
-                self.publisher.ack(p).await;
+            for m in &after.acks {
+                match self.publisher.ack(m).await {
+                    AckOutcome::Queued => {}
+                    AckOutcome::EarlierConnection => {
+                        tracing::debug!("not acknowledging a message from an earlier connection");
+                    }
+                    AckOutcome::SessionEnded => tracing::debug!("ack not enqueued: session ended"),
+                }
             }
             for r in after.results {
-                self.publisher.publish_result(r);
+                if let Err(e) = self.publisher.publish_result(r) {
+                    tracing::warn!(error = %e, "result queue full; the cloud will ask again");
+                }
             }
             for printer in after.wake {
                 if let Some(n) = self.wake.get(&printer) {
                     n.notify_one();
                 }
             }
-            if after.status {
-                self.publisher.publish_status(&self.board.online_status());
+            if after.status
+                && let Err(e) = self.publisher.publish_status(&self.board.online_status())
+            {
+                tracing::warn!(error = %e, "publish not enqueued");
             }
         }
     }
 
-    fn handle(&self, p: &rumqttc::Publish, after: &mut After) -> Result<(), InboxError> {
+    fn handle(&self, p: &kiosk_mqtt::Publish, after: &mut After) -> Result<(), InboxError> {
         let Some(topic) = Topic::parse(&p.topic) else {
             if let Some(suppressed) = self.warn_allowed("unexpected topic") {
                 tracing::warn!(topic = %p.topic, suppressed, "message on an unexpected topic ignored");

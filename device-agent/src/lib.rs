@@ -93,7 +93,9 @@ impl Agent {
             connection::connect(&config, board.clone()).map_err(AgentError::Broker)?;
         for rec in &recovered {
             tracing::warn!(job_id = %rec.job_id, printer = %rec.printer, "job was printing when the agent stopped; reported failed: interrupted");
-            publisher.publish_result(intake::result_of(rec));
+            if let Err(e) = publisher.publish_result(intake::result_of(rec)) {
+                tracing::warn!(error = %e, "result queue full; the cloud will ask again");
+            }
         }
 
         let shutdown = CancellationToken::new();
@@ -253,8 +255,10 @@ async fn publish_status(
         }
         // While disconnected the connection task publishes a fresh status
         // on the next CONNACK.
-        if board.connection_id().is_some() {
-            publisher.publish_status(&board.online_status());
+        if board.connection_id().is_some()
+            && let Err(e) = publisher.publish_status(&board.online_status())
+        {
+            tracing::warn!(error = %e, "publish not enqueued");
         }
     }
 }

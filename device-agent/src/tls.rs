@@ -27,13 +27,3 @@ pub fn client_config(config: &AgentConfig) -> Result<Arc<ClientConfig>, TlsError
         b.client_cert.as_deref().zip(b.client_key.as_deref()),
     )
 }
-
-/// rumqttc's TLS transport with [`client_config`].
-///
-/// # Errors
-/// As [`client_config`].
-pub fn transport(config: &AgentConfig) -> Result<rumqttc::Transport, TlsError> {
-    Ok(rumqttc::Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls(client_config(config)?),
-    ))
-}

@@ -191,7 +191,9 @@ impl Worker {
             tracing::warn!(job_id = %rec.job_id, printer = %self.name, state = ?state,
                 reason = rec.reason.as_deref().unwrap_or(""), "job not printed");
         }
-        self.publisher.publish_result(result_of(&rec));
+        if let Err(e) = self.publisher.publish_result(result_of(&rec)) {
+            tracing::warn!(error = %e, "result queue full; the cloud will ask again");
+        }
         Ok(())
     }
 

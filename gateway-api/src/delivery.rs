@@ -89,7 +89,7 @@ impl Delivery {
     /// be enqueued: it stays pending and the timer tries again.
     pub fn publish(&self, kiosk: &KioskId, job_id: &JobId, payload: Vec<u8>) -> bool {
         self.echoes.published(&payload);
-        match self.link.publish(&Topic::print(kiosk), false, payload) {
+        match self.link.try_publish(&Topic::print(kiosk), false, payload) {
             Ok(()) => {
                 self.sent_now(job_id);
                 tracing::debug!(job_id = %job_id, kiosk = %kiosk, "job published");

@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use kiosk_mqtt::{AckOutcome, Incoming, Publish};
 use kiosk_schemas::log_limit::SharedLogLimiter;
 use kiosk_schemas::wire::{self, WireError};
 use kiosk_schemas::{
     CashAck, CashEvent, CashState, JobResult, KioskId, KioskStatus, PrintJob, Topic, TopicKind, V1,
 };
-use rumqttc::Publish;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ use crate::cash::{CreditEffect, SessionState};
 use crate::echo::Echoes;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
-use crate::mqtt::{Inbound, MqttLink};
+use crate::mqtt::MqttLink;
 use crate::presence::StatusOutcome;
 use crate::store::{ByteCounts, MqttJobOutcome, ReportOutcome, Source, Store, StoreError};
 
@@ -130,42 +130,25 @@ struct After {
 
 impl Ingest {
     /// Runs until `shutdown` or until the MQTT session ends.
-    pub async fn run(self, mut rx: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Incoming>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-            };
-            batch.push(first);
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+        while kiosk_mqtt::next_batch(&mut rx, BATCH, &mut batch, &shutdown).await {
             self.handle_batch(&mut batch).await;
         }
     }
 
-    async fn handle_batch(&self, batch: &mut Vec<Inbound>) {
+    async fn handle_batch(&self, batch: &mut Vec<Incoming>) {
         let mut acks = Vec::with_capacity(batch.len());
         let mut after = After::default();
-        for msg in batch.drain(..) {
-            match msg {
-                Inbound::Connected { .. } => {}
-                Inbound::Publish(m) => match self.handle(&m.publish, &mut after) {
-                    Ok(()) => acks.push(m),
-                    Err(e) => {
-                        // rumqttd then sees the next acknowledgement out of
-                        // order and drops the connection; on reconnect it
-                        // redelivers this message.
-                        tracing::error!(topic = %m.publish.topic, error = %e, "not acknowledged; broker will redeliver");
-                    }
-                },
+        for m in batch.drain(..) {
+            match self.handle(&m.publish, &mut after) {
+                Ok(()) => acks.push(m),
+                Err(e) => {
+                    // rumqttd then sees the next acknowledgement out of
+                    // order and drops the connection; on reconnect it
+                    // redelivers this message.
+                    tracing::error!(topic = %m.publish.topic, error = %e, "not acknowledged; broker will redeliver");
+                }
             }
         }
         for kiosk in std::mem::take(&mut after.settle) {
@@ -179,8 +162,14 @@ impl Ingest {
             tracing::error!(error = %e, "store flush failed; nothing acknowledged");
             return;
         }
-        for p in &acks {
-            self.link.ack(p).await;
+        for m in &acks {
+            match self.link.ack(m).await {
+                AckOutcome::Queued => {}
+                AckOutcome::EarlierConnection => tracing::debug!(topic = %m.publish.topic,
+                    "not acknowledging a message from an earlier connection"),
+                AckOutcome::SessionEnded => tracing::debug!(topic = %m.publish.topic,
+                    "ack not enqueued: session ended"),
+            }
         }
         for ((kiosk, outbox), up_to_seq) in after.cash_acks {
             let ack = CashAck {
@@ -188,9 +177,9 @@ impl Ingest {
                 outbox,
                 up_to_seq,
             };
-            if let Err(e) = self
-                .link
-                .publish(&Topic::cash_ack(&kiosk), false, wire::encode(&ack))
+            if let Err(e) =
+                self.link
+                    .try_publish(&Topic::cash_ack(&kiosk), false, wire::encode(&ack))
             {
                 // The kiosk sends the credits again and gets a new ack.
                 tracing::warn!(kiosk = %kiosk, error = %e, "cash ack not published");

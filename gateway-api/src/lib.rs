@@ -204,8 +204,8 @@ impl Gateway {
         }
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let (online_tx, online_rx) = mpsc::channel(1024);
-        tasks.spawn(consumer.run(inbound_tx.clone(), shutdown.clone()));
-        tasks.spawn(producer.run(inbound_tx, shutdown.clone()));
+        tasks.spawn(consumer.run(inbound_tx, shutdown.clone()));
+        tasks.spawn(producer.run_publisher(shutdown.clone()));
         let ingest = ingest::Ingest {
             store: store.clone(),
             fleet: fleet.clone(),

@@ -694,8 +694,10 @@ impl Sender {
                 _ = shutdown.cancelled() => break,
                 _ = self.recorded.notified() => None,
                 state = self.states.recv() => {
-                    if let Some(state) = state {
-                        self.publisher.publish(&state_topic, false, wire::encode(&state));
+                    if let Some(state) = state
+                        && let Err(e) = self.publisher.try_publish(&state_topic, false, wire::encode(&state))
+                    {
+                        tracing::warn!(error = %e, "publish not enqueued");
                     }
                     continue;
                 }
@@ -731,7 +733,9 @@ impl Sender {
                 if due {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        () = self.publisher.publish_cash(&event) => {}
+                        r = self.publisher.publish_cash(&event) => if let Err(e) = r {
+                            tracing::debug!(error = %e, "credit not enqueued: session ended");
+                        }
                     }
                     sent.insert(event.seq, Instant::now());
                 }

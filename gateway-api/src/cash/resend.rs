@@ -29,7 +29,7 @@ use crate::mqtt::MqttLink;
 pub fn send_controls(cash: &CashStore, link: &MqttLink, kiosk: &KioskId, disables_only: bool) {
     let topic = Topic::cash_control(kiosk);
     let sent = cash.with_controls(kiosk, disables_only, |control| {
-        if let Err(e) = link.publish(&topic, false, wire::encode(control)) {
+        if let Err(e) = link.try_publish(&topic, false, wire::encode(control)) {
             tracing::warn!(kiosk = %kiosk, error = %e, "cash control not published");
         }
     });
