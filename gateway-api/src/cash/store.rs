@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use kiosk_schemas::{CashControl, CashEvent, CashState, CreditKind, Currency, KioskId, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
@@ -43,16 +43,17 @@ use super::{
     SessionState, Settlement, UnassignedReason,
 };
 use crate::store::{Store, StoreError, abort, decode, encode};
+use kiosk_store::idempotency::{Claim, Seen};
+use kiosk_store::keys;
 
 const SESSION_V: u8 = 2;
 const SESSION_V1: u8 = 1;
 const CREDIT_V: u8 = 2;
 const CREDIT_V1: u8 = 1;
-const IDEM_V: u8 = 1;
 
 /// A session as version 1 stored it (before two-phase endings).
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct SessionRecordV1 {
     session_id: String,
     kiosk_id: KioskId,
@@ -68,7 +69,7 @@ struct SessionRecordV1 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct SessionCreditV1 {
     outbox: String,
     seq: u64,
@@ -79,7 +80,7 @@ struct SessionCreditV1 {
 
 /// A credit as version 1 stored it.
 #[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
+#[cfg_attr(test, derive(serde::Serialize))]
 struct CreditRecordV1 {
     kiosk_id: KioskId,
     outbox: String,
@@ -173,29 +174,13 @@ fn watermark_key(kiosk: &KioskId, outbox: &str) -> Vec<u8> {
 }
 
 fn kiosk_prefix(kiosk: &KioskId) -> Vec<u8> {
-    let mut k = kiosk.as_str().as_bytes().to_vec();
-    k.push(0);
-    k
+    keys::prefix(kiosk.as_str())
 }
 
 fn awaiting_key(kiosk: &KioskId, session_id: &str) -> Vec<u8> {
     let mut k = kiosk_prefix(kiosk);
     k.extend_from_slice(session_id.as_bytes());
     k
-}
-
-fn u64_of(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    let n = b.len().min(8);
-    a[8 - n..].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(a)
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct IdempotencyRecord {
-    /// Session id (opening) or credit id (resolutions).
-    session_id: String,
-    request_sha256: [u8; 32],
 }
 
 /// Result of [`CashStore::open_session`].
@@ -435,38 +420,23 @@ impl CashStore {
         let id_key = session.session_id.as_bytes().to_vec();
         let kiosk_key = session.kiosk_id.as_str().as_bytes().to_vec();
         let bytes = encode_session(&session)?;
-        let idem_key = idempotency.map(|(key, _)| {
-            let mut k = kiosk_prefix(&session.kiosk_id);
-            k.extend_from_slice(key.as_bytes());
-            k
-        });
-        let idem_bytes = match idempotency {
-            Some((_, sha)) => Some(encode(
-                IDEM_V,
-                "idempotency",
-                &IdempotencyRecord {
-                    session_id: session.session_id.clone(),
-                    request_sha256: sha,
-                },
-            )?),
-            None => None,
-        };
+        let claim = idempotency
+            .map(|(key, sha)| Claim::new(session.kiosk_id.as_str(), key, sha, &session.session_id))
+            .transpose()?;
         let hook = self
             .webhooks
             .record(self.webhooks.reserve()?, webhooks::OPENED, &session, None);
         let wh_tree = self.webhooks.tree();
         let outcome = (&self.sessions, &self.open, &self.idempotency, wh_tree).transaction(
             |(sessions, open, idem, wh)| {
-                if let (Some(ik), Some((_, sha))) = (&idem_key, idempotency)
-                    && let Some(prev) = idem.get(ik)?
-                {
-                    let prev: IdempotencyRecord = decode(IDEM_V, ik, &prev).map_err(abort)?;
-                    if prev.request_sha256 != sha {
-                        return Ok(OpenOutcome::KeyReused);
+                match claim.as_ref().map(|c| c.check(idem)).transpose()? {
+                    Some(Seen::Reused) => return Ok(OpenOutcome::KeyReused),
+                    Some(Seen::Replay(prev)) => {
+                        if let Some(rec) = tx_session(sessions, &prev)? {
+                            return Ok(OpenOutcome::Replayed(rec));
+                        }
                     }
-                    if let Some(rec) = tx_session(sessions, &prev.session_id)? {
-                        return Ok(OpenOutcome::Replayed(rec));
-                    }
+                    Some(Seen::New) | None => {}
                 }
                 if let Some(busy) = open.get(&kiosk_key)? {
                     return Ok(OpenOutcome::Busy(
@@ -475,8 +445,8 @@ impl CashStore {
                 }
                 sessions.insert(id_key.as_slice(), bytes.as_slice())?;
                 open.insert(kiosk_key.as_slice(), id_key.as_slice())?;
-                if let (Some(ik), Some(ib)) = (&idem_key, &idem_bytes) {
-                    idem.insert(ik.as_slice(), ib.as_slice())?;
+                if let Some(claim) = &claim {
+                    claim.record(idem)?;
                 }
                 Webhooks::insert(wh, hook.as_ref())?;
                 Ok(OpenOutcome::Opened(session.clone()))
@@ -788,7 +758,7 @@ impl CashStore {
                 };
                 let w = watermark
                     .get(watermark_key(kiosk, &c.outbox))?
-                    .map_or(0, |b| u64_of(&b));
+                    .map_or(0, |b| keys::read_u64(&b));
                 let Some(how) = rec.settle(w, Utc::now()) else {
                     return Ok(None);
                 };
@@ -837,22 +807,10 @@ impl CashStore {
             return Ok(ResolveOutcome::CreditMissing);
         };
         let ckey = credit_key(req.kiosk, outbox, seq);
-        let idem_key = req.idempotency.map(|(key, _)| {
-            let mut k = kiosk_prefix(req.kiosk);
-            k.extend_from_slice(key.as_bytes());
-            k
-        });
-        let idem_bytes = match req.idempotency {
-            Some((_, sha)) => Some(encode(
-                IDEM_V,
-                "idempotency",
-                &IdempotencyRecord {
-                    session_id: req.credit_id.to_owned(),
-                    request_sha256: sha,
-                },
-            )?),
-            None => None,
-        };
+        let claim = req
+            .idempotency
+            .map(|(key, sha)| Claim::new(req.kiosk.as_str(), key, sha, req.credit_id))
+            .transpose()?;
         let (hook_a, hook_b) = (self.webhooks.reserve()?, self.webhooks.reserve()?);
         let webhooks = self.webhooks.clone();
         let trees = (
@@ -875,20 +833,18 @@ impl CashStore {
                         None => Ok(None),
                     }
                 };
-                if let (Some(ik), Some((_, sha))) = (&idem_key, req.idempotency)
-                    && let Some(prev) = idem.get(ik)?
+                let seen = claim.as_ref().map(|c| c.check(idem)).transpose()?;
+                if seen == Some(Seen::Reused) {
+                    return Ok(ResolveOutcome::KeyReused);
+                }
+                if let Some(Seen::Replay(_)) = seen
+                    && let Some(credit) = load_credit()?
                 {
-                    let prev: IdempotencyRecord = decode(IDEM_V, ik, &prev).map_err(abort)?;
-                    if prev.request_sha256 != sha {
-                        return Ok(ResolveOutcome::KeyReused);
-                    }
-                    if let Some(credit) = load_credit()? {
-                        let session = match &credit.session_id {
-                            Some(id) => tx_session(sessions, id)?,
-                            None => None,
-                        };
-                        return Ok(ResolveOutcome::Replayed { credit, session });
-                    }
+                    let session = match &credit.session_id {
+                        Some(id) => tx_session(sessions, id)?,
+                        None => None,
+                    };
+                    return Ok(ResolveOutcome::Replayed { credit, session });
                 }
                 let Some(mut credit) = load_credit()? else {
                     return Ok(ResolveOutcome::CreditMissing);
@@ -906,8 +862,8 @@ impl CashStore {
                 let decision =
                     super::decide_resolution(&credit, req.action, session.as_ref(), req.reason);
                 let remember = |idem: &TransactionalTree| -> Result<(), ConflictableTransactionError<StoreError>> {
-                    if let (Some(ik), Some(ib)) = (&idem_key, &idem_bytes) {
-                        idem.insert(ik.as_slice(), ib.as_slice())?;
+                    if let Some(claim) = &claim {
+                        claim.record(idem)?;
                     }
                     Ok(())
                 };
@@ -971,7 +927,7 @@ fn advance_watermark(
     outbox: &str,
     wkey: &[u8],
 ) -> Result<u64, ConflictableTransactionError<StoreError>> {
-    let start = watermark.get(wkey)?.map_or(0, |b| u64_of(&b));
+    let start = watermark.get(wkey)?.map_or(0, |b| keys::read_u64(&b));
     let mut w = start;
     while credits.get(credit_key(kiosk, outbox, w + 1))?.is_some() {
         w += 1;
