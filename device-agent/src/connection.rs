@@ -206,7 +206,7 @@ pub fn connect(
     config: &AgentConfig,
     board: StatusBoard,
 ) -> Result<(Publisher, Connection, ResultForwarder), String> {
-    let url = config.broker_url().map_err(|e| e.to_string())?;
+    let url = config.broker.url.clone();
     let kiosk = config.kiosk_id.clone();
     let mut opts = MqttOptions::new(kiosk.as_str(), url.host, url.port);
     if url.tls {

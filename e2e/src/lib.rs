@@ -315,7 +315,7 @@ timeout = "2s"
     ) -> AgentConfig {
         let mut config = self.agent_config(kiosk, printer);
         if let Some(b) = broker {
-            config.broker.url = format!("mqtt://{b}");
+            config.broker.url = format!("mqtt://{b}").parse().expect("broker URL");
         }
         config.cash = Some(kiosk_agent::config::CashConfig {
             port: port.display().to_string(),
