@@ -35,14 +35,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use config::BrokerMode;
 pub use config::GatewayConfig;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// Invalid configuration.
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
     /// The store could not be opened.
     #[error("opening store: {0}")]
     Store(#[from] store::StoreError),
@@ -96,12 +94,12 @@ impl Gateway {
     /// Opens the store, starts the embedded broker (unless
     /// `broker.embedded = false`), connects the MQTT session, and serves
     /// HTTP. Returns once the listeners are bound; the MQTT session connects
-    /// in the background (see `GET /healthz`).
+    /// in the background (see `GET /healthz`). `config` was checked when it
+    /// was loaded ([`GatewayConfig::load`]).
     ///
     /// # Errors
     /// [`GatewayError`] naming what could not be opened or bound.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        config.validate()?;
         let config = Arc::new(config);
         let store = store::Store::open(&config.store.path)?;
         let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
@@ -109,15 +107,9 @@ impl Gateway {
             http_server::effective_max_connections(config.http.max_connections);
 
         let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) =
-            match config.external_broker()? {
-                None => {
-                    let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
-                        config::ConfigError::Invalid {
-                            key: "broker.credentials",
-                            message: "required when broker.embedded = true".to_owned(),
-                        }
-                    })?;
-                    let mut broker_config = config.embedded_broker_config(credentials_path);
+            match &config.broker.mode {
+                BrokerMode::Embedded(broker_config) => {
+                    let mut broker_config = broker_config.clone();
                     // The descriptors HTTP may take are not the broker's.
                     broker_config.reserved_fds =
                         u64::try_from(http_max_connections).unwrap_or(u64::MAX);
@@ -137,17 +129,18 @@ impl Gateway {
                         Some(password),
                     )
                 }
-                Some(url) => {
-                    let creds = match &config.broker.credentials {
+                BrokerMode::External(external) => {
+                    let creds = match &external.credentials {
                         Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
                         None => None,
                     };
+                    let url = &external.url;
                     let tls = if url.tls {
-                        Some(tls::mqtt_client_config(&config)?)
+                        Some(tls::mqtt_client_config(external)?)
                     } else {
                         None
                     };
-                    (None, creds, url.host, url.port, tls, None)
+                    (None, creds, url.host.clone(), url.port, tls, None)
                 }
             };
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
@@ -164,7 +157,7 @@ impl Gateway {
             // Room for the largest job plus MQTT framing.
             max_packet_bytes: config
                 .broker
-                .max_payload_bytes
+                .max_payload_bytes()
                 .max(config.delivery.max_job_bytes)
                 + 4096,
         };
