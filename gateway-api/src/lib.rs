@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod cash;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod error;
