@@ -94,7 +94,7 @@ pub enum BrokerMode {
     /// `broker.embedded = true`: rumqttd in this process, with this
     /// configuration (validated; `gateway_client_ids` reserve
     /// `broker.client_id` and `<client_id>-pub`).
-    Embedded(BrokerConfig),
+    Embedded(Box<BrokerConfig>),
     /// `broker.embedded = false`: connect to another broker.
     External(ExternalBroker),
 }
@@ -117,7 +117,7 @@ impl BrokerSettings {
     /// The embedded broker's configuration; `None` with an external broker.
     pub fn embedded(&self) -> Option<&BrokerConfig> {
         match &self.mode {
-            BrokerMode::Embedded(b) => Some(b),
+            BrokerMode::Embedded(b) => Some(b.as_ref()),
             BrokerMode::External(_) => None,
         }
     }
@@ -126,7 +126,7 @@ impl BrokerSettings {
     /// found at the first start); `None` with an external broker.
     pub fn embedded_mut(&mut self) -> Option<&mut BrokerConfig> {
         match &mut self.mode {
-            BrokerMode::Embedded(b) => Some(b),
+            BrokerMode::Embedded(b) => Some(b.as_mut()),
             BrokerMode::External(_) => None,
         }
     }
@@ -558,7 +558,7 @@ impl BrokerSection {
                 "required when broker.embedded = true (the embedded broker refuses anonymous clients)",
             )
         })?;
-        Ok(BrokerMode::Embedded(BrokerConfig {
+        Ok(BrokerMode::Embedded(Box::new(BrokerConfig {
             listen: self.listen,
             tls_listen: self.tls_listen,
             tls_cert: self.tls_cert.clone(),
@@ -574,7 +574,7 @@ impl BrokerSection {
             // The gateway's own client ids: nobody else may take them.
             gateway_client_ids: vec![self.client_id.clone(), format!("{}-pub", self.client_id)],
             ..BrokerConfig::new(credentials)
-        }))
+        })))
     }
 }
 

@@ -31,7 +31,7 @@ pub mod tls;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use kiosk_broker::{BrokerHandle, CredentialStore, EmbeddedBroker};
+use kiosk_broker::{BrokerConfig, BrokerHandle, CredentialStore, EmbeddedBroker};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -110,7 +110,7 @@ impl Gateway {
         let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) =
             match &config.broker.mode {
                 BrokerMode::Embedded(broker_config) => {
-                    let mut broker_config = broker_config.clone();
+                    let mut broker_config = BrokerConfig::clone(broker_config);
                     // The descriptors HTTP may take are not the broker's.
                     broker_config.reserved_fds =
                         u64::try_from(http_max_connections).unwrap_or(u64::MAX);
