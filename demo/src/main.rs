@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use kiosk_agent::AgentConfig;
 use kiosk_agent::config::DriverKind;
-use kiosk_agent::render::{RenderOptions, render};
+use kiosk_agent::render::render;
 use kiosk_gateway::{Gateway, GatewayConfig};
 use kiosk_schemas::{Document, RawDocument};
 use serde_json::Value;
@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         .context("examples/agent.toml has no [printers.receipt]")?;
     receipt.driver = DriverKind::Device;
     receipt.address = printer_file.display().to_string();
-    let options = RenderOptions::from_config(receipt)?;
+    let options = receipt.render_options();
     let agent = kiosk_agent::Agent::start(agent_config).await?;
 
     let client = reqwest::Client::new();

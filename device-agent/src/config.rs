@@ -2,6 +2,11 @@
 //! `KIOSK_AGENT__<SECTION>__<KEY>` (e.g. `KIOSK_AGENT__BROKER__URL`,
 //! `KIOSK_AGENT__PRINTERS__RECEIPT__ADDRESS`), then validation into
 //! [`AgentConfig`] with errors that name the bad key.
+//!
+//! Values are parsed into their types while loading (`broker.url` is an
+//! [`MqttUrl`], `printers.<name>.code_page` a [`CodePage`]) and the
+//! combinations of keys are checked once, by [`AgentConfig::load`] and
+//! [`AgentConfig::from_toml`]: the rest of the agent uses the result as it is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,8 @@ use kiosk_schemas::settings::{self, Source};
 use kiosk_schemas::{Currency, KioskId, MqttUrl, Secret};
 use serde::Deserialize;
 
+use crate::render::{CodePage, RenderOptions};
+
 /// Prefix of environment overrides; `__` separates levels.
 pub const ENV_PREFIX: &str = "KIOSK_AGENT";
 
@@ -19,7 +26,7 @@ pub const ENV_PREFIX: &str = "KIOSK_AGENT";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// File unreadable, TOML malformed, or a value of the wrong type.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] config::ConfigError),
     /// A value parsed but is not acceptable; names the key.
     #[error("invalid `{key}`: {message}")]
@@ -38,7 +45,8 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The whole agent configuration.
+/// The whole agent configuration, as [`AgentConfig::load`] returns it:
+/// parsed and checked.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentConfig {
     /// This kiosk's id: MQTT client id, default username, `<id>` in topics.
@@ -90,8 +98,8 @@ fn default_heartbeat() -> Duration {
 pub struct BrokerConfig {
     /// `mqtt://host:port` (plain TCP, default port 1883) or
     /// `mqtts://host:port` (TLS, default port 8883; the certificate must
-    /// match `host`).
-    pub url: String,
+    /// match `host`). Parsed when the configuration is loaded.
+    pub url: MqttUrl,
     /// PEM CA certificate(s) trusted for `mqtts://`: only these (pin the
     /// fleet's private CA). Default: the system's trust store (a broker
     /// with a public certificate such as Let's Encrypt).
@@ -177,13 +185,22 @@ pub struct PrinterConfig {
     #[serde(default = "default_width")]
     pub width: u8,
     /// Character code table, one of the `escpos` crate's page codes
-    /// (`PC437`, `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, ...).
+    /// (`PC437`, `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, ...; see
+    /// [`crate::render::page_code`]); an unknown name fails the load.
     /// Default `PC437`.
-    #[serde(default = "default_code_page")]
-    pub code_page: String,
+    #[serde(default)]
+    pub code_page: CodePage,
     /// Connect/read/write timeout for `tcp`. Default 5 s.
     #[serde(default = "default_printer_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+impl PrinterConfig {
+    /// How documents are laid out for this printer: `width` columns in
+    /// `code_page`.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions::new(self.width, self.code_page)
+    }
 }
 
 /// `[cash]`: the serial cash acceptor.
@@ -233,9 +250,6 @@ fn default_status_interval() -> Duration {
 fn default_width() -> u8 {
     48
 }
-fn default_code_page() -> String {
-    "PC437".to_owned()
-}
 fn default_printer_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -275,8 +289,7 @@ impl AgentConfig {
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
         let parsed: AgentConfig = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
-        parsed.validate()?;
-        Ok(parsed)
+        parsed.validate()
     }
 
     /// Parses a TOML string without environment overrides.
@@ -285,19 +298,7 @@ impl AgentConfig {
     /// [`ConfigError`] naming the key at fault.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let parsed: AgentConfig = settings::load(Source::Text(text), None, None)?;
-        parsed.validate()?;
-        Ok(parsed)
-    }
-
-    /// The parsed `broker.url`.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for `broker.url`.
-    pub fn broker_url(&self) -> Result<MqttUrl, ConfigError> {
-        self.broker
-            .url
-            .parse::<MqttUrl>()
-            .map_err(|e| invalid("broker.url", e.to_string()))
+        parsed.validate()
     }
 
     /// The MQTT username: `broker.username`, or the kiosk id.
@@ -308,12 +309,15 @@ impl AgentConfig {
             .unwrap_or(self.kiosk_id.as_str())
     }
 
-    /// Checks values the types accept but the agent cannot use.
+    /// Checks values the types accept but the agent cannot use, and
+    /// combinations of keys; [`AgentConfig::load`] and
+    /// [`AgentConfig::from_toml`] call it, so a loaded configuration is
+    /// already checked.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.broker_url()?;
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        let url = &self.broker.url;
         let tls_keys = [
             ("broker.ca_file", self.broker.ca_file.is_some()),
             ("broker.client_cert", self.broker.client_cert.is_some()),
@@ -370,12 +374,6 @@ impl AgentConfig {
             if p.address.trim().is_empty() {
                 return Err(invalid(key("address"), "must not be empty"));
             }
-            if crate::render::page_code(&p.code_page).is_none() {
-                return Err(invalid(
-                    key("code_page"),
-                    format!("unknown code page {:?}", p.code_page),
-                ));
-            }
         }
         if let Some(cash) = &self.cash {
             if cash.port.trim().is_empty() {
@@ -394,7 +392,7 @@ impl AgentConfig {
                 ));
             }
         }
-        Ok(())
+        Ok(self)
     }
 }
 
@@ -445,7 +443,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let c = AgentConfig::load_with_env(&file, Some(env)).unwrap();
-        assert_eq!(c.broker.url, "mqtt://10.0.0.1:1884");
+        assert_eq!(c.broker.url.to_string(), "mqtt://10.0.0.1:1884");
         assert_eq!(c.printers["receipt"].address, "printer.local:9100");
     }
 
@@ -474,7 +472,7 @@ mod tests {
             "url = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
         );
         let c = AgentConfig::from_toml(&tls).unwrap();
-        assert!(c.broker_url().unwrap().tls);
+        assert!(c.broker.url.tls);
         let bad = tls.replace("ca_file", "client_cert = \"c.crt\"\nca_file");
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("broker.client_key"), "{err}");
@@ -482,5 +480,30 @@ mod tests {
         let bad = MINIMAL.replace("kiosk_id = \"demo-1\"", "kiosk_id = \"Demo 1\"");
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("kiosk id"), "{err}");
+
+        let bad = MINIMAL.replace(
+            "address = \"127.0.0.1:9100\"",
+            "address = \"x\"\ncode_page = \"UTF-8\"",
+        );
+        let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("printers.receipt.code_page"), "{err}");
+        assert!(err.contains("unknown code page"), "{err}");
+    }
+
+    /// Moved from `render`, which no longer knows the configuration.
+    #[test]
+    fn options_from_config() {
+        let config: PrinterConfig = serde_json::from_value(serde_json::json!({
+            "driver": "tcp", "address": "x", "width": 32, "code_page": "pc852", "timeout": "1s"
+        }))
+        .unwrap();
+        let opts = config.render_options();
+        assert_eq!(
+            opts,
+            RenderOptions {
+                columns: 32,
+                code_page: crate::render::PageCode::PC852
+            }
+        );
     }
 }

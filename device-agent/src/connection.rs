@@ -244,7 +244,7 @@ pub fn connect(
     config: &AgentConfig,
     board: StatusBoard,
 ) -> Result<(Publisher, Connection, ResultForwarder), String> {
-    let url = config.broker_url().map_err(|e| e.to_string())?;
+    let url = config.broker.url.clone();
     let kiosk = config.kiosk_id.clone();
     let tls = if url.tls {
         Some(crate::tls::client_config(config).map_err(|e| e.to_string())?)

@@ -37,20 +37,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// Invalid configuration.
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
     /// The inbox could not be opened or recovered.
     #[error(transparent)]
     Inbox(#[from] inbox::InboxError),
-    /// A printer's rendering options are invalid.
-    #[error("printer {printer}: {source}")]
-    Printer {
-        /// Logical printer name.
-        printer: String,
-        /// What is wrong.
-        source: render::RenderError,
-    },
     /// The MQTT session could not be set up.
     #[error("{0}")]
     Broker(String),
@@ -74,10 +63,10 @@ impl Agent {
     /// background and retries forever with backoff.
     ///
     /// # Errors
-    /// [`AgentError`] when the configuration is invalid or the store cannot
-    /// be opened (for example while another agent holds it).
+    /// [`AgentError`] when the store cannot be opened (for example while
+    /// another agent holds it) or the MQTT session cannot be set up. The
+    /// configuration was checked when it was loaded.
     pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
-        config.validate()?;
         let db = inbox::Inbox::open_db(&config.store.path)?;
         let inbox = inbox::Inbox::open(&db)?;
         let recovered = inbox.recover()?;
@@ -114,12 +103,7 @@ impl Agent {
         for (name, printer) in &config.printers {
             let notify = Arc::new(Notify::new());
             wake.insert(name.clone(), notify.clone());
-            let options = render::RenderOptions::from_config(printer).map_err(|source| {
-                AgentError::Printer {
-                    printer: name.clone(),
-                    source,
-                }
-            })?;
+            let options = printer.render_options();
             options_by_printer.insert(name.clone(), options);
             let worker = worker::Worker {
                 name: name.clone(),

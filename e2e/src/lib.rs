@@ -205,11 +205,15 @@ republish_interval = "{republish}ms"
         let gateway = retry_locked(|| Gateway::start(self.gateway_config.clone())).await;
         self.gateway_config.http.listen = gateway.http_addr();
         if let Some(addr) = gateway.mqtt_addr() {
-            self.gateway_config.broker.listen = Some(addr);
+            if let Some(broker) = self.gateway_config.broker.embedded_mut() {
+                broker.listen = Some(addr);
+            }
             self.mqtt_addr = addr;
         }
         if let Some(addr) = gateway.mqtt_tls_addr() {
-            self.gateway_config.broker.tls_listen = Some(addr);
+            if let Some(broker) = self.gateway_config.broker.embedded_mut() {
+                broker.tls_listen = Some(addr);
+            }
             self.mqtts_addr = Some(addr);
         }
         self.http_base = format!("http://{}", gateway.http_addr());
@@ -315,7 +319,7 @@ timeout = "2s"
     ) -> AgentConfig {
         let mut config = self.agent_config(kiosk, printer);
         if let Some(b) = broker {
-            config.broker.url = format!("mqtt://{b}");
+            config.broker.url = format!("mqtt://{b}").parse().expect("broker URL");
         }
         config.cash = Some(kiosk_agent::config::CashConfig {
             port: port.display().to_string(),

@@ -462,8 +462,8 @@ async fn agent_refuses_a_certificate_for_another_name() {
         .expect("pki")
         .server_cert_for(&["elsewhere.example"]);
     fleet.stop_gateway().await;
-    fleet.gateway_config.broker.tls_cert = Some(cert);
-    fleet.gateway_config.broker.tls_key = Some(key);
+    fleet.gateway_config.broker.embedded_mut().unwrap().tls_cert = Some(cert);
+    fleet.gateway_config.broker.embedded_mut().unwrap().tls_key = Some(key);
     fleet.start_gateway().await;
     let handshakes = "kiosk_broker_refused_total{reason=\"tls_handshake\"}";
     let printer = FakePrinter::start().await.unwrap();
@@ -487,7 +487,12 @@ async fn client_certificates_are_required_when_configured() {
         (pki.ca_cert.clone(), pki.client_cert("k2"))
     };
     fleet.stop_gateway().await;
-    fleet.gateway_config.broker.tls_client_ca = Some(ca);
+    fleet
+        .gateway_config
+        .broker
+        .embedded_mut()
+        .unwrap()
+        .tls_client_ca = Some(ca);
     fleet.start_gateway().await;
     let printer = FakePrinter::start().await.unwrap();
 

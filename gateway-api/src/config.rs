@@ -2,10 +2,19 @@
 //! `KIOSK_GATEWAY__<SECTION>__<KEY>` (e.g. `KIOSK_GATEWAY__HTTP__LISTEN`,
 //! `KIOSK_GATEWAY__BROKER__LISTEN`), then validation with errors that name
 //! the bad key.
+//!
+//! The file form (`GatewayFile`, private) is checked once, by
+//! [`GatewayConfig::load`] and [`GatewayConfig::from_toml`], into
+//! [`GatewayConfig`]: `[broker]` becomes [`BrokerSettings`], whose
+//! [`BrokerMode`] is either the embedded broker's own
+//! [`kiosk_broker::BrokerConfig`] or an external broker's parsed URL. The rest
+//! of the gateway uses the result as it is and checks nothing again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use kiosk_broker::BrokerConfig;
 use std::time::Duration;
 
 use kiosk_schemas::settings::{self, Source};
@@ -19,49 +28,150 @@ pub const ENV_PREFIX: &str = "KIOSK_GATEWAY";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// File unreadable, TOML malformed, or a value of the wrong type.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] config::ConfigError),
     /// A value parsed but is not acceptable; names the key.
     #[error("invalid `{key}`: {message}")]
     Invalid {
         /// Dotted key, e.g. `http.listen`.
-        key: &'static str,
+        key: String,
         /// What is wrong with it.
         message: String,
     },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
 
-/// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// The whole gateway configuration, checked: what [`GatewayConfig::load`]
+/// returns and [`crate::Gateway::start`] takes.
+#[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// `[http]`: the HTTP API.
-    #[serde(default)]
     pub http: HttpConfig,
-    /// `[broker]`: the embedded broker, or the external one.
-    pub broker: BrokerSection,
+    /// `[broker]`: the gateway's MQTT client, and the embedded broker or the
+    /// external one.
+    pub broker: BrokerSettings,
     /// `[store]`: the sled directory.
     pub store: StoreConfig,
     /// `[delivery]`: republish and expiry policy.
-    #[serde(default)]
     pub delivery: DeliveryConfig,
     /// `[webhooks]`: cash events POSTed to the backend.
-    #[serde(default)]
     pub webhooks: WebhookConfig,
     /// `[fleet]`: kiosk presence.
-    #[serde(default)]
     pub fleet: FleetConfig,
     /// Kiosks known in addition to the `kiosk` entries of the broker's
     /// credentials file (useful with an external broker). A kiosk that
     /// publishes its status is known from then on as well.
-    #[serde(default)]
     pub kiosks: Vec<KioskId>,
+}
+
+/// `[broker]`, checked.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// The gateway's MQTT client id (`broker.client_id`); its producer
+    /// connects as `<client_id>-pub`. Not empty.
+    pub client_id: String,
+    /// The gateway's MQTT username (`broker.username`).
+    pub username: String,
+    /// The gateway's MQTT password (`broker.password`); not empty. With
+    /// the embedded broker the gateway logs in with the broker's internal
+    /// password instead.
+    pub password: Secret,
+    /// MQTT keep alive (`broker.keep_alive`), at least 1 s.
+    pub keep_alive: Duration,
+    /// Which broker.
+    pub mode: BrokerMode,
+}
+
+/// Where the broker is: `broker.embedded`.
+#[derive(Debug, Clone)]
+pub enum BrokerMode {
+    /// `broker.embedded = true`: rumqttd in this process, with this
+    /// configuration (validated; `gateway_client_ids` reserve
+    /// `broker.client_id` and `<client_id>-pub`).
+    Embedded(Box<BrokerConfig>),
+    /// `broker.embedded = false`: connect to another broker.
+    External(ExternalBroker),
+}
+
+/// An external broker (`broker.embedded = false`).
+#[derive(Debug, Clone)]
+pub struct ExternalBroker {
+    /// `broker.url`.
+    pub url: MqttUrl,
+    /// `broker.ca_file`: CA trusted for an `mqtts://` URL (set only with
+    /// one); default the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// `broker.credentials`: its `kiosk` entries are known kiosks.
+    pub credentials: Option<PathBuf>,
+    /// `broker.max_payload_bytes`: largest MQTT payload, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl BrokerSettings {
+    /// The embedded broker's configuration; `None` with an external broker.
+    pub fn embedded(&self) -> Option<&BrokerConfig> {
+        match &self.mode {
+            BrokerMode::Embedded(b) => Some(b.as_ref()),
+            BrokerMode::External(_) => None,
+        }
+    }
+
+    /// The embedded broker's configuration, to change (tests pin ports
+    /// found at the first start); `None` with an external broker.
+    pub fn embedded_mut(&mut self) -> Option<&mut BrokerConfig> {
+        match &mut self.mode {
+            BrokerMode::Embedded(b) => Some(b.as_mut()),
+            BrokerMode::External(_) => None,
+        }
+    }
+
+    /// The external broker; `None` when embedded.
+    pub fn external(&self) -> Option<&ExternalBroker> {
+        match &self.mode {
+            BrokerMode::Embedded(_) => None,
+            BrokerMode::External(e) => Some(e),
+        }
+    }
+
+    /// `broker.credentials`: always set for the embedded broker, optional
+    /// for an external one.
+    pub fn credentials(&self) -> Option<&Path> {
+        match &self.mode {
+            BrokerMode::Embedded(b) => Some(&b.credentials),
+            BrokerMode::External(e) => e.credentials.as_deref(),
+        }
+    }
+
+    /// `broker.max_payload_bytes`: largest MQTT payload, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        match &self.mode {
+            BrokerMode::Embedded(b) => b.max_payload_bytes,
+            BrokerMode::External(e) => e.max_payload_bytes,
+        }
+    }
+}
+
+/// The configuration file's form, before [`GatewayFile::check`].
+#[derive(Debug, Deserialize)]
+struct GatewayFile {
+    #[serde(default)]
+    http: HttpConfig,
+    broker: BrokerSection,
+    store: StoreConfig,
+    #[serde(default)]
+    delivery: DeliveryConfig,
+    #[serde(default)]
+    webhooks: WebhookConfig,
+    #[serde(default)]
+    fleet: FleetConfig,
+    #[serde(default)]
+    kiosks: Vec<KioskId>,
 }
 
 /// `[http]`
@@ -147,12 +257,12 @@ fn default_max_sse_streams() -> usize {
     1024
 }
 
-/// `[broker]`
-#[derive(Debug, Clone, Deserialize)]
-pub struct BrokerSection {
+/// `[broker]` as written; see [`BrokerSettings`] for the checked form.
+#[derive(Debug, Deserialize)]
+struct BrokerSection {
     /// Run rumqttd in-process (default true). When false, connect to `url`.
     #[serde(default = "yes")]
-    pub embedded: bool,
+    embedded: bool,
     /// Embedded broker's plain MQTT listener, or `"off"`. Default
     /// `127.0.0.1:1883`; kiosks on the internet use the TLS listener
     /// (`tls_cert`). Port 0 picks a free port.
@@ -160,65 +270,65 @@ pub struct BrokerSection {
         default = "default_mqtt_listen",
         deserialize_with = "kiosk_broker::config::listen_or_off"
     )]
-    pub listen: Option<SocketAddr>,
+    listen: Option<SocketAddr>,
     /// Credentials file of the embedded broker (`user:role:hash` lines, see
     /// `kiosk-broker passwd`). Its `kiosk` entries are the known kiosks.
-    pub credentials: Option<PathBuf>,
+    credentials: Option<PathBuf>,
     /// Largest MQTT payload the embedded broker accepts, in bytes. Default 1 MiB.
     #[serde(default = "default_max_payload_bytes")]
-    pub max_payload_bytes: usize,
+    max_payload_bytes: usize,
     /// Most concurrent MQTT connections of the embedded broker. Default 20000.
     #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    max_connections: usize,
     /// External broker, `mqtt://host[:port]`; ignored when `embedded`.
-    pub url: Option<String>,
+    url: Option<String>,
     /// The gateway's MQTT username. Default `gateway`.
     #[serde(default = "default_username")]
-    pub username: String,
+    username: String,
     /// The gateway's MQTT password.
-    pub password: Secret,
+    password: Secret,
     /// The gateway's MQTT client id. Default `kiosk-gateway`.
     #[serde(default = "default_client_id")]
-    pub client_id: String,
+    client_id: String,
     /// MQTT keep alive. Default 30 s.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
-    pub keep_alive: Duration,
+    keep_alive: Duration,
     /// Embedded broker's MQTT-over-TLS listener; default `0.0.0.0:8883`
     /// when `tls_cert` is set.
     #[serde(default)]
-    pub tls_listen: Option<SocketAddr>,
+    tls_listen: Option<SocketAddr>,
     /// Embedded broker's PEM certificate chain; enables its TLS listener.
     #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     #[serde(default)]
-    pub tls_key: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     /// PEM CA: TLS clients must present a certificate it issued.
     #[serde(default)]
-    pub tls_client_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     /// Topic ACL file of the embedded broker; default the built-in policy
     /// (`examples/acl`).
     #[serde(default)]
-    pub acl: Option<PathBuf>,
+    acl: Option<PathBuf>,
     /// New MQTT connections admitted per second. Default 1000.
     #[serde(default = "default_connections_per_second")]
-    pub connections_per_second: u32,
+    connections_per_second: u32,
     /// Failed MQTT logins per (client address, user name) and minute
     /// before that user is refused from that address. Default 10.
     #[serde(default = "default_failed_logins_per_minute")]
-    pub failed_logins_per_minute: u32,
+    failed_logins_per_minute: u32,
     /// Failed MQTT logins per client address and minute, all user names
     /// together, before the address is refused. Default 100.
     #[serde(default = "default_failed_logins_per_address_per_minute")]
-    pub failed_logins_per_address_per_minute: u32,
+    failed_logins_per_address_per_minute: u32,
     /// How long an MQTT client with keep alive 0 may stay silent before the
     /// embedded broker closes it. Default 10 min.
     #[serde(default = "default_broker_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
+    idle_timeout: Duration,
     /// CA file trusted for an external `mqtts://` broker (pin a private
     /// CA); default the system's trust store.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 /// `[fleet]`: kiosk presence (see [`crate::presence`]).
@@ -385,7 +495,7 @@ fn default_max_job_bytes() -> usize {
 
 impl GatewayConfig {
     /// Loads `file` (TOML), applies `KIOSK_GATEWAY__*` variables from the
-    /// process environment, and validates.
+    /// process environment, and checks the result.
     ///
     /// # Errors
     /// [`ConfigError`] naming the file or key at fault.
@@ -402,81 +512,80 @@ impl GatewayConfig {
         file: &Path,
         env: Option<HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
-        let parsed: GatewayConfig = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
-        parsed.validate()?;
-        Ok(parsed)
+        let parsed: GatewayFile = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
+        parsed.check()
     }
 
-    /// Parses a TOML string without environment overrides.
+    /// Parses a TOML string without environment overrides, and checks it.
     ///
     /// # Errors
     /// [`ConfigError`] naming the key at fault.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let parsed: GatewayConfig = settings::load(Source::Text(text), None, None)?;
-        parsed.validate()?;
-        Ok(parsed)
+        let parsed: GatewayFile = settings::load(Source::Text(text), None, None)?;
+        parsed.check()
     }
+}
 
-    /// The external broker URL, parsed; `None` when embedded.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for `broker.url`.
-    pub fn external_broker(&self) -> Result<Option<MqttUrl>, ConfigError> {
-        if self.broker.embedded {
-            return Ok(None);
+impl BrokerSection {
+    /// Which broker, from `embedded`, `url`, `ca_file` and `credentials`;
+    /// the embedded broker's configuration is built here and validated by
+    /// [`GatewayFile::check`].
+    fn mode(&self) -> Result<BrokerMode, ConfigError> {
+        if !self.embedded {
+            let url = self
+                .url
+                .as_deref()
+                .ok_or_else(|| invalid("broker.url", "required when broker.embedded = false"))?;
+            let url = url
+                .parse::<MqttUrl>()
+                .map_err(|e| invalid("broker.url", e.to_string()))?;
+            if !url.tls && self.ca_file.is_some() {
+                return Err(invalid(
+                    "broker.ca_file",
+                    "only used with an mqtts:// broker.url",
+                ));
+            }
+            return Ok(BrokerMode::External(ExternalBroker {
+                url,
+                ca_file: self.ca_file.clone(),
+                credentials: self.credentials.clone(),
+                max_payload_bytes: self.max_payload_bytes,
+            }));
         }
-        let url = self
-            .broker
-            .url
-            .as_deref()
-            .ok_or_else(|| invalid("broker.url", "required when broker.embedded = false"))?;
-        let url = url
-            .parse::<MqttUrl>()
-            .map_err(|e| invalid("broker.url", e.to_string()))?;
-        if !url.tls && self.broker.ca_file.is_some() {
-            return Err(invalid(
-                "broker.ca_file",
-                "only used with an mqtts:// broker.url",
-            ));
-        }
-        Ok(Some(url))
-    }
-
-    /// The embedded broker's configuration from `[broker]`, with the given
-    /// credentials file.
-    pub fn embedded_broker_config(&self, credentials: PathBuf) -> kiosk_broker::BrokerConfig {
-        let b = &self.broker;
-        kiosk_broker::BrokerConfig {
-            listen: b.listen,
-            tls_listen: b.tls_listen,
-            tls_cert: b.tls_cert.clone(),
-            tls_key: b.tls_key.clone(),
-            tls_client_ca: b.tls_client_ca.clone(),
-            acl: b.acl.clone(),
-            max_payload_bytes: b.max_payload_bytes,
-            max_connections: b.max_connections,
-            connections_per_second: b.connections_per_second,
-            failed_logins_per_minute: b.failed_logins_per_minute,
-            failed_logins_per_address_per_minute: b.failed_logins_per_address_per_minute,
-            idle_timeout: b.idle_timeout,
+        let credentials = self.credentials.clone().ok_or_else(|| {
+            invalid(
+                "broker.credentials",
+                "required when broker.embedded = true (the embedded broker refuses anonymous clients)",
+            )
+        })?;
+        Ok(BrokerMode::Embedded(Box::new(BrokerConfig {
+            listen: self.listen,
+            tls_listen: self.tls_listen,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            acl: self.acl.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            max_connections: self.max_connections,
+            connections_per_second: self.connections_per_second,
+            failed_logins_per_minute: self.failed_logins_per_minute,
+            failed_logins_per_address_per_minute: self.failed_logins_per_address_per_minute,
+            idle_timeout: self.idle_timeout,
             // The gateway's own client ids: nobody else may take them.
-            gateway_client_ids: vec![b.client_id.clone(), format!("{}-pub", b.client_id)],
-            ..kiosk_broker::BrokerConfig::new(credentials)
-        }
+            gateway_client_ids: vec![self.client_id.clone(), format!("{}-pub", self.client_id)],
+            ..BrokerConfig::new(credentials)
+        })))
     }
+}
 
-    /// Checks values the types accept but the gateway cannot use.
+impl GatewayFile {
+    /// Checks values the types accept but the gateway cannot use, and
+    /// combinations of keys, into the checked [`GatewayConfig`].
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.external_broker()?;
-        if self.broker.embedded && self.broker.credentials.is_none() {
-            return Err(invalid(
-                "broker.credentials",
-                "required when broker.embedded = true (the embedded broker refuses anonymous clients)",
-            ));
-        }
+    fn check(self) -> Result<GatewayConfig, ConfigError> {
+        let mode = self.broker.mode()?;
         if self.broker.password.is_empty() {
             return Err(invalid("broker.password", "must not be empty"));
         }
@@ -515,16 +624,14 @@ impl GatewayConfig {
             (None, Some(_)) => return Err(invalid("http.tls_cert", "required with http.tls_key")),
             _ => {}
         }
-        if self.broker.embedded {
-            // The credentials file is checked when the broker starts.
-            self.embedded_broker_config(PathBuf::from("credentials"))
-                .validate()
-                .map_err(|e| match e {
-                    kiosk_broker::BrokerError::Config { key, reason } => {
-                        invalid(broker_key(key), reason)
-                    }
-                    other => invalid("broker", other.to_string()),
-                })?;
+        if let BrokerMode::Embedded(broker) = &mode {
+            // The credentials file itself is read when the broker starts.
+            broker.validate().map_err(|e| match e {
+                kiosk_broker::BrokerError::Config { key, reason } => {
+                    invalid(format!("broker.{key}"), reason)
+                }
+                other => invalid("broker", other.to_string()),
+            })?;
         }
         if self.delivery.republish_interval < Duration::from_millis(10) {
             return Err(invalid(
@@ -561,26 +668,28 @@ impl GatewayConfig {
         if self.delivery.max_job_bytes == 0 {
             return Err(invalid("delivery.max_job_bytes", "must be > 0"));
         }
-        Ok(())
-    }
-}
-
-/// The gateway's name of a broker config key (`tls_cert` →
-/// `broker.tls_cert`).
-fn broker_key(key: &'static str) -> &'static str {
-    match key {
-        "listen" => "broker.listen",
-        "tls_listen" => "broker.tls_listen",
-        "tls_cert" => "broker.tls_cert",
-        "tls_key" => "broker.tls_key",
-        "tls_client_ca" => "broker.tls_client_ca",
-        "max_payload_bytes" => "broker.max_payload_bytes",
-        "max_connections" => "broker.max_connections",
-        "connections_per_second" => "broker.connections_per_second",
-        "failed_logins_per_minute" => "broker.failed_logins_per_minute",
-        "failed_logins_per_address_per_minute" => "broker.failed_logins_per_address_per_minute",
-        "idle_timeout" => "broker.idle_timeout",
-        _ => "broker",
+        let BrokerSection {
+            client_id,
+            username,
+            password,
+            keep_alive,
+            ..
+        } = self.broker;
+        Ok(GatewayConfig {
+            http: self.http,
+            broker: BrokerSettings {
+                client_id,
+                username,
+                password,
+                keep_alive,
+                mode,
+            },
+            store: self.store,
+            delivery: self.delivery,
+            webhooks: self.webhooks,
+            fleet: self.fleet,
+            kiosks: self.kiosks,
+        })
     }
 }
 
@@ -599,14 +708,16 @@ mod tests {
     #[test]
     fn defaults() {
         let c = GatewayConfig::from_toml(MINIMAL).unwrap();
-        assert!(c.broker.embedded);
+        let b = c.broker.embedded();
+        assert!(b.is_some());
+        let b = b.unwrap();
         assert_eq!(c.http.listen, default_http_listen());
-        assert_eq!(c.broker.listen, default_mqtt_listen());
+        assert_eq!(b.listen, default_mqtt_listen());
         assert_eq!(c.broker.username, "gateway");
-        assert_eq!(c.broker.connections_per_second, 1000);
-        assert_eq!(c.broker.failed_logins_per_minute, 10);
+        assert_eq!(b.connections_per_second, 1000);
+        assert_eq!(b.failed_logins_per_minute, 10);
         assert_eq!(c.fleet.heartbeat, Duration::from_secs(30));
-        assert!(c.http.tls_cert.is_none() && c.broker.tls_cert.is_none());
+        assert!(c.http.tls_cert.is_none() && b.tls_cert.is_none());
         assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.http.max_connections, 2048);
@@ -634,7 +745,10 @@ mod tests {
         .collect();
         let c = GatewayConfig::load_with_env(&file, Some(env)).unwrap();
         assert_eq!(c.http.listen, "0.0.0.0:9000".parse().unwrap());
-        assert_eq!(c.broker.listen, Some("0.0.0.0:1884".parse().unwrap()));
+        assert_eq!(
+            c.broker.embedded().unwrap().listen,
+            Some("0.0.0.0:1884".parse().unwrap())
+        );
         assert_eq!(c.http.header_read_timeout, Duration::from_millis(2500));
         assert_eq!(c.http.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.http.max_connections, 100);
@@ -649,7 +763,7 @@ mod tests {
             "[broker]\nlisten = \"off\"\ntls_cert = \"s.crt\"\ntls_key = \"s.key\"",
         );
         let c = GatewayConfig::from_toml(&tls).unwrap();
-        let b = c.embedded_broker_config("creds".into());
+        let b = c.broker.embedded().unwrap();
         assert_eq!(b.listen, None);
         assert_eq!(b.tls_listen_addr(), Some("0.0.0.0:8883".parse().unwrap()));
 
@@ -658,7 +772,7 @@ mod tests {
             "[broker]\nembedded = false\nurl = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
         );
         let c = GatewayConfig::from_toml(&ext).unwrap();
-        assert_eq!(c.external_broker().unwrap().unwrap().port, 8883);
+        assert_eq!(c.broker.external().unwrap().url.port, 8883);
     }
 
     #[test]

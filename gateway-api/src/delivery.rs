@@ -17,13 +17,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use kiosk_schemas::{JobId, JobState, KioskId, Topic};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::DeliveryConfig;
 use crate::echo::Echoes;
 use crate::fleet::Fleet;
@@ -45,6 +46,7 @@ pub struct Delivery {
     retention: Duration,
     last_sent: Mutex<HashMap<JobId, Instant>>,
     echoes: Arc<Echoes>,
+    clock: Clock,
 }
 
 impl Delivery {
@@ -66,7 +68,16 @@ impl Delivery {
             retention,
             last_sent: Mutex::default(),
             echoes,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same deliverer reading the time from `clock` (expiry, grace,
+    /// republish pacing, purge); [`Clock::system`] by default.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Publishes a stored job's wire bytes to `kiosk/<id>/print` (QoS 1,
@@ -103,13 +114,13 @@ impl Delivery {
     }
 
     fn sent_now(&self, job: &JobId) {
-        self.lock().insert(job.clone(), Instant::now());
+        self.lock().insert(job.clone(), self.clock.instant());
     }
 
     fn sent_recently(&self, job: &JobId) -> bool {
         self.lock()
             .get(job)
-            .is_some_and(|t| t.elapsed() < self.config.republish_interval)
+            .is_some_and(|t| self.clock.since(*t) < self.config.republish_interval)
     }
 
     fn forget(&self, job: &JobId) {
@@ -146,7 +157,7 @@ impl Delivery {
     /// # Errors
     /// [`StoreError`] when the store fails.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let lifetime = chrono::Duration::from_std(self.config.default_expires_in)
             .unwrap_or(chrono::Duration::MAX);
         let grace =
@@ -209,7 +220,7 @@ impl Delivery {
     ) {
         let mut tick = tokio::time::interval(self.config.republish_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_purge = Instant::now();
+        let mut last_purge = self.clock.instant();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -217,8 +228,8 @@ impl Delivery {
                     if let Err(e) = self.sweep().await {
                         tracing::error!(error = %e, "delivery sweep failed");
                     }
-                    if last_purge.elapsed() >= PURGE_EVERY {
-                        last_purge = Instant::now();
+                    if self.clock.since(last_purge) >= PURGE_EVERY {
+                        last_purge = self.clock.instant();
                         self.purge();
                     }
                 }
@@ -235,10 +246,230 @@ impl Delivery {
         let Ok(retention) = chrono::Duration::from_std(self.retention) else {
             return;
         };
-        match self.store.purge_finished(Utc::now() - retention) {
+        match self.store.purge_finished(self.clock.now() - retention) {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "purged finished jobs past retention"),
             Err(e) => tracing::error!(error = %e, "purge failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The timer's decisions under tokio's paused clock: time moves only by
+    //! `advance()`, so deadlines are checked to the millisecond, no sleeps.
+
+    use kiosk_schemas::{KioskStatus, Secret, Timestamp};
+
+    use super::*;
+    use crate::mqtt::{self, MqttSettings};
+    use crate::store::{Origin, Transition};
+    use kiosk_mqtt::Session;
+
+    const REPUBLISH: Duration = Duration::from_secs(30);
+    const GRACE: Duration = Duration::from_secs(3600);
+    const MS: Duration = Duration::from_millis(1);
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        store: Store,
+        fleet: Arc<Fleet>,
+        delivery: Arc<Delivery>,
+        /// Never run: publishes wait in rumqttc's request queue, which is
+        /// all the timer needs (it notes when it sent). Kept so that queue
+        /// stays open.
+        _sessions: (Session, Session),
+        start: Timestamp,
+    }
+
+    fn kiosk() -> KioskId {
+        KioskId::new("k1").unwrap()
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let fleet = Arc::new(Fleet::new(
+            store.clone(),
+            None,
+            [kiosk()],
+            Duration::from_secs(30),
+        ));
+        let (link, consumer, producer) = mqtt::connect(&MqttSettings {
+            host: "127.0.0.1".into(),
+            port: 1,
+            client_id: "gw".into(),
+            username: "gw".into(),
+            password: Secret::new("pw"),
+            keep_alive: Duration::from_secs(30),
+            tls: None,
+            max_packet_bytes: 1 << 20,
+        });
+        let config = DeliveryConfig {
+            republish_interval: REPUBLISH,
+            result_grace: GRACE,
+            ..DeliveryConfig::default()
+        };
+        let start = Timestamp::from_timestamp(1_700_000_000, 0).unwrap();
+        let delivery = Delivery::new(
+            store.clone(),
+            fleet.clone(),
+            link,
+            config,
+            Duration::from_secs(86_400),
+            Arc::default(),
+        )
+        .with_clock(Clock::tokio(start));
+        Setup {
+            _dir: dir,
+            store,
+            fleet,
+            delivery: Arc::new(delivery),
+            _sessions: (consumer, producer),
+            start,
+        }
+    }
+
+    /// A `queued` job for `k1` created at `created`, due at `expires_at`.
+    fn queue(store: &Store, id: &str, created: Timestamp, expires_at: Timestamp) -> JobId {
+        let job_id = JobId::new(id).unwrap();
+        let rec = JobRecord {
+            job_id: job_id.clone(),
+            kiosk_id: kiosk(),
+            printer: "receipt".into(),
+            copies: 1,
+            created_at: created,
+            expires_at: Some(expires_at),
+            state: JobState::Queued,
+            reason: None,
+            history: vec![Transition {
+                state: JobState::Queued,
+                at: created,
+                reason: None,
+            }],
+            origin: Origin::Http {
+                api_key: "test".into(),
+            },
+            reprint_of: None,
+            accepted_at: created,
+            gateway_expired: false,
+            bytes: None,
+        };
+        let payload =
+            br#"{"v":1,"job_id":"x","printer":"receipt","document":{"kind":"text","text":"x"}}"#;
+        store.create_job(rec, payload, None).unwrap();
+        job_id
+    }
+
+    fn state(store: &Store, job: &JobId) -> JobState {
+        store.job(job).unwrap().unwrap().state
+    }
+
+    fn is_pending(store: &Store, job: &JobId) -> bool {
+        store
+            .pending(Some(&kiosk()))
+            .unwrap()
+            .iter()
+            .any(|(_, id)| id == job)
+    }
+
+    fn bring_online(fleet: &Fleet) {
+        let mut status = KioskStatus::online("0.1.0", Default::default());
+        status.connection_id = Some("c1".into());
+        fleet.apply_status(&kiosk(), &status).unwrap();
+        assert!(fleet.is_online(&kiosk()));
+    }
+
+    fn last_sent(delivery: &Delivery, job: &JobId) -> Option<Instant> {
+        delivery.lock().get(job).copied()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_job_expires_at_its_deadline_and_stays_pending_for_the_grace() {
+        let s = setup();
+        let lifetime = Duration::from_secs(600);
+        let deadline = s.start + chrono::Duration::from_std(lifetime).unwrap();
+        let job = queue(&s.store, "j1", s.start, deadline);
+
+        tokio::time::advance(lifetime - MS).await;
+        assert_eq!(s.delivery.sweep().await.unwrap(), 0, "1 ms early");
+        assert_eq!(state(&s.store, &job), JobState::Queued);
+
+        tokio::time::advance(MS).await;
+        assert_eq!(s.delivery.clock.now(), deadline);
+        assert_eq!(s.delivery.sweep().await.unwrap(), 1, "at the deadline");
+        let rec = s.store.job(&job).unwrap().unwrap();
+        assert_eq!(rec.state, JobState::Expired);
+        assert_eq!(rec.reason.as_deref(), Some(EXPIRED_QUEUED));
+        assert!(is_pending(&s.store, &job), "the kiosk may still report it");
+
+        tokio::time::advance(GRACE - MS).await;
+        assert_eq!(s.delivery.sweep().await.unwrap(), 0, "expired only once");
+        assert!(is_pending(&s.store, &job), "1 ms before the grace ends");
+
+        tokio::time::advance(MS).await;
+        s.delivery.sweep().await.unwrap();
+        assert!(!is_pending(&s.store, &job), "no longer asked for");
+        assert_eq!(state(&s.store, &job), JobState::Expired);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_of_an_online_kiosk_is_republished_once_per_interval() {
+        let s = setup();
+        bring_online(&s.fleet);
+        let job = queue(&s.store, "j1", s.start, s.start + chrono::Duration::days(1));
+        let t0 = s.delivery.clock.instant();
+        s.delivery.sweep().await.unwrap();
+        assert_eq!(last_sent(&s.delivery, &job), Some(t0), "first sweep sends");
+
+        // Sweeps every second over three intervals: one send per interval.
+        let mut sends = Vec::new();
+        for _ in 0..3 * REPUBLISH.as_secs() {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let before = last_sent(&s.delivery, &job);
+            s.delivery.sweep().await.unwrap();
+            let after = last_sent(&s.delivery, &job);
+            if after != before {
+                sends.push(after.unwrap() - t0);
+            }
+        }
+        assert_eq!(sends, [REPUBLISH, 2 * REPUBLISH, 3 * REPUBLISH]);
+        assert_eq!(state(&s.store, &job), JobState::Queued);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_republishes_every_interval_and_not_to_offline_kiosks() {
+        let s = setup();
+        let job = queue(&s.store, "j1", s.start, s.start + chrono::Duration::days(1));
+        let (_online_tx, online_rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let t0 = s.delivery.clock.instant();
+        let task = tokio::spawn(s.delivery.clone().run(online_rx, shutdown.clone()));
+
+        // Offline: the timer sweeps but sends nothing.
+        tokio::time::advance(REPUBLISH).await;
+        settle().await;
+        assert_eq!(last_sent(&s.delivery, &job), None);
+
+        bring_online(&s.fleet);
+        let mut previous = None;
+        for k in 2..=4u32 {
+            tokio::time::advance(REPUBLISH - MS).await;
+            settle().await;
+            assert_eq!(last_sent(&s.delivery, &job), previous, "before tick {k}");
+            tokio::time::advance(MS).await;
+            settle().await;
+            previous = Some(t0 + REPUBLISH * k);
+            assert_eq!(last_sent(&s.delivery, &job), previous, "tick {k}");
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    /// Lets spawned tasks run what is due at the current (paused) instant.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
         }
     }
 }

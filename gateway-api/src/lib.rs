@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod cash;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod echo;
@@ -31,19 +32,17 @@ pub mod tls;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use kiosk_broker::{BrokerHandle, CredentialStore, EmbeddedBroker};
+use kiosk_broker::{BrokerConfig, BrokerHandle, CredentialStore, EmbeddedBroker};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use config::BrokerMode;
 pub use config::GatewayConfig;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// Invalid configuration.
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
     /// The store could not be opened.
     #[error("opening store: {0}")]
     Store(#[from] store::StoreError),
@@ -97,12 +96,12 @@ impl Gateway {
     /// Opens the store, starts the embedded broker (unless
     /// `broker.embedded = false`), connects the MQTT session, and serves
     /// HTTP. Returns once the listeners are bound; the MQTT session connects
-    /// in the background (see `GET /healthz`).
+    /// in the background (see `GET /healthz`). `config` was checked when it
+    /// was loaded ([`GatewayConfig::load`]).
     ///
     /// # Errors
     /// [`GatewayError`] naming what could not be opened or bound.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        config.validate()?;
         let config = Arc::new(config);
         let store = store::Store::open(&config.store.path)?;
         let api_keys = api_keys::ApiKeys::open(config.http.api_keys.as_deref())?;
@@ -110,15 +109,9 @@ impl Gateway {
             http_server::effective_max_connections(config.http.max_connections);
 
         let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) =
-            match config.external_broker()? {
-                None => {
-                    let credentials_path = config.broker.credentials.clone().ok_or_else(|| {
-                        config::ConfigError::Invalid {
-                            key: "broker.credentials",
-                            message: "required when broker.embedded = true".to_owned(),
-                        }
-                    })?;
-                    let mut broker_config = config.embedded_broker_config(credentials_path);
+            match &config.broker.mode {
+                BrokerMode::Embedded(broker_config) => {
+                    let mut broker_config = BrokerConfig::clone(broker_config);
                     // The descriptors HTTP may take are not the broker's.
                     broker_config.reserved_fds =
                         u64::try_from(http_max_connections).unwrap_or(u64::MAX);
@@ -138,17 +131,18 @@ impl Gateway {
                         Some(password),
                     )
                 }
-                Some(url) => {
-                    let creds = match &config.broker.credentials {
+                BrokerMode::External(external) => {
+                    let creds = match &external.credentials {
                         Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
                         None => None,
                     };
+                    let url = &external.url;
                     let tls = if url.tls {
-                        Some(tls::mqtt_client_config(&config)?)
+                        Some(tls::mqtt_client_config(external)?)
                     } else {
                         None
                     };
-                    (None, creds, url.host, url.port, tls, None)
+                    (None, creds, url.host.clone(), url.port, tls, None)
                 }
             };
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
@@ -165,7 +159,7 @@ impl Gateway {
             // Room for the largest job plus MQTT framing.
             max_packet_bytes: config
                 .broker
-                .max_payload_bytes
+                .max_payload_bytes()
                 .max(config.delivery.max_job_bytes)
                 + 4096,
         };

@@ -150,8 +150,9 @@ async fn main() -> anyhow::Result<()> {
             let config = load(cli.config.as_ref())?;
             let creds = config
                 .broker
-                .credentials
-                .context("broker.credentials is not set in the configuration")?;
+                .credentials()
+                .context("broker.credentials is not set in the configuration")?
+                .to_owned();
             let default_out = |k: &KioskId| PathBuf::from(format!("{k}.credentials.json"));
             match command {
                 KioskCommand::Add { kiosk_id, out } => {

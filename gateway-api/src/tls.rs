@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::config::GatewayConfig;
+use crate::config::{ExternalBroker, GatewayConfig};
 
 /// Why a TLS configuration could not be built.
 pub type TlsError = kiosk_broker::tls::TlsError;
@@ -35,6 +35,6 @@ pub fn https_config(config: &GatewayConfig) -> Result<Option<Arc<rustls::ServerC
 ///
 /// # Errors
 /// [`TlsError`] naming the CA file at fault.
-pub fn mqtt_client_config(config: &GatewayConfig) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    kiosk_broker::tls::client_config(config.broker.ca_file.as_deref(), None)
+pub fn mqtt_client_config(broker: &ExternalBroker) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    kiosk_broker::tls::client_config(broker.ca_file.as_deref(), None)
 }

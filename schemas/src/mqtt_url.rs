@@ -6,7 +6,11 @@ use std::str::FromStr;
 /// A parsed broker URL. `mqtt://` is plain TCP (default port 1883),
 /// `mqtts://` is TLS (default port 8883). IPv6 hosts go in brackets:
 /// `mqtt://[::1]:1883`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Deserializes from its text (a config key such as `broker.url`), so a
+/// loaded configuration holds it parsed and nothing parses it again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct MqttUrl {
     /// True for `mqtts://`.
     pub tls: bool,
@@ -82,6 +86,14 @@ impl FromStr for MqttUrl {
     }
 }
 
+impl TryFrom<String> for MqttUrl {
+    type Error = MqttUrlError;
+
+    fn try_from(url: String) -> Result<Self, MqttUrlError> {
+        url.parse()
+    }
+}
+
 impl fmt::Display for MqttUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "mqtts" } else { "mqtt" };
@@ -110,6 +122,14 @@ mod tests {
         let u = p("mqtt://[::1]:1884/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 1884));
         assert_eq!(u.to_string(), "mqtt://[::1]:1884");
+    }
+
+    #[test]
+    fn deserializes_from_text() {
+        let u: MqttUrl = serde_json::from_str("\"mqtts://h\"").unwrap();
+        assert_eq!((u.tls, u.port), (true, 8883));
+        let err = serde_json::from_str::<MqttUrl>("\"http://h\"").unwrap_err();
+        assert!(err.to_string().contains("invalid broker URL"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod outbox;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiosk_schemas::{
     CashAction, CashControl, CashDeviceStatus, CashState, CreditKind, Topic, wire,
@@ -684,8 +684,9 @@ impl Sender {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         // When each credit of the window was last published on this
-        // connection.
-        let mut sent: HashMap<u64, Instant> = HashMap::new();
+        // connection: tokio's clock, like the resend tick, so the two agree
+        // under a paused clock in tests.
+        let mut sent: HashMap<u64, tokio::time::Instant> = HashMap::new();
         let mut tick = tokio::time::interval(self.resend_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state_topic = Topic::cash_state(self.publisher.kiosk());
@@ -737,7 +738,7 @@ impl Sender {
                             tracing::debug!(error = %e, "credit not enqueued: session ended");
                         }
                     }
-                    sent.insert(event.seq, Instant::now());
+                    sent.insert(event.seq, tokio::time::Instant::now());
                 }
             }
         }

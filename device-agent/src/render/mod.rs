@@ -9,108 +9,15 @@
 mod amount;
 pub(crate) mod capture;
 mod layout;
+mod options;
 mod raw;
 
 use kiosk_schemas::{Document, Receipt, TextDocument};
 
 pub use amount::format_amount;
-/// An `escpos` character code table, selected with `ESC t n`.
-pub use escpos::utils::PageCode;
+pub use options::{CodePage, PageCode, RenderOptions, UnknownCodePage, page_code};
 
-use crate::config::PrinterConfig;
 use layout::{Align, Layout, Line, Size};
-
-/// Code pages a printer can be configured with: every one `escpos` has a
-/// character table for (without a table it cannot encode text at all).
-const PAGE_CODES: [PageCode; 31] = [
-    PageCode::PC437,
-    PageCode::Katakana,
-    PageCode::PC850,
-    PageCode::PC852,
-    PageCode::PC858,
-    PageCode::PC860,
-    PageCode::PC863,
-    PageCode::PC865,
-    PageCode::PC851,
-    PageCode::PC853,
-    PageCode::PC857,
-    PageCode::PC737,
-    PageCode::ISO8859_2,
-    PageCode::ISO8859_7,
-    PageCode::ISO8859_15,
-    PageCode::WPC1252,
-    PageCode::PC866,
-    PageCode::WPC775,
-    PageCode::PC855,
-    PageCode::PC861,
-    PageCode::PC862,
-    PageCode::PC869,
-    PageCode::PC1118,
-    PageCode::PC1119,
-    PageCode::PC1125,
-    PageCode::WPC1250,
-    PageCode::WPC1251,
-    PageCode::WPC1253,
-    PageCode::WPC1254,
-    PageCode::WPC1257,
-    PageCode::KZ1048,
-];
-
-/// Looks up a code page by its config name, as `escpos` spells it (`PC437`,
-/// `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, `ISO8859_15`, `Katakana`,
-/// ...). Case, `-` and `_` are ignored: `pc858`, `ISO-8859-15` work too.
-///
-/// Returns `None` for unknown names and for the page codes `escpos` has no
-/// character table for (`PC720`, `PC864`, `WPC1255`, ...).
-pub fn page_code(name: &str) -> Option<PageCode> {
-    let wanted = normalize(name);
-    PAGE_CODES
-        .iter()
-        .copied()
-        .find(|code| normalize(&code.to_string()) == wanted)
-}
-
-fn normalize(name: &str) -> String {
-    name.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
-/// How to lay out documents for one printer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RenderOptions {
-    /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm).
-    pub columns: u8,
-    /// Character code table text is encoded in.
-    pub code_page: PageCode,
-}
-
-impl Default for RenderOptions {
-    /// 48 columns, PC437: the config defaults.
-    fn default() -> Self {
-        RenderOptions {
-            columns: 48,
-            code_page: PageCode::PC437,
-        }
-    }
-}
-
-impl RenderOptions {
-    /// The options of a configured printer: `width` and `code_page`.
-    ///
-    /// # Errors
-    /// [`RenderError::UnknownCodePage`] when `code_page` is not a name
-    /// [`page_code`] knows (a validated config never has one).
-    pub fn from_config(config: &PrinterConfig) -> Result<Self, RenderError> {
-        let code_page = page_code(&config.code_page)
-            .ok_or_else(|| RenderError::UnknownCodePage(config.code_page.clone()))?;
-        Ok(RenderOptions {
-            columns: config.width,
-            code_page,
-        })
-    }
-}
 
 /// One copy of a document, ready for the printer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,9 +37,6 @@ pub enum RenderError {
     /// A raw document's `data` is not valid base64.
     #[error("{0}")]
     Raw(String),
-    /// The configured code page is not one [`page_code`] knows.
-    #[error("unknown code page {0:?}")]
-    UnknownCodePage(String),
     /// `escpos` refused to build a command: barcode data its symbology does
     /// not accept, a QR code over 7089 bytes, ...
     #[error("cannot build ESC/POS: {0}")]
@@ -310,6 +214,7 @@ fn digit(n: usize) -> char {
 mod tests {
     use kiosk_schemas::{Barcode, BarcodeFormat, Currency, RawDocument, ReceiptItem};
 
+    use super::options::PAGE_CODES;
     use super::*;
 
     const ESC_INIT: &[u8] = b"\x1b@";
@@ -610,21 +515,5 @@ mod tests {
                 assert!(line.chars().count() <= usize::from(columns), "{line:?}");
             }
         }
-    }
-
-    #[test]
-    fn options_from_config() {
-        let config: PrinterConfig = serde_json::from_value(serde_json::json!({
-            "driver": "tcp", "address": "x", "width": 32, "code_page": "pc852", "timeout": "1s"
-        }))
-        .unwrap();
-        let opts = RenderOptions::from_config(&config).unwrap();
-        assert_eq!(
-            opts,
-            RenderOptions {
-                columns: 32,
-                code_page: PageCode::PC852
-            }
-        );
     }
 }

@@ -1,0 +1,180 @@
+//! What rendering needs to know about one printer: its width in columns
+//! and its character code table ([`CodePage`]). The agent's configuration
+//! refers to these types (`printers.<name>.code_page` is a [`CodePage`]);
+//! nothing here refers to the configuration.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An `escpos` character code table, selected with `ESC t n`.
+pub use escpos::utils::PageCode;
+use serde::Deserialize;
+
+/// Declares the code pages a printer can be configured with, with their
+/// names as `escpos` spells them (its `Display`).
+macro_rules! page_codes {
+    ($($code:ident),* $(,)?) => {
+        /// Code pages a printer can be configured with: every one `escpos`
+        /// has a character table for (without a table it cannot encode text
+        /// at all).
+        pub(crate) const PAGE_CODES: [PageCode; 31] = [$(PageCode::$code),*];
+        /// The names of [`PAGE_CODES`], in the same order.
+        const PAGE_CODE_NAMES: [&str; 31] = [$(stringify!($code)),*];
+    };
+}
+
+page_codes![
+    PC437, Katakana, PC850, PC852, PC858, PC860, PC863, PC865, PC851, PC853, PC857, PC737,
+    ISO8859_2, ISO8859_7, ISO8859_15, WPC1252, PC866, WPC775, PC855, PC861, PC862, PC869, PC1118,
+    PC1119, PC1125, WPC1250, WPC1251, WPC1253, WPC1254, WPC1257, KZ1048,
+];
+
+/// Looks up a code page by its config name, as `escpos` spells it (`PC437`,
+/// `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, `ISO8859_15`, `Katakana`,
+/// ...). Case, `-` and `_` are ignored: `pc858`, `ISO-8859-15` work too.
+///
+/// Returns `None` for unknown names and for the page codes `escpos` has no
+/// character table for (`PC720`, `PC864`, `WPC1255`, ...).
+pub fn page_code(name: &str) -> Option<PageCode> {
+    find(name).map(|i| PAGE_CODES[i])
+}
+
+fn find(name: &str) -> Option<usize> {
+    let wanted = normalize(name);
+    PAGE_CODE_NAMES
+        .iter()
+        .position(|known| normalize(known) == wanted)
+}
+
+fn normalize(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// A code page a printer can be configured with: one [`page_code`] knows,
+/// so rendering can always encode text in it. Parsed from its name (see
+/// [`page_code`] for the spellings accepted), also when deserialized.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CodePage {
+    /// Index into [`PAGE_CODES`].
+    index: usize,
+}
+
+/// A code page name [`page_code`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown code page {0:?}")]
+pub struct UnknownCodePage(pub String);
+
+impl CodePage {
+    /// `PC437`, the printers' power-on default and the config default.
+    pub const PC437: CodePage = CodePage { index: 0 };
+
+    /// The `escpos` page code, for `ESC t n`.
+    pub fn page_code(self) -> PageCode {
+        PAGE_CODES[self.index]
+    }
+
+    /// The name as `escpos` spells it (`PC437`, `ISO8859_15`), whatever
+    /// spelling it was parsed from.
+    pub fn as_str(&self) -> &'static str {
+        PAGE_CODE_NAMES[self.index]
+    }
+}
+
+impl Default for CodePage {
+    fn default() -> Self {
+        CodePage::PC437
+    }
+}
+
+impl fmt::Debug for CodePage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for CodePage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CodePage {
+    type Err = UnknownCodePage;
+
+    fn from_str(name: &str) -> Result<Self, UnknownCodePage> {
+        find(name)
+            .map(|index| CodePage { index })
+            .ok_or_else(|| UnknownCodePage(name.to_owned()))
+    }
+}
+
+impl TryFrom<String> for CodePage {
+    type Error = UnknownCodePage;
+
+    fn try_from(name: String) -> Result<Self, UnknownCodePage> {
+        name.parse()
+    }
+}
+
+impl From<CodePage> for PageCode {
+    fn from(code: CodePage) -> Self {
+        code.page_code()
+    }
+}
+
+/// How to lay out documents for one printer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenderOptions {
+    /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm).
+    pub columns: u8,
+    /// Character code table text is encoded in.
+    pub code_page: PageCode,
+}
+
+impl Default for RenderOptions {
+    /// 48 columns, PC437: the config defaults.
+    fn default() -> Self {
+        RenderOptions {
+            columns: 48,
+            code_page: PageCode::PC437,
+        }
+    }
+}
+
+impl RenderOptions {
+    /// The options of a printer `columns` wide using `code_page`.
+    pub fn new(columns: u8, code_page: CodePage) -> Self {
+        RenderOptions {
+            columns,
+            code_page: code_page.page_code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_escpos_spelling() {
+        for (code, name) in PAGE_CODES.iter().zip(PAGE_CODE_NAMES) {
+            assert_eq!(code.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn code_page_parses_any_spelling_and_keeps_the_canonical_name() {
+        let c: CodePage = "iso-8859-15".parse().unwrap();
+        assert_eq!(
+            (c.as_str(), c.page_code()),
+            ("ISO8859_15", PageCode::ISO8859_15)
+        );
+        assert_eq!(CodePage::default().as_str(), "PC437");
+        let err = "PC720".parse::<CodePage>().unwrap_err();
+        assert_eq!(err.to_string(), "unknown code page \"PC720\"");
+    }
+}
