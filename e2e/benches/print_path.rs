@@ -199,10 +199,28 @@ async fn accept_rate(clients: usize, jobs: usize, online: bool) {
     }
     let elapsed = t0.elapsed();
     let kiosk = if online { "online" } else { "offline" };
+    let metrics = reqwest::get(format!("{}/metrics", fleet.http_base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (commits, flushes) = (
+        counter("kiosk_store_commits_total"),
+        counter("kiosk_store_flushes_total"),
+    );
     println!(
-        "  {clients:>3} HTTP clients, kiosk {kiosk:<7}: {jobs} jobs accepted in {:.2} s = {:.0} jobs/s",
+        "  {clients:>3} HTTP clients, kiosk {kiosk:<7}: {jobs} jobs accepted in {:.2} s = {:.0} jobs/s \
+         ({flushes:.0} flushes, {:.1} commits each)",
         elapsed.as_secs_f64(),
-        jobs as f64 / elapsed.as_secs_f64()
+        jobs as f64 / elapsed.as_secs_f64(),
+        commits / flushes.max(1.0),
     );
     if let Some(agent) = agent {
         agent.shutdown().await;

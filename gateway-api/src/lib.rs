@@ -171,6 +171,7 @@ impl Gateway {
             config.fleet.heartbeat,
         ));
         let metrics = Arc::new(metrics::Metrics::new());
+        metrics.attach_store(store.commit_stats());
         if let Some(handle) = &broker {
             metrics.attach_broker(handle.metrics());
         }

@@ -9,6 +9,8 @@
 //! | `kiosk_presence_transitions_total{to,reason}` | counter | kiosks going `online` (reason `status`) or `offline` (reason `will`: an `offline` of its current connection, the last will or a clean shutdown; `heartbeat_timeout`: three heartbeats without a message) |
 //! | `kiosk_presence_stale_wills_ignored_total` | counter | `offline` statuses ignored because they name an earlier connection than the kiosk's current one |
 //! | `kiosk_mqtt_rejected_total{reason}` | counter | MQTT messages the gateway could not use |
+//! | `kiosk_store_commits_total` | counter | writers that waited for their writes to be durable (a `202`, an MQTT acknowledgement) |
+//! | `kiosk_store_flushes_total` | counter | flushes (fsync) of the store; `commits / flushes` writers share one ([`kiosk_store::GroupCommit`]) |
 //! | `kiosk_mqtt_echoes_total` | counter | the gateway's own job publishes received back on `kiosk/+/print` and acknowledged without decoding ([`crate::echo`]) |
 //! | `kiosk_mqtt_connected` | gauge | 1 while the gateway's own MQTT session is up |
 //! | `kiosk_cash_credits_total{outcome}` | counter | cash credits received from kiosks: `session` (applied to the open session it was taken for), `late` (applied to its session after that stopped being open: change or refund), `unassigned` (kept as unassigned), `duplicate` (seen before, not counted again) |
@@ -31,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use kiosk_broker::BrokerMetrics;
 use kiosk_schemas::JobState;
+use kiosk_store::CommitStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -94,6 +97,30 @@ pub struct Metrics {
 /// Exposes the embedded broker's counters as `kiosk_broker_*`.
 #[derive(Debug)]
 struct BrokerCollector(Arc<BrokerMetrics>);
+
+/// Exposes the store's group commit as `kiosk_store_*`.
+#[derive(Debug)]
+struct StoreCollector(CommitStats);
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let commits = ConstCounter::new(self.0.commits());
+        commits.encode(encoder.encode_descriptor(
+            "store_commits",
+            "Writers that waited for their writes to be durable",
+            None,
+            commits.metric_type(),
+        )?)?;
+        let flushes = ConstCounter::new(self.0.flushes());
+        flushes.encode(encoder.encode_descriptor(
+            "store_flushes",
+            "Flushes (fsync) of the store, each shared by the writers waiting",
+            None,
+            flushes.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabel {
@@ -399,6 +426,12 @@ impl Metrics {
     /// The gauge of open event streams.
     pub fn http_sse_streams(&self) -> Gauge {
         self.http_sse_streams.clone()
+    }
+
+    /// Adds the store's commit and flush counters (`kiosk_store_*`).
+    pub fn attach_store(&self, store: CommitStats) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.register_collector(Box::new(StoreCollector(store)));
     }
 
     /// Adds the embedded broker's counters (`kiosk_broker_*`).

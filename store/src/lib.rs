@@ -16,4 +16,4 @@ pub mod keys;
 pub mod record;
 
 pub use error::{StoreError, TxError, abort};
-pub use group_commit::{CommitError, Flush, GroupCommit};
+pub use group_commit::{CommitError, CommitStats, Flush, GroupCommit};

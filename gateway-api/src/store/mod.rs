@@ -133,6 +133,11 @@ impl Store {
         self.commit.flushes()
     }
 
+    /// Counts of [`Store::flush`] calls and of flushes, for metrics.
+    pub fn commit_stats(&self) -> kiosk_store::CommitStats {
+        self.commit.stats()
+    }
+
     /// The sled database, for other stores sharing the directory.
     pub fn db(&self) -> &sled::Db {
         &self.db
