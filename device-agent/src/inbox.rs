@@ -3,10 +3,14 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `jobs` | job id | [`InboxRecord`]: every job seen, for deduplication |
+//! | `payloads` | job id | the job's bytes exactly as they arrived (`PrintJob` JSON) |
 //! | `queue` | printer `\0` seq (u64 big-endian) | job id of a `received` job, in arrival order |
 //!
-//! Values are postcard records behind a version byte (2; version 1 records,
-//! from before the byte counts, are still read). A job id is admitted
+//! Records are postcard behind a version byte ([`kiosk_store::record`],
+//! version 3); the job itself is kept as the bytes that arrived, never
+//! re-encoded, and decoded once more only when it is printed. Records of
+//! versions 1 and 2 (the job as JSON text inside) are converted when the
+//! inbox opens. A job id is admitted
 //! once; every later delivery of it is a [`Admission::Duplicate`] answered
 //! with the stored state, so the same job never prints twice. Finished
 //! records are kept for `store.retention` so late duplicates are still
@@ -17,7 +21,7 @@ use std::path::Path;
 
 use chrono::Utc;
 use kiosk_schemas::{JobId, PrintJob, Timestamp};
-use kiosk_store::record::{self, RecordError};
+use kiosk_store::{GroupCommit, StoreError, keys, record};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -25,24 +29,19 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use crate::state::InboxState;
 
 /// Version of the records written: [`InboxRecord`].
-const RECORD_V: u8 = 2;
+const RECORD_V: u8 = 3;
+/// Records with the job as JSON text inside: [`InboxRecordV2`].
+const RECORD_V2: u8 = 2;
 /// Records without byte counts, written before version 2: [`InboxRecordV1`].
 const RECORD_V1: u8 = 1;
 
 /// Why the inbox failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
-    /// sled I/O or corruption (disk full, permissions).
-    #[error("inbox store: {0}")]
-    Sled(#[from] sled::Error),
-    /// A record could not be read or written.
-    #[error("inbox record {key}: {source}")]
-    Record {
-        /// Which record.
-        key: String,
-        /// What went wrong.
-        source: RecordError,
-    },
+    /// The store failed: sled I/O or corruption (disk full, permissions),
+    /// an unreadable record, a failed flush.
+    #[error("inbox {0}")]
+    Store(#[from] StoreError),
     /// A transition the state machine forbids (a bug, or a corrupted store).
     #[error("job {job_id}: {from:?} cannot become {to:?}")]
     Transition {
@@ -58,11 +57,17 @@ pub enum InboxError {
     Missing(String),
 }
 
+impl From<sled::Error> for InboxError {
+    fn from(e: sled::Error) -> Self {
+        InboxError::Store(StoreError::Sled(e))
+    }
+}
+
 impl From<TransactionError<InboxError>> for InboxError {
     fn from(e: TransactionError<InboxError>) -> Self {
         match e {
             TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => InboxError::Sled(e),
+            TransactionError::Storage(e) => e.into(),
         }
     }
 }
@@ -74,8 +79,6 @@ pub struct InboxRecord {
     pub job_id: JobId,
     /// Logical printer; empty for jobs refused on arrival.
     pub printer: String,
-    /// The job as received (JSON); empty for jobs refused on arrival.
-    pub job_json: String,
     /// Current state.
     pub state: InboxState,
     /// Why, for `failed` and `expired`.
@@ -108,9 +111,25 @@ struct InboxRecordV1 {
     updated_at: Timestamp,
 }
 
-impl From<InboxRecordV1> for InboxRecord {
+/// An [`InboxRecord`] as version 2 stored it: with the job as JSON text.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct InboxRecordV2 {
+    job_id: JobId,
+    printer: String,
+    job_json: String,
+    state: InboxState,
+    reason: Option<String>,
+    seq: u64,
+    received_at: Timestamp,
+    updated_at: Timestamp,
+    bytes_total: Option<u64>,
+    bytes_written: Option<u64>,
+}
+
+impl From<InboxRecordV1> for InboxRecordV2 {
     fn from(r: InboxRecordV1) -> Self {
-        InboxRecord {
+        InboxRecordV2 {
             job_id: r.job_id,
             printer: r.printer,
             job_json: r.job_json,
@@ -125,13 +144,22 @@ impl From<InboxRecordV1> for InboxRecord {
     }
 }
 
-impl InboxRecord {
-    /// The stored job.
-    ///
-    /// # Errors
-    /// A message when the stored JSON is unreadable (refused jobs have none).
-    pub fn job(&self) -> Result<PrintJob, String> {
-        serde_json::from_str(&self.job_json).map_err(|e| format!("stored job unreadable: {e}"))
+impl InboxRecordV2 {
+    /// The current record and the job's JSON that was inside (empty for
+    /// refused jobs).
+    fn split(self) -> (InboxRecord, String) {
+        let rec = InboxRecord {
+            job_id: self.job_id,
+            printer: self.printer,
+            state: self.state,
+            reason: self.reason,
+            seq: self.seq,
+            received_at: self.received_at,
+            updated_at: self.updated_at,
+            bytes_total: self.bytes_total,
+            bytes_written: self.bytes_written,
+        };
+        (rec, self.job_json)
     }
 }
 
@@ -149,74 +177,113 @@ pub enum Admission {
 pub struct Inbox {
     db: sled::Db,
     jobs: sled::Tree,
+    payloads: sled::Tree,
     queue: sled::Tree,
+    /// Shared with the cash outbox (same database): concurrent flushes
+    /// share one fsync.
+    commit: GroupCommit,
 }
 
 fn queue_key(printer: &str, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(printer.len() + 9);
-    k.extend_from_slice(printer.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+    keys::compound(printer, &keys::be_u64(seq))
 }
 
 fn encode(rec: &InboxRecord) -> Result<Vec<u8>, InboxError> {
-    record::encode(RECORD_V, rec).map_err(|source| InboxError::Record {
-        key: rec.job_id.to_string(),
-        source,
-    })
+    Ok(record::encode_keyed(RECORD_V, rec.job_id.as_str(), rec)?)
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> Result<InboxRecord, InboxError> {
-    let decoded = match bytes.first() {
-        Some(&RECORD_V1) => record::decode::<InboxRecordV1>(RECORD_V1, bytes).map(Into::into),
-        _ => record::decode(RECORD_V, bytes),
+/// Reads an older record: the record and the job's JSON it held.
+fn decode_old(key: &[u8], bytes: &[u8]) -> Result<Option<(InboxRecord, String)>, InboxError> {
+    let old: InboxRecordV2 = match bytes.first() {
+        Some(&RECORD_V1) => record::decode_keyed::<InboxRecordV1>(RECORD_V1, key, bytes)?.into(),
+        Some(&RECORD_V2) => record::decode_keyed(RECORD_V2, key, bytes)?,
+        _ => return Ok(None),
     };
-    decoded.map_err(|source| InboxError::Record {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
+    Ok(Some(old.split()))
+}
+
+/// Reads a record of any version (older ones are converted when the inbox
+/// opens, their job moved to `payloads`).
+fn decode(key: &[u8], bytes: &[u8]) -> Result<InboxRecord, InboxError> {
+    match decode_old(key, bytes)? {
+        Some((rec, _)) => Ok(rec),
+        None => Ok(record::decode_keyed(RECORD_V, key, bytes)?),
+    }
 }
 
 fn abort(e: InboxError) -> ConflictableTransactionError<InboxError> {
     ConflictableTransactionError::Abort(e)
 }
 
-/// Makes every change to `db` so far durable (fsync), for the inbox and
-/// the cash outbox, which share the agent's database.
-///
-/// Not `flush_async`: concurrent async flushes can starve sled 0.34's IO
-/// thread pool of the threads doing the writes they wait for (sled issue
-/// #1308). A blocking flush on tokio's blocking pool leaves sled's pool
-/// free.
-///
-/// # Errors
-/// The sled I/O error.
-pub(crate) async fn flush_db(db: &sled::Db) -> Result<(), sled::Error> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || db.flush())
-        .await
-        .map_err(|e| sled::Error::ReportableBug(format!("flush task: {e}")))??;
-    Ok(())
-}
-
 impl Inbox {
     /// Opens (or creates) the inbox in the sled database `db`.
     ///
     /// # Errors
-    /// [`InboxError::Sled`] when the trees cannot be opened.
+    /// [`InboxError::Store`] when the trees cannot be opened.
     pub fn open(db: &sled::Db) -> Result<Self, InboxError> {
-        Ok(Inbox {
+        let inbox = Inbox {
             db: db.clone(),
             jobs: db.open_tree("jobs")?,
+            payloads: db.open_tree("payloads")?,
             queue: db.open_tree("queue")?,
-        })
+            commit: GroupCommit::new(db.clone()),
+        };
+        let converted = inbox.convert_old()?;
+        if converted > 0 {
+            tracing::info!(
+                jobs = converted,
+                "converted inbox records to the current version"
+            );
+            db.flush()?;
+        }
+        Ok(inbox)
+    }
+
+    /// Rewrites records of older versions at the current one, the job's
+    /// JSON moved to `payloads`. Returns how many.
+    fn convert_old(&self) -> Result<usize, InboxError> {
+        let mut converted = 0;
+        for item in self.jobs.iter() {
+            let (key, bytes) = item?;
+            let Some((rec, json)) = decode_old(&key, &bytes)? else {
+                continue;
+            };
+            let new = encode(&rec)?;
+            (&self.jobs, &self.payloads)
+                .transaction(|(jobs, payloads)| {
+                    if !json.is_empty() {
+                        payloads.insert(&key, json.as_bytes())?;
+                    }
+                    jobs.insert(&key, new.as_slice())?;
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<InboxError>| InboxError::from(e))?;
+            converted += 1;
+        }
+        Ok(converted)
+    }
+
+    /// The group commit of this database, for the cash outbox to share.
+    pub fn commit(&self) -> GroupCommit {
+        self.commit.clone()
+    }
+
+    /// The job of `rec`, decoded from the bytes that arrived.
+    ///
+    /// # Errors
+    /// A message when they are missing (a job refused on arrival has none)
+    /// or unreadable; [`InboxError`] when the store fails.
+    pub fn job(&self, rec: &InboxRecord) -> Result<Result<PrintJob, String>, InboxError> {
+        let Some(bytes) = self.payloads.get(rec.job_id.as_str().as_bytes())? else {
+            return Ok(Err("stored job unreadable: missing".to_owned()));
+        };
+        Ok(serde_json::from_slice(&bytes).map_err(|e| format!("stored job unreadable: {e}")))
     }
 
     /// Opens a sled database in `path` (created if missing).
     ///
     /// # Errors
-    /// [`InboxError::Sled`] when it cannot be opened (locked by another
+    /// [`InboxError::Store`] when it cannot be opened (locked by another
     /// agent, permissions, corruption).
     pub fn open_db(path: &Path) -> Result<sled::Db, InboxError> {
         Ok(sled::Config::new().path(path).open()?)
@@ -225,9 +292,10 @@ impl Inbox {
     /// Makes every change so far durable (fsync).
     ///
     /// # Errors
-    /// [`InboxError::Sled`]: nothing may be acknowledged or printed then.
+    /// [`InboxError::Store`]: nothing may be acknowledged or printed then.
     pub async fn flush(&self) -> Result<(), InboxError> {
-        Ok(flush_db(&self.db).await?)
+        self.commit.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Applies the restart rule of [`InboxState::after_restart`] to every
@@ -266,11 +334,15 @@ impl Inbox {
     ///
     /// # Errors
     /// [`InboxError`] on storage failure.
-    pub fn admit(&self, job: &PrintJob, job_json: &str) -> Result<Admission, InboxError> {
+    pub fn admit(
+        &self,
+        job: &PrintJob,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Admission, InboxError> {
         self.insert_once(
             job.job_id.clone(),
             &job.printer,
-            job_json,
+            payload.as_ref(),
             InboxState::Received,
             None,
         )
@@ -287,14 +359,14 @@ impl Inbox {
         state: InboxState,
         reason: String,
     ) -> Result<Admission, InboxError> {
-        self.insert_once(job_id, "", "", state, Some(reason))
+        self.insert_once(job_id, "", b"", state, Some(reason))
     }
 
     fn insert_once(
         &self,
         job_id: JobId,
         printer: &str,
-        job_json: &str,
+        payload: &[u8],
         state: InboxState,
         reason: Option<String>,
     ) -> Result<Admission, InboxError> {
@@ -303,7 +375,6 @@ impl Inbox {
         let rec = InboxRecord {
             job_id,
             printer: printer.to_owned(),
-            job_json: job_json.to_owned(),
             state,
             reason,
             seq,
@@ -315,11 +386,15 @@ impl Inbox {
         let key = rec.job_id.as_str().as_bytes().to_vec();
         let bytes = encode(&rec)?;
         let qkey = queue_key(&rec.printer, seq);
-        let admission = (&self.jobs, &self.queue).transaction(|(jobs, queue)| {
+        let trees = (&self.jobs, &self.payloads, &self.queue);
+        let admission = trees.transaction(|(jobs, payloads, queue)| {
             if let Some(prev) = jobs.get(&key)? {
                 return Ok(Admission::Duplicate(decode(&key, &prev).map_err(abort)?));
             }
             jobs.insert(key.as_slice(), bytes.as_slice())?;
+            if !payload.is_empty() {
+                payloads.insert(key.as_slice(), payload)?;
+            }
             if state == InboxState::Received {
                 queue.insert(qkey.as_slice(), key.as_slice())?;
             }
@@ -333,9 +408,7 @@ impl Inbox {
     /// # Errors
     /// [`InboxError`] on storage failure.
     pub fn next_for(&self, printer: &str) -> Result<Option<InboxRecord>, InboxError> {
-        let mut prefix = printer.as_bytes().to_vec();
-        prefix.push(0);
-        for item in self.queue.scan_prefix(&prefix) {
+        for item in self.queue.scan_prefix(keys::prefix(printer)) {
             let (qkey, job_key) = item?;
             match self.jobs.get(&job_key)? {
                 Some(v) => {
@@ -473,6 +546,7 @@ impl Inbox {
             let (k, v) = item?;
             let Ok(rec) = decode(&k, &v) else { continue };
             if rec.state.is_final() && rec.updated_at < before {
+                self.payloads.remove(&k)?;
                 self.jobs.remove(&k)?;
                 n += 1;
             }
@@ -675,5 +749,65 @@ mod tests {
             1
         );
         assert!(inbox.get(&JobId::new("a").unwrap()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_job_is_kept_as_the_bytes_that_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        // Spacing and an unknown field: kept as they came.
+        let payload = br#"{ "v":1, "job_id":"a", "printer":"receipt", "extra": 7,
+            "document": {"kind":"text","text":"hi"} }"#;
+        let Admission::New(rec) = inbox.admit(&job("a", "receipt"), payload).unwrap() else {
+            panic!("new job");
+        };
+        let stored = inbox.payloads.get("a").unwrap().unwrap();
+        assert_eq!(&stored[..], &payload[..]);
+        assert_eq!(inbox.job(&rec).unwrap().unwrap().job_id.as_str(), "a");
+        // A job refused on arrival has none.
+        let Admission::New(bad) = inbox
+            .refuse(JobId::new("b").unwrap(), InboxState::Failed, "x".into())
+            .unwrap()
+        else {
+            panic!("new job");
+        };
+        assert!(inbox.job(&bad).unwrap().is_err());
+    }
+
+    #[test]
+    fn version_2_records_are_converted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let json =
+            r#"{"v":1,"job_id":"old","printer":"receipt","document":{"kind":"text","text":"hi"}}"#;
+        let old = InboxRecordV2 {
+            job_id: JobId::new("old").unwrap(),
+            printer: "receipt".into(),
+            job_json: json.into(),
+            state: InboxState::Received,
+            reason: None,
+            seq: 3,
+            received_at: now,
+            updated_at: now,
+            bytes_total: None,
+            bytes_written: None,
+        };
+        {
+            let inbox = open(dir.path());
+            inbox
+                .jobs
+                .insert("old", record::encode(RECORD_V2, &old).unwrap())
+                .unwrap();
+            inbox.db.flush().unwrap();
+        }
+        let inbox = open(dir.path());
+        assert_eq!(inbox.jobs.get("old").unwrap().unwrap()[0], RECORD_V);
+        let rec = inbox.get(&old.job_id).unwrap().unwrap();
+        assert_eq!((rec.seq, rec.state), (3, InboxState::Received));
+        assert_eq!(
+            &inbox.payloads.get("old").unwrap().unwrap()[..],
+            json.as_bytes()
+        );
+        assert_eq!(inbox.job(&rec).unwrap().unwrap().printer, "receipt");
     }
 }

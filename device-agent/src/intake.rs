@@ -245,8 +245,8 @@ impl Intake {
             let reason = "expired before it reached the kiosk".to_owned();
             return self.refuse(Some(job.job_id), InboxState::Expired, reason, after);
         }
-        let json = String::from_utf8_lossy(payload);
-        match self.inbox.admit(&job, &json)? {
+        // Stored as the bytes that arrived: never re-encoded.
+        match self.inbox.admit(&job, payload)? {
             Admission::New(rec) => {
                 tracing::info!(job_id = %rec.job_id, printer = %rec.printer, kind = job.document.kind(), "job received");
                 after.results.push(result_of(&rec));
@@ -373,8 +373,7 @@ impl Intake {
                     created_at: Utc::now(),
                     expires_at: Some(Utc::now() + chrono::Duration::minutes(10)),
                 };
-                let json = String::from_utf8_lossy(&wire::encode(&job)).into_owned();
-                if let Admission::New(rec) = self.inbox.admit(&job, &json)? {
+                if let Admission::New(rec) = self.inbox.admit(&job, wire::encode(&job))? {
                     tracing::info!(job_id = %rec.job_id, printer = %rec.printer, "test page queued");
                     after.results.push(result_of(&rec));
                     after.wake.push(rec.printer);

@@ -73,7 +73,11 @@ impl Agent {
         inbox.flush().await?;
         // Before any task starts: a failure here must leave nothing running.
         let outbox = match &config.cash {
-            Some(_) => Some(cash::outbox::Outbox::open(&db).map_err(AgentError::Cash)?),
+            Some(_) => Some(
+                cash::outbox::Outbox::open(&db)
+                    .map_err(AgentError::Cash)?
+                    .sharing(inbox.commit()),
+            ),
             None => None,
         };
 

@@ -108,7 +108,7 @@ impl Worker {
         let Some(rec) = self.inbox.next_for(&self.name)? else {
             return Ok(Step::Idle);
         };
-        let job = match rec.job() {
+        let job = match self.inbox.job(&rec)? {
             Ok(job) => job,
             Err(reason) => {
                 self.finish(&rec, InboxState::Failed, Some(reason)).await?;

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use kiosk_schemas::{CashEvent, CashState, CreditKind, Currency, Timestamp, V1};
+use kiosk_store::keys::{be_u64 as be, read_u64};
 use kiosk_store::record::{self, RecordError};
+use kiosk_store::{GroupCommit, StoreError};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -39,22 +41,32 @@ const ID_KEY: &[u8] = b"id";
 const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 const ACCEPTANCE_KEY: &[u8] = b"acceptance";
 
-/// Why the outbox failed.
+/// Why the outbox failed: the store did (sled I/O or corruption — disk
+/// full, permissions —, an unreadable record, a failed flush).
 #[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    /// sled I/O or corruption (disk full, permissions).
-    #[error("cash outbox store: {0}")]
-    Sled(#[from] sled::Error),
-    /// A record could not be read or written.
-    #[error("cash outbox record: {0}")]
-    Record(#[from] RecordError),
+#[error("cash outbox {0}")]
+pub struct OutboxError(#[from] pub StoreError);
+
+impl From<sled::Error> for OutboxError {
+    fn from(e: sled::Error) -> Self {
+        OutboxError(StoreError::Sled(e))
+    }
+}
+
+impl From<RecordError> for OutboxError {
+    fn from(source: RecordError) -> Self {
+        OutboxError(StoreError::Record {
+            key: "cash outbox".to_owned(),
+            source,
+        })
+    }
 }
 
 impl From<TransactionError<OutboxError>> for OutboxError {
     fn from(e: TransactionError<OutboxError>) -> Self {
         match e {
             TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => OutboxError::Sled(e),
+            TransactionError::Storage(e) => e.into(),
         }
     }
 }
@@ -149,7 +161,8 @@ pub struct Appended {
 /// Handle to the outbox; cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
-    db: sled::Db,
+    /// Flushes `db`; shared with the inbox once [`Outbox::sharing`] says so.
+    commit: GroupCommit,
     events: sled::Tree,
     meta: sled::Tree,
     board: sled::Tree,
@@ -166,22 +179,11 @@ pub struct Outbox {
     fail_appends: Arc<std::sync::atomic::AtomicBool>,
 }
 
-fn be(n: u64) -> [u8; 8] {
-    n.to_be_bytes()
-}
-
 fn read_acceptance(bytes: Option<&[u8]>) -> Result<Acceptance, RecordError> {
     match bytes {
         Some(b) => record::decode(ACCEPTANCE_V, b),
         None => Ok(Acceptance::default()),
     }
-}
-
-fn read_u64(bytes: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = bytes.len().min(8);
-    b[8 - n..].copy_from_slice(&bytes[..n]);
-    u64::from_be_bytes(b)
 }
 
 impl Outbox {
@@ -216,7 +218,7 @@ impl Outbox {
         };
         let stored = events.len() as u64;
         Ok(Outbox {
-            db: db.clone(),
+            commit: GroupCommit::new(db.clone()),
             events,
             meta,
             board,
@@ -254,7 +256,7 @@ impl Outbox {
     ) -> Result<Recorded, OutboxError> {
         #[cfg(test)]
         if self.fail_appends.load(Ordering::SeqCst) {
-            return Err(OutboxError::Sled(sled::Error::Unsupported(
+            return Err(OutboxError::from(sled::Error::Unsupported(
                 "injected failure (disk full)".to_owned(),
             )));
         }
@@ -271,7 +273,7 @@ impl Outbox {
                 }
                 let seq = meta.get(NEXT_SEQ_KEY)?.map_or(1, |v| read_u64(&v));
                 let mut acceptance = read_acceptance(meta.get(ACCEPTANCE_KEY)?.as_deref())
-                    .map_err(|e| ConflictableTransactionError::Abort(OutboxError::Record(e)))?;
+                    .map_err(|e| ConflictableTransactionError::Abort(OutboxError::from(e)))?;
                 let taken = acceptance.take(amount, seq, grace);
                 let rec = CreditRecord {
                     seq,
@@ -283,7 +285,7 @@ impl Outbox {
                     board_boot_id: board.map(|b| b.boot_id.clone()),
                     board_seq: board.map(|b| b.seq),
                 };
-                let abort = |e| ConflictableTransactionError::Abort(OutboxError::Record(e));
+                let abort = |e| ConflictableTransactionError::Abort(OutboxError::from(e));
                 events.insert(&be(seq), record::encode(RECORD_V, &rec).map_err(abort)?)?;
                 meta.insert(NEXT_SEQ_KEY, &be(seq + 1))?;
                 if taken.session_id.is_some() {
@@ -328,7 +330,7 @@ impl Outbox {
         change: impl Fn(&mut Acceptance) -> R,
     ) -> Result<(R, Acceptance), OutboxError> {
         let done = self.meta.transaction(|meta| {
-            let abort = |e| ConflictableTransactionError::Abort(OutboxError::Record(e));
+            let abort = |e| ConflictableTransactionError::Abort(OutboxError::from(e));
             let mut acceptance =
                 read_acceptance(meta.get(ACCEPTANCE_KEY)?.as_deref()).map_err(abort)?;
             let out = change(&mut acceptance);
@@ -360,7 +362,7 @@ impl Outbox {
     /// many were forgotten.
     ///
     /// # Errors
-    /// [`OutboxError::Sled`] on storage failure.
+    /// [`OutboxError`] on storage failure.
     pub fn forget_boots_other_than(&self, boot_id: &str) -> Result<usize, OutboxError> {
         let mut keep = boot_id.as_bytes().to_vec();
         keep.push(0);
@@ -390,17 +392,27 @@ impl Outbox {
         }
     }
 
-    /// Makes every change so far durable (fsync, [`crate::inbox::flush_db`])
+    /// The same outbox flushing through `commit`, the group commit of its
+    /// database that the inbox holds ([`crate::inbox::Inbox::commit`]):
+    /// flushes of both share one fsync.
+    #[must_use]
+    pub fn sharing(mut self, commit: GroupCommit) -> Self {
+        self.commit = commit;
+        self
+    }
+
+    /// Makes every change so far durable (fsync, through the group commit
+    /// it shares with the inbox: [`Outbox::sharing`])
     /// and marks every credit appended before the call as sendable.
     ///
     /// # Errors
-    /// [`OutboxError::Sled`] on I/O failure.
+    /// [`OutboxError`] on I/O failure.
     pub async fn flush(&self) -> Result<(), OutboxError> {
         let appended = match self.events.last()? {
             Some((k, _)) => read_u64(&k),
             None => 0,
         };
-        crate::inbox::flush_db(&self.db).await?;
+        self.commit.commit().await.map_err(StoreError::from)?;
         self.durable.fetch_max(appended, Ordering::SeqCst);
         Ok(())
     }
