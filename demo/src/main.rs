@@ -9,6 +9,7 @@
 //! preview of every ticket that reaches the printer file, and the commands
 //! to try next. Stop with ctrl-c.
 
+use kiosk_schemas::settings::Checked as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -9,11 +9,12 @@
 //! [`AgentConfig::from_toml`]: the rest of the agent uses the result as it is.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kiosk_schemas::print::validate_printer_name;
-use kiosk_schemas::settings::{self, Source};
+use kiosk_schemas::settings::invalid;
+pub use kiosk_schemas::settings::{Checked, ConfigError};
 use kiosk_schemas::{Currency, KioskId, MqttUrl, Secret};
 use serde::Deserialize;
 
@@ -21,29 +22,6 @@ use crate::render::{CodePage, RenderOptions};
 
 /// Prefix of environment overrides; `__` separates levels.
 pub const ENV_PREFIX: &str = "KIOSK_AGENT";
-
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// File unreadable, TOML malformed, or a value of the wrong type.
-    #[error(transparent)]
-    Load(#[from] config::ConfigError),
-    /// A value parsed but is not acceptable; names the key.
-    #[error("invalid `{key}`: {message}")]
-    Invalid {
-        /// Dotted key, e.g. `printers.receipt.width`.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-    },
-}
-
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 /// The whole agent configuration, as [`AgentConfig::load`] returns it:
 /// parsed and checked.
@@ -270,37 +248,6 @@ fn default_max_credit() -> i64 {
 }
 
 impl AgentConfig {
-    /// Loads `file` (TOML), applies `KIOSK_AGENT__*` variables from the
-    /// process environment, and validates.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the file or key at fault.
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, None)
-    }
-
-    /// Like [`AgentConfig::load`], with the environment given explicitly
-    /// (`None`: the process environment). Used by tests.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the file or key at fault.
-    pub fn load_with_env(
-        file: &Path,
-        env: Option<std::collections::HashMap<String, String>>,
-    ) -> Result<Self, ConfigError> {
-        let parsed: AgentConfig = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
-        parsed.validate()
-    }
-
-    /// Parses a TOML string without environment overrides.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the key at fault.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let parsed: AgentConfig = settings::load(Source::Text(text), None, None)?;
-        parsed.validate()
-    }
-
     /// The MQTT username: `broker.username`, or the kiosk id.
     pub fn username(&self) -> &str {
         self.broker
@@ -393,6 +340,15 @@ impl AgentConfig {
             }
         }
         Ok(self)
+    }
+}
+
+impl Checked for AgentConfig {
+    type File = AgentConfig;
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn check(file: AgentConfig) -> Result<Self, ConfigError> {
+        file.validate()
     }
 }
 

@@ -1,5 +1,6 @@
 //! `kiosk-agent`: see `kiosk-agent --help`.
 
+use kiosk_schemas::settings::Checked as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;

@@ -16,6 +16,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod pki;
 
+use kiosk_schemas::settings::Checked as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

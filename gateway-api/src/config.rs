@@ -10,42 +10,19 @@
 //! [`kiosk_broker::BrokerConfig`] or an external broker's parsed URL. The rest
 //! of the gateway uses the result as it is and checks nothing again.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use kiosk_broker::BrokerConfig;
 use std::time::Duration;
 
-use kiosk_schemas::settings::{self, Source};
+use kiosk_schemas::settings::invalid;
+pub use kiosk_schemas::settings::{Checked, ConfigError};
 use kiosk_schemas::{KioskId, MqttUrl, Secret};
 use serde::Deserialize;
 
 /// Prefix of environment overrides; `__` separates levels.
 pub const ENV_PREFIX: &str = "KIOSK_GATEWAY";
-
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// File unreadable, TOML malformed, or a value of the wrong type.
-    #[error(transparent)]
-    Load(#[from] config::ConfigError),
-    /// A value parsed but is not acceptable; names the key.
-    #[error("invalid `{key}`: {message}")]
-    Invalid {
-        /// Dotted key, e.g. `http.listen`.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-    },
-}
-
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 /// The whole gateway configuration, checked: what [`GatewayConfig::load`]
 /// returns and [`crate::Gateway::start`] takes.
@@ -159,7 +136,7 @@ impl BrokerSettings {
 
 /// The configuration file's form, before [`GatewayFile::check`].
 #[derive(Debug, Deserialize)]
-struct GatewayFile {
+pub struct GatewayFile {
     #[serde(default)]
     http: HttpConfig,
     broker: BrokerSection,
@@ -493,38 +470,7 @@ fn default_max_job_bytes() -> usize {
     512 * 1024
 }
 
-impl GatewayConfig {
-    /// Loads `file` (TOML), applies `KIOSK_GATEWAY__*` variables from the
-    /// process environment, and checks the result.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the file or key at fault.
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, None)
-    }
-
-    /// Like [`GatewayConfig::load`] with the environment given explicitly
-    /// (`None`: the process environment).
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the file or key at fault.
-    pub fn load_with_env(
-        file: &Path,
-        env: Option<HashMap<String, String>>,
-    ) -> Result<Self, ConfigError> {
-        let parsed: GatewayFile = settings::load(Source::File(file), Some(ENV_PREFIX), env)?;
-        parsed.check()
-    }
-
-    /// Parses a TOML string without environment overrides, and checks it.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the key at fault.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let parsed: GatewayFile = settings::load(Source::Text(text), None, None)?;
-        parsed.check()
-    }
-}
+impl GatewayConfig {}
 
 impl BrokerSection {
     /// Which broker, from `embedded`, `url`, `ca_file` and `credentials`;
@@ -690,6 +636,15 @@ impl GatewayFile {
             fleet: self.fleet,
             kiosks: self.kiosks,
         })
+    }
+}
+
+impl Checked for GatewayConfig {
+    type File = GatewayFile;
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+
+    fn check(file: GatewayFile) -> Result<Self, ConfigError> {
+        file.check()
     }
 }
 

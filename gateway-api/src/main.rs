@@ -1,5 +1,6 @@
 //! `kiosk-gateway`: see `kiosk-gateway --help`.
 
+use kiosk_schemas::settings::Checked as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;

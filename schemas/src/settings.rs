@@ -1,7 +1,7 @@
 //! Layered configuration shared by the binaries: a TOML file (or text),
 //! then environment variables `<PREFIX>__<SECTION>__<KEY>`, deserialized
-//! with the `config` crate. Each binary validates the result itself and
-//! names the bad key in its errors.
+//! with the `config` crate, then checked once into the type the program
+//! uses ([`Checked`]), with errors that name the bad key ([`ConfigError`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,6 +48,76 @@ pub fn load<T: DeserializeOwned>(
         );
     }
     builder.build()?.try_deserialize()
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// File unreadable, TOML malformed, or a value of the wrong type (the
+    /// message names the key).
+    #[error(transparent)]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable; names the key.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `printers.receipt.width` or `http.listen`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// [`ConfigError::Invalid`] for `key`.
+pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A configuration checked at load: deserialized as [`Checked::File`]
+/// from a TOML file and `<ENV_PREFIX>__…` variables, then checked once
+/// into `Self`, whose fields are already parsed types.
+pub trait Checked: Sized {
+    /// What the file and the environment deserialize into.
+    type File: DeserializeOwned;
+    /// Prefix of the environment overrides (`KIOSK_AGENT`, ...).
+    const ENV_PREFIX: &'static str;
+
+    /// Checks what was read.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key at fault.
+    fn check(file: Self::File) -> Result<Self, ConfigError>;
+
+    /// Loads `file` (TOML), applies `<ENV_PREFIX>__*` variables from the
+    /// process environment, and checks the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    fn load(file: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// Like [`Checked::load`], with the environment given explicitly
+    /// (`None`: the process environment). Used by tests.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    fn load_with_env(
+        file: &Path,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        Self::check(load(Source::File(file), Some(Self::ENV_PREFIX), env)?)
+    }
+
+    /// Parses TOML text without environment overrides, and checks it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key at fault.
+    fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::check(load(Source::Text(text), None, None)?)
+    }
 }
 
 #[cfg(test)]

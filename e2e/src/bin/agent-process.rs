@@ -5,6 +5,7 @@
 //! SIGTERM or ctrl-c.
 
 use anyhow::Context as _;
+use kiosk_schemas::settings::Checked as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
