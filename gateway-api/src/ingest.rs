@@ -131,16 +131,29 @@ struct After {
 impl Ingest {
     /// Runs until `shutdown` or until the MQTT session ends.
     pub async fn run(self, mut rx: mpsc::Receiver<Incoming>, shutdown: CancellationToken) {
+        let this = Arc::new(self);
         let mut batch = Vec::with_capacity(BATCH);
         while kiosk_mqtt::next_batch(&mut rx, BATCH, &mut batch, &shutdown).await {
-            self.handle_batch(&mut batch).await;
+            // The store's work is blocking, and sled 0.34 runs each
+            // transaction under a process-wide lock that a flush holds
+            // while it waits for the disk: on the blocking pool that wait
+            // does not stall a tokio worker (and the HTTP requests on it).
+            let (worker, messages) = (this.clone(), std::mem::take(&mut batch));
+            match tokio::task::spawn_blocking(move || worker.apply(messages)).await {
+                Ok((acks, after)) => this.finish_batch(acks, after).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "ingest batch task failed; nothing acknowledged")
+                }
+            }
         }
     }
 
-    async fn handle_batch(&self, batch: &mut Vec<Incoming>) {
+    /// Applies a batch to the store (not flushed): the messages to
+    /// acknowledge once it is durable, and what to do then.
+    fn apply(&self, batch: Vec<Incoming>) -> (Vec<Incoming>, After) {
         let mut acks = Vec::with_capacity(batch.len());
         let mut after = After::default();
-        for m in batch.drain(..) {
+        for m in batch {
             match self.handle(&m.publish, &mut after) {
                 Ok(()) => acks.push(m),
                 Err(e) => {
@@ -156,6 +169,11 @@ impl Ingest {
             after.webhooks |= !events.is_empty();
             after.live.extend(events);
         }
+        (acks, after)
+    }
+
+    /// Flushes what [`Ingest::apply`] wrote, then acknowledges and publishes.
+    async fn finish_batch(&self, acks: Vec<Incoming>, after: After) {
         if after.stored
             && let Err(e) = self.store.flush().await
         {
