@@ -15,53 +15,20 @@ use std::sync::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use super::event::CashEventKind;
 use super::{CreditEffect, SessionCredit, SessionRecord, SessionState, SessionView, Settlement};
 
 /// Events buffered per session for slow readers.
 const CAPACITY: usize = 64;
 
-/// The SSE event names of a session's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LiveKind {
-    /// `session`: the current state, first on every stream (and after a
-    /// reader lagged).
-    Session,
-    /// `credit`: a credit counted towards `amount_due`.
-    Credit,
-    /// `late_credit`: a credit for a session no longer open (more change
-    /// or refund), or an unassigned credit assigned to it.
-    LateCredit,
-    /// `paid`: `amount_inserted` reached `amount_due`.
-    Paid,
-    /// `cancelling`: the cancel was accepted; waiting for the kiosk.
-    Cancelling,
-    /// `cancelled`: final, with `refund_due` (last event).
-    Cancelled,
-    /// `settled`: a paid session became final (last event).
-    Settled,
-}
-
-impl LiveKind {
-    /// The SSE `event:` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LiveKind::Session => "session",
-            LiveKind::Credit => "credit",
-            LiveKind::LateCredit => "late_credit",
-            LiveKind::Paid => "paid",
-            LiveKind::Cancelling => "cancelling",
-            LiveKind::Cancelled => "cancelled",
-            LiveKind::Settled => "settled",
-        }
-    }
-}
-
-/// One event on a session's stream.
+/// One event on a session's stream: `session` (the current state, first on
+/// every stream and after a reader lagged) or one of the session's
+/// [`CashEventKind`]s, named as its webhooks name it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveEvent {
-    /// Which event.
+    /// Which event; `None` for the `session` snapshot.
     #[serde(skip)]
-    pub kind: LiveKind,
+    pub kind: Option<CashEventKind>,
     /// The session after the change.
     pub session: SessionView,
     /// The credit, for `credit` and `late_credit` events.
@@ -71,9 +38,9 @@ pub struct LiveEvent {
 
 impl LiveEvent {
     /// An event about `s` (without a credit).
-    pub fn new(kind: LiveKind, s: &SessionRecord) -> Self {
+    pub fn new(kind: CashEventKind, s: &SessionRecord) -> Self {
         LiveEvent {
-            kind,
+            kind: Some(kind),
             session: s.into(),
             credit: None,
         }
@@ -81,17 +48,21 @@ impl LiveEvent {
 
     /// The `session` event: current state.
     pub fn snapshot(s: &SessionRecord) -> Self {
-        Self::new(LiveKind::Session, s)
+        LiveEvent {
+            kind: None,
+            session: s.into(),
+            credit: None,
+        }
     }
 
     /// The SSE event name.
     pub fn name(&self) -> &'static str {
-        self.kind.as_str()
+        self.kind.map_or("session", CashEventKind::name)
     }
 
     /// True for the last event of a session (`cancelled`, `settled`).
     pub fn is_final(&self) -> bool {
-        matches!(self.kind, LiveKind::Cancelled | LiveKind::Settled)
+        self.kind.is_some_and(CashEventKind::is_final)
     }
 
     /// The events a stream opened on `s` starts with: `session`, then the
@@ -102,13 +73,13 @@ impl LiveEvent {
         match s.state {
             SessionState::Open => {}
             SessionState::Paid => {
-                out.push(Self::new(LiveKind::Paid, s));
+                out.push(Self::new(CashEventKind::Paid, s));
                 if s.is_final() {
-                    out.push(Self::new(LiveKind::Settled, s));
+                    out.push(Self::new(CashEventKind::Settled, s));
                 }
             }
-            SessionState::Cancelling => out.push(Self::new(LiveKind::Cancelling, s)),
-            SessionState::Cancelled => out.push(Self::new(LiveKind::Cancelled, s)),
+            SessionState::Cancelling => out.push(Self::new(CashEventKind::Cancelling, s)),
+            SessionState::Cancelled => out.push(Self::new(CashEventKind::Cancelled, s)),
         }
         out
     }
@@ -121,16 +92,16 @@ impl LiveEvent {
         effect: CreditEffect,
     ) -> Vec<LiveEvent> {
         let kind = match effect {
-            CreditEffect::Late => LiveKind::LateCredit,
-            CreditEffect::Added | CreditEffect::Paid => LiveKind::Credit,
+            CreditEffect::Late => CashEventKind::LateCredit,
+            CreditEffect::Added | CreditEffect::Paid => CashEventKind::Credit,
         };
         let mut out = vec![LiveEvent {
-            kind,
+            kind: Some(kind),
             session: session.into(),
             credit: Some(credit.clone()),
         }];
         if effect == CreditEffect::Paid {
-            out.push(Self::new(LiveKind::Paid, session));
+            out.push(Self::new(CashEventKind::Paid, session));
         }
         out
     }
@@ -138,8 +109,8 @@ impl LiveEvent {
     /// The event of a session whose totals became final.
     pub fn settled(session: &SessionRecord, how: Settlement) -> LiveEvent {
         let kind = match how {
-            Settlement::Paid => LiveKind::Settled,
-            Settlement::Cancelled => LiveKind::Cancelled,
+            Settlement::Paid => CashEventKind::Settled,
+            Settlement::Cancelled => CashEventKind::Cancelled,
         };
         Self::new(kind, session)
     }

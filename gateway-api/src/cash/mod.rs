@@ -32,6 +32,7 @@
 //! - [`resend`]: re-sends `disable` controls while a confirmation is
 //!   awaited.
 
+pub mod event;
 pub mod live;
 pub mod resend;
 pub mod store;

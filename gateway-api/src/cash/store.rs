@@ -36,7 +36,8 @@ use serde::Deserialize;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::webhooks::{self, Webhooks};
+use super::event::CashEventKind;
+use super::webhooks::Webhooks;
 use super::{
     CancelEffect, ConfirmEffect, Confirmation, CreditEffect, CreditOrigin, CreditRecord, Placement,
     Resolution, ResolutionAction, ResolveDecision, ResolveRefusal, SessionCredit, SessionRecord,
@@ -423,9 +424,12 @@ impl CashStore {
         let claim = idempotency
             .map(|(key, sha)| Claim::new(session.kiosk_id.as_str(), key, sha, &session.session_id))
             .transpose()?;
-        let hook = self
-            .webhooks
-            .record(self.webhooks.reserve()?, webhooks::OPENED, &session, None);
+        let hook = self.webhooks.record(
+            self.webhooks.reserve()?,
+            CashEventKind::Opened,
+            &session,
+            None,
+        );
         let wh_tree = self.webhooks.tree();
         let outcome = (&self.sessions, &self.open, &self.idempotency, wh_tree).transaction(
             |(sessions, open, idem, wh)| {
@@ -543,7 +547,7 @@ impl CashStore {
                     CancelEffect::Refused => return Ok(CancelOutcome::Refused(rec)),
                 }
                 tx_put_session(sessions, open, awaiting, &rec)?;
-                let hook = webhooks.record(hook_id, webhooks::CANCELLING, &rec, None);
+                let hook = webhooks.record(hook_id, CashEventKind::Cancelling, &rec, None);
                 Webhooks::insert(wh, hook.as_ref())?;
                 Ok(CancelOutcome::Cancelling(rec))
             },
@@ -652,19 +656,20 @@ impl CashStore {
                 match &applied {
                     Some((rec, _, effect)) => {
                         let name = match effect {
-                            CreditEffect::Late => webhooks::LATE_CREDIT,
-                            CreditEffect::Added | CreditEffect::Paid => webhooks::CREDIT,
+                            CreditEffect::Late => CashEventKind::LateCredit,
+                            CreditEffect::Added | CreditEffect::Paid => CashEventKind::Credit,
                         };
                         let hook = webhooks.record(hook_a, name, rec, Some(&credit));
                         Webhooks::insert(wh, hook.as_ref())?;
                         if *effect == CreditEffect::Paid {
-                            let hook = webhooks.record(hook_b, webhooks::PAID, rec, None);
+                            let hook = webhooks.record(hook_b, CashEventKind::Paid, rec, None);
                             Webhooks::insert(wh, hook.as_ref())?;
                         }
                     }
                     None => {
                         unassigned.insert(ckey.as_slice(), &[][..])?;
-                        let hook = webhooks.record_credit(hook_a, webhooks::UNASSIGNED, &credit);
+                        let hook =
+                            webhooks.record_credit(hook_a, CashEventKind::Unassigned, &credit);
                         Webhooks::insert(wh, hook.as_ref())?;
                     }
                 }
@@ -764,8 +769,8 @@ impl CashStore {
                 };
                 tx_put_session(sessions, open, awaiting, &rec)?;
                 let name = match how {
-                    Settlement::Paid => webhooks::SETTLED,
-                    Settlement::Cancelled => webhooks::CANCELLED,
+                    Settlement::Paid => CashEventKind::Settled,
+                    Settlement::Cancelled => CashEventKind::Cancelled,
                 };
                 let hook = webhooks.record(hook_id, name, &rec, None);
                 Webhooks::insert(wh, hook.as_ref())?;
@@ -894,16 +899,16 @@ impl CashStore {
                     };
                     credit.session_id = Some(rec.session_id.clone());
                     tx_put_session(sessions, open, awaiting, &rec)?;
-                    let hook = webhooks.record(hook_a, webhooks::ASSIGNED, &rec, Some(&credit));
+                    let hook = webhooks.record(hook_a, CashEventKind::Assigned, &rec, Some(&credit));
                     Webhooks::insert(wh, hook.as_ref())?;
                     if effect == CreditEffect::Paid {
-                        let hook = webhooks.record(hook_b, webhooks::PAID, &rec, None);
+                        let hook = webhooks.record(hook_b, CashEventKind::Paid, &rec, None);
                         Webhooks::insert(wh, hook.as_ref())?;
                     }
                     let entry = SessionRecord::credit_entry(&credit, CreditOrigin::Assigned);
                     applied = Some((rec, entry, effect));
                 } else {
-                    let hook = webhooks.record_credit(hook_a, webhooks::REFUNDED, &credit);
+                    let hook = webhooks.record_credit(hook_a, CashEventKind::Refunded, &credit);
                     Webhooks::insert(wh, hook.as_ref())?;
                 }
                 credits.insert(

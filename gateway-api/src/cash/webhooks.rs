@@ -54,32 +54,10 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::event::CashEventKind;
 use super::{CreditRecord, CreditView, SessionRecord, SessionView};
 use crate::config::WebhookConfig;
 use crate::store::{Store, StoreError};
-
-/// A session was opened.
-pub const OPENED: &str = "cash_session.opened";
-/// A credit was applied to a session.
-pub const CREDIT: &str = "cash_session.credit";
-/// A session became paid.
-pub const PAID: &str = "cash_session.paid";
-/// A cancelled session became final (the kiosk confirmed, every credit
-/// arrived).
-pub const CANCELLED: &str = "cash_session.cancelled";
-/// A cancel was accepted; the session waits for the kiosk.
-pub const CANCELLING: &str = "cash_session.cancelling";
-/// A credit for a session no longer open (paid, cancelling, cancelled).
-pub const LATE_CREDIT: &str = "cash_session.late_credit";
-/// A paid session became final.
-pub const SETTLED: &str = "cash_session.settled";
-/// A credit that no session can take (taken with no session, or naming one
-/// the gateway cannot apply it to).
-pub const UNASSIGNED: &str = "cash_credit.unassigned";
-/// An unassigned credit was assigned to a session.
-pub const ASSIGNED: &str = "cash_credit.assigned";
-/// An unassigned credit was marked refunded.
-pub const REFUNDED: &str = "cash_credit.refunded";
 
 const HOOK_V: u8 = 1;
 
@@ -149,7 +127,7 @@ impl Webhooks {
     fn prepare(
         &self,
         id: u64,
-        event: &str,
+        event: CashEventKind,
         data: impl FnOnce() -> serde_json::Value,
     ) -> Option<PreparedHook> {
         if !self.enabled {
@@ -157,8 +135,8 @@ impl Webhooks {
         }
         let rec = HookRecord {
             id,
-            event: event.to_owned(),
-            body: body(id, event, data()),
+            event: event.webhook_type().to_owned(),
+            body: body(id, event.webhook_type(), data()),
             attempts: 0,
             next_attempt_at: Utc::now(),
         };
@@ -169,12 +147,13 @@ impl Webhooks {
         })
     }
 
-    /// A session event (`credit` set for [`CREDIT`], [`LATE_CREDIT`] and
-    /// [`ASSIGNED`]); `None` when webhooks are off.
+    /// A session event (`credit` set for [`CashEventKind::Credit`],
+    /// [`CashEventKind::LateCredit`] and [`CashEventKind::Assigned`]);
+    /// `None` when webhooks are off.
     pub fn record(
         &self,
         id: u64,
-        event: &str,
+        event: CashEventKind,
         session: &SessionRecord,
         credit: Option<&CreditRecord>,
     ) -> Option<PreparedHook> {
@@ -187,12 +166,12 @@ impl Webhooks {
         })
     }
 
-    /// A credit event without a session ([`UNASSIGNED`], [`REFUNDED`]);
-    /// `None` when webhooks are off.
+    /// A credit event without a session ([`CashEventKind::Unassigned`],
+    /// [`CashEventKind::Refunded`]); `None` when webhooks are off.
     pub fn record_credit(
         &self,
         id: u64,
-        event: &str,
+        event: CashEventKind,
         credit: &CreditRecord,
     ) -> Option<PreparedHook> {
         self.prepare(id, event, || json!({"credit": CreditView::from(credit)}))

@@ -19,7 +19,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::print_jobs::{body_bytes, idempotency_key, parse_json};
 use super::{AppState, Caller};
-use crate::cash::live::{LiveEvent, LiveKind};
+use crate::cash::event::CashEventKind;
+use crate::cash::live::LiveEvent;
 use crate::cash::resend::{self, send_controls};
 use crate::cash::store::{CancelOutcome, OpenOutcome};
 use crate::cash::{SessionRecord, SessionView};
@@ -161,7 +162,7 @@ pub async fn cancel(
         CancelOutcome::Cancelling(s) => {
             let mut events = vec![(
                 s.session_id.clone(),
-                LiveEvent::new(LiveKind::Cancelling, &s),
+                LiveEvent::new(CashEventKind::Cancelling, &s),
             )];
             events.extend(resend::settle(&app.cash, &app.metrics, &s.kiosk_id));
             app.cash.flush().await?;

@@ -1,0 +1,103 @@
+//! What happens to cash sessions and credits, in one vocabulary: a
+//! [`CashEventKind`] names the webhook `type` (`cash_session.paid`), the
+//! `event:` of a session's live stream (`paid`) and the log line, so the
+//! three cannot drift apart.
+
+/// Something that happened to a cash session or a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CashEventKind {
+    /// A session was opened.
+    Opened,
+    /// A credit was applied to an open session.
+    Credit,
+    /// A credit for a session no longer open (paid, cancelling, cancelled):
+    /// more change or refund.
+    LateCredit,
+    /// A session became paid (`amount_inserted` reached `amount_due`).
+    Paid,
+    /// A cancel was accepted; the session waits for the kiosk.
+    Cancelling,
+    /// A cancelled session became final (the kiosk confirmed, every credit
+    /// arrived), with its `refund_due`.
+    Cancelled,
+    /// A paid session became final.
+    Settled,
+    /// A credit that no session can take (taken with no session, or naming
+    /// one the gateway cannot apply it to).
+    Unassigned,
+    /// An unassigned credit was assigned to a session.
+    Assigned,
+    /// An unassigned credit was marked refunded.
+    Refunded,
+}
+
+impl CashEventKind {
+    /// Every kind.
+    pub const ALL: [CashEventKind; 10] = [
+        CashEventKind::Opened,
+        CashEventKind::Credit,
+        CashEventKind::LateCredit,
+        CashEventKind::Paid,
+        CashEventKind::Cancelling,
+        CashEventKind::Cancelled,
+        CashEventKind::Settled,
+        CashEventKind::Unassigned,
+        CashEventKind::Assigned,
+        CashEventKind::Refunded,
+    ];
+
+    /// The event's name: the `event:` of a session's live stream, and the
+    /// second half of its webhook type.
+    pub fn name(self) -> &'static str {
+        match self {
+            CashEventKind::Opened => "opened",
+            CashEventKind::Credit => "credit",
+            CashEventKind::LateCredit => "late_credit",
+            CashEventKind::Paid => "paid",
+            CashEventKind::Cancelling => "cancelling",
+            CashEventKind::Cancelled => "cancelled",
+            CashEventKind::Settled => "settled",
+            CashEventKind::Unassigned => "unassigned",
+            CashEventKind::Assigned => "assigned",
+            CashEventKind::Refunded => "refunded",
+        }
+    }
+
+    /// The webhook `type`: `cash_session.<name>` for what happens to a
+    /// session, `cash_credit.<name>` for what happens to an unassigned
+    /// credit.
+    pub fn webhook_type(self) -> &'static str {
+        match self {
+            CashEventKind::Opened => "cash_session.opened",
+            CashEventKind::Credit => "cash_session.credit",
+            CashEventKind::LateCredit => "cash_session.late_credit",
+            CashEventKind::Paid => "cash_session.paid",
+            CashEventKind::Cancelling => "cash_session.cancelling",
+            CashEventKind::Cancelled => "cash_session.cancelled",
+            CashEventKind::Settled => "cash_session.settled",
+            CashEventKind::Unassigned => "cash_credit.unassigned",
+            CashEventKind::Assigned => "cash_credit.assigned",
+            CashEventKind::Refunded => "cash_credit.refunded",
+        }
+    }
+
+    /// True for the last event of a session (`cancelled`, `settled`): its
+    /// live streams end with it.
+    pub fn is_final(self) -> bool {
+        matches!(self, CashEventKind::Cancelled | CashEventKind::Settled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_type_is_its_object_and_its_name() {
+        for kind in CashEventKind::ALL {
+            let (object, name) = kind.webhook_type().split_once('.').unwrap();
+            assert_eq!(name, kind.name(), "{kind:?}");
+            assert!(matches!(object, "cash_session" | "cash_credit"), "{kind:?}");
+        }
+    }
+}
