@@ -134,17 +134,10 @@ impl Ingest {
         let this = Arc::new(self);
         let mut batch = Vec::with_capacity(BATCH);
         while kiosk_mqtt::next_batch(&mut rx, BATCH, &mut batch, &shutdown).await {
-            // The store's work is blocking, and sled 0.34 runs each
-            // transaction under a process-wide lock that a flush holds
-            // while it waits for the disk: on the blocking pool that wait
-            // does not stall a tokio worker (and the HTTP requests on it).
+            // Store work off the runtime (see `kiosk_store::unblocked`).
             let (worker, messages) = (this.clone(), std::mem::take(&mut batch));
-            match tokio::task::spawn_blocking(move || worker.apply(messages)).await {
-                Ok((acks, after)) => this.finish_batch(acks, after).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "ingest batch task failed; nothing acknowledged")
-                }
-            }
+            let (acks, after) = kiosk_store::unblocked(move || worker.apply(messages)).await;
+            this.finish_batch(acks, after).await;
         }
     }
 

@@ -95,10 +95,7 @@ impl Publisher {
         retain: bool,
         payload: impl Into<Vec<u8>>,
     ) -> Result<(), PublishError> {
-        let payload = payload.into();
-        if !rumqttc::valid_topic(topic.as_str()) {
-            return Err(invalid_topic(topic, retain, payload));
-        }
+        let payload = checked(topic, retain, payload.into())?;
         self.client
             .try_publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
             .map_err(|e| self.handed_back(e))
@@ -115,10 +112,7 @@ impl Publisher {
         retain: bool,
         payload: impl Into<Vec<u8>>,
     ) -> Result<(), PublishError> {
-        let payload = payload.into();
-        if !rumqttc::valid_topic(topic.as_str()) {
-            return Err(invalid_topic(topic, retain, payload));
-        }
+        let payload = checked(topic, retain, payload.into())?;
         self.client
             .publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
             .await
@@ -174,6 +168,16 @@ impl Publisher {
                 reason,
             },
         }
+    }
+}
+
+/// `payload`, unless `topic` is not one rumqttc would publish to
+/// (MQTT 3.1.1 §4.7: no wildcards); then the message, handed back.
+fn checked(topic: &Topic, retain: bool, payload: Vec<u8>) -> Result<Vec<u8>, PublishError> {
+    if rumqttc::valid_topic(topic.as_str()) {
+        Ok(payload)
+    } else {
+        Err(invalid_topic(topic, retain, payload))
     }
 }
 

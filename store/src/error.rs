@@ -1,5 +1,6 @@
-//! The store layer's errors: one for storage ([`StoreError`]) and one for a
-//! transaction that a domain rule may refuse ([`TxError`]).
+//! The store layer's error ([`StoreError`]). A store whose changes a domain
+//! rule can refuse wraps it in an error of its own (the agent's
+//! `InboxError`: a forbidden transition, a missing job).
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
@@ -40,37 +41,4 @@ impl From<TransactionError<StoreError>> for StoreError {
 /// be read inside it).
 pub fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
-}
-
-/// A transaction that failed in the store, or that a rule of the domain
-/// (`E`: a forbidden state transition, a missing job) refused.
-#[derive(Debug, thiserror::Error)]
-pub enum TxError<E: std::error::Error + 'static> {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The domain refused the change; nothing was written.
-    #[error(transparent)]
-    Refused(E),
-}
-
-impl<E: std::error::Error + 'static> TxError<E> {
-    /// Aborts a sled transaction because the domain refuses the change.
-    pub fn refuse(e: E) -> ConflictableTransactionError<TxError<E>> {
-        ConflictableTransactionError::Abort(TxError::Refused(e))
-    }
-
-    /// Aborts a sled transaction because the store failed inside it.
-    pub fn store(e: StoreError) -> ConflictableTransactionError<TxError<E>> {
-        ConflictableTransactionError::Abort(TxError::Store(e))
-    }
-}
-
-impl<E: std::error::Error + 'static> From<TransactionError<TxError<E>>> for TxError<E> {
-    fn from(e: TransactionError<TxError<E>>) -> Self {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => TxError::Store(StoreError::Sled(e)),
-        }
-    }
 }

@@ -192,12 +192,6 @@ impl<F: Flush> GroupCommit<F> {
         self.inner.flushes.load(Ordering::Relaxed)
     }
 
-    /// Commits asked for so far (writers that waited for durability);
-    /// `commits / flushes` is how many writers a flush served on average.
-    pub fn commits(&self) -> u64 {
-        self.inner.tickets.load(Ordering::Relaxed)
-    }
-
     /// The counters alone, for metrics: they do not keep the flush target
     /// (the database) open.
     pub fn stats(&self) -> CommitStats {
@@ -205,8 +199,9 @@ impl<F: Flush> GroupCommit<F> {
     }
 }
 
-/// [`GroupCommit::commits`] and [`GroupCommit::flushes`] of one group
-/// commit, without its target.
+/// The counters of one group commit, without its target: commits asked
+/// for (writers that waited for durability) and flushes started;
+/// `commits / flushes` is how many writers a flush served on average.
 #[derive(Clone)]
 pub struct CommitStats(Arc<Inner>);
 
@@ -220,7 +215,7 @@ impl std::fmt::Debug for CommitStats {
 }
 
 impl CommitStats {
-    /// As [`GroupCommit::commits`].
+    /// Commits asked for so far.
     pub fn commits(&self) -> u64 {
         self.0.tickets.load(Ordering::Relaxed)
     }

@@ -98,10 +98,12 @@ pub async fn create(
         chrono::Utc::now(),
     );
     let hash: [u8; 32] = Sha256::digest(&body).into();
-    match app
-        .cash
-        .open_session(session, key.as_deref().map(|k| (k, hash)))?
-    {
+    let (cash, closure_key) = (app.cash.clone(), key.clone());
+    let opened = kiosk_store::unblocked(move || {
+        cash.open_session(session, closure_key.as_deref().map(|k| (k, hash)))
+    })
+    .await?;
+    match opened {
         OpenOutcome::Opened(s) => {
             app.cash.flush().await?;
             app.cash.webhooks().wake();
@@ -158,7 +160,9 @@ pub async fn cancel(
     State(app): State<AppState>,
     Path(session_id): Path<String>,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
-    match app.cash.cancel(&session_id)? {
+    let cash = app.cash.clone();
+    let id = session_id.clone();
+    match kiosk_store::unblocked(move || cash.cancel(&id)).await? {
         CancelOutcome::Cancelling(s) => {
             let mut events = vec![(
                 s.session_id.clone(),

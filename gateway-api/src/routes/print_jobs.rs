@@ -233,25 +233,15 @@ async fn submit(
     payload: Vec<u8>,
     idempotency: Option<(&str, [u8; 32])>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    // sled 0.34 runs a transaction under a process-wide lock that a flush
-    // holds (shared) while it waits for the disk: on a tokio worker, the
-    // transaction would stall every other request meanwhile. On the
-    // blocking pool it waits alone, and the requests that arrive in the
-    // meantime join the next flush.
     let (store, key) = (
         app.store.clone(),
         idempotency.map(|(k, h)| (k.to_owned(), h)),
     );
-    let (outcome, payload) = tokio::task::spawn_blocking(move || {
-        let outcome = store.create_job(
-            record,
-            &payload,
-            key.as_ref().map(|(k, h)| (k.as_str(), *h)),
-        );
-        (outcome, payload)
+    let (outcome, payload) = kiosk_store::unblocked(move || {
+        let key = key.as_ref().map(|(k, h)| (k.as_str(), *h));
+        (store.create_job(record, &payload, key), payload)
     })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task: {e}")))?;
+    .await;
     let outcome = outcome?;
     match outcome {
         CreateOutcome::Created(rec) => {
