@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kiosk_mqtt::{ClientDefaults, ClientSection};
 use kiosk_schemas::print::validate_printer_name;
 use kiosk_schemas::settings::invalid;
 pub use kiosk_schemas::settings::{Checked, ConfigError};
-use kiosk_schemas::{Currency, KioskId, MqttUrl, Secret};
+use kiosk_schemas::{Currency, KioskId, MqttUrl};
 use serde::Deserialize;
 
 use crate::render::{CodePage, RenderOptions};
@@ -78,34 +79,13 @@ pub struct BrokerConfig {
     /// `mqtts://host:port` (TLS, default port 8883; the certificate must
     /// match `host`). Parsed when the configuration is loaded.
     pub url: MqttUrl,
-    /// PEM CA certificate(s) trusted for `mqtts://`: only these (pin the
-    /// fleet's private CA). Default: the system's trust store (a broker
-    /// with a public certificate such as Let's Encrypt).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, for a broker that requires one
-    /// (`tls_client_ca`); needs `client_key`.
-    #[serde(default)]
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of `client_cert`.
-    #[serde(default)]
-    pub client_key: Option<PathBuf>,
-    /// MQTT username; defaults to `kiosk_id`.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// MQTT password (the kiosk's generated secret).
-    pub password: Secret,
-    /// MQTT keep alive; the broker declares the kiosk offline (last will)
-    /// about 1.5 times this after the link dies. Default 30 s.
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
-    pub keep_alive: Duration,
-    /// First reconnect delay; doubles up to `reconnect_max`, with jitter.
-    /// Default 500 ms.
-    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay. Default 30 s.
-    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
-    pub reconnect_max: Duration,
+    /// `username` (default the kiosk id), `password` (the kiosk's
+    /// generated secret), `keep_alive` (default 30 s), `reconnect_min`
+    /// (default 500 ms), `reconnect_max` (default 30 s), `ca_file`,
+    /// `client_cert`, `client_key`: the keys every MQTT client of the
+    /// fleet reads the same way ([`ClientSection`]).
+    #[serde(flatten)]
+    pub client: ClientSection,
 }
 
 /// `[store]`: the sled directory holding the inbox and outbox.
@@ -207,15 +187,6 @@ pub struct CashConfig {
     pub max_credit: i64,
 }
 
-fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_reconnect_min() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_reconnect_max() -> Duration {
-    Duration::from_secs(30)
-}
 fn default_retention() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
@@ -248,12 +219,20 @@ fn default_max_credit() -> i64 {
 }
 
 impl AgentConfig {
+    /// What the agent assumes for the `[broker]` client keys left out:
+    /// the kiosk id as user name, reconnect delays from 500 ms to 30 s
+    /// (long enough that a fleet coming back does not storm the broker).
+    pub fn client_defaults(&self) -> ClientDefaults<'_> {
+        ClientDefaults {
+            username: self.kiosk_id.as_str(),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+
     /// The MQTT username: `broker.username`, or the kiosk id.
     pub fn username(&self) -> &str {
-        self.broker
-            .username
-            .as_deref()
-            .unwrap_or(self.kiosk_id.as_str())
+        self.broker.client.username(self.client_defaults())
     }
 
     /// Checks values the types accept but the agent cannot use, and
@@ -264,45 +243,9 @@ impl AgentConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
     pub fn validate(self) -> Result<Self, ConfigError> {
-        let url = &self.broker.url;
-        let tls_keys = [
-            ("broker.ca_file", self.broker.ca_file.is_some()),
-            ("broker.client_cert", self.broker.client_cert.is_some()),
-        ];
-        for (key, set) in tls_keys {
-            if set && !url.tls {
-                return Err(invalid(key, "only used with an mqtts:// broker.url"));
-            }
-        }
-        match (&self.broker.client_cert, &self.broker.client_key) {
-            (Some(_), None) => {
-                return Err(invalid(
-                    "broker.client_key",
-                    "required with broker.client_cert",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "broker.client_cert",
-                    "required with broker.client_key",
-                ));
-            }
-            _ => {}
-        }
-        if self.broker.password.is_empty() {
-            return Err(invalid("broker.password", "must not be empty"));
-        }
-        if self.broker.keep_alive < Duration::from_secs(1) {
-            return Err(invalid("broker.keep_alive", "must be at least 1s"));
-        }
-        if self.broker.reconnect_min.is_zero()
-            || self.broker.reconnect_max < self.broker.reconnect_min
-        {
-            return Err(invalid(
-                "broker.reconnect_max",
-                "reconnect_min must be > 0 and reconnect_max >= reconnect_min",
-            ));
-        }
+        self.broker
+            .client
+            .check(Some(&self.broker.url), self.client_defaults())?;
         if self.status.heartbeat < Duration::from_millis(100) {
             return Err(invalid("status.heartbeat", "must be at least 100ms"));
         }
@@ -373,7 +316,7 @@ mod tests {
         let c = AgentConfig::from_toml(MINIMAL).unwrap();
         assert_eq!(c.username(), "demo-1");
         assert_eq!(c.status.heartbeat, Duration::from_secs(30));
-        assert_eq!(c.broker.keep_alive, Duration::from_secs(30));
+        assert_eq!(c.broker.client.keep_alive, Duration::from_secs(30));
         let p = &c.printers["receipt"];
         assert_eq!(
             (p.driver, p.width, p.code_page.as_str()),

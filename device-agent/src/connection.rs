@@ -247,21 +247,27 @@ pub fn connect(
     let url = config.broker.url.clone();
     let kiosk = config.kiosk_id.clone();
     let tls = if url.tls {
-        Some(crate::tls::client_config(config).map_err(|e| e.to_string())?)
+        Some(
+            config
+                .broker
+                .client
+                .tls_config()
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
     let mut opts =
         SessionOptions::from_url(kiosk.as_str(), &url, tls).map_err(|e| e.to_string())?;
-    opts.credentials = Some((config.username().to_owned(), config.broker.password.clone()));
-    opts.keep_alive = config.broker.keep_alive;
+    config
+        .broker
+        .client
+        .apply(&mut opts, config.client_defaults(), None);
     opts.clean_session = false;
     opts.manual_acks = true;
     opts.max_packet_bytes = MAX_INCOMING_PACKET;
     opts.inflight = OUTGOING_INFLIGHT;
     opts.request_capacity = REQUEST_CAPACITY;
-    opts.backoff_min = config.broker.reconnect_min;
-    opts.backoff_max = config.broker.reconnect_max;
     opts.disconnect_drain = DISCONNECT_DRAIN;
     opts.subscriptions = [
         Topic::print(&kiosk),

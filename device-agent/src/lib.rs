@@ -12,7 +12,6 @@ pub mod printer;
 pub mod render;
 pub mod state;
 pub mod status;
-pub mod tls;
 pub mod worker;
 
 use std::collections::HashMap;

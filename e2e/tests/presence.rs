@@ -69,7 +69,7 @@ async fn mosquitto_fleet(
     let proxy = CutProxy::start(mosquitto.addr).await.unwrap();
     let mut config = fleet.agent_config("k1", printer.addr());
     config.broker.url = format!("mqtt://{}", proxy.addr()).parse().unwrap();
-    config.broker.keep_alive = keep_alive;
+    config.broker.client.keep_alive = keep_alive;
     config.status.heartbeat = HEARTBEAT;
     let agent = fleet.start_agent_with(config).await;
     fleet.wait_kiosk("k1", "online").await;

@@ -425,7 +425,7 @@ async fn print_and_cash_topics_over_tls_with_a_private_ca() {
     let handshakes = "kiosk_broker_refused_total{reason=\"tls_handshake\"}";
     let before = metric(&fleet, handshakes).await;
     let mut config = fleet.agent_config("k2", printer.addr());
-    config.broker.ca_file = Some(other.ca_cert.clone());
+    config.broker.client.ca_file = Some(other.ca_cert.clone());
     let wrong = fleet.start_agent_with(config).await;
     wait_metric(&fleet, handshakes, before + 1).await;
     let (_, k2) = fleet.get("/v1/kiosks/k2").await;
@@ -500,8 +500,8 @@ async fn client_certificates_are_required_when_configured() {
     let without = fleet.start_agent("k1", printer.addr()).await;
     wait_metric(&fleet, handshakes, 1).await;
     let mut config = fleet.agent_config("k2", printer.addr());
-    config.broker.client_cert = Some(cert);
-    config.broker.client_key = Some(key);
+    config.broker.client.client_cert = Some(cert);
+    config.broker.client.client_key = Some(key);
     let with = fleet.start_agent_with(config).await;
     fleet.wait_kiosk("k2", "online").await;
     let job = fleet.create_job("k2", text_job("MTLS\n")).await;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use kiosk_broker::BrokerConfig;
+use kiosk_mqtt::{ClientDefaults, ClientSection};
 use std::time::Duration;
 
 use kiosk_schemas::settings::invalid;
@@ -53,14 +54,13 @@ pub struct BrokerSettings {
     /// The gateway's MQTT client id (`broker.client_id`); its producer
     /// connects as `<client_id>-pub`. Not empty.
     pub client_id: String,
-    /// The gateway's MQTT username (`broker.username`).
-    pub username: String,
-    /// The gateway's MQTT password (`broker.password`); not empty. With
+    /// `broker.username` (default `gateway`), `password` (not empty; with
     /// the embedded broker the gateway logs in with the broker's internal
-    /// password instead.
-    pub password: Secret,
-    /// MQTT keep alive (`broker.keep_alive`), at least 1 s.
-    pub keep_alive: Duration,
+    /// password instead), `keep_alive` (at least 1 s), `reconnect_min`
+    /// (default 200 ms), `reconnect_max` (default 10 s), and for an
+    /// external `mqtts://` broker `ca_file`, `client_cert`, `client_key`:
+    /// checked ([`ClientSection::check`]).
+    pub client: ClientSection,
     /// Which broker.
     pub mode: BrokerMode,
 }
@@ -81,14 +81,20 @@ pub enum BrokerMode {
 pub struct ExternalBroker {
     /// `broker.url`.
     pub url: MqttUrl,
-    /// `broker.ca_file`: CA trusted for an `mqtts://` URL (set only with
-    /// one); default the system's trust store.
-    pub ca_file: Option<PathBuf>,
     /// `broker.credentials`: its `kiosk` entries are known kiosks.
     pub credentials: Option<PathBuf>,
     /// `broker.max_payload_bytes`: largest MQTT payload, in bytes.
     pub max_payload_bytes: usize,
 }
+
+/// What the gateway assumes for the `[broker]` client keys left out: user
+/// name `gateway`, reconnect delays from 200 ms to 10 s (one client, which
+/// every kiosk waits for, comes back fast).
+pub const CLIENT_DEFAULTS: ClientDefaults<'static> = ClientDefaults {
+    username: "gateway",
+    reconnect_min: Duration::from_millis(200),
+    reconnect_max: Duration::from_secs(10),
+};
 
 impl BrokerSettings {
     /// The embedded broker's configuration; `None` with an external broker.
@@ -259,17 +265,14 @@ struct BrokerSection {
     max_connections: usize,
     /// External broker, `mqtt://host[:port]`; ignored when `embedded`.
     url: Option<String>,
-    /// The gateway's MQTT username. Default `gateway`.
-    #[serde(default = "default_username")]
-    username: String,
-    /// The gateway's MQTT password.
-    password: Secret,
     /// The gateway's MQTT client id. Default `kiosk-gateway`.
     #[serde(default = "default_client_id")]
     client_id: String,
-    /// MQTT keep alive. Default 30 s.
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
-    keep_alive: Duration,
+    /// The keys every MQTT client of the fleet reads the same way
+    /// (`username`, `password`, `keep_alive`, `reconnect_min`,
+    /// `reconnect_max`, `ca_file`, `client_cert`, `client_key`).
+    #[serde(flatten)]
+    client: ClientSection,
     /// Embedded broker's MQTT-over-TLS listener; default `0.0.0.0:8883`
     /// when `tls_cert` is set.
     #[serde(default)]
@@ -302,10 +305,6 @@ struct BrokerSection {
     /// embedded broker closes it. Default 10 min.
     #[serde(default = "default_broker_idle_timeout", with = "humantime_serde")]
     idle_timeout: Duration,
-    /// CA file trusted for an external `mqtts://` broker (pin a private
-    /// CA); default the system's trust store.
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
 }
 
 /// `[fleet]`: kiosk presence (see [`crate::presence`]).
@@ -442,14 +441,8 @@ fn default_failed_logins_per_address_per_minute() -> u32 {
 fn default_broker_idle_timeout() -> Duration {
     Duration::from_secs(600)
 }
-fn default_username() -> String {
-    "gateway".to_owned()
-}
 fn default_client_id() -> String {
     "kiosk-gateway".to_owned()
-}
-fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
 }
 fn default_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
@@ -485,19 +478,14 @@ impl BrokerSection {
             let url = url
                 .parse::<MqttUrl>()
                 .map_err(|e| invalid("broker.url", e.to_string()))?;
-            if !url.tls && self.ca_file.is_some() {
-                return Err(invalid(
-                    "broker.ca_file",
-                    "only used with an mqtts:// broker.url",
-                ));
-            }
+            self.client.check(Some(&url), CLIENT_DEFAULTS)?;
             return Ok(BrokerMode::External(ExternalBroker {
                 url,
-                ca_file: self.ca_file.clone(),
                 credentials: self.credentials.clone(),
                 max_payload_bytes: self.max_payload_bytes,
             }));
         }
+        self.client.check(None, CLIENT_DEFAULTS)?;
         let credentials = self.credentials.clone().ok_or_else(|| {
             invalid(
                 "broker.credentials",
@@ -532,14 +520,8 @@ impl GatewayFile {
     /// [`ConfigError::Invalid`] naming the key.
     fn check(self) -> Result<GatewayConfig, ConfigError> {
         let mode = self.broker.mode()?;
-        if self.broker.password.is_empty() {
-            return Err(invalid("broker.password", "must not be empty"));
-        }
         if self.broker.client_id.is_empty() {
             return Err(invalid("broker.client_id", "must not be empty"));
-        }
-        if self.broker.keep_alive < Duration::from_secs(1) {
-            return Err(invalid("broker.keep_alive", "must be at least 1s"));
         }
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be > 0"));
@@ -615,19 +597,13 @@ impl GatewayFile {
             return Err(invalid("delivery.max_job_bytes", "must be > 0"));
         }
         let BrokerSection {
-            client_id,
-            username,
-            password,
-            keep_alive,
-            ..
+            client_id, client, ..
         } = self.broker;
         Ok(GatewayConfig {
             http: self.http,
             broker: BrokerSettings {
                 client_id,
-                username,
-                password,
-                keep_alive,
+                client,
                 mode,
             },
             store: self.store,
@@ -668,7 +644,7 @@ mod tests {
         let b = b.unwrap();
         assert_eq!(c.http.listen, default_http_listen());
         assert_eq!(b.listen, default_mqtt_listen());
-        assert_eq!(c.broker.username, "gateway");
+        assert_eq!(c.broker.client.username(CLIENT_DEFAULTS), "gateway");
         assert_eq!(b.connections_per_second, 1000);
         assert_eq!(b.failed_logins_per_minute, 10);
         assert_eq!(c.fleet.heartbeat, Duration::from_secs(30));

@@ -302,6 +302,7 @@ mod tests {
             username: "gw".into(),
             password: Secret::new("pw"),
             keep_alive: Duration::from_secs(30),
+            backoff: (Duration::from_millis(200), Duration::from_secs(10)),
             tls: None,
             max_packet_bytes: 1 << 20,
         });

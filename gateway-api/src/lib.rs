@@ -37,8 +37,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use config::BrokerMode;
 pub use config::GatewayConfig;
+use config::{BrokerMode, CLIENT_DEFAULTS};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ impl Gateway {
                     };
                     let url = &external.url;
                     let tls = if url.tls {
-                        Some(tls::mqtt_client_config(external)?)
+                        Some(config.broker.client.tls_config()?)
                     } else {
                         None
                     };
@@ -148,13 +148,15 @@ impl Gateway {
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
         let mqtt_tls_addr = broker.as_ref().and_then(BrokerHandle::tls_addr);
 
+        let client = &config.broker.client;
         let settings = mqtt::MqttSettings {
             host: mqtt_host,
             port: mqtt_port,
             client_id: config.broker.client_id.clone(),
-            username: config.broker.username.clone(),
-            password: internal_password.unwrap_or_else(|| config.broker.password.clone()),
-            keep_alive: config.broker.keep_alive,
+            username: client.username(CLIENT_DEFAULTS).to_owned(),
+            password: internal_password.unwrap_or_else(|| client.password.clone()),
+            keep_alive: client.keep_alive,
+            backoff: client.backoff(CLIENT_DEFAULTS),
             tls: mqtt_tls,
             // Room for the largest job plus MQTT framing.
             max_packet_bytes: config

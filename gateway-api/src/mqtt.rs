@@ -58,6 +58,9 @@ pub struct MqttSettings {
     pub password: kiosk_schemas::Secret,
     /// Keep alive.
     pub keep_alive: Duration,
+    /// First reconnect delay and its ceiling (`broker.reconnect_min`,
+    /// `broker.reconnect_max`).
+    pub backoff: (Duration, Duration),
     /// TLS (`mqtts://`) with this configuration; plain TCP when `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Largest packet accepted or sent, in bytes.
@@ -110,8 +113,7 @@ fn options(settings: &MqttSettings, client_id: String) -> SessionOptions {
     opts.keep_alive = settings.keep_alive;
     opts.max_packet_bytes = settings.max_packet_bytes;
     opts.request_capacity = REQUEST_CAPACITY;
-    opts.backoff_min = Duration::from_millis(200);
-    opts.backoff_max = Duration::from_secs(10);
+    (opts.backoff_min, opts.backoff_max) = settings.backoff;
     opts
 }
 

@@ -1,7 +1,7 @@
-//! HTTPS for the API (`http.tls_cert`, `http.tls_key`) and TLS for the
-//! gateway's own MQTT sessions to an external `mqtts://` broker
-//! (`broker.ca_file`). Both use rustls with the `ring` provider through
-//! [`kiosk_broker::tls`].
+//! HTTPS for the API (`http.tls_cert`, `http.tls_key`), with rustls and
+//! the `ring` provider through [`kiosk_broker::tls`]. TLS for the
+//! gateway's own MQTT sessions to an external `mqtts://` broker is
+//! [`kiosk_mqtt::ClientSection::tls_config`], the agent's too.
 //!
 //! The HTTPS server itself is [`crate::http_server`]: TLS handshakes run in
 //! each connection's task within `http.header_read_timeout`, never in the
@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{ExternalBroker, GatewayConfig};
+use crate::config::GatewayConfig;
 
 /// Why a TLS configuration could not be built.
 pub type TlsError = kiosk_broker::tls::TlsError;
@@ -28,13 +28,4 @@ pub fn https_config(config: &GatewayConfig) -> Result<Option<Arc<rustls::ServerC
         }
         _ => Ok(None),
     }
-}
-
-/// The TLS client configuration for an external `mqtts://` broker: only
-/// `broker.ca_file`'s CA, or the system trust store without it.
-///
-/// # Errors
-/// [`TlsError`] naming the CA file at fault.
-pub fn mqtt_client_config(broker: &ExternalBroker) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    kiosk_broker::tls::client_config(broker.ca_file.as_deref(), None)
 }

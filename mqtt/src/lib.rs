@@ -16,6 +16,8 @@
 //!   [`Publisher::try_publish`] and [`Publisher::publish`] return
 //!   `Result<(), PublishError>`, and a [`PublishError`] hands the message
 //!   back; [`Publisher::ack`] answers an [`AckOutcome`].
+//! - [`ClientSection`]: the `[broker]` keys every client reads the same
+//!   way (user name, password, keep alive, reconnect delays, TLS files).
 //! - [`next_batch`]: the batching intake loop (wait for one, take what else
 //!   is queued) of the gateway's ingest and the agent's intake.
 
@@ -23,11 +25,13 @@ mod batch;
 mod options;
 mod publisher;
 mod session;
+mod settings;
 
 pub use batch::next_batch;
 pub use options::{OptionsError, SessionOptions};
 pub use publisher::{AckOutcome, PublishError, PublishFailure, Publisher};
 pub use session::{Incoming, Session, SessionHooks, Stop};
+pub use settings::{ClientDefaults, ClientSection};
 
 /// rumqttc types that appear in this crate's API.
 pub use rumqttc::{LastWill, Publish, QoS};

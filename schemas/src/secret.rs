@@ -42,7 +42,9 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        // A number given in the environment is a secret too (see
+        // `settings::scalar_string`).
+        crate::settings::scalar_string::deserialize(d).map(Secret)
     }
 }
 

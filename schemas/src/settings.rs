@@ -120,6 +120,83 @@ pub trait Checked: Sized {
     }
 }
 
+/// String keys that also take a number or a boolean, as text.
+///
+/// The environment layer parses `KIOSK_AGENT__BROKER__PASSWORD=1234` into
+/// a number. The `config` crate turns it back into a string for a `String`
+/// field, but not inside a section embedded with `#[serde(flatten)]`,
+/// where serde buffers the value first: such fields deserialize with
+/// `deserialize_with = "scalar_string::deserialize"` (or `::option`).
+pub mod scalar_string {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+
+    struct Scalar;
+
+    impl Visitor<'_> for Scalar {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    struct Optional;
+
+    impl<'de> Visitor<'de> for Optional {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_none<E: Error>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            deserialize(d).map(Some)
+        }
+    }
+
+    /// A string, or a number or boolean written as one.
+    ///
+    /// # Errors
+    /// The deserializer's error for any other value (a table, a list).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_any(Scalar)
+    }
+
+    /// Like [`deserialize`], for an optional key.
+    ///
+    /// # Errors
+    /// As [`deserialize`].
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_option(Optional)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +233,54 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("a.port"), "{err}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Flat {
+        a: Outer,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    struct Outer {
+        port: u16,
+        #[serde(flatten)]
+        inner: Inner,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    struct Inner {
+        #[serde(deserialize_with = "scalar_string::deserialize")]
+        password: String,
+        #[serde(default, deserialize_with = "scalar_string::option")]
+        user: Option<String>,
+    }
+
+    /// A numeric value from the environment still fills a string key of a
+    /// flattened section (without `scalar_string`, serde refuses it).
+    #[test]
+    fn flattened_string_keys_take_numbers_from_the_environment() {
+        let env = HashMap::from([
+            ("APP__A__PASSWORD".to_owned(), "1234".to_owned()),
+            ("APP__A__USER".to_owned(), "true".to_owned()),
+        ]);
+        let c: Flat = load(
+            Source::Text("[a]\nport = 1\npassword = \"x\""),
+            Some("APP"),
+            Some(env),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.a.port,
+                c.a.inner.password.as_str(),
+                c.a.inner.user.as_deref()
+            ),
+            (1, "1234", Some("true"))
+        );
+        let c: Flat = load(
+            Source::Text("[a]\nport = 1\npassword = \"x\""),
+            Some("APP"),
+            None,
+        )
+        .unwrap();
+        assert_eq!((c.a.inner.password.as_str(), c.a.inner.user), ("x", None));
     }
 }
