@@ -1,0 +1,120 @@
+//! Tests of the cash store across its parts: a session paid, confirmed and
+//! settled with the credits around it.
+
+use super::*;
+use chrono::Utc;
+use kiosk_schemas::{CashEvent, CashState, CreditKind, Currency, V1};
+
+use crate::cash::{CreditEffect, CreditOrigin, Settlement, UnassignedReason};
+
+fn eur() -> Currency {
+    Currency::new("EUR").unwrap()
+}
+
+fn k1() -> KioskId {
+    KioskId::new("k1").unwrap()
+}
+
+fn cash_store(dir: &std::path::Path) -> CashStore {
+    let store = Store::open(dir).unwrap();
+    let hooks = Webhooks::open(&store, false).unwrap();
+    CashStore::open(&store, hooks).unwrap()
+}
+
+fn event(seq: u64, amount: i64, session: Option<&str>) -> CashEvent {
+    CashEvent {
+        v: V1,
+        outbox: "o1".into(),
+        seq,
+        kind: CreditKind::Bill,
+        amount,
+        currency: eur(),
+        at: Utc::now(),
+        session_id: session.map(str::to_owned),
+        board_boot_id: None,
+        board_seq: None,
+    }
+}
+
+fn state(session: &str, last_seq: u64) -> CashState {
+    CashState {
+        v: V1,
+        outbox: "o1".into(),
+        session_id: Some(session.into()),
+        enabled: false,
+        last_seq,
+        inserted: 0,
+        at: Utc::now(),
+    }
+}
+
+fn open(cash: &CashStore, id: &str, due: i64) {
+    let rec = SessionRecord::open(
+        id.into(),
+        k1(),
+        "o".into(),
+        due,
+        eur(),
+        "test".into(),
+        Utc::now(),
+    );
+    assert!(matches!(
+        cash.open_session(rec, None).unwrap(),
+        OpenOutcome::Opened(_)
+    ));
+}
+
+#[test]
+fn a_paid_session_settles_after_confirmation_and_the_credits_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cash = cash_store(dir.path());
+    open(&cash, "s1", 1000);
+    // seq 1 (no session) is still missing; 2 pays, 3 is late.
+    let paid = cash
+        .apply_credit(&k1(), &event(2, 1000, Some("s1")))
+        .unwrap();
+    assert!(matches!(paid.applied, Some((_, _, CreditEffect::Paid))));
+    // Another session may open while s1 awaits confirmation.
+    open(&cash, "s2", 500);
+    let late = cash
+        .apply_credit(&k1(), &event(3, 200, Some("s1")))
+        .unwrap();
+    let (s, entry, effect) = late.applied.unwrap();
+    assert_eq!(
+        (effect, entry.origin, s.change_due()),
+        (CreditEffect::Late, CreditOrigin::Late, Some(200))
+    );
+    assert_eq!(cash.awaiting_kiosks().unwrap(), [k1()]);
+    assert!(matches!(
+        cash.confirm(&k1(), &state("s1", 3)).unwrap(),
+        ConfirmOutcome::Recorded(_)
+    ));
+    assert!(matches!(
+        cash.confirm(&k1(), &state("s1", 3)).unwrap(),
+        ConfirmOutcome::Duplicate(_)
+    ));
+    assert!(
+        cash.settle_ready(&k1()).unwrap().is_empty(),
+        "seq 1 missing"
+    );
+    let unassigned = cash.apply_credit(&k1(), &event(1, 50, None)).unwrap();
+    assert_eq!(
+        unassigned.credit.unassigned,
+        Some(UnassignedReason::NoSession)
+    );
+    assert_eq!(unassigned.ack_up_to, 3);
+    let done = cash.settle_ready(&k1()).unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].0.session_id.as_str(), done[0].1),
+        ("s1", Settlement::Paid)
+    );
+    assert!(cash.awaiting_kiosks().unwrap().is_empty());
+    assert!(cash.settle_ready(&k1()).unwrap().is_empty(), "final once");
+    // The open session is untouched; controls: just its enable.
+    let mut sent = Vec::new();
+    cash.with_controls(&k1(), false, |c| sent.push(c.clone()))
+        .unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].session_id.as_deref(), Some("s2"));
+}
