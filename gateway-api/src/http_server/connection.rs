@@ -1,46 +1,13 @@
-//! The HTTP server: our own accept loop in front of hyper's HTTP/1.1
-//! connections, plain or TLS (`http.tls_cert`), with the limits of `[http]`
-//! (issue 10, finding 4: idle sockets must not take the process down).
-//!
-//! For each connection, in order:
-//!
-//! 1. **max connections** (`http.max_connections`, lowered at start to a
-//!    quarter of what the open-files limit leaves, see
-//!    [`effective_max_connections`]) and **per address**
-//!    (`http.max_connections_per_address`, IPv6 by /64, see
-//!    [`AddressCounts`]): over either, the socket is closed right after
-//!    accept;
-//! 2. the **TLS handshake** on HTTPS, in the connection's own task, and the
-//!    headers of the first request, both within `http.header_read_timeout`
-//!    of the accept;
-//! 3. hyper serves requests (keep-alive) while a watchdog enforces, from
-//!    the connection's [`Activity`]: the headers of a later request within
-//!    `http.header_read_timeout` of their first byte, and no more than
-//!    `http.idle_timeout` without a byte either way (between requests, a
-//!    stalled request body, an event stream nobody reads).
-//!
-//! hyper's own `header_read_timeout` is off: it restarts at the end of every
-//! response, so it would also be the keep-alive idle timeout.
-//!
-//! Event streams take a permit of `http.max_sse_streams` for their whole
-//! life ([`Limits::open_stream`]); without one the request gets `503
-//! too_many_streams`.
-//!
-//! Every refusal is counted (`kiosk_http_connections_refused_total{reason}`,
-//! [`Refusal`]) and logged with the client address, at most one warning per
-//! reason and second, the rest at debug level. On shutdown the loop stops
-//! accepting, idle connections close at once and busy ones after their
-//! response (event streams end on the same token).
+//! One admitted connection: its TLS handshake, hyper serving its requests,
+//! and the watchdog that closes it at `http.header_read_timeout` or
+//! `http.idle_timeout`, from the connection's [`Activity`].
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -49,340 +16,19 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use kiosk_broker::fds;
-use kiosk_broker::limits::address_group;
-use kiosk_schemas::log_limit::SharedLogLimiter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::config::HttpConfig;
-use crate::error::ApiError;
-use crate::metrics::Metrics;
-
-/// Why the server refused or closed a connection. The spelling is the
-/// `reason` label of `kiosk_http_connections_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// `http.max_connections` open: closed right after accept.
-    MaxConnections,
-    /// `http.max_connections_per_address` open from the client's address:
-    /// closed right after accept.
-    PerAddress,
-    /// The TLS handshake failed (not TLS, no common cipher, ...).
-    TlsHandshake,
-    /// The TLS handshake or a request's headers were not done within
-    /// `http.header_read_timeout`: closed.
-    HeaderTimeout,
-    /// `http.max_sse_streams` event streams open: `503 too_many_streams`.
-    MaxSseStreams,
-}
-
-impl Refusal {
-    /// The metric label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::PerAddress => "per_address",
-            Refusal::TlsHandshake => "tls_handshake",
-            Refusal::HeaderTimeout => "header_timeout",
-            Refusal::MaxSseStreams => "max_sse_streams",
-        }
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `http.max_connections`, lowered (with a warning) to a quarter of the
-/// descriptors the open-files limit leaves after
-/// [`fds::RESERVED_FDS`]: each HTTP connection takes one, and the
-/// embedded broker (three per MQTT connection) must keep the rest, or a
-/// flood of HTTP sockets would lock kiosks out.
-pub fn effective_max_connections(max_connections: usize) -> usize {
-    let Some(limit) = fds::open_files_limit() else {
-        return max_connections;
-    };
-    let fits = (fds::connections_fitting(limit, 0, 1) / 4).max(1);
-    if fits < max_connections {
-        warn!(
-            limit,
-            max_connections,
-            capped_to = fits,
-            "the open-files limit is too low for http.max_connections (HTTP may use a quarter of it): raise it (systemd LimitNOFILE) or lower http.max_connections"
-        );
-        return fits;
-    }
-    max_connections
-}
-
-/// Open connections per client address (IPv6: per /64), each held by an
-/// [`AddressGuard`].
-#[derive(Debug)]
-pub struct AddressCounts {
-    max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl AddressCounts {
-    /// At most `max` connections per address.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(AddressCounts {
-            max,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Counts one more connection from `addr`; `None` when `addr` has
-    /// `max` already. The count goes down when the guard is dropped.
-    pub fn try_open(self: &Arc<Self>, addr: IpAddr) -> Option<AddressGuard> {
-        let key = address_group(addr);
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(AddressGuard {
-            counts: self.clone(),
-            key,
-        })
-    }
-
-    /// Connections open from `addr`'s group now.
-    pub fn open(&self, addr: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&address_group(addr)).copied().unwrap_or(0)
-    }
-
-    /// Addresses with at least one open connection.
-    pub fn tracked(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
-
-/// One connection counted in [`AddressCounts`].
-#[derive(Debug)]
-pub struct AddressGuard {
-    counts: Arc<AddressCounts>,
-    key: IpAddr,
-}
-
-impl Drop for AddressGuard {
-    fn drop(&mut self) {
-        let mut open = self
-            .counts
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                // Forget the address: the map holds only open ones.
-                open.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Raises a gauge while alive.
-#[derive(Debug)]
-struct GaugeGuard(Gauge);
-
-impl GaugeGuard {
-    fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        GaugeGuard(gauge)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// An admitted connection: its places in the caps, held until it closes.
-#[derive(Debug)]
-pub struct Admitted {
-    _permit: OwnedSemaphorePermit,
-    _address: AddressGuard,
-    _open: GaugeGuard,
-}
-
-/// An open event stream's place in `http.max_sse_streams`; hold it as long
-/// as the stream.
-#[derive(Debug)]
-pub struct StreamPermit {
-    _permit: OwnedSemaphorePermit,
-    _open: GaugeGuard,
-}
-
-/// The connection timeouts of `[http]`.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// `http.header_read_timeout`.
-    pub header_read: Duration,
-    /// `http.idle_timeout`.
-    pub idle: Duration,
-}
-
-/// The server's limits, shared by the accept loop, every connection and
-/// the event stream route.
-pub struct Limits {
-    connections: Arc<Semaphore>,
-    per_address: Arc<AddressCounts>,
-    sse_streams: Arc<Semaphore>,
-    timeouts: Timeouts,
-    metrics: Arc<Metrics>,
-    log: SharedLogLimiter<&'static str>,
-}
-
-impl Limits {
-    /// The limits of `config`, with `max_connections` instead of
-    /// `config.max_connections` (see [`effective_max_connections`]).
-    pub fn new(config: &HttpConfig, max_connections: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Limits {
-            connections: Arc::new(Semaphore::new(max_connections)),
-            per_address: AddressCounts::new(config.max_connections_per_address),
-            sse_streams: Arc::new(Semaphore::new(config.max_sse_streams)),
-            timeouts: Timeouts {
-                header_read: config.header_read_timeout,
-                idle: config.idle_timeout,
-            },
-            metrics,
-            log: SharedLogLimiter::new(Duration::from_secs(1), 16),
-        })
-    }
-
-    /// Admits a connection from `addr`, or says which cap it is over.
-    ///
-    /// # Errors
-    /// [`Refusal::MaxConnections`] or [`Refusal::PerAddress`].
-    pub fn admit(&self, addr: IpAddr) -> Result<Admitted, Refusal> {
-        let permit = self
-            .connections
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::MaxConnections)?;
-        let address = self.per_address.try_open(addr).ok_or(Refusal::PerAddress)?;
-        Ok(Admitted {
-            _permit: permit,
-            _address: address,
-            _open: GaugeGuard::new(self.metrics.http_connections()),
-        })
-    }
-
-    /// A place for an event stream.
-    ///
-    /// # Errors
-    /// [`ApiError::TooManyStreams`] (counted) when `http.max_sse_streams`
-    /// are open.
-    pub fn open_stream(&self) -> Result<StreamPermit, ApiError> {
-        match self.sse_streams.clone().try_acquire_owned() {
-            Ok(permit) => Ok(StreamPermit {
-                _permit: permit,
-                _open: GaugeGuard::new(self.metrics.http_sse_streams()),
-            }),
-            Err(_) => {
-                self.refuse(Refusal::MaxSseStreams, None);
-                Err(ApiError::TooManyStreams)
-            }
-        }
-    }
-
-    /// The connection timeouts.
-    pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
-    }
-
-    /// Counts a refusal and logs it (limited).
-    fn refuse(&self, reason: Refusal, peer: Option<SocketAddr>) {
-        self.metrics.http_connection_refused(reason.as_str());
-        if self
-            .log
-            .check(reason.as_str(), std::time::Instant::now())
-            .is_some()
-        {
-            warn!(?peer, %reason, "HTTP connection refused");
-        } else {
-            debug!(?peer, %reason, "HTTP connection refused");
-        }
-    }
-}
-
-/// Serves `app` on `listener` until `shutdown`: plain HTTP, or HTTPS with
-/// `tls`; returns when every connection has closed. See the module docs.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    app: Router,
-    limits: Arc<Limits>,
-    shutdown: CancellationToken,
-) {
-    let acceptor = tls.map(TlsAcceptor::from);
-    let connections = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, mostly: back off a little
-                // instead of spinning.
-                if limits
-                    .log
-                    .check("accept", std::time::Instant::now())
-                    .is_some()
-                {
-                    warn!(error = %e, "HTTP accept failed");
-                } else {
-                    debug!(error = %e, "HTTP accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let admitted = match limits.admit(peer.ip()) {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                drop(stream);
-                limits.refuse(reason, Some(peer));
-                continue;
-            }
-        };
-        connections.spawn(connection(
-            stream,
-            peer,
-            acceptor.clone(),
-            app.clone(),
-            admitted,
-            limits.clone(),
-            shutdown.clone(),
-        ));
-    }
-    drop(listener);
-    connections.close();
-    connections.wait().await;
-}
+use super::{Admitted, Limits, Refusal, Timeouts};
 
 /// One admitted connection: the TLS handshake, then requests.
-async fn connection(
+pub(super) async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
@@ -724,44 +370,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TrackedIo<I> {
 mod tests {
     use super::*;
     use axum::routing::get;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-    #[test]
-    fn address_counts_cap_each_address_and_forget_closed_ones() {
-        let counts = AddressCounts::new(2);
-        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-        let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-        let a1 = counts.try_open(a).unwrap();
-        let a2 = counts.try_open(a).unwrap();
-        assert!(counts.try_open(a).is_none(), "third from a");
-        // Another address is not affected.
-        let b1 = counts.try_open(b).unwrap();
-        assert_eq!(
-            (counts.open(a), counts.open(b), counts.tracked()),
-            (2, 1, 2)
-        );
-        drop(a1);
-        let a3 = counts.try_open(a).unwrap();
-        drop((a2, a3, b1));
-        assert_eq!(counts.tracked(), 0, "closed addresses are forgotten");
-    }
-
-    #[test]
-    fn address_counts_group_ipv6_by_64_and_mapped_ipv4_as_ipv4() {
-        let counts = AddressCounts::new(1);
-        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        let _g = counts.try_open(v6).unwrap();
-        assert!(counts.try_open(same_64).is_none());
-        assert!(counts.try_open(other_64).is_some());
-        let v4 = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
-        let mapped = IpAddr::V6(Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped());
-        let _m = counts.try_open(v4).unwrap();
-        assert!(counts.try_open(mapped).is_none());
-        assert!(counts.try_open(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_some());
-    }
+    use crate::config::HttpConfig;
+    use crate::metrics::Metrics;
 
     #[test]
     fn deadlines_follow_the_connection() {
