@@ -273,39 +273,23 @@ fn new_job_id() -> JobId {
         .unwrap_or_else(|e| unreachable!("ULIDs are valid job ids: {e}"))
 }
 
-/// What a new job accepted over HTTP is made of.
-struct QueuedJob {
+/// The wire job of a job accepted over HTTP at `now`, due at `expires_at`.
+fn accepted_job(
     job_id: JobId,
-    kiosk_id: KioskId,
     printer: String,
+    document: Document,
     copies: u8,
     expires_at: Timestamp,
-    api_key: String,
-    reprint_of: Option<JobId>,
     now: Timestamp,
-}
-
-/// The record of a job accepted now, in state `queued`.
-fn queued(j: QueuedJob) -> JobRecord {
-    JobRecord {
-        job_id: j.job_id,
-        kiosk_id: j.kiosk_id,
-        printer: j.printer,
-        copies: j.copies,
-        created_at: j.now,
-        expires_at: Some(j.expires_at),
-        state: JobState::Queued,
-        reason: None,
-        history: vec![Transition {
-            state: JobState::Queued,
-            at: j.now,
-            reason: None,
-        }],
-        origin: Origin::Http { api_key: j.api_key },
-        reprint_of: j.reprint_of,
-        accepted_at: j.now,
-        gateway_expired: false,
-        bytes: None,
+) -> PrintJob {
+    PrintJob {
+        v: V1,
+        job_id,
+        printer,
+        document,
+        copies,
+        created_at: now,
+        expires_at: Some(expires_at),
     }
 }
 
@@ -317,21 +301,11 @@ fn request_hash(kiosk: &KioskId, body: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Builds the wire job for a record and checks it, so nothing is stored
-/// that a kiosk would refuse; returns its wire bytes, which are stored
-/// and published as they are.
-fn check_job(app: &AppState, rec: &JobRecord, document: Document) -> Result<Vec<u8>, ApiError> {
-    let job = PrintJob {
-        v: V1,
-        job_id: rec.job_id.clone(),
-        printer: rec.printer.clone(),
-        document,
-        copies: rec.copies,
-        created_at: rec.created_at,
-        expires_at: rec.expires_at,
-    };
+/// Checks a wire job, so nothing is stored that a kiosk would refuse;
+/// returns its wire bytes, which are stored and published as they are.
+fn check_job(app: &AppState, job: &PrintJob) -> Result<Vec<u8>, ApiError> {
     job.validate().map_err(ApiError::InvalidRequest)?;
-    let payload = wire::encode(&job);
+    let payload = wire::encode(job);
     let size = payload.len();
     let limit = app.config.delivery.max_job_bytes;
     if size > limit {
@@ -367,17 +341,17 @@ pub async fn create(
     let req: CreatePrintJob = parse_json(&body)?;
     let now = Utc::now();
     let expires_at = expiry(&app, req.expires_in_s, now)?;
-    let record = queued(QueuedJob {
-        job_id: req.job_id.unwrap_or_else(new_job_id),
-        kiosk_id: kiosk.clone(),
-        printer: req.printer,
-        copies: req.copies.unwrap_or(1),
+    let job = accepted_job(
+        req.job_id.unwrap_or_else(new_job_id),
+        req.printer,
+        req.document,
+        req.copies.unwrap_or(1),
         expires_at,
-        api_key: caller.0,
-        reprint_of: None,
         now,
-    });
-    let payload = check_job(&app, &record, req.document)?;
+    );
+    let payload = check_job(&app, &job)?;
+    let origin = Origin::Http { api_key: caller.0 };
+    let record = JobRecord::queued(&kiosk, &job, origin, None, now);
     let hash = request_hash(&kiosk, &body);
     submit(&app, record, payload, key.as_deref().map(|k| (k, hash))).await
 }
@@ -430,17 +404,18 @@ pub async fn reprint(
         .document;
     let now = Utc::now();
     let expires_at = expiry(&app, req.expires_in_s, now)?;
-    let record = queued(QueuedJob {
-        job_id: new_job_id(),
-        kiosk_id: original.kiosk_id.clone(),
-        printer: original.printer.clone(),
-        copies: req.copies.unwrap_or(original.copies),
+    let job = accepted_job(
+        new_job_id(),
+        original.printer.clone(),
+        document,
+        req.copies.unwrap_or(original.copies),
         expires_at,
-        api_key: caller.0,
-        reprint_of: Some(original.job_id.clone()),
         now,
-    });
-    let payload = check_job(&app, &record, document)?;
+    );
+    let payload = check_job(&app, &job)?;
+    let origin = Origin::Http { api_key: caller.0 };
+    let reprint_of = Some(original.job_id.clone());
+    let record = JobRecord::queued(&original.kiosk_id, &job, origin, reprint_of, now);
     let mut hashed = b"reprint:".to_vec();
     hashed.extend_from_slice(original.job_id.as_str().as_bytes());
     hashed.extend_from_slice(&body);

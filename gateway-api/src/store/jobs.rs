@@ -233,6 +233,37 @@ pub enum Source {
 }
 
 impl JobRecord {
+    /// The record of `job` for `kiosk` as first stored at `now`: `queued`,
+    /// with that one transition, nothing reported yet.
+    pub fn queued(
+        kiosk: &KioskId,
+        job: &PrintJob,
+        origin: Origin,
+        reprint_of: Option<JobId>,
+        now: Timestamp,
+    ) -> Self {
+        JobRecord {
+            job_id: job.job_id.clone(),
+            kiosk_id: kiosk.clone(),
+            printer: job.printer.clone(),
+            copies: job.copies,
+            created_at: job.created_at,
+            expires_at: job.expires_at,
+            state: JobState::Queued,
+            reason: None,
+            history: vec![Transition {
+                state: JobState::Queued,
+                at: now,
+                reason: None,
+            }],
+            origin,
+            reprint_of,
+            accepted_at: now,
+            gateway_expired: false,
+            bytes: None,
+        }
+    }
+
     /// True once nothing more is expected from the kiosk about this job.
     pub fn is_settled(&self) -> bool {
         self.state.is_terminal() && !self.gateway_expired
@@ -293,30 +324,6 @@ pub enum MqttJobOutcome {
 
 fn pending_key(kiosk: &KioskId, job: &JobId) -> Vec<u8> {
     keys::compound(kiosk.as_str(), job.as_str().as_bytes())
-}
-
-/// A job published straight over MQTT, as first recorded.
-fn mqtt_record(kiosk: &KioskId, job: &PrintJob, now: Timestamp) -> JobRecord {
-    JobRecord {
-        job_id: job.job_id.clone(),
-        kiosk_id: kiosk.clone(),
-        printer: job.printer.clone(),
-        copies: job.copies,
-        created_at: job.created_at,
-        expires_at: job.expires_at,
-        state: JobState::Queued,
-        reason: None,
-        history: vec![Transition {
-            state: JobState::Queued,
-            at: now,
-            reason: None,
-        }],
-        origin: Origin::Mqtt,
-        reprint_of: None,
-        accepted_at: now,
-        gateway_expired: false,
-        bytes: None,
-    }
 }
 
 impl Store {
@@ -539,7 +546,8 @@ impl Store {
                     Ok(MqttJobOutcome::Completed)
                 }
                 None => {
-                    let rec = mqtt_record(kiosk, job, now);
+                    // Published straight over MQTT: as first recorded.
+                    let rec = JobRecord::queued(kiosk, job, Origin::Mqtt, None, now);
                     let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
                     jobs.insert(key, bytes)?;
                     payloads.insert(key, payload)?;
