@@ -5,7 +5,7 @@
 //! | `cash_sessions` | session id | [`SessionRecord`] (version 2; version 1 is read) |
 //! | `cash_open` | kiosk id | id of the kiosk's open session |
 //! | `cash_awaiting` | kiosk `\0` session id | empty: the session awaits the kiosk's confirmation (`cancelling`, or `paid` not final) |
-//! | `cash_credits` | kiosk `\0` outbox `\0` seq (u64 BE) | [`CreditRecord`] (version 2; version 1 is read): every credit ever stored |
+//! | `cash_credits` | kiosk `\0` outbox `\0` seq (u64 BE) | [`CreditRecord`](super::CreditRecord) (version 2; version 1 is read): every credit ever stored |
 //! | `cash_unassigned` | same key | empty: the credit arrived unassigned (resolved or not) |
 //! | `cash_watermark` | kiosk `\0` outbox | highest `seq` with all lower ones stored (u64 BE) |
 //! | `cash_idempotency` | kiosk `\0` Idempotency-Key | session id + SHA-256 of the request |
