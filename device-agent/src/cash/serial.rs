@@ -363,6 +363,20 @@ mod tests {
         got
     }
 
+    /// The board says `ready`, the cloud enables `session` for `due`, and
+    /// the board hears `ENABLE`.
+    async fn ready_then_enable(
+        arduino: &mut tokio::io::DuplexStream,
+        cash: &Cash,
+        ready: &[u8],
+        session: &str,
+        due: i64,
+    ) {
+        arduino.write_all(ready).await.unwrap();
+        cash.control(&enable(session, due)).await.unwrap();
+        read_until(arduino, b"ENABLE\n").await;
+    }
+
     async fn wait_unacked(outbox: &Outbox, n: usize) -> Vec<kiosk_schemas::CashEvent> {
         for _ in 0..1000 {
             let events = outbox.unacked().unwrap();
@@ -431,9 +445,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let Rig { acc, cash, .. } = rig(dir.path());
         let (mut arduino, shutdown, task) = serve(acc);
-        arduino.write_all(b"READY\n").await.unwrap();
-        cash.control(&enable("s1", 5000)).await.unwrap();
-        read_until(&mut arduino, b"ENABLE\n").await;
+        ready_then_enable(&mut arduino, &cash, b"READY\n", "s1", 5000).await;
         arduino.write_all(b"READY\n").await.unwrap();
         tokio::time::timeout(
             Duration::from_secs(5),
@@ -455,9 +467,7 @@ mod tests {
         let outbox = cash.outbox().clone();
         let stats = acc.stats.clone();
         let (mut arduino, shutdown, task) = serve(acc);
-        arduino.write_all(b"READY\n").await.unwrap();
-        cash.control(&enable("s1", 100_000)).await.unwrap();
-        read_until(&mut arduino, b"ENABLE\n").await;
+        ready_then_enable(&mut arduino, &cash, b"READY\n", "s1", 100_000).await;
 
         outbox.fail_appends(true);
         arduino.write_all(b"BILL:1000\n").await.unwrap();
@@ -529,9 +539,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let Rig { acc, cash, .. } = rig(dir.path());
         let (mut arduino, shutdown, task) = serve(acc);
-        arduino.write_all(b"READY:v2:0badcafe\n").await.unwrap();
-        cash.control(&enable("s1", 5000)).await.unwrap();
-        read_until(&mut arduino, b"ENABLE\n").await;
+        ready_then_enable(&mut arduino, &cash, b"READY:v2:0badcafe\n", "s1", 5000).await;
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             read_until(&mut arduino, b"ENABLE\n").await;
