@@ -26,6 +26,16 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Prints `what: <elapsed> (<elapsed / count> each)`; `count` 0 counts
+/// as 1. `elapsed` comes first so that it is read before `what` is
+/// formatted.
+fn print_each(elapsed: Duration, count: usize, what: &str) {
+    println!(
+        "{what}: {elapsed:?} ({:?} each)",
+        elapsed / count.max(1) as u32
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let argon2_checks = env_usize("KIOSK_BENCH_ARGON2", 10);
@@ -59,21 +69,17 @@ async fn main() -> anyhow::Result<()> {
         let outcome = store.verify(id, id, secret).await;
         anyhow::ensure!(outcome == AuthOutcome::Accepted { role: Role::Kiosk });
     }
-    let elapsed = started.elapsed();
-    println!(
-        "verify {KIOSKS} $sha256$ kiosk logins (incl. stat): {elapsed:?} ({:?} each)",
-        elapsed / KIOSKS as u32
+    print_each(
+        started.elapsed(),
+        KIOSKS,
+        &format!("verify {KIOSKS} $sha256$ kiosk logins (incl. stat)"),
     );
 
     let started = Instant::now();
     for _ in 0..KIOSKS {
         std::fs::metadata(&path)?;
     }
-    let elapsed = started.elapsed();
-    println!(
-        "  of which stat of the file: {elapsed:?} ({:?} each)",
-        elapsed / KIOSKS as u32
-    );
+    print_each(started.elapsed(), KIOSKS, "  of which stat of the file");
 
     let started = Instant::now();
     for _ in 0..argon2_checks {
@@ -85,10 +91,10 @@ async fn main() -> anyhow::Result<()> {
                 }
         );
     }
-    let elapsed = started.elapsed();
-    println!(
-        "verify {argon2_checks} argon2id logins one after another: {elapsed:?} ({:?} each)",
-        elapsed / argon2_checks.max(1) as u32
+    print_each(
+        started.elapsed(),
+        argon2_checks,
+        &format!("verify {argon2_checks} argon2id logins one after another"),
     );
 
     // The storm.
@@ -104,10 +110,10 @@ async fn main() -> anyhow::Result<()> {
         client.disconnect().await?;
         drop(eventloop);
     }
-    let elapsed = started.elapsed();
-    println!(
-        "connect {serial} clients one after another: {elapsed:?} ({:?} each)",
-        elapsed / serial.max(1) as u32
+    print_each(
+        started.elapsed(),
+        serial,
+        &format!("connect {serial} clients one after another"),
     );
 
     let started = Instant::now();
