@@ -1,8 +1,11 @@
 //! Tests of the job store.
 
+use super::records::{JOB_V, JOB_V1, JOB_V2, JobRecordV1, JobRecordV2};
 use super::*;
+use crate::store::Store;
 use crate::store::tests::reopen;
 use chrono::Utc;
+use kiosk_schemas::{JobId, JobState, KioskId, PrintJob};
 use kiosk_store::record;
 
 fn k(s: &str) -> KioskId {

@@ -1,0 +1,150 @@
+//! New jobs: created over HTTP (with their Idempotency-Key) and seen on
+//! `kiosk/<id>/print` over MQTT.
+
+use kiosk_schemas::{JobState, KioskId, PrintJob};
+use kiosk_store::idempotency::{Claim, Seen};
+use sled::Transactional;
+
+use super::pending::pending_key;
+use super::records::{JOB_V, JobRecord, Origin, Transition, decode_job};
+use crate::store::{Store, StoreError, abort, encode};
+
+/// Result of [`Store::create_job`].
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    /// Stored as a new job.
+    Created(JobRecord),
+    /// The Idempotency-Key was used before with the same request: the job
+    /// it created.
+    Replayed(JobRecord),
+    /// The Idempotency-Key was used before with a different request.
+    KeyReused,
+    /// A job with this id exists already.
+    JobIdTaken,
+}
+
+/// Result of [`Store::record_mqtt_job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttJobOutcome {
+    /// A job the gateway had not seen: stored as `queued`.
+    Recorded,
+    /// The job was known only from a result: its content was filled in.
+    Completed,
+    /// Already known (for example the gateway's own publish coming back).
+    Known,
+    /// The id is taken by a job of another kiosk.
+    WrongKiosk,
+}
+
+impl Store {
+    /// Stores a new job (state `queued`, indexed as pending) with its wire
+    /// bytes `payload`, unless its Idempotency-Key was seen before.
+    /// `idempotency` is the key and the SHA-256 of the request it came with.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn create_job(
+        &self,
+        job: JobRecord,
+        payload: &[u8],
+        idempotency: Option<(&str, [u8; 32])>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let job_key = job.job_id.as_str().as_bytes().to_vec();
+        let claim = idempotency
+            .map(|(key, sha)| Claim::new(job.kiosk_id.as_str(), key, sha, job.job_id.as_str()))
+            .transpose()?;
+        let job_bytes = encode(JOB_V, job.job_id.as_str(), &job)?;
+        let pending = pending_key(&job.kiosk_id, &job.job_id);
+
+        let trees = (&self.jobs, &self.payloads, &self.pending, &self.idempotency);
+        let outcome = trees.transaction(|(jobs, payloads, pend, idem)| {
+            if let Some(claim) = &claim {
+                match claim.check(idem)? {
+                    Seen::Reused => return Ok(CreateOutcome::KeyReused),
+                    // A key whose job was purged by retention is fresh again.
+                    Seen::Replay(prev) => {
+                        if let Some(bytes) = jobs.get(prev.as_bytes())? {
+                            let rec = decode_job(&job_key, &bytes).map_err(abort)?;
+                            return Ok(CreateOutcome::Replayed(rec));
+                        }
+                    }
+                    Seen::New => {}
+                }
+            }
+            if jobs.get(&job_key)?.is_some() {
+                return Ok(CreateOutcome::JobIdTaken);
+            }
+            jobs.insert(job_key.as_slice(), job_bytes.as_slice())?;
+            payloads.insert(job_key.as_slice(), payload)?;
+            pend.insert(pending.as_slice(), &[][..])?;
+            if let Some(claim) = &claim {
+                claim.record(idem)?;
+            }
+            Ok(CreateOutcome::Created(job.clone()))
+        })?;
+        if let CreateOutcome::Created(j) = &outcome {
+            self.counts.moved(None, j.state);
+        }
+        Ok(outcome)
+    }
+
+    /// Records a job seen on `kiosk/<id>/print` (published by a backend, or
+    /// the gateway's own publish coming back) with the bytes it came as.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn record_mqtt_job(
+        &self,
+        kiosk: &KioskId,
+        job: &PrintJob,
+        payload: &[u8],
+    ) -> Result<MqttJobOutcome, StoreError> {
+        let key = job.job_id.as_str().as_bytes();
+        let pkey = pending_key(kiosk, &job.job_id);
+        let trees = (&self.jobs, &self.payloads, &self.pending);
+        let outcome = trees.transaction(|(jobs, payloads, pend)| {
+            let now = chrono::Utc::now();
+            match jobs.get(key)? {
+                Some(bytes) => {
+                    let mut rec = decode_job(key, &bytes).map_err(abort)?;
+                    if &rec.kiosk_id != kiosk {
+                        return Ok(MqttJobOutcome::WrongKiosk);
+                    }
+                    if payloads.get(key)?.is_some() {
+                        return Ok(MqttJobOutcome::Known);
+                    }
+                    rec.printer = job.printer.clone();
+                    rec.copies = job.copies;
+                    rec.created_at = job.created_at;
+                    rec.expires_at = job.expires_at;
+                    // The queued step happened before the result we saw first.
+                    rec.history.insert(
+                        0,
+                        Transition {
+                            state: JobState::Queued,
+                            at: job.created_at,
+                            reason: None,
+                        },
+                    );
+                    let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
+                    jobs.insert(key, bytes)?;
+                    payloads.insert(key, payload)?;
+                    Ok(MqttJobOutcome::Completed)
+                }
+                None => {
+                    // Published straight over MQTT: as first recorded.
+                    let rec = JobRecord::queued(kiosk, job, Origin::Mqtt, None, now);
+                    let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
+                    jobs.insert(key, bytes)?;
+                    payloads.insert(key, payload)?;
+                    pend.insert(pkey.as_slice(), &[][..])?;
+                    Ok(MqttJobOutcome::Recorded)
+                }
+            }
+        })?;
+        if outcome == MqttJobOutcome::Recorded {
+            self.counts.moved(None, JobState::Queued);
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,56 @@
+//! The index of unfinished jobs (tree `pending`): the jobs the gateway
+//! keeps delivering.
+
+use kiosk_schemas::{JobId, KioskId};
+use kiosk_store::keys;
+
+use crate::store::{Store, StoreError};
+
+pub(super) fn pending_key(kiosk: &KioskId, job: &JobId) -> Vec<u8> {
+    keys::compound(kiosk.as_str(), job.as_str().as_bytes())
+}
+
+impl Store {
+    /// Stops delivering a job without changing its state (a `received` job
+    /// whose outcome the kiosk never reported within the grace period).
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn drop_pending(&self, kiosk: &KioskId, job_id: &JobId) -> Result<(), StoreError> {
+        self.pending.remove(pending_key(kiosk, job_id))?;
+        Ok(())
+    }
+
+    /// Unfinished jobs, as `(kiosk, job id)`; only `kiosk`'s when given.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn pending(&self, kiosk: Option<&KioskId>) -> Result<Vec<(KioskId, JobId)>, StoreError> {
+        let iter = match kiosk {
+            Some(k) => self.pending.scan_prefix(keys::prefix(k.as_str())),
+            None => self.pending.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, _) = item?;
+            let Some((kiosk, job)) = keys::split(&key) else {
+                continue;
+            };
+            let kiosk = KioskId::new(kiosk).ok();
+            let job = std::str::from_utf8(job)
+                .ok()
+                .and_then(|s| JobId::new(s).ok());
+            if let (Some(k), Some(j)) = (kiosk, job) {
+                out.push((k, j));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of unfinished jobs of `kiosk`.
+    pub fn pending_count(&self, kiosk: &KioskId) -> usize {
+        self.pending
+            .scan_prefix(keys::prefix(kiosk.as_str()))
+            .count()
+    }
+}

@@ -1,0 +1,109 @@
+//! States reported for jobs: by the kiosk in its results, by the gateway
+//! itself when a job expires.
+
+use kiosk_schemas::{JobId, JobState, KioskId, Timestamp};
+use sled::Transactional;
+
+use super::pending::pending_key;
+use super::records::{ByteCounts, JOB_V, JobRecord, Origin, decode_job};
+use crate::state::Step;
+use crate::store::{Store, StoreError, abort, encode};
+
+/// Who reports a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The kiosk, in a result.
+    Kiosk,
+    /// The gateway itself (expiry).
+    Gateway,
+}
+
+/// Result of [`Store::apply_report`].
+#[derive(Debug, Clone)]
+pub enum ReportOutcome {
+    /// The job moved from `from` to the record's current state.
+    Applied {
+        /// Previous state (`None` if the job was unknown until now).
+        from: Option<JobState>,
+        /// The updated record.
+        record: JobRecord,
+    },
+    /// Nothing changed (duplicate or older report).
+    Duplicate,
+    /// A terminal report contradicting the recorded terminal state.
+    Conflict(JobRecord),
+    /// The job belongs to another kiosk; the report is ignored.
+    WrongKiosk,
+}
+
+impl Store {
+    /// Applies a state reported for `job_id` of `kiosk` by `source` (a
+    /// kiosk's result, or the gateway's own expiry), with the byte counts
+    /// of a job that failed mid-write. A report for an unknown job creates a
+    /// record without content, so `GET /v1/print-jobs/{id}` can show jobs
+    /// that were published straight over MQTT even when their result
+    /// overtakes them.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_report(
+        &self,
+        kiosk: &KioskId,
+        job_id: &JobId,
+        reported: JobState,
+        at: Timestamp,
+        reason: Option<String>,
+        bytes: Option<ByteCounts>,
+        source: Source,
+    ) -> Result<ReportOutcome, StoreError> {
+        let key = job_id.as_str().as_bytes();
+        let pkey = pending_key(kiosk, job_id);
+        let outcome = (&self.jobs, &self.pending).transaction(|(jobs, pend)| {
+            let (mut rec, from) = match jobs.get(key)? {
+                Some(bytes) => {
+                    let rec = decode_job(key, &bytes).map_err(abort)?;
+                    if &rec.kiosk_id != kiosk {
+                        return Ok(ReportOutcome::WrongKiosk);
+                    }
+                    let from = rec.state;
+                    (rec, Some(from))
+                }
+                None => (
+                    JobRecord {
+                        job_id: job_id.clone(),
+                        kiosk_id: kiosk.clone(),
+                        printer: String::new(),
+                        copies: 1,
+                        created_at: at,
+                        expires_at: None,
+                        state: JobState::Queued,
+                        reason: None,
+                        history: Vec::new(),
+                        origin: Origin::Mqtt,
+                        reprint_of: None,
+                        accepted_at: chrono::Utc::now(),
+                        gateway_expired: false,
+                        bytes: None,
+                    },
+                    None,
+                ),
+            };
+            match rec.apply(reported, at, reason.clone(), bytes, source) {
+                Step::Advance(_) => {}
+                Step::Duplicate => return Ok(ReportOutcome::Duplicate),
+                Step::Conflict => return Ok(ReportOutcome::Conflict(rec)),
+            }
+            let bytes = encode(JOB_V, job_id.as_str(), &rec).map_err(abort)?;
+            jobs.insert(key, bytes)?;
+            if rec.is_settled() {
+                pend.remove(pkey.as_slice())?;
+            }
+            Ok(ReportOutcome::Applied { from, record: rec })
+        })?;
+        if let ReportOutcome::Applied { from, record } = &outcome {
+            self.counts.moved(*from, record.state);
+        }
+        Ok(outcome)
+    }
+}
