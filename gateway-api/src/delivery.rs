@@ -172,7 +172,12 @@ impl Delivery {
         }
         for (kiosk, job_id) in pending {
             let Some(rec) = self.store.job(&job_id)? else {
-                self.store.drop_pending(&kiosk, &job_id)?;
+                // A creation cut short by a crash (or one still under way,
+                // which this leaves alone).
+                if self.store.drop_unfinished(&kiosk, &job_id)? {
+                    tracing::info!(job_id = %job_id, kiosk = %kiosk,
+                        "removed what an unfinished job creation left");
+                }
                 continue;
             };
             let deadline = rec.deadline(lifetime);

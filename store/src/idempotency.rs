@@ -6,7 +6,10 @@
 //! One record per `(scope, key)` (scope: the kiosk), holding the id of
 //! what the request made (a job, a session, a credit) and the SHA-256 of
 //! the request. It is written in the same transaction as what it points
-//! to, so a crash leaves both or neither.
+//! to, so a crash leaves both or neither ([`Claim::check`],
+//! [`Claim::record`]); or, by a writer that does without a transaction,
+//! before what it points to ([`Claim::check_in`], [`Claim::record_in`]): a
+//! key whose target is missing is fresh again.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -80,11 +83,25 @@ impl Claim {
         &self,
         tree: &TransactionalTree,
     ) -> Result<Seen, ConflictableTransactionError<StoreError>> {
-        let Some(bytes) = tree.get(&self.key)? else {
+        self.seen(tree.get(&self.key)?.as_deref()).map_err(abort)
+    }
+
+    /// Looks the key up in `tree`, outside a transaction: the caller keeps
+    /// other writers of the key out while it checks and records.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] on storage failure; [`StoreError::Record`] when
+    /// the stored record is unreadable.
+    pub fn check_in(&self, tree: &sled::Tree) -> Result<Seen, StoreError> {
+        self.seen(tree.get(&self.key)?.as_deref())
+    }
+
+    /// What the record stored under the key (if any) says of this request.
+    fn seen(&self, stored: Option<&[u8]>) -> Result<Seen, StoreError> {
+        let Some(bytes) = stored else {
             return Ok(Seen::New);
         };
-        let prev: IdempotencyRecord =
-            record::decode_keyed(IDEM_V, &self.key, &bytes).map_err(abort)?;
+        let prev: IdempotencyRecord = record::decode_keyed(IDEM_V, &self.key, bytes)?;
         Ok(if prev.request_sha256 == self.request_sha256 {
             Seen::Replay(prev.target)
         } else {
@@ -101,6 +118,15 @@ impl Claim {
         &self,
         tree: &TransactionalTree,
     ) -> Result<(), ConflictableTransactionError<StoreError>> {
+        tree.insert(self.key.as_slice(), self.record.as_slice())?;
+        Ok(())
+    }
+
+    /// Writes the claim outside a transaction (see [`Claim::check_in`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] on storage failure.
+    pub fn record_in(&self, tree: &sled::Tree) -> Result<(), StoreError> {
         tree.insert(self.key.as_slice(), self.record.as_slice())?;
         Ok(())
     }

@@ -254,6 +254,9 @@ async fn submit(
             Ok((StatusCode::ACCEPTED, Json(view)))
         }
         CreateOutcome::Replayed(rec) => {
+            // The first request may still be waiting for its flush: this
+            // 202 too waits for one that covers the job.
+            app.store.flush().await?;
             let payload = app.store.payload(&rec.job_id)?;
             Ok((
                 StatusCode::ACCEPTED,

@@ -14,7 +14,10 @@
 //! `payloads`, stored once and published verbatim), and version 1 and 2
 //! job records are converted when the store opens. Multi-tree changes run
 //! in one sled transaction, so a crash never leaves a job without its index
-//! entry. Nothing here flushes by itself: callers call [`Store::flush`]
+//! entry; except a new job's ([`Store::create_job`]), whose writes go
+//! without one, in an order that a crash can cut anywhere (sled recovers a
+//! prefix of its log), under [`Store`]'s creation lock. Nothing here
+//! flushes by itself: callers call [`Store::flush`]
 //! before they acknowledge anything (HTTP 202, MQTT PUBACK), which also
 //! lets them batch.
 //!
@@ -76,6 +79,12 @@ pub struct Store {
     idempotency: sled::Tree,
     kiosks: sled::Tree,
     counts: Arc<StateCounts>,
+    /// Held by every write that creates a job record (or removes what a
+    /// creation left unfinished) from its check to its last write, so that
+    /// [`Store::create_job`] needs no sled transaction. Never taken inside
+    /// one: a transaction waits for sled's lock, which a creation holding
+    /// this one may be waiting for too.
+    creating: Arc<std::sync::Mutex<()>>,
     /// Every [`Store::flush`] of every clone (and of the cash store, which
     /// shares the database) goes through it: concurrent requests share one
     /// fsync.
@@ -101,6 +110,7 @@ impl Store {
             commit: GroupCommit::new(db.clone()),
             db,
             counts: Arc::default(),
+            creating: Arc::default(),
         };
         let converted = store.convert_old_jobs()?;
         if converted > 0 {
@@ -116,6 +126,14 @@ impl Store {
             store.counts.add(job.state, 1);
         }
         Ok(store)
+    }
+
+    /// The creation lock (see the field); a panic while it was held left
+    /// no state behind it to repair, so a poisoned lock is taken as is.
+    fn creating(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes every change the caller made so far durable (fsync): returns

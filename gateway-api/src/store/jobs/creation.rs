@@ -56,32 +56,44 @@ impl Store {
         let job_bytes = encode(JOB_V, job.job_id.as_str(), &job)?;
         let pending = pending_key(&job.kiosk_id, &job.job_id);
 
-        let trees = (&self.jobs, &self.payloads, &self.pending, &self.idempotency);
-        let outcome = trees.transaction(|(jobs, payloads, pend, idem)| {
-            if let Some(claim) = &claim {
-                match claim.check(idem)? {
-                    Seen::Reused => return Ok(CreateOutcome::KeyReused),
-                    // A key whose job was purged by retention is fresh again.
-                    Seen::Replay(prev) => {
-                        if let Some(bytes) = jobs.get(prev.as_bytes())? {
-                            let rec = decode_job(&job_key, &bytes).map_err(abort)?;
-                            return Ok(CreateOutcome::Replayed(rec));
-                        }
+        // No sled transaction: every transaction waits for a flush in
+        // progress (sled 0.34 takes a process-wide lock for both), while
+        // single writes go on beside it, so requests arriving during one
+        // flush are ready for the next (README, Benchmarks). Instead,
+        // the other writers that create job records are kept out by the
+        // creation lock, and the writes go in an order whose every prefix
+        // is harmless, because sled recovers its log up to the first write
+        // that did not reach the disk (a prefix, by log sequence number):
+        // 1. the idempotency claim: alone, its job is missing and the key
+        //    is fresh again (as for a purged job);
+        // 2. the pending entry, then the payload: without their job, both
+        //    are removed by delivery's timer ([`Store::drop_unfinished`]);
+        // 3. the job record, the commit point.
+        let _creating = self.creating();
+        if let Some(claim) = &claim {
+            match claim.check_in(&self.idempotency)? {
+                Seen::Reused => return Ok(CreateOutcome::KeyReused),
+                // A key whose job is gone (purged by retention, or never
+                // written before a crash) is fresh again.
+                Seen::Replay(prev) => {
+                    if let Some(bytes) = self.jobs.get(prev.as_bytes())? {
+                        let rec = decode_job(prev.as_bytes(), &bytes)?;
+                        return Ok(CreateOutcome::Replayed(rec));
                     }
-                    Seen::New => {}
                 }
+                Seen::New => {}
             }
-            if jobs.get(&job_key)?.is_some() {
-                return Ok(CreateOutcome::JobIdTaken);
-            }
-            jobs.insert(job_key.as_slice(), job_bytes.as_slice())?;
-            payloads.insert(job_key.as_slice(), payload)?;
-            pend.insert(pending.as_slice(), &[][..])?;
-            if let Some(claim) = &claim {
-                claim.record(idem)?;
-            }
-            Ok(CreateOutcome::Created(job.clone()))
-        })?;
+        }
+        if self.jobs.get(&job_key)?.is_some() {
+            return Ok(CreateOutcome::JobIdTaken);
+        }
+        if let Some(claim) = &claim {
+            claim.record_in(&self.idempotency)?;
+        }
+        self.pending.insert(pending.as_slice(), &[][..])?;
+        self.payloads.insert(job_key.as_slice(), payload)?;
+        self.jobs.insert(job_key.as_slice(), job_bytes)?;
+        let outcome = CreateOutcome::Created(job);
         if let CreateOutcome::Created(j) = &outcome {
             self.counts.moved(None, j.state);
         }
@@ -102,6 +114,9 @@ impl Store {
         let key = job.job_id.as_str().as_bytes();
         let pkey = pending_key(kiosk, &job.job_id);
         let trees = (&self.jobs, &self.payloads, &self.pending);
+        // It may create the record: keep creations out (before the
+        // transaction, never inside it).
+        let _creating = self.creating();
         let outcome = trees.transaction(|(jobs, payloads, pend)| {
             let now = chrono::Utc::now();
             match jobs.get(key)? {

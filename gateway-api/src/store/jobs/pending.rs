@@ -21,6 +21,24 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the pending entry and payload of `job_id` if its record is
+    /// missing: what a [`Store::create_job`] cut short by a crash left
+    /// (nothing, while one is under way: it holds the creation lock until
+    /// its record is written). Returns whether they were removed.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn drop_unfinished(&self, kiosk: &KioskId, job_id: &JobId) -> Result<bool, StoreError> {
+        let _creating = self.creating();
+        let key = job_id.as_str().as_bytes();
+        if self.jobs.contains_key(key)? {
+            return Ok(false);
+        }
+        self.payloads.remove(key)?;
+        self.pending.remove(pending_key(kiosk, job_id))?;
+        Ok(true)
+    }
+
     /// Unfinished jobs, as `(kiosk, job id)`; only `kiosk`'s when given.
     ///
     /// # Errors

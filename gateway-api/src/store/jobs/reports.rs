@@ -59,6 +59,9 @@ impl Store {
     ) -> Result<ReportOutcome, StoreError> {
         let key = job_id.as_str().as_bytes();
         let pkey = pending_key(kiosk, job_id);
+        // It may create the record: keep creations out (before the
+        // transaction, never inside it).
+        let _creating = self.creating();
         let outcome = (&self.jobs, &self.pending).transaction(|(jobs, pend)| {
             let (mut rec, from) = match jobs.get(key)? {
                 Some(bytes) => {

@@ -1,11 +1,13 @@
 //! Tests of the job store.
 
+use super::pending::pending_key;
 use super::records::{JOB_V, JOB_V1, JOB_V2, JobRecordV1, JobRecordV2};
 use super::*;
 use crate::store::Store;
 use crate::store::tests::reopen;
 use chrono::Utc;
 use kiosk_schemas::{JobId, JobState, KioskId, PrintJob};
+use kiosk_store::idempotency::Claim;
 use kiosk_store::record;
 
 fn k(s: &str) -> KioskId {
@@ -411,4 +413,101 @@ fn version_2_records_are_converted_on_open_with_their_document_as_wire_bytes() {
         serde_json::json!({"kind": "text", "text": "hello", "cut": true})
     );
     assert_eq!(s.counts().get(JobState::Queued), 1);
+}
+
+/// Every prefix of a creation's writes (what a crash can leave, sled
+/// recovering a prefix of its log) reads as no job: the key is fresh
+/// again, and delivery's timer removes the pending entry and payload.
+#[test]
+fn a_creation_cut_short_leaves_nothing_that_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let claim = Claim::new("k1", "key-1", [1; 32], "a").unwrap();
+    let (key, pkey) = (b"a".as_slice(), pending_key(&k("k1"), &j("a")));
+    // 1. The claim alone: the same request again makes a job.
+    claim.record_in(&s.idempotency).unwrap();
+    assert!(matches!(
+        s.create_job(job("b", "k1"), PAYLOAD, Some(("key-1", [1; 32]))).unwrap(),
+        CreateOutcome::Created(ref r) if r.job_id.as_str() == "b"
+    ));
+    // 2. A pending entry and payload without their record.
+    s.pending.insert(&pkey, &[][..]).unwrap();
+    s.payloads.insert(key, PAYLOAD).unwrap();
+    assert!(s.job(&j("a")).unwrap().is_none());
+    assert!(s.drop_unfinished(&k("k1"), &j("a")).unwrap());
+    assert!(s.payload(&j("a")).unwrap().is_none());
+    assert_eq!(s.pending(None).unwrap(), vec![(k("k1"), j("b"))]);
+    // A job that exists is left alone.
+    assert!(!s.drop_unfinished(&k("k1"), &j("b")).unwrap());
+    assert!(s.payload(&j("b")).unwrap().is_some());
+    assert_eq!(s.counts().get(JobState::Queued), 1);
+}
+
+/// Concurrent creations with one Idempotency-Key make one job, and with
+/// one job id one record: the creation lock stands in for a transaction.
+/// (Without the lock this fails within a few rounds.)
+#[test]
+fn concurrent_creations_make_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    const THREADS: usize = 8;
+    for round in 0..40 {
+        let start = std::sync::Barrier::new(THREADS);
+        let outcomes = std::thread::scope(|scope| {
+            let tasks: Vec<_> = (0..THREADS)
+                .map(|i| {
+                    let (s, start) = (&s, &start);
+                    scope.spawn(move || {
+                        let key = format!("key-{round}");
+                        start.wait();
+                        let same_key = s
+                            .create_job(
+                                job(&format!("j{round}-{i}"), "k1"),
+                                PAYLOAD,
+                                Some((&key, [1; 32])),
+                            )
+                            .unwrap();
+                        let same_id = s
+                            .create_job(job(&format!("x{round}"), "k2"), PAYLOAD, None)
+                            .unwrap();
+                        (same_key, same_id)
+                    })
+                })
+                .collect();
+            tasks
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let created: Vec<_> = outcomes
+            .iter()
+            .filter_map(|(o, _)| match o {
+                CreateOutcome::Created(r) => Some(r.job_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created.len(), 1, "round {round}: {outcomes:?}");
+        for (o, _) in &outcomes {
+            if let CreateOutcome::Replayed(r) = o {
+                assert_eq!(r.job_id, created[0], "round {round}");
+            }
+        }
+        let same_id: Vec<_> = outcomes.iter().map(|(_, o)| o).collect();
+        assert_eq!(
+            same_id
+                .iter()
+                .filter(|o| matches!(o, CreateOutcome::Created(_)))
+                .count(),
+            1,
+            "round {round}: {same_id:?}"
+        );
+        assert!(
+            same_id
+                .iter()
+                .all(|o| matches!(o, CreateOutcome::Created(_) | CreateOutcome::JobIdTaken)),
+            "round {round}"
+        );
+    }
+    assert_eq!(s.counts().get(JobState::Queued), 80);
+    assert_eq!(s.pending(None).unwrap().len(), 80);
 }
