@@ -349,15 +349,15 @@ impl Ingest {
         after.webhooks = true;
         after.settle.insert(kiosk.clone());
         match &outcome.applied {
-            Some((session, credit, effect)) => {
+            Some((session, _, effect)) => {
                 let late = *effect == CreditEffect::Late;
                 self.metrics.credit(if late { "late" } else { "session" });
                 tracing::info!(kiosk = %kiosk, seq = event.seq, amount = event.amount, session = %session.session_id,
                     state = session.state.as_str(), inserted = session.amount_inserted, due = session.amount_due,
                     late, "credit applied");
-                for e in LiveEvent::credit_events(session, credit, *effect) {
-                    after.live.push((session.session_id.clone(), e));
-                }
+                after
+                    .live
+                    .extend(outcome.events.iter().filter_map(LiveEvent::of));
                 if *effect == CreditEffect::Paid {
                     tracing::info!(session = %session.session_id, change_due = session.change_due(), "session paid");
                     after.controls.push(kiosk.clone());

@@ -1,7 +1,12 @@
 //! What happens to cash sessions and credits, in one vocabulary: a
 //! [`CashEventKind`] names the webhook `type` (`cash_session.paid`), the
 //! `event:` of a session's live stream (`paid`) and the log line, so the
-//! three cannot drift apart.
+//! three cannot drift apart; a [`CashChange`] is one of them as it
+//! happened, made once by the store inside the transaction that caused it
+//! (where the webhook queue records it) and returned to the caller, which
+//! hands it to the live streams and logs.
+
+use super::{CreditEffect, CreditRecord, SessionCredit, SessionRecord, Settlement};
 
 /// Something that happened to a cash session or a credit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +90,87 @@ impl CashEventKind {
     /// live streams end with it.
     pub fn is_final(self) -> bool {
         matches!(self, CashEventKind::Cancelled | CashEventKind::Settled)
+    }
+}
+
+/// One event as it happened: what the webhook queue, a session's live
+/// streams and the logs are told. Made by the cash store inside the
+/// transaction of the change, and returned with its outcome.
+#[derive(Debug, Clone)]
+pub struct CashChange {
+    /// Which event.
+    pub kind: CashEventKind,
+    /// The session after the change; `None` for a credit on no session
+    /// (`unassigned`, `refunded`).
+    pub session: Option<SessionRecord>,
+    /// The credit as stored, for the credit events (`credit`,
+    /// `late_credit`, `unassigned`, `assigned`, `refunded`).
+    pub credit: Option<CreditRecord>,
+    /// The credit as the session holds it, and what it did there (`credit`,
+    /// `late_credit`, `assigned`).
+    pub applied: Option<(SessionCredit, CreditEffect)>,
+}
+
+impl CashEventKind {
+    /// The event of a credit from the kiosk that `effect` describes:
+    /// `late_credit` for a session no longer open, else `credit`.
+    pub fn of_credit(effect: CreditEffect) -> Self {
+        match effect {
+            CreditEffect::Late => CashEventKind::LateCredit,
+            CreditEffect::Added | CreditEffect::Paid => CashEventKind::Credit,
+        }
+    }
+
+    /// The event of a session made final `how`.
+    pub fn of_settlement(how: Settlement) -> Self {
+        match how {
+            Settlement::Paid => CashEventKind::Settled,
+            Settlement::Cancelled => CashEventKind::Cancelled,
+        }
+    }
+}
+
+impl CashChange {
+    /// `kind` happened to `session` (no credit involved).
+    pub fn of_session(kind: CashEventKind, session: &SessionRecord) -> Self {
+        CashChange {
+            kind,
+            session: Some(session.clone()),
+            credit: None,
+            applied: None,
+        }
+    }
+
+    /// `kind` happened to `credit`, which is on no session.
+    pub fn of_lone_credit(kind: CashEventKind, credit: &CreditRecord) -> Self {
+        CashChange {
+            kind,
+            session: None,
+            credit: Some(credit.clone()),
+            applied: None,
+        }
+    }
+
+    /// `credit` went to `session` (held there as `entry`, with `effect`):
+    /// `kind` (`credit` or `late_credit` from the kiosk, `assigned` by an
+    /// operator), then `paid` if it completed the payment.
+    pub fn applied(
+        kind: CashEventKind,
+        session: &SessionRecord,
+        entry: &SessionCredit,
+        effect: CreditEffect,
+        credit: &CreditRecord,
+    ) -> Vec<Self> {
+        let mut out = vec![CashChange {
+            kind,
+            session: Some(session.clone()),
+            credit: Some(credit.clone()),
+            applied: Some((entry.clone(), effect)),
+        }];
+        if effect == CreditEffect::Paid {
+            out.push(CashChange::of_session(CashEventKind::Paid, session));
+        }
+        out
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::event::CashEventKind;
-use super::{CreditEffect, SessionCredit, SessionRecord, SessionState, SessionView, Settlement};
+use super::event::{CashChange, CashEventKind};
+use super::{SessionCredit, SessionRecord, SessionState, SessionView};
 
 /// Events buffered per session for slow readers.
 const CAPACITY: usize = 64;
@@ -84,35 +84,22 @@ impl LiveEvent {
         out
     }
 
-    /// The events a credit applied to `session` produces: `credit` (then
-    /// `paid` if it completed the payment), or `late_credit`.
-    pub fn credit_events(
-        session: &SessionRecord,
-        credit: &SessionCredit,
-        effect: CreditEffect,
-    ) -> Vec<LiveEvent> {
-        let kind = match effect {
-            CreditEffect::Late => CashEventKind::LateCredit,
-            CreditEffect::Added | CreditEffect::Paid => CashEventKind::Credit,
+    /// What `change` shows on its session's streams, with the session id;
+    /// `None` for a credit on no session. An assigned credit shows as the
+    /// credit it became there (`credit` or `late_credit`): a stream follows
+    /// the session's money, not who put it there.
+    pub fn of(change: &CashChange) -> Option<(String, LiveEvent)> {
+        let session = change.session.as_ref()?;
+        let kind = match (change.kind, &change.applied) {
+            (CashEventKind::Assigned, Some((_, effect))) => CashEventKind::of_credit(*effect),
+            (kind, _) => kind,
         };
-        let mut out = vec![LiveEvent {
+        let event = LiveEvent {
             kind: Some(kind),
             session: session.into(),
-            credit: Some(credit.clone()),
-        }];
-        if effect == CreditEffect::Paid {
-            out.push(Self::new(CashEventKind::Paid, session));
-        }
-        out
-    }
-
-    /// The event of a session whose totals became final.
-    pub fn settled(session: &SessionRecord, how: Settlement) -> LiveEvent {
-        let kind = match how {
-            Settlement::Paid => CashEventKind::Settled,
-            Settlement::Cancelled => CashEventKind::Cancelled,
+            credit: change.applied.as_ref().map(|(entry, _)| entry.clone()),
         };
-        Self::new(kind, session)
+        Some((session.session_id.clone(), event))
     }
 }
 

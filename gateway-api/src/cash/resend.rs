@@ -44,11 +44,13 @@ pub fn settle(cash: &CashStore, metrics: &Metrics, kiosk: &KioskId) -> Vec<(Stri
     match cash.settle_ready(kiosk) {
         Ok(done) => done
             .into_iter()
-            .map(|(s, how)| {
+            .filter_map(|(change, how)| {
                 metrics.settled(how);
-                tracing::info!(session = %s.session_id, kiosk = %kiosk, state = s.state.as_str(),
-                    change_due = s.change_due(), refund_due = s.refund_due(), "cash session final");
-                (s.session_id.clone(), LiveEvent::settled(&s, how))
+                if let Some(s) = &change.session {
+                    tracing::info!(session = %s.session_id, kiosk = %kiosk, state = s.state.as_str(),
+                        change_due = s.change_due(), refund_due = s.refund_due(), "cash session final");
+                }
+                LiveEvent::of(&change)
             })
             .collect(),
         Err(e) => {

@@ -54,7 +54,7 @@ use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::event::CashEventKind;
+use super::event::{CashChange, CashEventKind};
 use super::{CreditRecord, CreditView, SessionRecord, SessionView};
 use crate::config::WebhookConfig;
 use crate::store::{Store, StoreError};
@@ -147,10 +147,21 @@ impl Webhooks {
         })
     }
 
+    /// The delivery of `change` under id `id` (from
+    /// [`Webhooks::reserve`]): `data` holds the `session` and, for a credit
+    /// event, the `credit`; `None` when webhooks are off.
+    pub fn record_change(&self, id: u64, change: &CashChange) -> Option<PreparedHook> {
+        match (&change.session, &change.credit) {
+            (Some(session), credit) => self.record(id, change.kind, session, credit.as_ref()),
+            (None, Some(credit)) => self.record_credit(id, change.kind, credit),
+            (None, None) => None,
+        }
+    }
+
     /// A session event (`credit` set for [`CashEventKind::Credit`],
     /// [`CashEventKind::LateCredit`] and [`CashEventKind::Assigned`]);
     /// `None` when webhooks are off.
-    pub fn record(
+    fn record(
         &self,
         id: u64,
         event: CashEventKind,
@@ -168,7 +179,7 @@ impl Webhooks {
 
     /// A credit event without a session ([`CashEventKind::Unassigned`],
     /// [`CashEventKind::Refunded`]); `None` when webhooks are off.
-    pub fn record_credit(
+    fn record_credit(
         &self,
         id: u64,
         event: CashEventKind,
@@ -189,6 +200,20 @@ impl Webhooks {
             tx.insert(&h.key, h.bytes.as_slice())?;
         }
         Ok(())
+    }
+
+    /// The `type` of every queued delivery, oldest first.
+    #[cfg(test)]
+    pub(crate) fn queued_types(&self) -> Vec<String> {
+        self.tree
+            .iter()
+            .values()
+            .map(|v| {
+                record::decode::<HookRecord>(HOOK_V, &v.unwrap())
+                    .unwrap()
+                    .event
+            })
+            .collect()
     }
 
     /// Tells the sender that events were queued (after the flush).

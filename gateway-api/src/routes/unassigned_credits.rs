@@ -180,12 +180,13 @@ async fn resolve(
         idempotency: key.as_deref().map(|k| (k, hash)),
     })?;
     match outcome {
-        ResolveOutcome::Resolved { credit, applied } => {
-            let mut events = Vec::new();
-            if let Some((s, entry, effect)) = &applied {
-                for e in LiveEvent::credit_events(s, entry, *effect) {
-                    events.push((s.session_id.clone(), e));
-                }
+        ResolveOutcome::Resolved {
+            credit,
+            applied,
+            events,
+        } => {
+            let mut events: Vec<_> = events.iter().filter_map(LiveEvent::of).collect();
+            if applied.is_some() {
                 events.extend(resend::settle(&app.cash, &app.metrics, &kiosk));
             }
             app.cash.flush().await?;

@@ -8,7 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::records::{CREDIT_V, credit_key, decode_credit, kiosk_prefix, watermark_key};
 use super::{CashStore, tx_put_session, tx_session};
-use crate::cash::event::CashEventKind;
+use crate::cash::event::{CashChange, CashEventKind};
 use crate::cash::webhooks::Webhooks;
 use crate::cash::{
     CreditEffect, CreditOrigin, CreditRecord, Placement, SessionCredit, SessionRecord,
@@ -30,6 +30,9 @@ pub struct CreditOutcome {
     /// The session it went to, updated, and what it did there (`None`:
     /// unassigned, see `credit.unassigned`).
     pub applied: Option<(SessionRecord, SessionCredit, CreditEffect)>,
+    /// What it caused (`credit` or `late_credit`, then `paid`; or
+    /// `unassigned`), as queued for webhooks; none for a duplicate.
+    pub events: Vec<CashChange>,
 }
 
 impl CashStore {
@@ -69,6 +72,7 @@ impl CashStore {
                         ack_up_to,
                         credit,
                         applied: None,
+                        events: Vec::new(),
                     });
                 }
                 let mut credit = CreditRecord {
@@ -131,25 +135,22 @@ impl CashStore {
                     ckey.as_slice(),
                     encode(CREDIT_V, "credit", &credit).map_err(abort)?,
                 )?;
-                match &applied {
-                    Some((rec, _, effect)) => {
-                        let name = match effect {
-                            CreditEffect::Late => CashEventKind::LateCredit,
-                            CreditEffect::Added | CreditEffect::Paid => CashEventKind::Credit,
-                        };
-                        let hook = webhooks.record(hook_a, name, rec, Some(&credit));
-                        Webhooks::insert(wh, hook.as_ref())?;
-                        if *effect == CreditEffect::Paid {
-                            let hook = webhooks.record(hook_b, CashEventKind::Paid, rec, None);
-                            Webhooks::insert(wh, hook.as_ref())?;
-                        }
+                let events = match &applied {
+                    Some((rec, entry, effect)) => {
+                        let kind = CashEventKind::of_credit(*effect);
+                        CashChange::applied(kind, rec, entry, *effect, &credit)
                     }
                     None => {
                         unassigned.insert(ckey.as_slice(), &[][..])?;
-                        let hook =
-                            webhooks.record_credit(hook_a, CashEventKind::Unassigned, &credit);
-                        Webhooks::insert(wh, hook.as_ref())?;
+                        vec![CashChange::of_lone_credit(
+                            CashEventKind::Unassigned,
+                            &credit,
+                        )]
                     }
+                };
+                // At most two events (`credit`, `paid`): two ids reserved.
+                for (id, change) in [hook_a, hook_b].into_iter().zip(&events) {
+                    Webhooks::insert(wh, webhooks.record_change(id, change).as_ref())?;
                 }
                 let ack_up_to = advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
                 Ok(CreditOutcome {
@@ -157,6 +158,7 @@ impl CashStore {
                     ack_up_to,
                     credit,
                     applied,
+                    events,
                 })
             },
         );

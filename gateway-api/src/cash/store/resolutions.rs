@@ -8,7 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::records::{CREDIT_V, credit_key, decode_credit};
 use super::{CashStore, tx_put_session, tx_session};
-use crate::cash::event::CashEventKind;
+use crate::cash::event::{CashChange, CashEventKind};
 use crate::cash::webhooks::Webhooks;
 use crate::cash::{
     CreditEffect, CreditOrigin, CreditRecord, Resolution, ResolutionAction, ResolveDecision,
@@ -46,6 +46,9 @@ pub enum ResolveOutcome {
         credit: CreditRecord,
         /// The session it went to, and the effect.
         applied: Option<(SessionRecord, SessionCredit, CreditEffect)>,
+        /// What it caused (`assigned`, then `paid`; or `refunded`), as
+        /// queued for webhooks.
+        events: Vec<CashChange>,
     },
     /// The same resolution was made before (or the same Idempotency-Key
     /// and request): the current state, nothing changed.
@@ -157,7 +160,7 @@ impl CashStore {
                     by: req.by.to_owned(),
                 });
                 let mut applied = None;
-                if let Some(mut rec) = session {
+                let events = if let Some(mut rec) = session {
                     let entry = SessionRecord::credit_entry(&credit, CreditOrigin::Assigned);
                     let effect = match rec.apply_credit(entry, &credit.currency, now) {
                         Ok(e) => e,
@@ -167,24 +170,28 @@ impl CashStore {
                     };
                     credit.session_id = Some(rec.session_id.clone());
                     tx_put_session(sessions, open, awaiting, &rec)?;
-                    let hook = webhooks.record(hook_a, CashEventKind::Assigned, &rec, Some(&credit));
-                    Webhooks::insert(wh, hook.as_ref())?;
-                    if effect == CreditEffect::Paid {
-                        let hook = webhooks.record(hook_b, CashEventKind::Paid, &rec, None);
-                        Webhooks::insert(wh, hook.as_ref())?;
-                    }
                     let entry = SessionRecord::credit_entry(&credit, CreditOrigin::Assigned);
+                    let events =
+                        CashChange::applied(CashEventKind::Assigned, &rec, &entry, effect, &credit);
                     applied = Some((rec, entry, effect));
+                    events
                 } else {
-                    let hook = webhooks.record_credit(hook_a, CashEventKind::Refunded, &credit);
-                    Webhooks::insert(wh, hook.as_ref())?;
+                    vec![CashChange::of_lone_credit(CashEventKind::Refunded, &credit)]
+                };
+                // At most two events (`assigned`, `paid`): two ids reserved.
+                for (id, change) in [hook_a, hook_b].into_iter().zip(&events) {
+                    Webhooks::insert(wh, webhooks.record_change(id, change).as_ref())?;
                 }
                 credits.insert(
                     ckey.as_slice(),
                     encode(CREDIT_V, req.credit_id, &credit).map_err(abort)?,
                 )?;
                 remember(idem)?;
-                Ok(ResolveOutcome::Resolved { credit, applied })
+                Ok(ResolveOutcome::Resolved {
+                    credit,
+                    applied,
+                    events,
+                })
             },
         );
         Ok(outcome?)

@@ -7,7 +7,7 @@ use sled::Transactional;
 
 use super::records::{awaiting_key, decode_session, encode_session, kiosk_prefix, watermark_key};
 use super::{CashStore, tx_put_session, tx_session};
-use crate::cash::event::CashEventKind;
+use crate::cash::event::{CashChange, CashEventKind};
 use crate::cash::webhooks::Webhooks;
 use crate::cash::{CancelEffect, ConfirmEffect, Confirmation, SessionRecord, Settlement};
 use crate::store::{StoreError, abort};
@@ -70,11 +70,9 @@ impl CashStore {
         let claim = idempotency
             .map(|(key, sha)| Claim::new(session.kiosk_id.as_str(), key, sha, &session.session_id))
             .transpose()?;
-        let hook = self.webhooks.record(
+        let hook = self.webhooks.record_change(
             self.webhooks.reserve()?,
-            CashEventKind::Opened,
-            &session,
-            None,
+            &CashChange::of_session(CashEventKind::Opened, &session),
         );
         let wh_tree = self.webhooks.tree();
         let outcome = (&self.sessions, &self.open, &self.idempotency, wh_tree).transaction(
@@ -193,7 +191,8 @@ impl CashStore {
                     CancelEffect::Refused => return Ok(CancelOutcome::Refused(rec)),
                 }
                 tx_put_session(sessions, open, awaiting, &rec)?;
-                let hook = webhooks.record(hook_id, CashEventKind::Cancelling, &rec, None);
+                let change = CashChange::of_session(CashEventKind::Cancelling, &rec);
+                let hook = webhooks.record_change(hook_id, &change);
                 Webhooks::insert(wh, hook.as_ref())?;
                 Ok(CancelOutcome::Cancelling(rec))
             },
@@ -245,15 +244,15 @@ impl CashStore {
     /// confirmation is stored and whose outbox watermark covers its
     /// `last_seq` (`cancelling` → `cancelled`, `paid` → final), each in one
     /// transaction with its webhook (`cash_session.cancelled` /
-    /// `cash_session.settled`). Returns those sessions. Not durable until
-    /// flushed.
+    /// `cash_session.settled`). Returns each event (its `session` the
+    /// session now final) and how it ended. Not durable until flushed.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
     pub fn settle_ready(
         &self,
         kiosk: &KioskId,
-    ) -> Result<Vec<(SessionRecord, Settlement)>, StoreError> {
+    ) -> Result<Vec<(CashChange, Settlement)>, StoreError> {
         let mut out = Vec::new();
         for candidate in self.awaiting_sessions(kiosk)? {
             if candidate.confirmation.is_none() {
@@ -284,13 +283,9 @@ impl CashStore {
                     return Ok(None);
                 };
                 tx_put_session(sessions, open, awaiting, &rec)?;
-                let name = match how {
-                    Settlement::Paid => CashEventKind::Settled,
-                    Settlement::Cancelled => CashEventKind::Cancelled,
-                };
-                let hook = webhooks.record(hook_id, name, &rec, None);
-                Webhooks::insert(wh, hook.as_ref())?;
-                Ok(Some((rec, how)))
+                let change = CashChange::of_session(CashEventKind::of_settlement(how), &rec);
+                Webhooks::insert(wh, webhooks.record_change(hook_id, &change).as_ref())?;
+                Ok(Some((change, how)))
             })?;
             out.extend(settled);
         }

@@ -5,6 +5,7 @@ use super::*;
 use chrono::Utc;
 use kiosk_schemas::{CashEvent, CashState, CreditKind, Currency, V1};
 
+use crate::cash::event::{CashChange, CashEventKind};
 use crate::cash::{CreditEffect, CreditOrigin, Settlement, UnassignedReason};
 
 fn eur() -> Currency {
@@ -105,6 +106,10 @@ fn a_paid_session_settles_after_confirmation_and_the_credits_before_it() {
     assert_eq!(unassigned.ack_up_to, 3);
     let done = cash.settle_ready(&k1()).unwrap();
     assert_eq!(done.len(), 1);
+    let done: Vec<_> = done
+        .into_iter()
+        .map(|(change, how)| (change.session.unwrap(), how))
+        .collect();
     assert_eq!(
         (done[0].0.session_id.as_str(), done[0].1),
         ("s1", Settlement::Paid)
@@ -117,4 +122,58 @@ fn a_paid_session_settles_after_confirmation_and_the_credits_before_it() {
         .unwrap();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].session_id.as_deref(), Some("s2"));
+}
+
+/// The events a change returns are the ones queued for webhooks, in order,
+/// and what the session's streams show: one derivation, not three.
+#[test]
+fn a_change_returns_the_events_queued_for_its_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let hooks = Webhooks::open(&store, true).unwrap();
+    let cash = CashStore::open(&store, hooks.clone()).unwrap();
+    open(&cash, "s1", 1000);
+    let half = cash
+        .apply_credit(&k1(), &event(1, 500, Some("s1")))
+        .unwrap();
+    let paid = cash
+        .apply_credit(&k1(), &event(2, 500, Some("s1")))
+        .unwrap();
+    let lone = cash.apply_credit(&k1(), &event(3, 50, None)).unwrap();
+    let dup = cash
+        .apply_credit(&k1(), &event(2, 500, Some("s1")))
+        .unwrap();
+    assert!(dup.events.is_empty());
+    let kinds = |events: &[CashChange]| events.iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(kinds(&half.events), [CashEventKind::Credit]);
+    assert_eq!(
+        kinds(&paid.events),
+        [CashEventKind::Credit, CashEventKind::Paid]
+    );
+    assert_eq!(kinds(&lone.events), [CashEventKind::Unassigned]);
+    let returned: Vec<_> = [&half.events, &paid.events, &lone.events]
+        .into_iter()
+        .flatten()
+        .map(|e| e.kind.webhook_type())
+        .collect();
+    assert_eq!(
+        hooks.queued_types()[1..],
+        returned,
+        "after cash_session.opened"
+    );
+    let streamed: Vec<_> = [&half.events, &paid.events, &lone.events]
+        .into_iter()
+        .flatten()
+        .filter_map(crate::cash::live::LiveEvent::of)
+        .map(|(id, e)| (id, e.name(), e.credit.map(|c| c.seq)))
+        .collect();
+    assert_eq!(
+        streamed,
+        [
+            ("s1".to_owned(), "credit", Some(1)),
+            ("s1".to_owned(), "credit", Some(2)),
+            ("s1".to_owned(), "paid", None),
+        ],
+        "the lone credit is on no session's stream"
+    );
 }
