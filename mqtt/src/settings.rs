@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kiosk_schemas::settings::{ConfigError, invalid, scalar_string};
 use kiosk_schemas::{MqttUrl, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::SessionOptions;
 
@@ -28,14 +28,14 @@ pub struct ClientSection {
     /// MQTT keep alive (§3.1.2.10), at least 1 s: the broker declares the
     /// client gone (last will) about 1.5 times this after the link dies.
     /// Default 30 s.
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    #[serde(default = "default_keep_alive", deserialize_with = "keep_alive")]
     pub keep_alive: Duration,
     /// First reconnect delay; doubles up to `reconnect_max`, with jitter.
     /// Default per program ([`ClientDefaults`]).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "reconnect_min")]
     pub reconnect_min: Option<Duration>,
     /// Longest reconnect delay. Default per program ([`ClientDefaults`]).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "reconnect_max")]
     pub reconnect_max: Option<Duration>,
     /// PEM CA certificate(s) trusted for an `mqtts://` broker: only these
     /// (pin the fleet's private CA). Default: the system's trust store.
@@ -63,6 +63,28 @@ pub struct ClientDefaults<'a> {
 
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
+}
+
+// Embedded with `#[serde(flatten)]`, a value's error names only the
+// section (`for key \`broker\``): these name the key themselves.
+
+/// `keep_alive`, a human-readable duration (`"30s"`).
+fn keep_alive<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    humantime_serde::deserialize(d).map_err(|e| named("keep_alive", e))
+}
+
+/// `reconnect_min`, a human-readable duration.
+fn reconnect_min<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    humantime_serde::deserialize(d).map_err(|e| named("reconnect_min", e))
+}
+
+/// `reconnect_max`, a human-readable duration.
+fn reconnect_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    humantime_serde::deserialize(d).map_err(|e| named("reconnect_max", e))
+}
+
+fn named<E: serde::de::Error>(key: &str, e: E) -> E {
+    E::custom(format_args!("broker.{key}: {e}"))
 }
 
 impl ClientSection {
@@ -244,6 +266,23 @@ mod tests {
             (opts.backoff_min, opts.backoff_max),
             (Duration::from_secs(1), Duration::from_secs(2))
         );
+    }
+
+    /// A value of the wrong type names its key, though serde reads the
+    /// flattened section as a whole.
+    #[test]
+    fn type_errors_name_the_key() {
+        for key in ["keep_alive", "reconnect_min", "reconnect_max"] {
+            for value in ["\"soon\"", "5"] {
+                let toml =
+                    format!("[broker]\nurl = \"mqtt://h\"\npassword = \"pw\"\n{key} = {value}");
+                let err = load::<File>(Source::Text(&toml), None, None).unwrap_err();
+                assert!(
+                    err.to_string().contains(&format!("broker.{key}")),
+                    "{key} = {value}: {err}"
+                );
+            }
+        }
     }
 
     #[test]
