@@ -205,9 +205,6 @@ impl Ingest {
         for (session_id, event) in after.live {
             self.live.publish(&session_id, event);
         }
-        if after.webhooks {
-            self.cash.webhooks().wake();
-        }
         for kiosk in after.online {
             if self.online.try_send(kiosk).is_err() {
                 tracing::debug!("delivery busy; the timer will resend");

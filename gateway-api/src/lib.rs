@@ -18,6 +18,7 @@ pub mod config;
 pub mod delivery;
 pub mod echo;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod http_server;
 pub mod ingest;
@@ -187,16 +188,20 @@ impl Gateway {
             echoes.clone(),
         ));
 
-        let webhooks = cash::webhooks::Webhooks::open(&store, config.webhooks.url.is_some())?;
-        let cash_store = cash::store::CashStore::open(&store, webhooks.clone())?;
+        let cursor = cash::webhooks::Cursor::open(store.db(), store.events())?;
+        let cash_store = cash::store::CashStore::open(&store)?;
         let tokens = cash::token::ViewTokens::open(&store)?;
         let live = Arc::new(cash::live::Live::default());
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         if let Some(url) = &config.webhooks.url {
-            let sender =
-                cash::webhooks::Sender::new(webhooks, config.webhooks.clone(), url.clone());
+            let sender = cash::webhooks::Sender::new(
+                store.events().clone(),
+                cursor.clone(),
+                config.webhooks.clone(),
+                url.clone(),
+            );
             tasks.spawn(sender.run(shutdown.clone()));
         }
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);

@@ -6,7 +6,12 @@
 //! (where the webhook queue records it) and returned to the caller, which
 //! hands it to the live streams and logs.
 
-use super::{CreditEffect, CreditRecord, SessionCredit, SessionRecord, Settlement};
+use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+
+use super::{
+    CreditEffect, CreditRecord, CreditView, SessionCredit, SessionRecord, SessionView, Settlement,
+};
+use crate::events::EventLog;
 
 /// Something that happened to a cash session or a credit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +136,37 @@ impl CashEventKind {
 }
 
 impl CashChange {
+    /// The event's `data`: `session` as `GET /v1/cash-sessions/{id}` shows
+    /// it, and `credit` as the unassigned-credits listing shows one.
+    pub fn data(&self) -> serde_json::Value {
+        let mut data = serde_json::json!({});
+        if let Some(s) = &self.session {
+            data["session"] = serde_json::to_value(SessionView::from(s)).unwrap_or_default();
+        }
+        if let Some(c) = &self.credit {
+            data["credit"] = serde_json::to_value(CreditView::from(c)).unwrap_or_default();
+        }
+        data
+    }
+
+    /// Appends the event to `log` inside the transaction over its tree
+    /// `tx` that makes the change.
+    ///
+    /// # Errors
+    /// The transaction's storage error.
+    pub fn record(
+        &self,
+        log: &EventLog,
+        tx: &TransactionalTree,
+    ) -> Result<u64, UnabortableTransactionError> {
+        let kiosk = self
+            .session
+            .as_ref()
+            .map(|s| &s.kiosk_id)
+            .or(self.credit.as_ref().map(|c| &c.kiosk_id));
+        log.append(tx, self.kind.webhook_type(), kiosk, self.data())
+    }
+
     /// `kind` happened to `session` (no credit involved).
     pub fn of_session(kind: CashEventKind, session: &SessionRecord) -> Self {
         CashChange {

@@ -106,7 +106,6 @@ impl Resend {
                 tracing::error!(error = %e, "flush failed; settlements not announced");
                 return;
             }
-            self.cash.webhooks().wake();
             for (id, ev) in events {
                 self.live.publish(&id, ev);
             }

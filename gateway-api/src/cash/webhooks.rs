@@ -1,15 +1,17 @@
-//! Webhooks: session and credit events POSTed to the backend
-//! (`webhooks.url`), signed, retried with backoff until a 2xx, and durable
-//! across restarts.
+//! Webhooks: the events of the log ([`crate::events`]) whose type
+//! `webhooks.events` selects (default `["cash_session.*",
+//! "cash_credit.*"]`), POSTed to the backend (`webhooks.url`), signed,
+//! retried with backoff until a 2xx, and durable across restarts.
 //!
-//! Each event is queued in the sled tree `webhooks` in the same transaction
-//! as the change it reports, so no change is recorded without its event.
-//! One task delivers them in order; a failing endpoint holds the queue (so
-//! the backend always sees events in the order they happened) and is
-//! retried after 1 s, 2 s, 4 s, ... up to `webhooks.max_backoff`, with
-//! jitter. Delivery is at least once: a crash right after a successful POST
-//! sends that event again, with the same `id` for the backend to
-//! deduplicate.
+//! Each event is in the log from the transaction of the change it reports,
+//! so no change is recorded without its event. One task delivers them in
+//! order from a durable cursor (tree `webhook_cursor`); a failing endpoint
+//! holds the queue (so the backend always sees events in the order they
+//! happened) and is retried after 1 s, 2 s, 4 s, ... up to
+//! `webhooks.max_backoff`, with jitter. Delivery is at least once: a crash
+//! right after a successful POST sends that event again, with the same `id`
+//! for the backend to deduplicate. The log keeps an event the cursor has
+//! not passed, whatever `events.retention` says.
 //!
 //! ```text
 //! POST <webhooks.url>
@@ -19,11 +21,12 @@
 //! X-Kiosk-Signature: sha256=<hex HMAC-SHA256 of the body with webhooks.secret>
 //!
 //! {"id":"42","type":"cash_session.paid","created_at":"2026-11-21T10:00:03Z",
-//!  "data":{"session":{...session as GET /v1/cash-sessions/{id} shows it...}}}
+//!  "kiosk_id":"k1","data":{"session":{...session as GET /v1/cash-sessions/{id} shows it...}}}
 //! ```
 //!
-//! Events (`data.session` as `GET /v1/cash-sessions/{id}` shows it,
-//! `data.credit` as the unassigned-credits listing shows a credit):
+//! Cash events (`data.session` as `GET /v1/cash-sessions/{id}` shows it,
+//! `data.credit` as the unassigned-credits listing shows a credit; the
+//! fleet's other events are listed in [`crate::events`]):
 //!
 //! | type | when | data |
 //! |---|---|---|
@@ -38,187 +41,110 @@
 //! | `cash_credit.assigned` | an operator assigned an unassigned credit | `credit`, `session` |
 //! | `cash_credit.refunded` | an operator marked one refunded | `credit` |
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use hmac::{Hmac, Mac};
-use kiosk_schemas::Timestamp;
 use kiosk_schemas::backoff::Backoff;
-use kiosk_store::record;
+use kiosk_store::{StoreError, keys, record};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::Sha256;
-use sled::transaction::{TransactionalTree, UnabortableTransactionError};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::event::{CashChange, CashEventKind};
-use super::{CreditRecord, CreditView, SessionRecord, SessionView};
 use crate::config::WebhookConfig;
-use crate::store::{Store, StoreError};
+use crate::events::{self, Event, EventLog};
 
+/// Version of the webhook queue records of older versions.
 const HOOK_V: u8 = 1;
+/// Key of the cursor in the tree `webhook_cursor`.
+const CURSOR: &[u8] = b"cursor";
 
+/// A queued delivery of an older version (tree `webhooks`); converted
+/// into the event log when the store opens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct HookRecord {
     id: u64,
     event: String,
     body: String,
     attempts: u32,
-    next_attempt_at: Timestamp,
+    next_attempt_at: kiosk_schemas::Timestamp,
 }
 
-/// An event ready to be queued inside a transaction.
+/// The highest id in the webhook queue of older versions (`0`: none): the
+/// event log's ids go on after it.
+///
+/// # Errors
+/// [`StoreError::Sled`] when the tree cannot be read.
+pub fn old_queue_last_id(db: &sled::Db) -> Result<u64, StoreError> {
+    Ok(db
+        .open_tree("webhooks")?
+        .last()?
+        .map_or(0, |(k, _)| keys::read_u64(&k)))
+}
+
+/// Where delivery stands: the id of the last event delivered or passed
+/// over; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct PreparedHook {
-    key: [u8; 8],
-    bytes: Vec<u8>,
-}
-
-/// The webhook queue; cheap to clone.
-#[derive(Clone)]
-pub struct Webhooks {
-    db: sled::Db,
+pub struct Cursor {
     tree: sled::Tree,
-    enabled: bool,
-    wake: Arc<Notify>,
 }
 
-fn body(id: u64, event: &str, data: serde_json::Value) -> String {
-    json!({"id": id.to_string(), "type": event, "created_at": Utc::now(), "data": data}).to_string()
-}
-
-impl Webhooks {
-    /// Opens the queue in `store`'s database. With `enabled` false (no
-    /// `webhooks.url`) nothing is ever queued.
+impl Cursor {
+    /// Opens the cursor in `db`, moving what the webhook queue of older
+    /// versions still holds into `log` (same ids, delivered first). A new
+    /// cursor starts after the last durable event: webhooks configured
+    /// later do not replay the past.
     ///
     /// # Errors
-    /// [`StoreError::Sled`] when the tree cannot be opened.
-    pub fn open(store: &Store, enabled: bool) -> Result<Self, StoreError> {
-        Ok(Webhooks {
-            db: store.db().clone(),
-            tree: store.db().open_tree("webhooks")?,
-            enabled,
-            wake: Arc::new(Notify::new()),
-        })
+    /// [`StoreError`] when the trees cannot be read or written.
+    pub fn open(db: &sled::Db, log: &EventLog) -> Result<Self, StoreError> {
+        let tree = db.open_tree("webhook_cursor")?;
+        let old = db.open_tree("webhooks")?;
+        let mut first_old = None;
+        for item in old.iter() {
+            let (k, v) = item?;
+            match record::decode::<HookRecord>(HOOK_V, &v) {
+                Ok(hook) => {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&hook.body).unwrap_or_default();
+                    let created_at = body["created_at"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(hook.next_attempt_at);
+                    log.import(&Event {
+                        id: hook.id,
+                        kind: hook.event,
+                        created_at,
+                        kiosk_id: None,
+                        data: body["data"].clone(),
+                    })?;
+                    first_old.get_or_insert(hook.id);
+                }
+                Err(e) => tracing::error!(error = %e, "unreadable queued webhook dropped"),
+            }
+            old.remove(k)?;
+        }
+        let cursor = Cursor { tree };
+        match (cursor.get()?, first_old) {
+            (None, Some(first)) => cursor.set(first - 1)?,
+            (None, None) => cursor.set(log.durable())?,
+            (Some(at), Some(first)) if first <= at => cursor.set(first - 1)?,
+            (Some(_), _) => {}
+        }
+        Ok(cursor)
     }
 
-    /// The sled tree, for transactions.
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-
-    /// A fresh, increasing event id. Call it outside transactions: sled's
-    /// id generator takes the lock a transaction holds.
+    /// The id of the last event delivered or passed over.
     ///
     /// # Errors
     /// [`StoreError::Sled`] on storage failure.
-    pub fn reserve(&self) -> Result<u64, StoreError> {
-        if !self.enabled {
-            // Nothing will be queued under it.
-            return Ok(0);
-        }
-        Ok(self.db.generate_id()?)
+    pub fn get(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.tree.get(CURSOR)?.map(|v| keys::read_u64(&v)))
     }
 
-    /// The record of an event; `data` is built only when webhooks are on.
-    fn prepare(
-        &self,
-        id: u64,
-        event: CashEventKind,
-        data: impl FnOnce() -> serde_json::Value,
-    ) -> Option<PreparedHook> {
-        if !self.enabled {
-            return None;
-        }
-        let rec = HookRecord {
-            id,
-            event: event.webhook_type().to_owned(),
-            body: body(id, event.webhook_type(), data()),
-            attempts: 0,
-            next_attempt_at: Utc::now(),
-        };
-        let bytes = record::encode(HOOK_V, &rec).ok()?;
-        Some(PreparedHook {
-            key: id.to_be_bytes(),
-            bytes,
-        })
-    }
-
-    /// The delivery of `change` under id `id` (from
-    /// [`Webhooks::reserve`]): `data` holds the `session` and, for a credit
-    /// event, the `credit`; `None` when webhooks are off.
-    pub fn record_change(&self, id: u64, change: &CashChange) -> Option<PreparedHook> {
-        match (&change.session, &change.credit) {
-            (Some(session), credit) => self.record(id, change.kind, session, credit.as_ref()),
-            (None, Some(credit)) => self.record_credit(id, change.kind, credit),
-            (None, None) => None,
-        }
-    }
-
-    /// A session event (`credit` set for [`CashEventKind::Credit`],
-    /// [`CashEventKind::LateCredit`] and [`CashEventKind::Assigned`]);
-    /// `None` when webhooks are off.
-    fn record(
-        &self,
-        id: u64,
-        event: CashEventKind,
-        session: &SessionRecord,
-        credit: Option<&CreditRecord>,
-    ) -> Option<PreparedHook> {
-        self.prepare(id, event, || {
-            let mut data = json!({"session": SessionView::from(session)});
-            if let Some(c) = credit {
-                data["credit"] = serde_json::to_value(CreditView::from(c)).unwrap_or_default();
-            }
-            data
-        })
-    }
-
-    /// A credit event without a session ([`CashEventKind::Unassigned`],
-    /// [`CashEventKind::Refunded`]); `None` when webhooks are off.
-    fn record_credit(
-        &self,
-        id: u64,
-        event: CashEventKind,
-        credit: &CreditRecord,
-    ) -> Option<PreparedHook> {
-        self.prepare(id, event, || json!({"credit": CreditView::from(credit)}))
-    }
-
-    /// Queues `hook` in a transaction over [`Webhooks::tree`].
-    ///
-    /// # Errors
-    /// The transaction's storage error.
-    pub fn insert(
-        tx: &TransactionalTree,
-        hook: Option<&PreparedHook>,
-    ) -> Result<(), UnabortableTransactionError> {
-        if let Some(h) = hook {
-            tx.insert(&h.key, h.bytes.as_slice())?;
-        }
+    fn set(&self, id: u64) -> Result<(), StoreError> {
+        self.tree.insert(CURSOR, &keys::be_u64(id)[..])?;
         Ok(())
-    }
-
-    /// The `type` of every queued delivery, oldest first.
-    #[cfg(test)]
-    pub(crate) fn queued_types(&self) -> Vec<String> {
-        self.tree
-            .iter()
-            .values()
-            .map(|v| {
-                record::decode::<HookRecord>(HOOK_V, &v.unwrap())
-                    .unwrap()
-                    .event
-            })
-            .collect()
-    }
-
-    /// Tells the sender that events were queued (after the flush).
-    pub fn wake(&self) {
-        self.wake.notify_one();
     }
 }
 
@@ -235,9 +161,10 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(digest))
 }
 
-/// Delivers queued events to `webhooks.url`.
+/// Delivers the selected events of the log to `webhooks.url`.
 pub struct Sender {
-    hooks: Webhooks,
+    log: EventLog,
+    cursor: Cursor,
     config: WebhookConfig,
     url: String,
     client: reqwest::Client,
@@ -245,61 +172,68 @@ pub struct Sender {
 
 impl Sender {
     /// A sender for `config` (which has a `url`).
-    pub fn new(hooks: Webhooks, config: WebhookConfig, url: String) -> Self {
+    pub fn new(log: EventLog, cursor: Cursor, config: WebhookConfig, url: String) -> Self {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
             .unwrap_or_default();
         Sender {
-            hooks,
+            log,
+            cursor,
             config,
             url,
             client,
         }
     }
 
-    fn head(&self) -> Option<HookRecord> {
-        let (k, v) = self.hooks.tree.first().ok()??;
-        match record::decode::<HookRecord>(HOOK_V, &v) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable webhook record dropped");
-                let _ = self.hooks.tree.remove(k);
-                None
+    /// The next event to deliver, moving the cursor past those
+    /// `webhooks.events` does not select; `None` when there is none yet.
+    fn next(&self) -> Result<Option<Event>, StoreError> {
+        loop {
+            let at = self.cursor.get()?.unwrap_or(0);
+            let page = self.log.after(at, 1, |_, _| true)?;
+            let Some(event) = page.into_iter().next() else {
+                return Ok(None);
+            };
+            if events::matches(&self.config.events, &event.kind) {
+                return Ok(Some(event));
             }
+            self.cursor.set(event.id)?;
         }
     }
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut durable = self.log.watch();
+        let mut attempts: u32 = 0;
         loop {
-            let Some(mut hook) = self.head() else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = self.hooks.wake.notified() => continue,
-                    // The tree may have been filled before we looked.
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+            let event = match self.next() {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = durable.changed() => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the event log; webhooks wait");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    }
                 }
             };
-            let wait = (hook.next_attempt_at - Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            let sig = signature(self.config.secret.expose().as_bytes(), hook.body.as_bytes());
+            let body = event.to_json();
+            let sig = signature(self.config.secret.expose().as_bytes(), body.as_bytes());
             let sent = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.client
                     .post(&self.url)
                     .header("content-type", "application/json")
-                    .header("x-kiosk-event", &hook.event)
-                    .header("x-kiosk-delivery", hook.id.to_string())
+                    .header("x-kiosk-event", &event.kind)
+                    .header("x-kiosk-delivery", event.id.to_string())
                     .header("x-kiosk-signature", sig)
-                    .body(hook.body.clone())
+                    .body(body)
                     .send() => r,
             };
             let failure = match sent {
@@ -309,33 +243,33 @@ impl Sender {
             };
             match failure {
                 None => {
-                    tracing::debug!(id = hook.id, event = hook.event, "webhook delivered");
-                    if let Err(e) = self.hooks.tree.remove(hook.id.to_be_bytes()) {
-                        tracing::error!(error = %e, "could not dequeue a delivered webhook");
+                    tracing::debug!(id = event.id, event = event.kind, "webhook delivered");
+                    attempts = 0;
+                    if let Err(e) = self.cursor.set(event.id) {
+                        tracing::error!(error = %e, "could not move the webhook cursor");
                     }
                 }
                 Some(why) => {
-                    hook.attempts += 1;
+                    attempts += 1;
                     let mut backoff = Backoff::new(
                         Duration::from_secs(1).min(self.config.max_backoff),
                         self.config.max_backoff,
                     );
                     let mut delay = Duration::ZERO;
-                    for _ in 0..hook.attempts {
+                    for _ in 0..attempts {
                         delay = backoff.next_delay(rand::thread_rng().r#gen());
                     }
-                    hook.next_attempt_at = Utc::now()
-                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                     tracing::warn!(
-                        id = hook.id,
-                        event = hook.event,
-                        attempts = hook.attempts,
+                        id = event.id,
+                        event = event.kind,
+                        attempts,
                         retry_in_ms = delay.as_millis() as u64,
                         error = why,
                         "webhook delivery failed"
                     );
-                    if let Ok(bytes) = record::encode(HOOK_V, &hook) {
-                        let _ = self.hooks.tree.insert(hook.id.to_be_bytes(), bytes);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }

@@ -37,7 +37,7 @@ pub use delivery::DeliveryConfig;
 pub use fleet::FleetConfig;
 pub use http::HttpConfig;
 pub use store::StoreConfig;
-pub use webhooks::WebhookConfig;
+pub use webhooks::{EventsConfig, WebhookConfig};
 
 /// Prefix of environment overrides; `__` separates levels.
 pub const ENV_PREFIX: &str = "KIOSK_GATEWAY";
@@ -55,8 +55,10 @@ pub struct GatewayConfig {
     pub store: StoreConfig,
     /// `[delivery]`: republish and expiry policy.
     pub delivery: DeliveryConfig,
-    /// `[webhooks]`: cash events POSTed to the backend.
+    /// `[webhooks]`: events POSTed to the backend.
     pub webhooks: WebhookConfig,
+    /// `[events]`: the event log.
+    pub events: EventsConfig,
     /// `[fleet]`: kiosk presence.
     pub fleet: FleetConfig,
     /// Kiosks known in addition to the `kiosk` entries of the broker's
@@ -76,6 +78,8 @@ pub struct GatewayFile {
     delivery: DeliveryConfig,
     #[serde(default)]
     webhooks: WebhookConfig,
+    #[serde(default)]
+    events: EventsConfig,
     #[serde(default)]
     fleet: FleetConfig,
     #[serde(default)]
@@ -162,6 +166,20 @@ impl GatewayFile {
                 ));
             }
         }
+        if let Some(bad) = self
+            .webhooks
+            .events
+            .iter()
+            .find(|p| !crate::events::is_pattern(p))
+        {
+            return Err(invalid(
+                "webhooks.events",
+                format!("{bad:?} is not an event type, a family such as \"print_job.*\", or \"*\""),
+            ));
+        }
+        if self.events.retention < Duration::from_secs(60) {
+            return Err(invalid("events.retention", "must be at least 1m"));
+        }
         if self.fleet.heartbeat < Duration::from_millis(100) {
             return Err(invalid("fleet.heartbeat", "must be at least 100ms"));
         }
@@ -181,6 +199,7 @@ impl GatewayFile {
             store: self.store,
             delivery: self.delivery,
             webhooks: self.webhooks,
+            events: self.events,
             fleet: self.fleet,
             kiosks: self.kiosks,
         })

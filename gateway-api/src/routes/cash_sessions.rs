@@ -106,7 +106,6 @@ pub async fn create(
     match opened {
         OpenOutcome::Opened(s) => {
             app.cash.flush().await?;
-            app.cash.webhooks().wake();
             tracing::info!(session = %s.session_id, kiosk = %s.kiosk_id, amount_due = s.amount_due,
                 currency = %s.currency, "cash session opened");
             send_controls(&app.cash, &app.link, &s.kiosk_id, false);
@@ -170,7 +169,6 @@ pub async fn cancel(
             )];
             events.extend(resend::settle(&app.cash, &app.metrics, &s.kiosk_id));
             app.cash.flush().await?;
-            app.cash.webhooks().wake();
             tracing::info!(session = %s.session_id, refund_due = s.amount_inserted, "cash session cancelling");
             send_controls(&app.cash, &app.link, &s.kiosk_id, false);
             for (id, ev) in events {

@@ -190,7 +190,6 @@ async fn resolve(
                 events.extend(resend::settle(&app.cash, &app.metrics, &kiosk));
             }
             app.cash.flush().await?;
-            app.cash.webhooks().wake();
             app.metrics.resolved(action);
             tracing::info!(kiosk = %kiosk, credit = credit_id, action = ?action,
                 session = session_id.unwrap_or(""), by = %caller.0, "unassigned credit resolved");

@@ -85,6 +85,8 @@ pub struct Store {
     /// one: a transaction waits for sled's lock, which a creation holding
     /// this one may be waiting for too.
     creating: Arc<std::sync::Mutex<()>>,
+    /// The event log ([`crate::events`]), written by the stores' changes.
+    events: crate::events::EventLog,
     /// Every [`Store::flush`] of every clone (and of the cash store, which
     /// shares the database) goes through it: concurrent requests share one
     /// fsync.
@@ -108,6 +110,10 @@ impl Store {
             idempotency: db.open_tree("idempotency")?,
             kiosks: db.open_tree("kiosks")?,
             commit: GroupCommit::new(db.clone()),
+            events: crate::events::EventLog::open(
+                &db,
+                crate::cash::webhooks::old_queue_last_id(&db)?,
+            )?,
             db,
             counts: Arc::default(),
             creating: Arc::default(),
@@ -143,7 +149,16 @@ impl Store {
     /// # Errors
     /// [`StoreError::Flush`] on I/O failure: nothing may be acknowledged then.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.commit.commit().await?)
+        // Every event taken before the flush starts is covered by it.
+        let taken = self.events.taken();
+        self.commit.commit().await?;
+        self.events.mark_durable(taken);
+        Ok(())
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &crate::events::EventLog {
+        &self.events
     }
 
     /// Flushes started so far (each covers every write made before it).

@@ -9,7 +9,6 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use super::records::{CREDIT_V, credit_key, decode_credit, kiosk_prefix, watermark_key};
 use super::{CashStore, tx_put_session, tx_session};
 use crate::cash::event::{CashChange, CashEventKind};
-use crate::cash::webhooks::Webhooks;
 use crate::cash::{
     CreditEffect, CreditOrigin, CreditRecord, Placement, SessionCredit, SessionRecord,
     UnassignedReason,
@@ -48,9 +47,8 @@ impl CashStore {
     ) -> Result<CreditOutcome, StoreError> {
         let ckey = credit_key(kiosk, &event.outbox, event.seq);
         let wkey = watermark_key(kiosk, &event.outbox);
-        let wh_tree = self.webhooks.tree();
-        let webhooks = self.webhooks.clone();
-        let (hook_a, hook_b) = (self.webhooks.reserve()?, self.webhooks.reserve()?);
+        let wh_tree = self.events.tree();
+        let events_log = self.events.clone();
         let trees = (
             &self.credits,
             &self.sessions,
@@ -148,9 +146,8 @@ impl CashStore {
                         )]
                     }
                 };
-                // At most two events (`credit`, `paid`): two ids reserved.
-                for (id, change) in [hook_a, hook_b].into_iter().zip(&events) {
-                    Webhooks::insert(wh, webhooks.record_change(id, change).as_ref())?;
+                for change in &events {
+                    change.record(&events_log, wh)?;
                 }
                 let ack_up_to = advance_watermark(credits, watermark, kiosk, &event.outbox, &wkey)?;
                 Ok(CreditOutcome {

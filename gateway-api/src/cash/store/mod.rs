@@ -40,8 +40,8 @@ use std::sync::Arc;
 use kiosk_schemas::{CashControl, KioskId};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::webhooks::Webhooks;
 use super::{SessionRecord, SessionState};
+use crate::events::EventLog;
 use crate::store::{Store, StoreError, abort};
 use records::{awaiting_key, decode_session, encode_session};
 
@@ -61,7 +61,7 @@ pub struct CashStore {
     watermark: sled::Tree,
     idempotency: sled::Tree,
     resolution_idempotency: sled::Tree,
-    webhooks: Webhooks,
+    events: EventLog,
     /// Held from reading a kiosk's sessions to queueing its controls, so
     /// controls go out in the order of the states they were read from.
     control: Arc<std::sync::Mutex<()>>,
@@ -107,12 +107,12 @@ fn tx_put_session(
 }
 
 impl CashStore {
-    /// Opens the cash trees in `store`'s database; `webhooks` is where
-    /// events for the backend are queued.
+    /// Opens the cash trees in `store`'s database; their events go to its
+    /// event log.
     ///
     /// # Errors
     /// [`StoreError::Sled`] when a tree cannot be opened.
-    pub fn open(store: &Store, webhooks: Webhooks) -> Result<Self, StoreError> {
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
         let db = store.db();
         Ok(CashStore {
             sessions: db.open_tree("cash_sessions")?,
@@ -123,8 +123,8 @@ impl CashStore {
             watermark: db.open_tree("cash_watermark")?,
             idempotency: db.open_tree("cash_idempotency")?,
             resolution_idempotency: db.open_tree("cash_resolution_idempotency")?,
+            events: store.events().clone(),
             store: store.clone(),
-            webhooks,
             control: Arc::default(),
         })
     }
@@ -164,10 +164,5 @@ impl CashStore {
     /// [`StoreError`] on I/O failure.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.store.flush().await
-    }
-
-    /// The webhook queue.
-    pub fn webhooks(&self) -> &Webhooks {
-        &self.webhooks
     }
 }

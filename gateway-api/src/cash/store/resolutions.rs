@@ -9,7 +9,6 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use super::records::{CREDIT_V, credit_key, decode_credit};
 use super::{CashStore, tx_put_session, tx_session};
 use crate::cash::event::{CashChange, CashEventKind};
-use crate::cash::webhooks::Webhooks;
 use crate::cash::{
     CreditEffect, CreditOrigin, CreditRecord, Resolution, ResolutionAction, ResolveDecision,
     ResolveRefusal, SessionCredit, SessionRecord,
@@ -87,8 +86,7 @@ impl CashStore {
             .idempotency
             .map(|(key, sha)| Claim::new(req.kiosk.as_str(), key, sha, req.credit_id))
             .transpose()?;
-        let (hook_a, hook_b) = (self.webhooks.reserve()?, self.webhooks.reserve()?);
-        let webhooks = self.webhooks.clone();
+        let events_log = self.events.clone();
         let trees = (
             &self.credits,
             &self.unassigned,
@@ -96,7 +94,7 @@ impl CashStore {
             &self.open,
             &self.awaiting,
             &self.resolution_idempotency,
-            self.webhooks.tree(),
+            self.events.tree(),
         );
         let outcome = trees.transaction(
             |(credits, unassigned, sessions, open, awaiting, idem, wh)| {
@@ -178,9 +176,8 @@ impl CashStore {
                 } else {
                     vec![CashChange::of_lone_credit(CashEventKind::Refunded, &credit)]
                 };
-                // At most two events (`assigned`, `paid`): two ids reserved.
-                for (id, change) in [hook_a, hook_b].into_iter().zip(&events) {
-                    Webhooks::insert(wh, webhooks.record_change(id, change).as_ref())?;
+                for change in &events {
+                    change.record(&events_log, wh)?;
                 }
                 credits.insert(
                     ckey.as_slice(),

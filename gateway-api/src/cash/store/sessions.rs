@@ -8,7 +8,6 @@ use sled::Transactional;
 use super::records::{awaiting_key, decode_session, encode_session, kiosk_prefix, watermark_key};
 use super::{CashStore, tx_put_session, tx_session};
 use crate::cash::event::{CashChange, CashEventKind};
-use crate::cash::webhooks::Webhooks;
 use crate::cash::{CancelEffect, ConfirmEffect, Confirmation, SessionRecord, Settlement};
 use crate::store::{StoreError, abort};
 use kiosk_store::idempotency::{Claim, Seen};
@@ -70,11 +69,9 @@ impl CashStore {
         let claim = idempotency
             .map(|(key, sha)| Claim::new(session.kiosk_id.as_str(), key, sha, &session.session_id))
             .transpose()?;
-        let hook = self.webhooks.record_change(
-            self.webhooks.reserve()?,
-            &CashChange::of_session(CashEventKind::Opened, &session),
-        );
-        let wh_tree = self.webhooks.tree();
+        let opened = CashChange::of_session(CashEventKind::Opened, &session);
+        let events = self.events.clone();
+        let wh_tree = self.events.tree();
         let outcome = (&self.sessions, &self.open, &self.idempotency, wh_tree).transaction(
             |(sessions, open, idem, wh)| {
                 match claim.as_ref().map(|c| c.check(idem)).transpose()? {
@@ -96,7 +93,7 @@ impl CashStore {
                 if let Some(claim) = &claim {
                     claim.record(idem)?;
                 }
-                Webhooks::insert(wh, hook.as_ref())?;
+                opened.record(&events, wh)?;
                 Ok(OpenOutcome::Opened(session.clone()))
             },
         );
@@ -173,11 +170,8 @@ impl CashStore {
     /// # Errors
     /// [`StoreError`] on storage failure.
     pub fn cancel(&self, session_id: &str) -> Result<CancelOutcome, StoreError> {
-        let wh_tree = self.webhooks.tree();
-        let webhooks = self.webhooks.clone();
-        // Ids are taken outside the transaction: sled's id generator takes
-        // the lock a transaction holds.
-        let hook_id = self.webhooks.reserve()?;
+        let wh_tree = self.events.tree();
+        let events = self.events.clone();
         let outcome = (&self.sessions, &self.open, &self.awaiting, wh_tree).transaction(
             |(sessions, open, awaiting, wh)| {
                 let Some(mut rec) = tx_session(sessions, session_id)? else {
@@ -191,9 +185,7 @@ impl CashStore {
                     CancelEffect::Refused => return Ok(CancelOutcome::Refused(rec)),
                 }
                 tx_put_session(sessions, open, awaiting, &rec)?;
-                let change = CashChange::of_session(CashEventKind::Cancelling, &rec);
-                let hook = webhooks.record_change(hook_id, &change);
-                Webhooks::insert(wh, hook.as_ref())?;
+                CashChange::of_session(CashEventKind::Cancelling, &rec).record(&events, wh)?;
                 Ok(CancelOutcome::Cancelling(rec))
             },
         );
@@ -258,15 +250,14 @@ impl CashStore {
             if candidate.confirmation.is_none() {
                 continue;
             }
-            let hook_id = self.webhooks.reserve()?;
-            let webhooks = self.webhooks.clone();
+            let events = self.events.clone();
             let id = candidate.session_id.clone();
             let trees = (
                 &self.sessions,
                 &self.open,
                 &self.awaiting,
                 &self.watermark,
-                self.webhooks.tree(),
+                self.events.tree(),
             );
             let settled = trees.transaction(|(sessions, open, awaiting, watermark, wh)| {
                 let Some(mut rec) = tx_session(sessions, &id)? else {
@@ -284,7 +275,7 @@ impl CashStore {
                 };
                 tx_put_session(sessions, open, awaiting, &rec)?;
                 let change = CashChange::of_session(CashEventKind::of_settlement(how), &rec);
-                Webhooks::insert(wh, webhooks.record_change(hook_id, &change).as_ref())?;
+                change.record(&events, wh)?;
                 Ok(Some((change, how)))
             })?;
             out.extend(settled);
