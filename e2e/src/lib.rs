@@ -43,6 +43,8 @@ pub struct FleetOptions {
     pub external_broker: Option<SocketAddr>,
     /// `webhooks.url` (secret [`WEBHOOK_SECRET`], retries capped at 200 ms).
     pub webhook_url: Option<String>,
+    /// `webhooks.events` patterns; empty: the default (cash events).
+    pub webhook_events: Vec<String>,
     /// Give the embedded broker a TLS listener with a certificate from a
     /// private CA made for the test ([`TestFleet::pki`]); agents then
     /// connect with `mqtts://localhost:<port>` and that CA.
@@ -67,6 +69,7 @@ impl FleetOptions {
             republish_interval: Duration::from_millis(500),
             external_broker: None,
             webhook_url: None,
+            webhook_events: Vec::new(),
             tls: false,
             broker_extra: String::new(),
             http_extra: String::new(),
@@ -177,7 +180,12 @@ republish_interval = "{republish}ms"
             store = dir.path().join("gateway-store").display(),
             republish = opts.republish_interval.as_millis(),
             webhooks = opts.webhook_url.as_ref().map_or(String::new(), |url| format!(
-                "[webhooks]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmax_backoff = \"200ms\"\ntimeout = \"2s\"\n"
+                "[webhooks]\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\nmax_backoff = \"200ms\"\ntimeout = \"2s\"\n{events}",
+                events = if opts.webhook_events.is_empty() {
+                    String::new()
+                } else {
+                    format!("events = {:?}\n", opts.webhook_events)
+                }
             )),
         );
         let gateway_config = GatewayConfig::from_toml(&toml).expect("gateway config");

@@ -226,7 +226,8 @@ impl EventLog {
     }
 
     /// Up to `limit` durable events after id `after`, oldest first, whose
-    /// type `wanted` accepts. Unreadable records are skipped (and logged).
+    /// type and kiosk `wanted` accepts. Unreadable records are skipped (and
+    /// logged).
     ///
     /// # Errors
     /// [`StoreError::Sled`] on storage failure.
@@ -236,10 +237,25 @@ impl EventLog {
         limit: usize,
         wanted: impl Fn(&str, Option<&str>) -> bool,
     ) -> Result<Vec<Event>, StoreError> {
+        Ok(self.page(after, limit, wanted)?.0)
+    }
+
+    /// Like [`EventLog::after`], with the id up to which the log was read
+    /// (the last event returned, or the last durable id when fewer than
+    /// `limit` matched): a reader resumes from there.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] on storage failure.
+    pub fn page(
+        &self,
+        after: u64,
+        limit: usize,
+        wanted: impl Fn(&str, Option<&str>) -> bool,
+    ) -> Result<(Vec<Event>, u64), StoreError> {
         let durable = self.durable();
         let mut out = Vec::new();
         if after >= durable {
-            return Ok(out);
+            return Ok((out, after));
         }
         let range = keys::be_u64(after.saturating_add(1))..=keys::be_u64(durable);
         for item in self.tree.range(range) {
@@ -262,10 +278,10 @@ impl EventLog {
                 data: serde_json::from_str(&rec.data).unwrap_or(serde_json::Value::Null),
             });
             if out.len() >= limit {
-                break;
+                return Ok((out, rec.id));
             }
         }
-        Ok(out)
+        Ok((out, durable))
     }
 
     /// The oldest id still stored, if any.
@@ -297,6 +313,36 @@ impl EventLog {
             purged += 1;
         }
         Ok(purged)
+    }
+}
+
+/// How often [`purge_old`] deletes events past `events.retention`.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Runs until `shutdown`: every hour (and at start) deletes events older
+/// than `retention`, keeping every event after `undelivered()` (the
+/// webhook cursor; `u64::MAX` without webhooks).
+pub async fn purge_old(
+    log: EventLog,
+    retention: std::time::Duration,
+    undelivered: impl Fn() -> u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let before = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| Utc::now().checked_sub_signed(r));
+        if let Some(before) = before {
+            match log.purge(before, undelivered()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "purged events past events.retention"),
+                Err(e) => tracing::error!(error = %e, "event purge failed"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::FleetEventKind;
 use crate::metrics::Metrics;
 use crate::presence::{StatusOutcome, Tracker, Transition};
 use crate::store::{KioskRecord, Store, StoreError};
@@ -155,6 +156,17 @@ impl Fleet {
             .store
             .kiosk(kiosk)?
             .unwrap_or_else(|| KioskRecord::new(kiosk.clone()));
+        let mut events = Vec::new();
+        if let StatusOutcome::Applied {
+            transition: Some(t),
+            ..
+        } = outcome
+        {
+            events.push(presence_event(kiosk, t, status.agent_version.as_deref()));
+        }
+        if status.state == Presence::Online {
+            events.extend(printer_events(kiosk, &rec.printers(), &status.printers));
+        }
         rec.presence = Some(status.state);
         rec.last_seen = Some(now);
         if status.state == Presence::Online {
@@ -166,7 +178,7 @@ impl Fleet {
                 .as_ref()
                 .and_then(|c| serde_json::to_string(c).ok());
         }
-        self.store.put_kiosk(&rec)?;
+        self.store.put_kiosk_with(&rec, &events)?;
         Ok(outcome)
     }
 
@@ -186,10 +198,11 @@ impl Fleet {
                     .map(|t| (id.clone(), t))
             })
             .collect();
-        for (kiosk, _) in &expired {
+        for (kiosk, t) in &expired {
             if let Some(mut rec) = self.store.kiosk(kiosk)? {
                 rec.presence = Some(Presence::Offline);
-                self.store.put_kiosk(&rec)?;
+                self.store
+                    .put_kiosk_with(&rec, &[presence_event(kiosk, *t, None)])?;
             }
         }
         Ok(expired)
@@ -221,6 +234,12 @@ impl Fleet {
             }
             match self.expire_silent(Instant::now()) {
                 Ok(expired) => {
+                    // Their `kiosk.offline` events reach readers once durable.
+                    if !expired.is_empty()
+                        && let Err(e) = self.store.flush().await
+                    {
+                        tracing::error!(error = %e, "could not flush heartbeat timeouts");
+                    }
                     for (kiosk, t) in expired {
                         metrics.presence_transition(t);
                         tracing::info!(kiosk = %kiosk, to = "offline", reason = t.reason.as_str(),
@@ -303,4 +322,47 @@ impl Fleet {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<KioskId, Live>> {
         self.live.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+/// `kiosk.online` (with the agent's version) or `kiosk.offline` (with why)
+/// for a presence transition of `kiosk`.
+fn presence_event(
+    kiosk: &KioskId,
+    t: crate::presence::Transition,
+    agent_version: Option<&str>,
+) -> (FleetEventKind, serde_json::Value) {
+    match t.to {
+        Presence::Online => (
+            FleetEventKind::KioskOnline,
+            serde_json::json!({"kiosk_id": kiosk, "agent_version": agent_version}),
+        ),
+        Presence::Offline => (
+            FleetEventKind::KioskOffline,
+            serde_json::json!({"kiosk_id": kiosk, "reason": t.reason.as_str()}),
+        ),
+    }
+}
+
+/// `printer.status_changed` for each printer of `kiosk` whose readiness,
+/// paper, cover or online state differs from what was stored (its error
+/// text alone does not count), or that is new.
+fn printer_events(
+    kiosk: &KioskId,
+    before: &BTreeMap<String, PrinterStatus>,
+    now: &BTreeMap<String, PrinterStatus>,
+) -> Vec<(FleetEventKind, serde_json::Value)> {
+    let state = |p: &PrinterStatus| (p.ready, p.online, p.paper, p.cover_open);
+    now.iter()
+        .filter(|(name, p)| before.get(*name).map(state) != Some(state(p)))
+        .map(|(name, p)| {
+            (
+                FleetEventKind::PrinterStatusChanged,
+                serde_json::json!({
+                    "kiosk_id": kiosk,
+                    "printer": name,
+                    "from": before.get(name),
+                    "to": p,
+                }),
+            )
+        })
+        .collect()
 }

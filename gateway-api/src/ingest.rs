@@ -120,8 +120,6 @@ struct After {
     settle: BTreeSet<KioskId>,
     /// Live events per session.
     live: Vec<(String, LiveEvent)>,
-    /// Webhooks were queued.
-    webhooks: bool,
     /// Something may have been written to the store: flush before
     /// acknowledging. A batch of only echoes of our own jobs, unusable
     /// messages and duplicates needs no flush.
@@ -159,7 +157,6 @@ impl Ingest {
         }
         for kiosk in std::mem::take(&mut after.settle) {
             let events = resend::settle(&self.cash, &self.metrics, &kiosk);
-            after.webhooks |= !events.is_empty();
             after.live.extend(events);
         }
         (acks, after)
@@ -343,7 +340,6 @@ impl Ingest {
             tracing::debug!(kiosk = %kiosk, seq = event.seq, "duplicate credit ignored");
             return Ok(());
         }
-        after.webhooks = true;
         after.settle.insert(kiosk.clone());
         match &outcome.applied {
             Some((session, _, effect)) => {

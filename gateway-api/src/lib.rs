@@ -195,6 +195,21 @@ impl Gateway {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        {
+            let webhooks_on = config.webhooks.url.is_some();
+            let cursor = cursor.clone();
+            tasks.spawn(events::purge_old(
+                store.events().clone(),
+                config.events.retention,
+                move || match (webhooks_on, cursor.get()) {
+                    (false, _) => u64::MAX,
+                    (true, Ok(at)) => at.unwrap_or(0),
+                    // Unknown: keep everything.
+                    (true, Err(_)) => 0,
+                },
+                shutdown.clone(),
+            ));
+        }
         if let Some(url) = &config.webhooks.url {
             let sender = cash::webhooks::Sender::new(
                 store.events().clone(),

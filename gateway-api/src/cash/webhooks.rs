@@ -281,6 +281,41 @@ impl Sender {
 mod tests {
     use super::*;
 
+    /// A store written by a version with a webhook queue: its undelivered
+    /// hooks are delivered first, with their ids, and new events come after.
+    #[test]
+    fn the_old_queue_moves_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("webhooks").unwrap();
+            for id in [5u64, 7] {
+                let hook = HookRecord {
+                    id,
+                    event: "cash_session.paid".into(),
+                    body: serde_json::json!({"id": id.to_string(), "type": "cash_session.paid",
+                        "created_at": "2026-11-21T10:00:03Z", "data": {"session": {"n": id}}})
+                    .to_string(),
+                    attempts: 3,
+                    next_attempt_at: chrono::Utc::now(),
+                };
+                old.insert(keys::be_u64(id), record::encode(HOOK_V, &hook).unwrap())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let cursor = Cursor::open(store.db(), store.events()).unwrap();
+        assert_eq!(cursor.get().unwrap(), Some(4));
+        let log = store.events();
+        let got = log.after(4, 10, |_, _| true).unwrap();
+        assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [5, 7]);
+        assert_eq!(got[1].data["session"]["n"], 7);
+        assert_eq!(got[0].created_at.to_rfc3339(), "2026-11-21T10:00:03+00:00");
+        assert!(store.db().open_tree("webhooks").unwrap().is_empty());
+        assert!(log.taken() >= 7, "new ids come after the old ones");
+    }
+
     #[test]
     fn signature_matches_a_known_vector() {
         // RFC 4231 test case 2.

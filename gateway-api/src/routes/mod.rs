@@ -19,6 +19,7 @@
 //! | `GET /metrics` | none | [`health::metrics`] (Prometheus text) |
 
 pub mod cash_sessions;
+pub mod events;
 pub mod health;
 pub mod kiosks;
 pub mod pay;
@@ -157,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/print-jobs/{job_id}", get(print_jobs::get))
         .route("/v1/print-jobs/{job_id}/reprint", post(print_jobs::reprint))
+        .route("/v1/events", get(events::stream))
         .route("/v1/cash-sessions", post(cash_sessions::create))
         .route("/v1/cash-sessions/{session_id}", get(cash_sessions::get))
         .route(

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use kiosk_schemas::{KioskId, Presence, PrinterStatus, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use sled::Transactional as _;
+
 use super::{Store, StoreError, decode, encode};
+use crate::events::FleetEventKind;
 
 /// Version of [`KioskRecord`].
 const KIOSK_V: u8 = 1;
@@ -80,9 +83,34 @@ impl Store {
     /// # Errors
     /// [`StoreError`] on storage failure.
     pub fn put_kiosk(&self, rec: &KioskRecord) -> Result<(), StoreError> {
+        self.put_kiosk_with(rec, &[])
+    }
+
+    /// Writes a kiosk's record and the events its change caused (`type`,
+    /// `data`), in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`] on storage failure.
+    pub fn put_kiosk_with(
+        &self,
+        rec: &KioskRecord,
+        events: &[(FleetEventKind, serde_json::Value)],
+    ) -> Result<(), StoreError> {
         let bytes = encode(KIOSK_V, rec.kiosk_id.as_str(), rec)?;
-        self.kiosks
-            .insert(rec.kiosk_id.as_str().as_bytes(), bytes)?;
-        Ok(())
+        let key = rec.kiosk_id.as_str().as_bytes();
+        if events.is_empty() {
+            self.kiosks.insert(key, bytes)?;
+            return Ok(());
+        }
+        let log = &self.events;
+        (&self.kiosks, log.tree())
+            .transaction(|(kiosks, tx)| {
+                kiosks.insert(key, bytes.as_slice())?;
+                for (kind, data) in events {
+                    log.append(tx, kind.name(), Some(&rec.kiosk_id), data.clone())?;
+                }
+                Ok(())
+            })
+            .map_err(StoreError::from)
     }
 }

@@ -6,6 +6,7 @@ use sled::Transactional;
 
 use super::pending::pending_key;
 use super::records::{ByteCounts, JOB_V, JobRecord, Origin, decode_job};
+use crate::events::FleetEventKind;
 use crate::state::Step;
 use crate::store::{Store, StoreError, abort, encode};
 
@@ -36,6 +37,19 @@ pub enum ReportOutcome {
     WrongKiosk,
 }
 
+/// The `data` of `print_job.state_changed` for `rec`, which moved from
+/// `from` (`null` for a job first seen in its result).
+fn state_changed(rec: &JobRecord, from: Option<JobState>) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": rec.job_id,
+        "kiosk_id": rec.kiosk_id,
+        "printer": rec.printer,
+        "from": from.map(JobState::as_str),
+        "to": rec.state.as_str(),
+        "reason": rec.reason,
+    })
+}
+
 impl Store {
     /// Applies a state reported for `job_id` of `kiosk` by `source` (a
     /// kiosk's result, or the gateway's own expiry), with the byte counts
@@ -62,7 +76,9 @@ impl Store {
         // It may create the record: keep creations out (before the
         // transaction, never inside it).
         let _creating = self.creating();
-        let outcome = (&self.jobs, &self.pending).transaction(|(jobs, pend)| {
+        let log = &self.events;
+        let trees = (&self.jobs, &self.pending, log.tree());
+        let outcome = trees.transaction(|(jobs, pend, events)| {
             let (mut rec, from) = match jobs.get(key)? {
                 Some(bytes) => {
                     let rec = decode_job(key, &bytes).map_err(abort)?;
@@ -102,6 +118,8 @@ impl Store {
             if rec.is_settled() {
                 pend.remove(pkey.as_slice())?;
             }
+            let kind = FleetEventKind::PrintJobStateChanged.name();
+            log.append(events, kind, Some(kiosk), state_changed(&rec, from))?;
             Ok(ReportOutcome::Applied { from, record: rec })
         })?;
         if let ReportOutcome::Applied { from, record } = &outcome {
