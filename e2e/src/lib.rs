@@ -53,6 +53,11 @@ pub struct FleetOptions {
     pub broker_extra: String,
     /// Extra lines for the gateway's `[http]` section (timeouts, limits).
     pub http_extra: String,
+    /// `http.rate_limit_per_second` and `http.rate_limit_burst`. `None`
+    /// (the default here, not the gateway's): the limit is off, since
+    /// tests poll and benchmarks post thousands of requests a second with
+    /// their one API key.
+    pub rate_limit: Option<(u32, u32)>,
     /// With `external_broker`: the gateway connects to this TLS address
     /// instead (`mqtts://localhost:<port>`), trusting this CA file.
     pub external_tls: Option<(SocketAddr, PathBuf)>,
@@ -73,6 +78,7 @@ impl FleetOptions {
             tls: false,
             broker_extra: String::new(),
             http_extra: String::new(),
+            rate_limit: None,
             external_tls: None,
         }
     }
@@ -161,6 +167,8 @@ kiosks = []
 [http]
 listen = "127.0.0.1:0"
 api_keys = "{api_keys}"
+rate_limit_per_second = {rate_per_second}
+rate_limit_burst = {rate_burst}
 {http_extra}
 [broker]
 {broker}
@@ -175,6 +183,8 @@ republish_interval = "{republish}ms"
 "#,
             api_keys = api_keys.display(),
             http_extra = opts.http_extra,
+            rate_per_second = opts.rate_limit.map_or(0, |(rate, _)| rate),
+            rate_burst = opts.rate_limit.map_or(1, |(_, burst)| burst),
             credentials = credentials.display(),
             gw_password = secrets["gateway"],
             store = dir.path().join("gateway-store").display(),

@@ -54,6 +54,21 @@ pub struct HttpConfig {
     /// beyond it the request gets `503 too_many_streams`. Default 1024.
     #[serde(default = "default_max_sse_streams")]
     pub max_sse_streams: usize,
+    /// Requests per second each API key may make on the routes that need
+    /// one (every `/v1` route but the event streams, which
+    /// `max_sse_streams` limits), after a burst of `rate_limit_burst`: a
+    /// token bucket per key name, refilled at this rate. Beyond it a
+    /// request gets `429 rate_limited` with `Retry-After` (whole seconds
+    /// until a token is back, at least 1). 0 turns the limit off.
+    /// Default 10, like PrintNode's API.
+    #[serde(default = "default_rate_limit_per_second")]
+    pub rate_limit_per_second: u32,
+    /// Requests an API key may make at once before `rate_limit_per_second`
+    /// applies: the size of its token bucket, full when the key has been
+    /// idle for `rate_limit_burst / rate_limit_per_second` seconds. At
+    /// least 1 while the limit is on. Default 20.
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
 }
 
 impl Default for HttpConfig {
@@ -69,6 +84,8 @@ impl Default for HttpConfig {
             max_connections: default_http_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),
             max_sse_streams: default_max_sse_streams(),
+            rate_limit_per_second: default_rate_limit_per_second(),
+            rate_limit_burst: default_rate_limit_burst(),
         }
     }
 }
@@ -87,6 +104,12 @@ fn default_max_connections_per_address() -> usize {
 }
 fn default_max_sse_streams() -> usize {
     1024
+}
+fn default_rate_limit_per_second() -> u32 {
+    10
+}
+fn default_rate_limit_burst() -> u32 {
+    20
 }
 
 pub(super) fn default_http_listen() -> SocketAddr {

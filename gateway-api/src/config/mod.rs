@@ -123,6 +123,12 @@ impl GatewayFile {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        if self.http.rate_limit_per_second > 0 && self.http.rate_limit_burst == 0 {
+            return Err(invalid(
+                "http.rate_limit_burst",
+                "must be at least 1 while http.rate_limit_per_second is not 0",
+            ));
+        }
         match (&self.http.tls_cert, &self.http.tls_key) {
             (Some(_), None) => return Err(invalid("http.tls_key", "required with http.tls_cert")),
             (None, Some(_)) => return Err(invalid("http.tls_cert", "required with http.tls_key")),

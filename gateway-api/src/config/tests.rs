@@ -30,6 +30,8 @@ fn defaults() {
     assert_eq!(c.http.max_connections, 2048);
     assert_eq!(c.http.max_connections_per_address, 256);
     assert_eq!(c.http.max_sse_streams, 1024);
+    assert_eq!(c.http.rate_limit_per_second, 10);
+    assert_eq!(c.http.rate_limit_burst, 20);
     assert!(!format!("{c:?}").contains("pw\""));
 }
 
@@ -46,6 +48,8 @@ fn env_overrides_named_keys() {
         ("KIOSK_GATEWAY__HTTP__MAX_CONNECTIONS", "100"),
         ("KIOSK_GATEWAY__HTTP__MAX_CONNECTIONS_PER_ADDRESS", "10"),
         ("KIOSK_GATEWAY__HTTP__MAX_SSE_STREAMS", "5"),
+        ("KIOSK_GATEWAY__HTTP__RATE_LIMIT_PER_SECOND", "0"),
+        ("KIOSK_GATEWAY__HTTP__RATE_LIMIT_BURST", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -61,6 +65,9 @@ fn env_overrides_named_keys() {
     assert_eq!(c.http.max_connections, 100);
     assert_eq!(c.http.max_connections_per_address, 10);
     assert_eq!(c.http.max_sse_streams, 5);
+    // 0 turns the limit off; then the burst does not matter.
+    assert_eq!(c.http.rate_limit_per_second, 0);
+    assert_eq!(c.http.rate_limit_burst, 0);
 }
 
 #[test]
@@ -121,6 +128,8 @@ fn errors_name_the_key() {
             "http.max_connections_per_address",
         ),
         ("max_sse_streams = 0", "http.max_sse_streams"),
+        ("rate_limit_burst = 0", "http.rate_limit_burst"),
+        ("rate_limit_per_second = -1", "http.rate_limit_per_second"),
     ] {
         let bad = MINIMAL.replace("[broker]", &format!("[http]\n{extra}\n[broker]"));
         let err = GatewayConfig::from_toml(&bad).unwrap_err().to_string();
