@@ -53,6 +53,15 @@ pub enum ApiError {
     /// 422 `idempotency_key_reused`: same key, different request.
     #[error("Idempotency-Key {0:?} was already used with a different request")]
     IdempotencyKeyReused(String),
+    /// 429 `rate_limited`: the API key made more requests than
+    /// `http.rate_limit_per_second` allows after its burst of
+    /// `http.rate_limit_burst`; answered with `Retry-After: <seconds>`
+    /// (whole seconds until the key has a token again, at least 1).
+    #[error("too many requests with this API key; retry after {retry_after} s")]
+    RateLimited {
+        /// Seconds until a request with the key is let in again.
+        retry_after: u64,
+    },
     /// 503 `unavailable`.
     #[error("{0}")]
     Unavailable(String),
@@ -87,6 +96,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -122,6 +132,10 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::TooManyStreams) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if let ApiError::RateLimited { retry_after } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
         }
         resp
     }

@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod presence;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -269,6 +270,10 @@ impl Gateway {
             fleet,
             delivery,
             api_keys,
+            rate_limits: rate_limit::RateLimits::new(
+                config.http.rate_limit_per_second,
+                config.http.rate_limit_burst,
+            ),
             metrics,
             link,
             config: config.clone(),

@@ -18,6 +18,7 @@
 //! | `kiosk_cash_sessions_final_total{state}` | counter | sessions whose totals became final: `paid`, `cancelled` |
 //! | `kiosk_cash_unassigned_resolved_total{action}` | counter | unassigned credits resolved through the API: `assigned`, `refunded` |
 //! | `kiosk_http_refused_total{reason}` | counter | HTTP requests refused: `body_too_large` (413), `unauthorized` (401) |
+//! | `kiosk_http_rate_limited_total{api_key}` | counter | requests answered `429 rate_limited` because the API key (by name) was over `http.rate_limit_per_second` |
 //! | `kiosk_http_connections` | gauge | HTTP connections open now |
 //! | `kiosk_http_sse_streams` | gauge | event streams (`/v1/cash-sessions/{id}/events`) open now |
 //! | `kiosk_http_connections_refused_total{reason}` | counter | HTTP connections refused or closed by the server's limits: `max_connections` and `per_address` (closed right after accept), `tls_handshake` (failed), `header_timeout` (TLS handshake or request headers not done within `http.header_read_timeout`), `max_sse_streams` (event stream answered 503) |
@@ -61,6 +62,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiKeyLabel {
+    api_key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabel {
     to: &'static str,
     reason: &'static str,
@@ -81,6 +87,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     connected: Gauge,
     http_refused: Family<ReasonLabel, Counter>,
+    http_rate_limited: Family<ApiKeyLabel, Counter>,
     http_connections: Gauge,
     http_sse_streams: Gauge,
     http_connections_refused: Family<ReasonLabel, Counter>,
@@ -235,6 +242,12 @@ impl Metrics {
             "HTTP requests refused (body_too_large, unauthorized)",
             http_refused.clone(),
         );
+        let http_rate_limited = Family::<ApiKeyLabel, Counter>::default();
+        registry.register(
+            "http_rate_limited",
+            "HTTP requests answered 429 because their API key was over http.rate_limit_per_second, by key name",
+            http_rate_limited.clone(),
+        );
         let http_connections = Gauge::default();
         registry.register(
             "http_connections",
@@ -311,6 +324,7 @@ impl Metrics {
             sessions_final,
             resolved,
             http_refused,
+            http_rate_limited,
             http_connections,
             http_sse_streams,
             http_connections_refused,
@@ -404,6 +418,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused with `429` because the API key named
+    /// `api_key` (its name, never the secret) was over its rate.
+    pub fn http_rate_limited(&self, api_key: &str) {
+        let label = ApiKeyLabel {
+            api_key: api_key.to_owned(),
+        };
+        self.http_rate_limited.get_or_create(&label).inc();
+    }
+
     /// Counts an HTTP connection refused or closed by a limit; `reason`
     /// is a [`crate::http_server::Refusal`] label.
     pub fn http_connection_refused(&self, reason: &'static str) {
@@ -474,6 +497,7 @@ mod tests {
         m.observe_latency(0.02);
         m.rejected("malformed");
         m.http_refused("body_too_large");
+        m.http_rate_limited("pos-backend");
         m.http_connection_refused("per_address");
         m.http_idle_closed();
         m.http_connections().inc();
@@ -507,6 +531,7 @@ mod tests {
             "kiosk_presence_transitions_total{to=\"offline\",reason=\"heartbeat_timeout\"} 1",
             "kiosk_presence_stale_wills_ignored_total 1",
             "kiosk_http_refused_total{reason=\"body_too_large\"} 1",
+            "kiosk_http_rate_limited_total{api_key=\"pos-backend\"} 1",
             "kiosk_http_connections_refused_total{reason=\"per_address\"} 1",
             "kiosk_http_connections_idle_closed_total 1",
             "kiosk_http_connections 1",

@@ -24,6 +24,8 @@ pub mod health;
 pub mod kiosks;
 pub mod pay;
 pub mod print_jobs;
+#[cfg(test)]
+mod tests;
 pub mod unassigned_credits;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ use crate::error::ApiError;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::mqtt::MqttLink;
+use crate::rate_limit::RateLimits;
 use crate::store::Store;
 
 /// Everything a handler needs; cheap to clone.
@@ -59,6 +62,9 @@ pub struct AppInner {
     pub delivery: Arc<Delivery>,
     /// API keys.
     pub api_keys: ApiKeys,
+    /// Each API key's request rate; `None` with
+    /// `http.rate_limit_per_second = 0`.
+    pub rate_limits: Option<RateLimits>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// MQTT session state.
@@ -96,6 +102,11 @@ impl std::ops::Deref for AppState {
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
 
+/// Lets a request through with a valid API key that is within its rate
+/// (`http.rate_limit_per_second`): `401 unauthorized` without one, `429
+/// rate_limited` with `Retry-After` beyond the rate, counted by key name in
+/// `kiosk_http_rate_limited_total{api_key}`. The key is authenticated
+/// first, so unknown keys never get a bucket.
 async fn require_api_key(
     State(app): State<AppState>,
     mut req: Request,
@@ -112,6 +123,14 @@ async fn require_api_key(
         .api_keys
         .authenticate(presented)
         .ok_or(ApiError::Unauthorized)?;
+    if let Some(limits) = &app.rate_limits
+        && let Err(limited) = limits.admit(&name, tokio::time::Instant::now())
+    {
+        app.metrics.http_rate_limited(&name);
+        return Err(ApiError::RateLimited {
+            retry_after: limited.retry_after_secs(),
+        });
+    }
     req.extensions_mut().insert(Caller(name));
     Ok(next.run(req).await)
 }

@@ -1,0 +1,181 @@
+//! Tests of the router's middleware, through the real [`router`] in memory
+//! (no sockets), so time can be paused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::Value;
+use tower_service::Service;
+
+use super::*;
+use crate::config::{CLIENT_DEFAULTS, Checked as _};
+
+/// The gateway's HTTP application over a store in `dir`, with the API keys
+/// `names` (returned in that order) and `[http]` lines `http`; its MQTT
+/// session is never started.
+fn app(dir: &std::path::Path, names: &[&str], http: &str) -> (Router, Vec<String>) {
+    let keys_file = dir.join("api-keys");
+    let keys = names
+        .iter()
+        .map(|n| crate::api_keys::add_key(&keys_file, n).unwrap())
+        .collect();
+    let toml = format!(
+        "[http]\napi_keys = \"{}\"\n{http}\n[broker]\nembedded = false\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"pw\"\n[store]\npath = \"{}\"\n",
+        keys_file.display(),
+        dir.join("store").display(),
+    );
+    let config = Arc::new(GatewayConfig::from_toml(&toml).unwrap());
+    let store = Store::open(&config.store.path).unwrap();
+    let client = &config.broker.client;
+    let (link, _consumer, _producer) = crate::mqtt::connect(&crate::mqtt::MqttSettings {
+        host: "127.0.0.1".into(),
+        port: 1,
+        client_id: config.broker.client_id.clone(),
+        username: client.username(CLIENT_DEFAULTS).to_owned(),
+        password: client.password.clone(),
+        keep_alive: client.keep_alive,
+        backoff: client.backoff(CLIENT_DEFAULTS),
+        tls: None,
+        max_packet_bytes: 1 << 20,
+    });
+    let fleet = Arc::new(Fleet::new(store.clone(), None, [], config.fleet.heartbeat));
+    let metrics = Arc::new(Metrics::new());
+    let delivery = Arc::new(Delivery::new(
+        store.clone(),
+        fleet.clone(),
+        link.clone(),
+        config.delivery.clone(),
+        config.store.retention,
+        Arc::default(),
+    ));
+    let webhooks = crate::cash::webhooks::Webhooks::open(&store, false).unwrap();
+    let state = AppState::new(AppInner {
+        cash: crate::cash::store::CashStore::open(&store, webhooks).unwrap(),
+        tokens: crate::cash::token::ViewTokens::open(&store).unwrap(),
+        store,
+        fleet,
+        delivery,
+        api_keys: ApiKeys::open(config.http.api_keys.as_deref()).unwrap(),
+        rate_limits: RateLimits::new(
+            config.http.rate_limit_per_second,
+            config.http.rate_limit_burst,
+        ),
+        http_limits: crate::http_server::Limits::new(&config.http, 16, metrics.clone()),
+        metrics,
+        link,
+        config,
+        live: Arc::default(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    });
+    (router(state), keys)
+}
+
+/// Answers `req`: status, `Retry-After` and body.
+async fn send(app: &mut Router, req: Request<Body>) -> (StatusCode, Option<String>, Vec<u8>) {
+    std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(app, cx))
+        .await
+        .unwrap();
+    let resp = app.call(req).await.unwrap();
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, retry_after, body.to_vec())
+}
+
+/// `GET path` with `key` as Bearer; status, `Retry-After` and JSON body.
+async fn get(app: &mut Router, path: &str, key: &str) -> (StatusCode, Option<String>, Value) {
+    let req = Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, retry_after, body) = send(app, req).await;
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_gives_429_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut app, keys) = app(
+        dir.path(),
+        &["pos-1", "pos-2"],
+        "rate_limit_per_second = 2\nrate_limit_burst = 3",
+    );
+    let (pos1, pos2) = (&keys[0], &keys[1]);
+    for i in 0..3 {
+        let (status, _, _) = get(&mut app, "/v1/kiosks", pos1).await;
+        assert_eq!(status, StatusCode::OK, "request {i} of the burst");
+    }
+    let (status, retry_after, body) = get(&mut app, "/v1/kiosks", pos1).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // A token comes back every 500 ms: rounded up to whole seconds.
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+
+    // Another key, unknown keys and the routes without a key are not
+    // limited by pos-1's bucket.
+    let (status, _, _) = get(&mut app, "/v1/kiosks", pos2).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = get(&mut app, "/v1/kiosks", "wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _, _) = get(&mut app, "/healthz", pos1).await;
+    assert_ne!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _, _) = get(&mut app, "/metrics", pos1).await;
+    assert_eq!(status, StatusCode::OK);
+
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let (status, _, _) = get(&mut app, "/v1/kiosks", pos1).await;
+    assert_eq!(status, StatusCode::OK, "a token came back");
+    let (status, _, _) = get(&mut app, "/v1/kiosks", pos1).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for i in 0..3 {
+        let (status, _, _) = get(&mut app, "/v1/kiosks", pos1).await;
+        assert_eq!(status, StatusCode::OK, "request {i} of the new burst");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_is_counted_by_key_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut app, keys) = app(
+        dir.path(),
+        &["pos-1"],
+        "rate_limit_per_second = 1\nrate_limit_burst = 1",
+    );
+    assert_eq!(
+        get(&mut app, "/v1/kiosks", &keys[0]).await.0,
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        let (status, _, _) = get(&mut app, "/v1/kiosks", &keys[0]).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let (_, _, text) = send(&mut app, req).await;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("kiosk_http_rate_limited_total{api_key=\"pos-1\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains(&keys[0]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_rate_is_no_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut app, keys) = app(dir.path(), &["pos-1"], "rate_limit_per_second = 0");
+    for i in 0..100 {
+        let (status, _, _) = get(&mut app, "/v1/kiosks", &keys[0]).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+    }
+}
