@@ -1,6 +1,7 @@
-//! The rest of the HTTP API: idempotency, reprint, kiosks, metrics.
+//! The rest of the HTTP API: idempotency, reprint, kiosks, metrics, the
+//! rate limit per API key.
 
-use kiosk_e2e::{TestFleet, count_with, text_job};
+use kiosk_e2e::{FleetOptions, TestFleet, count_with, text_job};
 use kiosk_testkit::FakePrinter;
 use serde_json::json;
 
@@ -145,4 +146,78 @@ async fn test_print_command_prints_a_test_page() {
         "names the printer"
     );
     agent.shutdown().await;
+}
+
+/// `http.rate_limit_per_second` over real HTTP: the burst passes, then
+/// `429 rate_limited` with `Retry-After` and the error body, counted by key
+/// name; another key, `/healthz` and `/metrics` are not limited; after
+/// `Retry-After` seconds the key gets in again. The gateway runs on real
+/// time (sockets, sled, MQTT), so this waits those seconds for real; the
+/// paused-time tests are in `kiosk-gateway` (`routes::tests`,
+/// `rate_limit::tests`).
+#[tokio::test]
+async fn rate_limit_gives_429_then_recovers() {
+    let mut opts = FleetOptions::new(&["k1"]);
+    // A token a second, so the burst cannot refill while it is sent.
+    opts.rate_limit = Some((1, 3));
+    let fleet = TestFleet::start_with(opts).await;
+    let other =
+        kiosk_gateway::api_keys::add_key(&fleet.dir.path().join("api-keys"), "other").unwrap();
+    let get = |key: &str| {
+        let req = fleet
+            .request(reqwest::Method::GET, "/v1/kiosks")
+            .bearer_auth(key);
+        async move {
+            let resp = req.send().await.unwrap();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = resp.status().as_u16();
+            let body = resp.json::<serde_json::Value>().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+    for i in 0..3 {
+        let (status, _, body) = get(&fleet.api_key).await;
+        assert_eq!(status, 200, "request {i} of the burst: {body}");
+    }
+    // Tokens come back while requests are sent; the bucket still runs dry
+    // within a few requests, whatever the machine's speed.
+    let mut refused = None;
+    for _ in 0..20 {
+        let answer = get(&fleet.api_key).await;
+        if answer.0 != 200 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let (status, retry_after, body) = refused.expect("never rate limited");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    // Less than one interval (1 s) to the next token, rounded up.
+    assert_eq!(retry_after, 1);
+
+    let (status, _, body) = get(&other).await;
+    assert_eq!(status, 200, "another key: {body}");
+    assert_ne!(fleet.get("/healthz").await.0, 429);
+    let metrics = fleet
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kiosk_http_rate_limited_total{api_key=\"test\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("api_key=\"other\""), "{metrics}");
+
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    let (status, _, body) = get(&fleet.api_key).await;
+    assert_eq!(status, 200, "after Retry-After: {body}");
 }
