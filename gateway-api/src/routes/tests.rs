@@ -50,9 +50,8 @@ fn app(dir: &std::path::Path, names: &[&str], http: &str) -> (Router, Vec<String
         config.store.retention,
         Arc::default(),
     ));
-    let webhooks = crate::cash::webhooks::Webhooks::open(&store, false).unwrap();
     let state = AppState::new(AppInner {
-        cash: crate::cash::store::CashStore::open(&store, webhooks).unwrap(),
+        cash: crate::cash::store::CashStore::open(&store).unwrap(),
         tokens: crate::cash::token::ViewTokens::open(&store).unwrap(),
         store,
         fleet,
