@@ -195,9 +195,30 @@ pub fn hash_chosen_password(password: &Secret) -> Result<String, HashError> {
         .map_err(|e| HashError::Argon2(e.to_string()))
 }
 
+/// Checks `password` against a hash string of either scheme (as stored in
+/// the credentials file, or the gateway's operators file). Blocks for tens
+/// of ms on `$argon2id$`; call it from a blocking context.
+///
+/// # Errors
+/// [`HashError`] when `stored` is not a usable hash.
+pub fn verify_password(stored: &str, password: &Secret) -> Result<bool, HashError> {
+    Ok(stored.parse::<StoredHash>()?.verify(password))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chosen_password_verifies_and_a_wrong_one_does_not() {
+        let hash = hash_chosen_password(&Secret::new("correct horse")).unwrap();
+        assert_eq!(
+            verify_password(&hash, &Secret::new("correct horse")),
+            Ok(true)
+        );
+        assert_eq!(verify_password(&hash, &Secret::new("wrong")), Ok(false));
+        assert!(verify_password("$md5$x", &Secret::new("x")).is_err());
+    }
 
     #[test]
     fn generated_secrets_are_long_and_distinct() {

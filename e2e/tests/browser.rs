@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use kiosk_e2e::{TestFleet, WAIT};
+use kiosk_e2e::{FleetOptions, TestFleet, WAIT};
 use kiosk_testkit::{FakeAcceptor, FakePrinter};
 use serde_json::json;
 
@@ -32,21 +32,11 @@ async fn wait_text(client: &fantoccini::Client, id: &str, want: &str) {
     }
 }
 
-#[tokio::test]
-async fn pay_page_in_headless_chromium_shows_the_new_amount() {
-    let fleet = TestFleet::start(&["k1"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let acceptor = FakeAcceptor::start(dir.path()).unwrap();
-    let printer = FakePrinter::start().await.unwrap();
-    let agent = fleet
-        .start_agent_with(fleet.cash_agent_config("k1", printer.addr(), acceptor.path(), None))
-        .await;
-    fleet.wait_cash_connected("k1", true).await;
-    let session = fleet.open_session("k1", 2000).await;
-    assert!(acceptor.wait_last_command("ENABLE", WAIT).await);
-
+/// A headless Chromium session through a chromedriver of its own, with
+/// its profile in `dir`; drop the process handle to stop the driver.
+async fn browser(dir: &std::path::Path) -> (tokio::process::Child, fantoccini::Client) {
     let port = kiosk_testkit::free_port().unwrap();
-    let _driver = tokio::process::Command::new("chromedriver")
+    let driver = tokio::process::Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -60,7 +50,7 @@ async fn pay_page_in_headless_chromium_shows_the_new_amount() {
     })
     .await;
     assert!(up, "chromedriver did not start");
-    let profile = dir.path().join("chromium-profile");
+    let profile = dir.join("chromium-profile");
     let caps = json!({"goog:chromeOptions": {
         "binary": "/usr/bin/chromium",
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -75,6 +65,43 @@ async fn pay_page_in_headless_chromium_shows_the_new_amount() {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("WebDriver session");
+    (driver, client)
+}
+
+/// Clicks the element `css` selects, finding it again when the page
+/// re-rendered it in between (the fleet page redraws on every event).
+async fn click(client: &fantoccini::Client, css: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let clicked = match client.find(Locator::Css(css)).await {
+            Ok(el) => el.click().await.is_ok(),
+            Err(_) => false,
+        };
+        if clicked {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never clickable"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pay_page_in_headless_chromium_shows_the_new_amount() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let acceptor = FakeAcceptor::start(dir.path()).unwrap();
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet
+        .start_agent_with(fleet.cash_agent_config("k1", printer.addr(), acceptor.path(), None))
+        .await;
+    fleet.wait_cash_connected("k1", true).await;
+    let session = fleet.open_session("k1", 2000).await;
+    assert!(acceptor.wait_last_command("ENABLE", WAIT).await);
+
+    let (_driver, client) = browser(dir.path()).await;
 
     let url = format!(
         "{}{}",
@@ -88,6 +115,109 @@ async fn pay_page_in_headless_chromium_shows_the_new_amount() {
     acceptor.send("BILL:2000").await.unwrap();
     wait_text(&client, "amount", "30.00 EUR of 20.00 EUR inserted").await;
     wait_text(&client, "status", "Paid. Change due: 10.00 EUR").await;
+    client.close().await.unwrap();
+    agent.shutdown().await;
+}
+
+/// The operators' fleet page: sign in, watch a kiosk go offline and come
+/// back, press test print and see the job reach the printer. With
+/// `KIOSK_FLEET_SCREENSHOT=<file.png>` it also saves a screenshot (the one
+/// in README).
+#[tokio::test]
+async fn fleet_page_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators = dir.path().join("operators");
+    kiosk_gateway::operators::add(&operators, "ana", &kiosk_schemas::Secret::new("ana-pw"))
+        .unwrap();
+    let mut opts = FleetOptions::new(&["k1", "k2"]);
+    opts.http_extra = format!("operators = \"{}\"", operators.display());
+    let fleet = TestFleet::start_with(opts).await;
+    let printer = FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let (_driver, client) = browser(dir.path()).await;
+
+    client
+        .goto(&format!("{}/fleet", fleet.http_base))
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys("ana")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("wrong")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "error", "Wrong name or password").await;
+    client
+        .find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys("ana")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("ana-pw")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&client, "kiosk-k1", "online").await;
+    wait_text(&client, "kiosk-k1", "receipt").await;
+
+    // Live from the event stream: offline, then online again.
+    agent.shutdown().await;
+    wait_text(&client, "kiosk-k1", "offline").await;
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    wait_text(&client, "kiosk-k1", "online").await;
+
+    // The offline filter shows k2 (never connected) and not k1.
+    click(&client, "button[data-filter='offline']").await;
+    wait_text(&client, "kiosks", "k2").await;
+    assert!(
+        client.find(Locator::Id("kiosk-k1")).await.is_err(),
+        "k1 is online: not under Offline"
+    );
+    click(&client, "button[data-filter='all']").await;
+    wait_text(&client, "kiosk-k1", "Test print").await;
+
+    if let Ok(path) = std::env::var("KIOSK_FLEET_SCREENSHOT") {
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(&path, png).unwrap();
+    }
+    click(
+        &client,
+        "button.test-print[data-kiosk='k1'][data-printer='receipt']",
+    )
+    .await;
+    wait_text(&client, "note", "Test print").await;
+    let jobs = printer
+        .wait_for_jobs(1, WAIT)
+        .await
+        .expect("the test print reached the printer");
+    assert_eq!(kiosk_e2e::count_with(&jobs, "Test print"), 1);
     client.close().await.unwrap();
     agent.shutdown().await;
 }

@@ -62,6 +62,10 @@ pub enum ApiError {
         /// Seconds until a request with the key is let in again.
         retry_after: u64,
     },
+    /// 403 `forbidden`: a change from the fleet page without its CSRF
+    /// token, or from another site.
+    #[error("{0}")]
+    Forbidden(String),
     /// 503 `unavailable`.
     #[error("{0}")]
     Unavailable(String),
@@ -97,6 +101,7 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

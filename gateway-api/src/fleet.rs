@@ -30,6 +30,8 @@ use crate::store::{KioskRecord, Store, StoreError};
 struct Live {
     last_seen: Option<Timestamp>,
     presence: Tracker,
+    /// When the presence last changed, as this gateway process saw it.
+    since: Option<Timestamp>,
 }
 
 /// The kiosk registry.
@@ -64,6 +66,9 @@ pub struct KioskView {
     pub cash: Option<CashDeviceStatus>,
     /// Jobs not yet finished (`queued` or `received`).
     pub pending_jobs: usize,
+    /// When `status` last changed, as this gateway process saw it (`null`
+    /// when it has not changed since the gateway started).
+    pub status_since: Option<Timestamp>,
 }
 
 impl Fleet {
@@ -145,6 +150,13 @@ impl Fleet {
                 return Ok(outcome);
             }
             l.last_seen = Some(now);
+            if let StatusOutcome::Applied {
+                transition: Some(_),
+                ..
+            } = outcome
+            {
+                l.since = Some(now);
+            }
             let came_online = matches!(outcome, StatusOutcome::Applied { transition: Some(t), .. }
                 if t.to == Presence::Online);
             if came_online || beat != l.presence.heartbeat {
@@ -193,9 +205,9 @@ impl Fleet {
             .write()
             .iter_mut()
             .filter_map(|(id, l)| {
-                l.presence
-                    .check_timeout(now, self.heartbeat)
-                    .map(|t| (id.clone(), t))
+                let t = l.presence.check_timeout(now, self.heartbeat)?;
+                l.since = Some(Utc::now());
+                Some((id.clone(), t))
             })
             .collect();
         for (kiosk, t) in &expired {
@@ -303,6 +315,7 @@ impl Fleet {
         };
         KioskView {
             pending_jobs: self.store.pending_count(&kiosk),
+            status_since: live.since,
             status,
             last_seen,
             agent_version: rec.as_ref().and_then(|r| r.agent_version.clone()),

@@ -24,6 +24,7 @@ pub mod http_server;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod operators;
 pub mod presence;
 pub mod rate_limit;
 pub mod routes;
@@ -282,6 +283,7 @@ impl Gateway {
             tokens,
             shutdown: shutdown.clone(),
             http_limits: http_limits.clone(),
+            operators: Arc::new(operators::Operators::new(config.http.operators.clone())),
         }));
         let https = tls::https_config(&config)?;
         tasks.spawn(http_server::serve(

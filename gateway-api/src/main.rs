@@ -42,6 +42,29 @@ enum Command {
         #[command(subcommand)]
         command: KioskCommand,
     },
+    /// Manage operators of the fleet page `/fleet` (file `http.operators`).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Add operator NAME, or give NAME a new password. The password is
+    /// read from standard input (one line), so it never shows in the
+    /// process list or the shell history:
+    /// `printf '%s\n' "$PW" | kiosk-gateway -c gateway.toml operator add ana`.
+    /// Takes effect at the next sign-in; no restart needed.
+    Add {
+        /// Name, 1 to 64 of a-z, 0-9, '.', '_', '-'.
+        name: String,
+    },
+    /// Remove operator NAME; their open sessions end at their next request.
+    Remove {
+        /// Name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +169,34 @@ async fn main() -> anyhow::Result<()> {
                 file.display()
             );
             println!("{key}");
+        }
+        Command::Operator { command } => {
+            let config = load(cli.config.as_ref())?;
+            let file = config
+                .http
+                .operators
+                .context("http.operators is not set in the configuration")?;
+            match command {
+                OperatorCommand::Add { name } => {
+                    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                        eprint!("password for {name} (shown as typed; or pipe it in): ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from standard input")?;
+                    let password = kiosk_schemas::Secret::new(line.trim_end_matches(['\r', '\n']));
+                    kiosk_gateway::operators::add(&file, &name, &password)?;
+                    eprintln!("operator {name} can sign in at /fleet ({})", file.display());
+                }
+                OperatorCommand::Remove { name } => {
+                    if kiosk_gateway::operators::remove(&file, &name)? {
+                        eprintln!("removed operator {name}");
+                    } else {
+                        anyhow::bail!("no operator {name} in {}", file.display());
+                    }
+                }
+            }
         }
         Command::Kiosk { command } => {
             let config = load(cli.config.as_ref())?;

@@ -19,6 +19,11 @@ pub struct HttpConfig {
     /// `kiosk-gateway apikey add`). Every `/v1` route needs
     /// `Authorization: Bearer <key>`.
     pub api_keys: Option<PathBuf>,
+    /// Operators of the fleet page `/fleet` (`name:$argon2id$...` lines,
+    /// written by `kiosk-gateway operator add NAME`). Without it the page
+    /// only says that nobody can sign in.
+    #[serde(default)]
+    pub operators: Option<PathBuf>,
     /// PEM certificate chain: serve HTTPS instead of HTTP. Needs `tls_key`.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -77,6 +82,7 @@ impl Default for HttpConfig {
             listen: default_http_listen(),
             max_body_bytes: default_max_body_bytes(),
             api_keys: None,
+            operators: None,
             tls_cert: None,
             tls_key: None,
             header_read_timeout: default_header_read_timeout(),

@@ -20,6 +20,7 @@
 
 pub mod cash_sessions;
 pub mod events;
+pub mod fleet_page;
 pub mod health;
 pub mod kiosks;
 pub mod pay;
@@ -81,6 +82,8 @@ pub struct AppInner {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The HTTP server's limits (event streams take a place).
     pub http_limits: Arc<crate::http_server::Limits>,
+    /// Operators of the fleet page and their sessions.
+    pub operators: Arc<crate::operators::Operators>,
 }
 
 impl AppState {
@@ -117,12 +120,30 @@ async fn require_api_key(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
-    let name = app
-        .api_keys
-        .authenticate(presented)
-        .ok_or(ApiError::Unauthorized)?;
+        .map(str::trim);
+    let name = match presented {
+        Some(key) => app
+            .api_keys
+            .authenticate(key)
+            .ok_or(ApiError::Unauthorized)?,
+        // The fleet page: an operator's session cookie instead of a key,
+        // and for a change the session's CSRF token.
+        None => {
+            let session = fleet_page::session(&app, req.headers()).ok_or(ApiError::Unauthorized)?;
+            let csrf = req
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok());
+            if !fleet_page::is_safe(req.method())
+                && !fleet_page::same_site(&session, req.headers(), csrf)
+            {
+                return Err(ApiError::Forbidden(
+                    "a change from the fleet page needs its X-CSRF-Token".to_owned(),
+                ));
+            }
+            format!("operator:{}", session.name)
+        }
+    };
     if let Some(limits) = &app.rate_limits
         && let Err(limited) = limits.admit(&name, tokio::time::Instant::now())
     {
@@ -178,6 +199,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/print-jobs/{job_id}", get(print_jobs::get))
         .route("/v1/print-jobs/{job_id}/reprint", post(print_jobs::reprint))
         .route("/v1/events", get(events::stream))
+        .route(
+            "/v1/kiosks/{kiosk_id}/printers/{printer}/test-print",
+            post(print_jobs::test_print),
+        )
         .route("/v1/cash-sessions", post(cash_sessions::create))
         .route("/v1/cash-sessions/{session_id}", get(cash_sessions::get))
         .route(
@@ -197,6 +222,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/pay/static/pay.js", get(pay::script))
         .route("/pay/{session_id}", get(pay::page))
+        .route("/fleet", get(fleet_page::page))
+        .route("/fleet/login", post(fleet_page::login))
+        .route("/fleet/logout", post(fleet_page::logout))
+        .route("/fleet/static/fleet.js", get(fleet_page::script))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)

@@ -374,6 +374,45 @@ pub async fn get(
     Ok(Json(JobView::new(rec, payload.as_deref())))
 }
 
+/// `POST /v1/kiosks/{kiosk_id}/printers/{printer}/test-print` (no body) →
+/// `202` [`JobView`]: a short text job saying who asked and when, delivered
+/// like any other job (the fleet page's test print button). Not
+/// idempotent: every call prints.
+///
+/// # Errors
+/// 404 `kiosk_not_found`; 400 `invalid_request` for a printer the kiosk
+/// has not reported (when it reported any).
+pub async fn test_print(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((kiosk_id, printer)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let kiosk = known_kiosk(&app, &kiosk_id)?;
+    if let Some(view) = app.fleet.view(&kiosk)?
+        && !view.printers.is_empty()
+        && !view.printers.contains_key(&printer)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "kiosk {kiosk} has no printer {printer:?} (it reports {:?})",
+            view.printers.keys().collect::<Vec<_>>()
+        )));
+    }
+    let now = Utc::now();
+    let text = format!(
+        "Test print\nkiosk {kiosk}, printer {printer}\nasked by {} at {}\n",
+        caller.0,
+        now.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let document: Document =
+        serde_json::from_value(serde_json::json!({"kind": "text", "text": text}))
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    let expires_at = expiry(&app, None, now)?;
+    let job = accepted_job(new_job_id(), printer, document, 1, expires_at, now);
+    let payload = check_job(&app, &job)?;
+    let record = JobRecord::queued(&kiosk, &job, Origin::Http { api_key: caller.0 }, None, now);
+    submit(&app, record, payload, None).await
+}
+
 /// `POST /v1/print-jobs/{job_id}/reprint`, optional body [`Reprint`],
 /// optional `Idempotency-Key` → `202` a new [`JobView`] with the same
 /// document, printer and kiosk, `reprint_of` set to the original.

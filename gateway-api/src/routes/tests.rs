@@ -67,6 +67,7 @@ fn app(dir: &std::path::Path, names: &[&str], http: &str) -> (Router, Vec<String
         config,
         live: Arc::default(),
         shutdown: tokio_util::sync::CancellationToken::new(),
+        operators: Arc::new(crate::operators::Operators::new(None)),
     });
     (router(state), keys)
 }
