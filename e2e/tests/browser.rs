@@ -68,6 +68,17 @@ async fn browser(dir: &std::path::Path) -> (tokio::process::Child, fantoccini::C
     (driver, client)
 }
 
+/// Fills in the sign-in form and sends it.
+async fn sign_in(client: &fantoccini::Client, name: &str, password: &str) {
+    for (id, value) in [("name", name), ("password", password)] {
+        let field = client.find(Locator::Id(id)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    let button = client.find(Locator::Id("sign-in")).await.unwrap();
+    button.click().await.unwrap();
+}
+
 /// Clicks the element `css` selects, finding it again when the page
 /// re-rendered it in between (the fleet page redraws on every event).
 async fn click(client: &fantoccini::Client, css: &str) {
@@ -141,49 +152,9 @@ async fn fleet_page_in_headless_chromium() {
         .goto(&format!("{}/fleet", fleet.http_base))
         .await
         .unwrap();
-    client
-        .find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys("ana")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("wrong")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&client, "ana", "wrong").await;
     wait_text(&client, "error", "Wrong name or password").await;
-    client
-        .find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys("ana")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("ana-pw")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&client, "ana", "ana-pw").await;
     wait_text(&client, "kiosk-k1", "online").await;
     wait_text(&client, "kiosk-k1", "receipt").await;
 

@@ -17,6 +17,7 @@ use kiosk_schemas::Secret;
 use serde::Deserialize;
 
 use super::AppState;
+use super::pay::escape;
 use crate::operators::{COOKIE, OperatorSession, SESSION_TTL, SignIn};
 
 const FLEET: &str = include_str!("fleet/fleet.html");
@@ -25,14 +26,6 @@ const SCRIPT: &str = include_str!("fleet/fleet.js");
 /// Scripts and connections only from the gateway itself.
 const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
                    style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
 
 /// The session token of the request's `kiosk_fleet` cookie, if any.
 pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {

@@ -19,7 +19,8 @@ const SCRIPT: &str = include_str!("pay/pay.js");
 const CSP: &str =
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'";
 
-fn escape(s: &str) -> String {
+/// `s` safe inside HTML text and attribute values.
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -90,7 +90,7 @@ for (const b of document.querySelectorAll("#filters button")) {
 let pending = null;
 function reloadSoon() {
   if (pending) return;
-  pending = setTimeout(() => { pending = null; load(); }, 100);
+  pending = setTimeout(() => { pending = null; load(); }, 500);
 }
 
 const events = new EventSource("/v1/events?type=kiosk.*&type=printer.*&type=print_job.*");
