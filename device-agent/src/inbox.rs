@@ -172,6 +172,25 @@ pub enum Admission {
     Duplicate(InboxRecord),
 }
 
+/// Reason of a job cancelled while it waited for its printer.
+pub const CANCELLED_WAITING: &str = "cancelled while waiting for the printer";
+/// Reason of a job cancelled before it reached the kiosk.
+pub const CANCELLED_BEFORE_ARRIVAL: &str = "cancelled before the job reached the kiosk";
+
+/// Result of [`Inbox::cancel`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// Recorded now: the job was waiting (`received`), or had not arrived
+    /// (then a `cancelled` record without content stands for it, and the
+    /// job is refused as a duplicate when it comes).
+    Cancelled(InboxRecord),
+    /// It was cancelled before: the stored record.
+    AlreadyCancelled(InboxRecord),
+    /// Too late: its write started (`printing`) or it ended otherwise;
+    /// the stored record, unchanged.
+    Refused(InboxRecord),
+}
+
 /// Handle to the inbox; cheap to clone.
 #[derive(Clone)]
 pub struct Inbox {
@@ -401,6 +420,53 @@ impl Inbox {
             Ok(Admission::New(rec.clone()))
         })?;
         Ok(admission)
+    }
+
+    /// Records a `cancel` command for `job_id` ([`InboxState::can_cancel`]):
+    /// a waiting job becomes `cancelled` and leaves its printer's queue; a
+    /// job never seen is remembered as `cancelled`, so it never prints if
+    /// it arrives later; a job printing or finished is left alone. One
+    /// transaction, so the worker's move to `printing` (which checks the
+    /// job is still `received`) comes either before it (refused) or after
+    /// it (the worker skips the job). Not flushed: flush before reporting.
+    ///
+    /// # Errors
+    /// [`InboxError`] on storage failure.
+    pub fn cancel(&self, job_id: &JobId) -> Result<CancelOutcome, InboxError> {
+        let seq = self.db.generate_id()?;
+        let key = job_id.as_str().as_bytes();
+        let outcome = (&self.jobs, &self.queue).transaction(|(jobs, queue)| {
+            let now = Utc::now();
+            let Some(bytes) = jobs.get(key)? else {
+                let rec = InboxRecord {
+                    job_id: job_id.clone(),
+                    printer: String::new(),
+                    state: InboxState::Cancelled,
+                    reason: Some(CANCELLED_BEFORE_ARRIVAL.to_owned()),
+                    seq,
+                    received_at: now,
+                    updated_at: now,
+                    bytes_total: None,
+                    bytes_written: None,
+                };
+                jobs.insert(key, encode(&rec).map_err(abort)?)?;
+                return Ok(CancelOutcome::Cancelled(rec));
+            };
+            let mut rec = decode(key, &bytes).map_err(abort)?;
+            if rec.state == InboxState::Cancelled {
+                return Ok(CancelOutcome::AlreadyCancelled(rec));
+            }
+            if !rec.state.can_cancel() {
+                return Ok(CancelOutcome::Refused(rec));
+            }
+            queue.remove(queue_key(&rec.printer, rec.seq))?;
+            rec.state = InboxState::Cancelled;
+            rec.reason = Some(CANCELLED_WAITING.to_owned());
+            rec.updated_at = now;
+            jobs.insert(key, encode(&rec).map_err(abort)?)?;
+            Ok(CancelOutcome::Cancelled(rec))
+        })?;
+        Ok(outcome)
     }
 
     /// The oldest `received` job for `printer`.
@@ -772,6 +838,90 @@ mod tests {
             panic!("new job");
         };
         assert!(inbox.job(&bad).unwrap().is_err());
+    }
+
+    #[test]
+    fn a_cancelled_job_is_recorded_durably_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = JobId::new("a").unwrap();
+        {
+            let inbox = open(dir.path());
+            inbox.admit(&job("a", "receipt"), "{}").unwrap();
+            inbox.admit(&job("b", "receipt"), "{}").unwrap();
+            let CancelOutcome::Cancelled(rec) = inbox.cancel(&a).unwrap() else {
+                panic!("a waiting job is cancelled");
+            };
+            assert_eq!(rec.state, InboxState::Cancelled);
+            assert_eq!(rec.reason.as_deref(), Some(CANCELLED_WAITING));
+            assert!(matches!(
+                inbox.cancel(&a).unwrap(),
+                CancelOutcome::AlreadyCancelled(_)
+            ));
+            inbox.db.flush().unwrap();
+        }
+        // Survives a restart: still cancelled, not in line, not recovered.
+        let inbox = open(dir.path());
+        assert!(inbox.recover().unwrap().is_empty());
+        assert_eq!(inbox.get(&a).unwrap().unwrap().state, InboxState::Cancelled);
+        assert_eq!(
+            inbox.next_for("receipt").unwrap().unwrap().job_id.as_str(),
+            "b"
+        );
+        // The worker cannot start it.
+        let err = inbox.start_printing(&a, 10).unwrap_err();
+        assert!(matches!(
+            err,
+            InboxError::Transition {
+                from: InboxState::Cancelled,
+                ..
+            }
+        ));
+        // A redelivery is answered as cancelled.
+        let Admission::Duplicate(rec) = inbox.admit(&job("a", "receipt"), "{}").unwrap() else {
+            panic!("a duplicate");
+        };
+        assert_eq!(rec.state, InboxState::Cancelled);
+    }
+
+    #[test]
+    fn a_cancel_before_the_job_arrives_refuses_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = JobId::new("late").unwrap();
+        {
+            let inbox = open(dir.path());
+            let CancelOutcome::Cancelled(rec) = inbox.cancel(&late).unwrap() else {
+                panic!("an unknown job is cancelled");
+            };
+            assert_eq!(rec.reason.as_deref(), Some(CANCELLED_BEFORE_ARRIVAL));
+            inbox.db.flush().unwrap();
+        }
+        let inbox = open(dir.path());
+        // The job the broker still held arrives after the cancel.
+        let Admission::Duplicate(rec) = inbox.admit(&job("late", "receipt"), "{}").unwrap() else {
+            panic!("refused as a duplicate");
+        };
+        assert_eq!(rec.state, InboxState::Cancelled);
+        assert!(inbox.next_for("receipt").unwrap().is_none());
+        assert_eq!(inbox.queued(), 0);
+    }
+
+    #[test]
+    fn a_printing_or_finished_job_is_not_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let a = JobId::new("a").unwrap();
+        inbox.admit(&job("a", "receipt"), "{}").unwrap();
+        inbox.start_printing(&a, 10).unwrap();
+        let CancelOutcome::Refused(rec) = inbox.cancel(&a).unwrap() else {
+            panic!("a printing job is not cancelled");
+        };
+        assert_eq!(rec.state, InboxState::Printing);
+        inbox.transition(&a, InboxState::Printed, None).unwrap();
+        let CancelOutcome::Refused(rec) = inbox.cancel(&a).unwrap() else {
+            panic!("a printed job is not cancelled");
+        };
+        assert_eq!(rec.state, InboxState::Printed);
+        assert_eq!(inbox.get(&a).unwrap().unwrap().state, InboxState::Printed);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! What arrives on the kiosk's topics: print jobs and commands.
 //!
+//! A `cancel` command is recorded in the inbox ([`Inbox::cancel`]) and
+//! answered, after the flush, with the job's result: `cancelled`, or its
+//! state when it was too late (a `printing` job reports `received`, and
+//! its outcome follows).
+//!
 //! For each print job (DESIGN.md, "Print jobs", step 2): check it, store it
 //! in the inbox (a duplicate job id is answered with the stored state),
 //! flush, and only then acknowledge the PUBLISH and publish the result
@@ -28,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::connection::{Incoming, Publisher};
-use crate::inbox::{Admission, Inbox, InboxError, InboxRecord};
+use crate::inbox::{Admission, CancelOutcome, Inbox, InboxError, InboxRecord};
 use crate::render::{self, RenderOptions};
 use crate::state::InboxState;
 use crate::status::StatusBoard;
@@ -351,6 +356,23 @@ impl Intake {
         };
         match cmd.kind {
             CommandKind::Ping => after.status = true,
+            CommandKind::Cancel { job_id } => {
+                // Reported after the batch's flush, like every result: the
+                // cancel is durable before the cloud hears of it.
+                let rec = match self.inbox.cancel(&job_id)? {
+                    CancelOutcome::Cancelled(rec) => {
+                        tracing::info!(job_id = %rec.job_id, "job cancelled");
+                        rec
+                    }
+                    CancelOutcome::AlreadyCancelled(rec) => rec,
+                    CancelOutcome::Refused(rec) => {
+                        tracing::info!(job_id = %rec.job_id, state = ?rec.state,
+                            "cancel refused: the job's write started or it ended");
+                        rec
+                    }
+                };
+                after.results.push(result_of(&rec));
+            }
             CommandKind::TestPrint { printer } => {
                 let Some(options) = self.printers.get(&printer) else {
                     if let Some(suppressed) = self.warn_allowed("unknown printer") {

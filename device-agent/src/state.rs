@@ -6,8 +6,18 @@
 //!    │   │                           `interrupted`: found here after a crash)
 //!    │   └── nothing was written (printer went away): wait again
 //!    ├──────────────────────► expired (expires_at passed while waiting)
-//!    └──────────────────────► failed  (the document cannot be rendered)
+//!    ├──────────────────────► failed  (the document cannot be rendered)
+//!    └──────────────────────► cancelled (a `cancel` command)
 //! ```
+//!
+//! A `cancel` command is recorded only while the job waits (`received`):
+//! once `printing` is on disk the first byte may be on paper, so the cancel
+//! is refused and the job ends `printed` or `failed` as usual. A cancel
+//! for a job that has not arrived is recorded as a `cancelled` record
+//! without content, so the job is refused when it does arrive (the gateway
+//! may have published it before the cancel). The worker moves a job to
+//! `printing` in a transaction that checks it is still `received`, so a
+//! cancel and the start of a write are ordered: one of them loses.
 //!
 //! Every state is stored (and flushed) before anything is acknowledged or
 //! printed. `printing` is written before the first byte goes to the
@@ -40,6 +50,9 @@ pub enum InboxState {
     Failed,
     /// Expired before it could print.
     Expired,
+    /// Cancelled by a `cancel` command before its write started; never
+    /// printed.
+    Cancelled,
 }
 
 impl InboxState {
@@ -51,15 +64,23 @@ impl InboxState {
             InboxState::Printed => ResultState::Printed,
             InboxState::Failed => ResultState::Failed,
             InboxState::Expired => ResultState::Expired,
+            InboxState::Cancelled => ResultState::Cancelled,
         }
     }
 
-    /// True for `printed`, `failed` and `expired`.
+    /// True for `printed`, `failed`, `expired` and `cancelled`.
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            InboxState::Printed | InboxState::Failed | InboxState::Expired
+            InboxState::Printed | InboxState::Failed | InboxState::Expired | InboxState::Cancelled
         )
+    }
+
+    /// Whether a `cancel` command is recorded for a job in this state:
+    /// only while it waits. `printing` may be on paper already; a final
+    /// state is what happened.
+    pub fn can_cancel(self) -> bool {
+        self == InboxState::Received
     }
 
     /// Whether moving to `next` is allowed.
@@ -70,6 +91,7 @@ impl InboxState {
             (Received, Printing)
                 | (Received, Expired)
                 | (Received, Failed)
+                | (Received, Cancelled)
                 | (Printing, Printed)
                 | (Printing, Failed)
                 | (Printing, Received)
@@ -98,12 +120,27 @@ mod tests {
         assert!(Printing.can_become(Printed));
         assert!(Printing.can_become(Failed));
         assert!(Printing.can_become(Received));
-        for s in [Printed, Failed, Expired] {
-            for n in [Received, Printing, Printed, Failed, Expired] {
+        for s in [Printed, Failed, Expired, Cancelled] {
+            for n in [Received, Printing, Printed, Failed, Expired, Cancelled] {
                 assert!(!s.can_become(n), "{s:?} -> {n:?}");
             }
         }
         assert!(!Received.can_become(Printed));
+    }
+
+    #[test]
+    fn only_a_waiting_job_can_be_cancelled() {
+        assert!(Received.can_become(Cancelled));
+        assert!(Received.can_cancel());
+        // The write started: the first byte may be on paper.
+        assert!(!Printing.can_become(Cancelled));
+        assert!(!Printing.can_cancel());
+        for s in [Printed, Failed, Expired, Cancelled] {
+            assert!(!s.can_cancel(), "{s:?}");
+        }
+        assert!(Cancelled.is_final());
+        assert_eq!(Cancelled.result_state(), ResultState::Cancelled);
+        assert_eq!(Cancelled.after_restart(), None);
     }
 
     #[test]

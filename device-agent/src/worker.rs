@@ -80,6 +80,16 @@ impl Worker {
         loop {
             let step = match self.step().await {
                 Ok(step) => step,
+                // Cancelled between `next_for` and its next state (the
+                // intake records cancels): nothing was written, go on.
+                Err(InboxError::Transition {
+                    job_id,
+                    from: InboxState::Cancelled,
+                    ..
+                }) => {
+                    tracing::info!(job_id, printer = %self.name, "job cancelled before its write; not printed");
+                    Step::Busy
+                }
                 Err(e) => {
                     tracing::error!(printer = %self.name, error = %e, "inbox error; retrying");
                     Step::Wait

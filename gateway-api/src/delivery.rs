@@ -14,12 +14,21 @@
 //! `created_at + delivery.default_expires_in`) is marked `expired`; it stays
 //! pending for `delivery.result_grace` so the kiosk can correct that if it
 //! did receive it, then the gateway stops asking.
+//!
+//! Cancels go the same way: every job in the store's `cancels` index (a
+//! cancel its kiosk has not answered) gets a `cancel` command on
+//! `kiosk/<id>/cmd` when the cancel is made, when its kiosk comes online
+//! and on the timer, until the kiosk reports a final state for the job or
+//! the job's grace period passes. A `queued` job that was cancelled is out
+//! of `pending`, so it is never published again; the command reaches a
+//! kiosk that got an earlier publish of it (perhaps kept by the broker
+//! while the kiosk was offline), and the kiosk refuses the job then.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiosk_schemas::{JobId, JobState, KioskId, Topic};
+use kiosk_schemas::{Command, CommandKind, JobId, JobState, KioskId, Topic, V1, wire};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +54,8 @@ pub struct Delivery {
     config: DeliveryConfig,
     retention: Duration,
     last_sent: Mutex<HashMap<JobId, Instant>>,
+    /// When each unanswered cancel's command was last sent.
+    cancel_sent: Mutex<HashMap<JobId, Instant>>,
     echoes: Arc<Echoes>,
     clock: Clock,
 }
@@ -67,6 +78,7 @@ impl Delivery {
             config,
             retention,
             last_sent: Mutex::default(),
+            cancel_sent: Mutex::default(),
             echoes,
             clock: Clock::system(),
         }
@@ -111,6 +123,97 @@ impl Delivery {
                 false
             }
         }
+    }
+
+    /// Publishes the `cancel` command for `job_id` to `kiosk/<kiosk>/cmd`
+    /// (QoS 1, not retained). Returns false when it could not be enqueued:
+    /// the timer sends it again while the cancel is unanswered.
+    pub fn send_cancel(&self, kiosk: &KioskId, job_id: &JobId) -> bool {
+        let cmd = Command {
+            v: V1,
+            kind: CommandKind::Cancel {
+                job_id: job_id.clone(),
+            },
+        };
+        match self
+            .link
+            .try_publish(&Topic::cmd(kiosk), false, wire::encode(&cmd))
+        {
+            Ok(()) => {
+                self.lock_cancels()
+                    .insert(job_id.clone(), self.clock.instant());
+                tracing::debug!(job_id = %job_id, kiosk = %kiosk, "cancel sent");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(job_id = %job_id, error = %e, "cancel not sent now; will retry");
+                false
+            }
+        }
+    }
+
+    fn lock_cancels(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Instant>> {
+        self.cancel_sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cancel_sent_recently(&self, job: &JobId) -> bool {
+        self.lock_cancels()
+            .get(job)
+            .is_some_and(|t| self.clock.since(*t) < self.config.republish_interval)
+    }
+
+    /// Sends the `cancel` command of every unanswered cancel of `kiosk`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub fn send_cancels(&self, kiosk: &KioskId) -> Result<usize, StoreError> {
+        let cancels = self.store.pending_cancels(Some(kiosk))?;
+        let sent = cancels
+            .iter()
+            .filter(|(k, job)| self.send_cancel(k, job))
+            .count();
+        if sent > 0 {
+            tracing::info!(kiosk = %kiosk, cancels = sent, "sent unanswered cancels to kiosk");
+        }
+        Ok(sent)
+    }
+
+    /// The timer's pass over unanswered cancels: drops those whose job is
+    /// gone or past its grace period, sends the others' commands to online
+    /// kiosks once per `republish_interval`. Returns how many were dropped.
+    fn sweep_cancels(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        lifetime: chrono::Duration,
+        grace: chrono::Duration,
+    ) -> Result<usize, StoreError> {
+        let cancels = self.store.pending_cancels(None)?;
+        {
+            let ids: std::collections::HashSet<&JobId> = cancels.iter().map(|(_, id)| id).collect();
+            self.lock_cancels().retain(|id, _| ids.contains(id));
+        }
+        let mut dropped = 0;
+        for (kiosk, job_id) in cancels {
+            let past_grace = match self.store.job(&job_id)? {
+                Some(rec) => {
+                    let deadline = rec.deadline(lifetime);
+                    now >= deadline.checked_add_signed(grace).unwrap_or(deadline)
+                }
+                None => true,
+            };
+            if past_grace {
+                tracing::warn!(job_id = %job_id, kiosk = %kiosk,
+                    "cancel not answered within the grace period; no longer sending it");
+                self.store.drop_cancel(&kiosk, &job_id)?;
+                self.lock_cancels().remove(&job_id);
+                dropped += 1;
+                continue;
+            }
+            if self.fleet.is_online(&kiosk) && !self.cancel_sent_recently(&job_id) {
+                self.send_cancel(&kiosk, &job_id);
+            }
+        }
+        Ok(dropped)
     }
 
     fn sent_now(&self, job: &JobId) {
@@ -163,7 +266,7 @@ impl Delivery {
         let grace =
             chrono::Duration::from_std(self.config.result_grace).unwrap_or(chrono::Duration::MAX);
         let mut expired = 0;
-        let mut dropped = 0;
+        let mut dropped = self.sweep_cancels(now, lifetime, grace)?;
         let pending = self.store.pending(None)?;
         // Finished jobs leave the pending index: forget when they were sent.
         {
@@ -216,7 +319,8 @@ impl Delivery {
     }
 
     /// Runs until `shutdown`: sweeps every `republish_interval`, sends a
-    /// kiosk's unfinished jobs whenever its id arrives on `online`, and
+    /// kiosk's unanswered cancels and unfinished jobs whenever its id
+    /// arrives on `online`, and
     /// purges old finished jobs hourly.
     pub async fn run(
         self: Arc<Self>,
@@ -239,6 +343,11 @@ impl Delivery {
                     }
                 }
                 Some(kiosk) = online.recv() => {
+                    // Cancels first: a kiosk that is sent a job it holds
+                    // already answers it from its inbox either way.
+                    if let Err(e) = self.send_cancels(&kiosk) {
+                        tracing::error!(kiosk = %kiosk, error = %e, "could not send pending cancels");
+                    }
                     if let Err(e) = self.send_pending(&kiosk) {
                         tracing::error!(kiosk = %kiosk, error = %e, "could not send pending jobs");
                     }
@@ -470,6 +579,50 @@ mod tests {
         }
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    fn cancel_sent(delivery: &Delivery, job: &JobId) -> Option<Instant> {
+        delivery.lock_cancels().get(job).copied()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_queued_job_is_never_sent_but_its_cancel_is_until_the_grace_ends() {
+        let s = setup();
+        let lifetime = Duration::from_secs(600);
+        let deadline = s.start + chrono::Duration::from_std(lifetime).unwrap();
+        let job = queue(&s.store, "j1", s.start, deadline);
+        s.store.cancel_job(&job, s.start).unwrap();
+
+        // Offline: nothing goes out.
+        s.delivery.sweep().await.unwrap();
+        assert_eq!(last_sent(&s.delivery, &job), None);
+        assert_eq!(cancel_sent(&s.delivery, &job), None);
+
+        // Online: the cancel goes out, once per interval; the job never.
+        bring_online(&s.fleet);
+        let t0 = s.delivery.clock.instant();
+        s.delivery.sweep().await.unwrap();
+        assert_eq!(cancel_sent(&s.delivery, &job), Some(t0));
+        tokio::time::advance(REPUBLISH - MS).await;
+        s.delivery.sweep().await.unwrap();
+        assert_eq!(cancel_sent(&s.delivery, &job), Some(t0));
+        tokio::time::advance(MS).await;
+        s.delivery.sweep().await.unwrap();
+        assert_eq!(cancel_sent(&s.delivery, &job), Some(t0 + REPUBLISH));
+        assert_eq!(
+            last_sent(&s.delivery, &job),
+            None,
+            "a cancelled job is never sent"
+        );
+        assert_eq!(s.delivery.send_pending(&kiosk()).unwrap(), 0);
+        assert_eq!(state(&s.store, &job), JobState::Cancelled);
+
+        // Never answered: dropped when the grace ends, still cancelled.
+        tokio::time::advance(lifetime + GRACE).await;
+        s.delivery.sweep().await.unwrap();
+        assert!(!s.store.cancel_pending(&kiosk(), &job).unwrap());
+        assert_eq!(cancel_sent(&s.delivery, &job), None);
+        assert_eq!(state(&s.store, &job), JobState::Cancelled);
     }
 
     /// Lets spawned tasks run what is due at the current (paused) instant.

@@ -299,23 +299,30 @@ pub enum JobState {
     Failed,
     /// `expires_at` passed before the job could print.
     Expired,
+    /// Cancelled through the API before it printed: at once while the
+    /// kiosk had not received it, or confirmed by the kiosk, which records
+    /// the cancel durably and never prints the job.
+    Cancelled,
 }
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Queued,
         JobState::Received,
         JobState::Printed,
         JobState::Failed,
         JobState::Expired,
+        JobState::Cancelled,
     ];
 
-    /// True for `printed`, `failed` and `expired`: nothing changes after.
+    /// True for `printed`, `failed`, `expired` and `cancelled`: nothing
+    /// changes after (except what the kiosk reports about a state the
+    /// gateway set by itself).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            JobState::Printed | JobState::Failed | JobState::Expired
+            JobState::Printed | JobState::Failed | JobState::Expired | JobState::Cancelled
         )
     }
 
@@ -327,6 +334,7 @@ impl JobState {
             JobState::Printed => "printed",
             JobState::Failed => "failed",
             JobState::Expired => "expired",
+            JobState::Cancelled => "cancelled",
         }
     }
 }
@@ -344,6 +352,9 @@ pub enum ResultState {
     Failed,
     /// The job expired on the kiosk before it could print.
     Expired,
+    /// The kiosk recorded a `cancel` command for the job before its write
+    /// started (or before the job arrived): it never prints it.
+    Cancelled,
 }
 
 impl From<ResultState> for JobState {
@@ -353,6 +364,7 @@ impl From<ResultState> for JobState {
             ResultState::Printed => JobState::Printed,
             ResultState::Failed => JobState::Failed,
             ResultState::Expired => JobState::Expired,
+            ResultState::Cancelled => JobState::Cancelled,
         }
     }
 }
@@ -380,7 +392,7 @@ pub struct JobResult {
     pub state: ResultState,
     /// When the kiosk reached that state.
     pub at: Timestamp,
-    /// Why, for `failed` and `expired`.
+    /// Why, for `failed`, `expired` and `cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// For a `failed` job whose write started: bytes handed to the printer
@@ -506,5 +518,8 @@ mod tests {
         assert!(JobState::Printed.is_terminal());
         assert!(JobState::Failed.is_terminal());
         assert!(JobState::Expired.is_terminal());
+        assert!(JobState::Cancelled.is_terminal());
+        assert_eq!(JobState::Cancelled.as_str(), "cancelled");
+        assert_eq!(JobState::from(ResultState::Cancelled), JobState::Cancelled);
     }
 }

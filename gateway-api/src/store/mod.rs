@@ -6,6 +6,7 @@
 //! | `jobs` | job id | [`JobRecord`] |
 //! | `payloads` | job id | the job's wire bytes (`PrintJob` JSON), as published |
 //! | `pending` | kiosk id `\0` job id | empty: the job is not finished, keep delivering |
+//! | `cancels` | kiosk id `\0` job id | empty: the job was cancelled through the API and its kiosk has not answered; keep sending it the `cancel` command |
 //! | `idempotency` | kiosk id `\0` Idempotency-Key | [`kiosk_store::idempotency`] record → job id |
 //! | `kiosks` | kiosk id | [`KioskRecord`] |
 //!
@@ -35,7 +36,8 @@ mod jobs;
 mod kiosks;
 
 pub use jobs::{
-    ByteCounts, CreateOutcome, JobRecord, MqttJobOutcome, Origin, ReportOutcome, Source, Transition,
+    ByteCounts, CANCELLED_QUEUED, CancelOutcome, CreateOutcome, JobRecord, MqttJobOutcome, Origin,
+    ReportOutcome, Source, Transition,
 };
 pub use kiosk_store::StoreError;
 pub use kiosks::KioskRecord;
@@ -45,7 +47,7 @@ pub(crate) use kiosk_store::record::{decode_keyed as decode, encode_keyed as enc
 
 /// Number of jobs in each [`JobState`], kept in memory for `/metrics`.
 #[derive(Debug, Default)]
-pub struct StateCounts([AtomicI64; 5]);
+pub struct StateCounts([AtomicI64; JobState::ALL.len()]);
 
 impl StateCounts {
     fn idx(s: JobState) -> usize {
@@ -76,6 +78,7 @@ pub struct Store {
     jobs: sled::Tree,
     payloads: sled::Tree,
     pending: sled::Tree,
+    cancels: sled::Tree,
     idempotency: sled::Tree,
     kiosks: sled::Tree,
     counts: Arc<StateCounts>,
@@ -107,6 +110,7 @@ impl Store {
             jobs: db.open_tree("jobs")?,
             payloads: db.open_tree("payloads")?,
             pending: db.open_tree("pending")?,
+            cancels: db.open_tree("cancels")?,
             idempotency: db.open_tree("idempotency")?,
             kiosks: db.open_tree("kiosks")?,
             commit: GroupCommit::new(db.clone()),

@@ -10,6 +10,17 @@ pub(super) fn pending_key(kiosk: &KioskId, job: &JobId) -> Vec<u8> {
     keys::compound(kiosk.as_str(), job.as_str().as_bytes())
 }
 
+/// The `(kiosk, job id)` of a `pending` (or `cancels`) key; `None` for a
+/// key that does not read as one.
+pub(super) fn split_key(key: &[u8]) -> Option<(KioskId, JobId)> {
+    let (kiosk, job) = keys::split(key)?;
+    let kiosk = KioskId::new(kiosk).ok()?;
+    let job = std::str::from_utf8(job)
+        .ok()
+        .and_then(|s| JobId::new(s).ok())?;
+    Some((kiosk, job))
+}
+
 impl Store {
     /// Stops delivering a job without changing its state (a `received` job
     /// whose outcome the kiosk never reported within the grace period).
@@ -51,15 +62,8 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (key, _) = item?;
-            let Some((kiosk, job)) = keys::split(&key) else {
-                continue;
-            };
-            let kiosk = KioskId::new(kiosk).ok();
-            let job = std::str::from_utf8(job)
-                .ok()
-                .and_then(|s| JobId::new(s).ok());
-            if let (Some(k), Some(j)) = (kiosk, job) {
-                out.push((k, j));
+            if let Some(pair) = split_key(&key) {
+                out.push(pair);
             }
         }
         Ok(out)

@@ -4,6 +4,7 @@
 use kiosk_schemas::{JobId, JobState, KioskId, Timestamp};
 use sled::Transactional;
 
+use super::cancels::cancel_key;
 use super::pending::pending_key;
 use super::records::{ByteCounts, JOB_V, JobRecord, Origin, decode_job};
 use crate::events::FleetEventKind;
@@ -39,7 +40,7 @@ pub enum ReportOutcome {
 
 /// The `data` of `print_job.state_changed` for `rec`, which moved from
 /// `from` (`null` for a job first seen in its result).
-fn state_changed(rec: &JobRecord, from: Option<JobState>) -> serde_json::Value {
+pub(super) fn state_changed(rec: &JobRecord, from: Option<JobState>) -> serde_json::Value {
     serde_json::json!({
         "job_id": rec.job_id,
         "kiosk_id": rec.kiosk_id,
@@ -58,6 +59,12 @@ impl Store {
     /// that were published straight over MQTT even when their result
     /// overtakes them.
     ///
+    /// A kiosk's final state ends the job's unanswered cancel (its
+    /// `cancels` entry); while the gateway's own `cancelled` is
+    /// unconfirmed, the kiosk's `printed`, `failed` or `expired` replaces
+    /// it ([`JobRecord::apply`]), and its `cancelled` confirms it without
+    /// another transition (answered [`ReportOutcome::Duplicate`]).
+    ///
     /// # Errors
     /// [`StoreError`] on storage failure.
     #[allow(clippy::too_many_arguments)]
@@ -73,12 +80,13 @@ impl Store {
     ) -> Result<ReportOutcome, StoreError> {
         let key = job_id.as_str().as_bytes();
         let pkey = pending_key(kiosk, job_id);
+        let ckey = cancel_key(kiosk, job_id);
         // It may create the record: keep creations out (before the
         // transaction, never inside it).
         let _creating = self.creating();
         let log = &self.events;
-        let trees = (&self.jobs, &self.pending, log.tree());
-        let outcome = trees.transaction(|(jobs, pend, events)| {
+        let trees = (&self.jobs, &self.pending, &self.cancels, log.tree());
+        let outcome = trees.transaction(|(jobs, pend, cancels, events)| {
             let (mut rec, from) = match jobs.get(key)? {
                 Some(bytes) => {
                     let rec = decode_job(key, &bytes).map_err(abort)?;
@@ -108,7 +116,13 @@ impl Store {
                     None,
                 ),
             };
-            match rec.apply(reported, at, reason.clone(), bytes, source) {
+            let cancel_asked = cancels.get(ckey.as_slice())?.is_some();
+            let answered = source == Source::Kiosk && reported.is_terminal();
+            if cancel_asked && answered {
+                cancels.remove(ckey.as_slice())?;
+            }
+            let unconfirmed = cancel_asked && rec.state == JobState::Cancelled;
+            match rec.apply(reported, at, reason.clone(), bytes, source, unconfirmed) {
                 Step::Advance(_) => {}
                 Step::Duplicate => return Ok(ReportOutcome::Duplicate),
                 Step::Conflict => return Ok(ReportOutcome::Conflict(rec)),

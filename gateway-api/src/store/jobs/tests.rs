@@ -5,6 +5,7 @@ use super::records::{JOB_V, JOB_V1, JOB_V2, JobRecordV1, JobRecordV2};
 use super::*;
 use crate::store::Store;
 use crate::store::tests::reopen;
+use crate::store::{CANCELLED_QUEUED, CancelOutcome};
 use chrono::Utc;
 use kiosk_schemas::{JobId, JobState, KioskId, PrintJob};
 use kiosk_store::idempotency::Claim;
@@ -510,4 +511,206 @@ fn concurrent_creations_make_one_job() {
     }
     assert_eq!(s.counts().get(JobState::Queued), 80);
     assert_eq!(s.pending(None).unwrap().len(), 80);
+}
+
+/// Reports `state` for `id` of `k1` as the kiosk.
+fn kiosk_reports(s: &Store, id: &str, state: JobState) -> ReportOutcome {
+    s.apply_report(
+        &k("k1"),
+        &j(id),
+        state,
+        Utc::now(),
+        None,
+        None,
+        Source::Kiosk,
+    )
+    .unwrap()
+}
+
+/// `(from, to)` of every `print_job.state_changed` of `id` (marked
+/// durable first: nothing flushes here).
+fn state_events(s: &Store, id: &str) -> Vec<(Option<String>, String)> {
+    let log = s.events();
+    log.mark_durable(log.taken());
+    log.after(0, 100, |kind, _| kind == "print_job.state_changed")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.data["job_id"] == id)
+        .map(|e| {
+            let from = e.data["from"].as_str().map(str::to_owned);
+            (from, e.data["to"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+fn states(s: &Store, id: &str) -> Vec<JobState> {
+    let rec = s.job(&j(id)).unwrap().unwrap();
+    rec.history.iter().map(|t| t.state).collect()
+}
+
+#[test]
+fn a_queued_job_is_cancelled_at_once_and_leaves_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.create_job(job("a", "k1"), PAYLOAD, None).unwrap();
+        let CancelOutcome::Cancelled(rec) = s.cancel_job(&j("a"), Utc::now()).unwrap() else {
+            panic!("a queued job is cancelled at once");
+        };
+        assert_eq!(rec.state, JobState::Cancelled);
+        assert_eq!(rec.reason.as_deref(), Some(CANCELLED_QUEUED));
+        assert_eq!(s.pending_count(&k("k1")), 0, "never sent again");
+        // The kiosk may hold an earlier publish: it is told.
+        assert!(s.cancel_pending(&k("k1"), &j("a")).unwrap());
+        assert_eq!(
+            s.pending_cancels(Some(&k("k1"))).unwrap(),
+            [(k("k1"), j("a"))]
+        );
+        assert_eq!(s.counts().get(JobState::Cancelled), 1);
+        assert_eq!(s.counts().get(JobState::Queued), 0);
+        assert_eq!(
+            state_events(&s, "a"),
+            [(Some("queued".to_owned()), "cancelled".to_owned())]
+        );
+        // Idempotent.
+        assert!(matches!(
+            s.cancel_job(&j("a"), Utc::now()).unwrap(),
+            CancelOutcome::AlreadyCancelled(_)
+        ));
+        assert_eq!(state_events(&s, "a").len(), 1);
+        s.db.flush().unwrap();
+    }
+    let s = reopen(dir.path());
+    assert_eq!(states(&s, "a"), [JobState::Queued, JobState::Cancelled]);
+    assert_eq!(s.counts().get(JobState::Cancelled), 1);
+    assert!(s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    // The kiosk confirms: no second transition, nothing left to send.
+    assert!(matches!(
+        kiosk_reports(&s, "a", JobState::Cancelled),
+        ReportOutcome::Duplicate
+    ));
+    assert!(!s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    assert_eq!(states(&s, "a"), [JobState::Queued, JobState::Cancelled]);
+    assert!(matches!(
+        s.cancel_job(&j("unknown"), Utc::now()).unwrap(),
+        CancelOutcome::Unknown
+    ));
+}
+
+#[test]
+fn a_received_job_is_cancelled_when_the_kiosk_confirms() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job("a", "k1"), PAYLOAD, None).unwrap();
+    kiosk_reports(&s, "a", JobState::Received);
+    let CancelOutcome::Requested(rec) = s.cancel_job(&j("a"), Utc::now()).unwrap() else {
+        panic!("a received job is asked to cancel");
+    };
+    assert_eq!(rec.state, JobState::Received);
+    assert!(s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    // Still delivered (a republish asks for the outcome) until it ends.
+    assert_eq!(s.pending_count(&k("k1")), 1);
+    assert!(matches!(
+        s.cancel_job(&j("a"), Utc::now()).unwrap(),
+        CancelOutcome::Requested(_)
+    ));
+    assert!(matches!(
+        kiosk_reports(&s, "a", JobState::Cancelled),
+        ReportOutcome::Applied {
+            from: Some(JobState::Received),
+            ..
+        }
+    ));
+    assert_eq!(
+        states(&s, "a"),
+        [JobState::Queued, JobState::Received, JobState::Cancelled]
+    );
+    assert!(!s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    assert_eq!(s.pending_count(&k("k1")), 0);
+    assert_eq!(s.counts().get(JobState::Cancelled), 1);
+    assert_eq!(s.counts().get(JobState::Received), 0);
+    assert_eq!(
+        state_events(&s, "a").last().unwrap(),
+        &(Some("received".to_owned()), "cancelled".to_owned())
+    );
+    // A late result does not undo it.
+    assert!(matches!(
+        kiosk_reports(&s, "a", JobState::Printed),
+        ReportOutcome::Conflict(_)
+    ));
+}
+
+#[test]
+fn a_job_printing_on_the_kiosk_ends_printed_and_then_refuses_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job("a", "k1"), PAYLOAD, None).unwrap();
+    kiosk_reports(&s, "a", JobState::Received);
+    // Printing on the kiosk is `received` here: asked, and the kiosk
+    // refuses (its write started) and reports the outcome.
+    assert!(matches!(
+        s.cancel_job(&j("a"), Utc::now()).unwrap(),
+        CancelOutcome::Requested(_)
+    ));
+    kiosk_reports(&s, "a", JobState::Printed);
+    assert!(!s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    let CancelOutcome::NotCancellable(rec) = s.cancel_job(&j("a"), Utc::now()).unwrap() else {
+        panic!("a printed job is not cancellable");
+    };
+    assert_eq!(rec.state, JobState::Printed);
+}
+
+#[test]
+fn finished_jobs_are_not_cancellable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for (id, end) in [
+        ("p", JobState::Printed),
+        ("f", JobState::Failed),
+        ("e", JobState::Expired),
+    ] {
+        s.create_job(job(id, "k1"), PAYLOAD, None).unwrap();
+        kiosk_reports(&s, id, end);
+        let CancelOutcome::NotCancellable(rec) = s.cancel_job(&j(id), Utc::now()).unwrap() else {
+            panic!("{end:?} is not cancellable");
+        };
+        assert_eq!(rec.state, end);
+        assert!(!s.cancel_pending(&k("k1"), &j(id)).unwrap());
+        assert_eq!(states(&s, id).last(), Some(&end));
+    }
+    assert_eq!(s.counts().get(JobState::Cancelled), 0);
+}
+
+#[test]
+fn the_kiosk_that_started_a_job_before_its_cancel_overrules_it() {
+    // Cancelled while queued, but the kiosk had the job already (published
+    // before the cancel) and started printing before the command came.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job("a", "k1"), PAYLOAD, None).unwrap();
+    s.cancel_job(&j("a"), Utc::now()).unwrap();
+    assert!(matches!(
+        kiosk_reports(&s, "a", JobState::Received),
+        ReportOutcome::Duplicate
+    ));
+    assert_eq!(s.job(&j("a")).unwrap().unwrap().state, JobState::Cancelled);
+    assert!(s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    assert!(matches!(
+        kiosk_reports(&s, "a", JobState::Printed),
+        ReportOutcome::Applied {
+            from: Some(JobState::Cancelled),
+            ..
+        }
+    ));
+    assert_eq!(
+        states(&s, "a"),
+        [JobState::Queued, JobState::Cancelled, JobState::Printed]
+    );
+    assert!(!s.cancel_pending(&k("k1"), &j("a")).unwrap());
+    assert_eq!(s.counts().get(JobState::Printed), 1);
+    assert_eq!(s.counts().get(JobState::Cancelled), 0);
+    assert_eq!(
+        state_events(&s, "a").last().unwrap(),
+        &(Some("cancelled".to_owned()), "printed".to_owned())
+    );
 }
