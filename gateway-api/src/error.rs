@@ -2,7 +2,7 @@
 //!
 //! Every error answers `{"error": {"code": "...", "message": "..."}}` with
 //! the status below; `code` is stable and meant for programs, `message` for
-//! people. Internal failures are logged with their cause and answered with
+//! people (`not_cancellable` adds the job's `state`). Internal failures are logged with their cause and answered with
 //! a generic message.
 
 use axum::Json;
@@ -50,6 +50,15 @@ pub enum ApiError {
     /// session.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `not_cancellable`: a cancel of a job that is printed, failed
+    /// or expired; the body's `error.state` is the job's state.
+    #[error("print job {job_id:?} is {}; only a queued or received job can be cancelled", state.as_str())]
+    NotCancellable {
+        /// The job.
+        job_id: String,
+        /// Its state.
+        state: kiosk_schemas::JobState,
+    },
     /// 422 `idempotency_key_reused`: same key, different request.
     #[error("Idempotency-Key {0:?} was already used with a different request")]
     IdempotencyKeyReused(String),
@@ -97,6 +106,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::NotCancellable { .. } => (StatusCode::CONFLICT, "not_cancellable"),
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
@@ -126,7 +136,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), code, message = %self, "request refused");
         }
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
+        if let ApiError::NotCancellable { state, .. } = &self {
+            body["error"]["state"] = json!(state.as_str());
+        }
+        let body = Json(body);
         let mut resp = (status, body).into_response();
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `kiosk_print_jobs{state}` | gauge | jobs currently in each state |
 //! | `kiosk_print_jobs_created_total{origin}` | counter | jobs accepted (`http`) or recorded from MQTT (`mqtt`) |
+//! | `kiosk_print_job_cancels_total{outcome}` | counter | `POST /v1/print-jobs/{id}/cancel` answers: `cancelled` (a queued job, cancelled at once), `requested` (a received job, its kiosk asked), `already_cancelled`, `not_cancellable` (409) |
 //! | `kiosk_print_job_latency_seconds` | histogram | gateway accepted the job → kiosk reported `printed` |
 //! | `kiosk_kiosks_online` | gauge | kiosks whose last status is `online` |
 //! | `kiosk_presence_transitions_total{to,reason}` | counter | kiosks going `online` (reason `status`) or `offline` (reason `will`: an `offline` of its current connection, the last will or a clean shutdown; `heartbeat_timeout`: three heartbeats without a message) |
@@ -82,6 +83,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     jobs: Family<StateLabel, Gauge>,
     created: Family<OriginLabel, Counter>,
+    cancels: Family<OutcomeLabel, Counter>,
     latency: Histogram,
     online: Gauge,
     rejected: Family<ReasonLabel, Counter>,
@@ -211,6 +213,12 @@ impl Metrics {
         );
         let created = Family::<OriginLabel, Counter>::default();
         registry.register("print_jobs_created", "Print jobs created", created.clone());
+        let cancels = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "print_job_cancels",
+            "Cancel requests, by outcome (cancelled, requested, already_cancelled, not_cancellable)",
+            cancels.clone(),
+        );
         // 5 ms .. ~82 s
         let latency = Histogram::new(exponential_buckets(0.005, 2.0, 15));
         registry.register(
@@ -331,6 +339,7 @@ impl Metrics {
             http_idle_closed,
             jobs,
             created,
+            cancels,
             latency,
             online,
             rejected,
@@ -341,6 +350,12 @@ impl Metrics {
     /// Counts a created job; `origin` is `http` or `mqtt`.
     pub fn job_created(&self, origin: &'static str) {
         self.created.get_or_create(&OriginLabel { origin }).inc();
+    }
+
+    /// Counts a cancel request; `outcome` is `cancelled`, `requested`,
+    /// `already_cancelled` or `not_cancellable`.
+    pub fn job_cancel(&self, outcome: &'static str) {
+        self.cancels.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Records an end-to-end latency, in seconds.
@@ -494,6 +509,7 @@ mod tests {
     fn renders_every_family() {
         let m = Metrics::new();
         m.job_created("http");
+        m.job_cancel("requested");
         m.observe_latency(0.02);
         m.rejected("malformed");
         m.http_refused("body_too_large");
@@ -518,6 +534,8 @@ mod tests {
         m.attach_broker(broker);
         let text = m.render(|s| if s == JobState::Queued { 3 } else { 0 }, 2, true);
         for needle in [
+            "kiosk_print_jobs{state=\"cancelled\"} 0",
+            "kiosk_print_job_cancels_total{outcome=\"requested\"} 1",
             "kiosk_print_jobs{state=\"queued\"} 3",
             "kiosk_print_jobs_created_total{origin=\"http\"} 1",
             "kiosk_print_job_latency_seconds_count 1",

@@ -5,6 +5,7 @@
 //! | `POST /v1/kiosks/{kiosk_id}/print-jobs` | API key | [`print_jobs::create`] |
 //! | `GET /v1/print-jobs/{job_id}` | API key | [`print_jobs::get`] |
 //! | `POST /v1/print-jobs/{job_id}/reprint` | API key | [`print_jobs::reprint`] |
+//! | `POST /v1/print-jobs/{job_id}/cancel` | API key | [`print_jobs::cancel`] |
 //! | `GET /v1/kiosks` | API key | [`kiosks::list`] |
 //! | `GET /v1/kiosks/{kiosk_id}` | API key | [`kiosks::get`] |
 //! | `POST /v1/cash-sessions` | API key | [`cash_sessions::create`] |
@@ -198,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/print-jobs/{job_id}", get(print_jobs::get))
         .route("/v1/print-jobs/{job_id}/reprint", post(print_jobs::reprint))
+        .route("/v1/print-jobs/{job_id}/cancel", post(print_jobs::cancel))
         .route("/v1/events", get(events::stream))
         .route(
             "/v1/kiosks/{kiosk_id}/printers/{printer}/test-print",

@@ -1,4 +1,14 @@
-//! Print jobs: create, read, reprint.
+//! Print jobs: create, read, reprint, cancel.
+//!
+//! Cancel answers by the job's state at the gateway ([`crate::state::cancel`]):
+//! `queued` → `200`, the job `cancelled` (never sent again; its kiosk is
+//! sent the `cancel` command all the same, in case it holds an earlier
+//! publish); `received` → `202`, the job still `received` with
+//! `cancel_pending: true` (the kiosk is asked; the job becomes `cancelled`
+//! when it confirms, or `printed`/`failed` when its write had started —
+//! the gateway has no `printing` state, so a job printing on the kiosk is
+//! answered this way); `cancelled` → `200` again; `printed`, `failed`,
+//! `expired` → `409 not_cancellable` with the state.
 
 use axum::Extension;
 use axum::Json;
@@ -14,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AppState, Caller};
 use crate::error::ApiError;
-use crate::store::{CreateOutcome, JobRecord, Origin, Transition};
+use crate::store::{CancelOutcome, CreateOutcome, JobRecord, Origin, Transition};
 
 /// Header carrying the caller's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -62,7 +72,7 @@ pub struct JobView {
     pub kiosk_id: KioskId,
     /// Logical printer.
     pub printer: String,
-    /// `queued`, `received`, `printed`, `failed` or `expired`.
+    /// `queued`, `received`, `printed`, `failed`, `expired` or `cancelled`.
     pub state: JobState,
     /// Why, for `failed` and `expired`.
     pub reason: Option<String>,
@@ -89,6 +99,12 @@ pub struct JobView {
     /// The document, when known: the `document` of the job's wire bytes,
     /// as stored.
     pub document: Option<Box<RawValue>>,
+    /// True while the job's cancel is unanswered by its kiosk (the
+    /// gateway keeps sending the `cancel` command): a `received` job asked
+    /// to cancel, or a `cancelled` one the kiosk has not confirmed yet.
+    /// Absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_pending: bool,
 }
 
 /// One history entry.
@@ -120,6 +136,7 @@ impl JobView {
     /// gateway has not seen the job's content).
     pub fn new(r: JobRecord, payload: Option<&[u8]>) -> Self {
         JobView {
+            cancel_pending: false,
             document: payload.and_then(document_of),
             job_id: r.job_id,
             kiosk_id: r.kiosk_id,
@@ -146,6 +163,20 @@ impl JobView {
                 })
                 .collect(),
         }
+    }
+}
+
+impl JobView {
+    /// The view of job `id` as stored now, with its cancel state.
+    fn read(app: &AppState, id: &JobId) -> Result<Option<Self>, ApiError> {
+        let Some(rec) = app.store.job(id)? else {
+            return Ok(None);
+        };
+        let pending = app.store.cancel_pending(&rec.kiosk_id, id)?;
+        let payload = app.store.payload(id)?;
+        let mut view = JobView::new(rec, payload.as_deref());
+        view.cancel_pending = pending;
+        Ok(Some(view))
     }
 }
 
@@ -369,9 +400,65 @@ pub async fn get(
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = JobId::new(job_id.as_str()).map_err(|_| ApiError::JobNotFound(job_id.clone()))?;
-    let rec = app.store.job(&id)?.ok_or(ApiError::JobNotFound(job_id))?;
-    let payload = app.store.payload(&id)?;
-    Ok(Json(JobView::new(rec, payload.as_deref())))
+    let view = JobView::read(&app, &id)?.ok_or(ApiError::JobNotFound(job_id))?;
+    Ok(Json(view))
+}
+
+/// `POST /v1/print-jobs/{job_id}/cancel` (no body) → `200` [`JobView`]
+/// `cancelled` for a job the kiosk had not received (cancelled now, never
+/// sent again) or one cancelled before; `202` [`JobView`] still
+/// `received`, `cancel_pending: true`, for a job the kiosk holds: it is
+/// sent the `cancel` command and the job becomes `cancelled` when it
+/// confirms (or `printed`/`failed` if its write had started). The change
+/// is flushed before the answer; the command goes out after it, and again
+/// on every republish until the kiosk answers.
+///
+/// # Errors
+/// 404 `job_not_found`; 409 `not_cancellable` (with `error.state`) for a
+/// job `printed`, `failed` or `expired`; 401; 500.
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let id = JobId::new(job_id.as_str()).map_err(|_| ApiError::JobNotFound(job_id.clone()))?;
+    let (store, job) = (app.store.clone(), id.clone());
+    let outcome = kiosk_store::unblocked(move || store.cancel_job(&job, Utc::now())).await?;
+    let (status, rec) = match outcome {
+        CancelOutcome::Unknown => return Err(ApiError::JobNotFound(job_id)),
+        CancelOutcome::NotCancellable(rec) => {
+            app.metrics.job_cancel("not_cancellable");
+            return Err(ApiError::NotCancellable {
+                job_id,
+                state: rec.state,
+            });
+        }
+        CancelOutcome::AlreadyCancelled(rec) => {
+            app.metrics.job_cancel("already_cancelled");
+            (StatusCode::OK, rec)
+        }
+        CancelOutcome::Cancelled(rec) => {
+            app.metrics.job_cancel("cancelled");
+            tracing::info!(job_id = %rec.job_id, kiosk = %rec.kiosk_id, "queued job cancelled");
+            (StatusCode::OK, rec)
+        }
+        CancelOutcome::Requested(rec) => {
+            app.metrics.job_cancel("requested");
+            tracing::info!(job_id = %rec.job_id, kiosk = %rec.kiosk_id, "cancel requested from the kiosk");
+            (StatusCode::ACCEPTED, rec)
+        }
+    };
+    // Durable before the answer (and before the kiosk hears of it): a
+    // crash after this line still never sends the job, and still tells
+    // the kiosk.
+    app.store.flush().await?;
+    let pending = app.store.cancel_pending(&rec.kiosk_id, &rec.job_id)?;
+    if pending {
+        app.delivery.send_cancel(&rec.kiosk_id, &rec.job_id);
+    }
+    let payload = app.store.payload(&rec.job_id)?;
+    let mut view = JobView::new(rec, payload.as_deref());
+    view.cancel_pending = pending;
+    Ok((status, Json(view)))
 }
 
 /// `POST /v1/kiosks/{kiosk_id}/printers/{printer}/test-print` (no body) →

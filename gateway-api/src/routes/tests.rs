@@ -16,6 +16,16 @@ use crate::config::{CLIENT_DEFAULTS, Checked as _};
 /// `names` (returned in that order) and `[http]` lines `http`; its MQTT
 /// session is never started.
 fn app(dir: &std::path::Path, names: &[&str], http: &str) -> (Router, Vec<String>) {
+    let (router, keys, _) = app_and_store(dir, names, http);
+    (router, keys)
+}
+
+/// [`app`] and its store.
+fn app_and_store(
+    dir: &std::path::Path,
+    names: &[&str],
+    http: &str,
+) -> (Router, Vec<String>, Store) {
     let keys_file = dir.join("api-keys");
     let keys = names
         .iter()
@@ -50,6 +60,7 @@ fn app(dir: &std::path::Path, names: &[&str], http: &str) -> (Router, Vec<String
         config.store.retention,
         Arc::default(),
     ));
+    let handle = store.clone();
     let state = AppState::new(AppInner {
         cash: crate::cash::store::CashStore::open(&store).unwrap(),
         tokens: crate::cash::token::ViewTokens::open(&store).unwrap(),
@@ -69,7 +80,7 @@ fn app(dir: &std::path::Path, names: &[&str], http: &str) -> (Router, Vec<String
         shutdown: tokio_util::sync::CancellationToken::new(),
         operators: Arc::new(crate::operators::Operators::new(None)),
     });
-    (router(state), keys)
+    (router(state), keys, handle)
 }
 
 /// Answers `req`: status, `Retry-After` and body.
@@ -178,4 +189,101 @@ async fn zero_rate_is_no_limit() {
         let (status, _, _) = get(&mut app, "/v1/kiosks", &keys[0]).await;
         assert_eq!(status, StatusCode::OK, "request {i}");
     }
+}
+
+/// `POST path` without a body, with `key` as Bearer; status and JSON body.
+async fn post_empty(app: &mut Router, path: &str, key: &str) -> (StatusCode, Value) {
+    let req = Request::post(path)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(app, req).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn cancel_answers_by_the_jobs_state() {
+    use crate::store::{JobRecord, Origin, Source};
+    use kiosk_schemas::{JobId, JobState, KioskId, PrintJob};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut app, keys, store) = app_and_store(dir.path(), &["pos"], "rate_limit_per_second = 0");
+    let key = &keys[0];
+    let kiosk = KioskId::new("k1").unwrap();
+    let add = |id: &str| {
+        let payload = format!(
+            r#"{{"v":1,"job_id":"{id}","printer":"receipt","document":{{"kind":"text","text":"x"}}}}"#
+        );
+        let job: PrintJob = serde_json::from_str(&payload).unwrap();
+        let rec = JobRecord::queued(&kiosk, &job, Origin::Mqtt, None, chrono::Utc::now());
+        store.create_job(rec, payload.as_bytes(), None).unwrap();
+    };
+    let report = |id: &str, state: JobState| {
+        let id = JobId::new(id).unwrap();
+        store
+            .apply_report(
+                &kiosk,
+                &id,
+                state,
+                chrono::Utc::now(),
+                None,
+                None,
+                Source::Kiosk,
+            )
+            .unwrap();
+    };
+
+    // Queued: cancelled at once; the kiosk is still to confirm.
+    add("q");
+    let (status, body) = post_empty(&mut app, "/v1/print-jobs/q/cancel", key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "cancelled");
+    assert_eq!(body["cancel_pending"], true);
+    let (status, _, body) = get(&mut app, "/v1/print-jobs/q", key).await;
+    assert_eq!(
+        (status, &body["state"]),
+        (StatusCode::OK, &Value::from("cancelled"))
+    );
+    // Again: the same answer.
+    let (status, body) = post_empty(&mut app, "/v1/print-jobs/q/cancel", key).await;
+    assert_eq!(
+        (status, &body["state"]),
+        (StatusCode::OK, &Value::from("cancelled"))
+    );
+    // Confirmed by the kiosk: nothing pending any more.
+    report("q", JobState::Cancelled);
+    let (_, _, body) = get(&mut app, "/v1/print-jobs/q", key).await;
+    assert!(body.get("cancel_pending").is_none(), "{body}");
+
+    // Received: the kiosk is asked.
+    add("r");
+    report("r", JobState::Received);
+    let (status, body) = post_empty(&mut app, "/v1/print-jobs/r/cancel", key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["state"], "received");
+    assert_eq!(body["cancel_pending"], true);
+    report("r", JobState::Cancelled);
+    let (_, _, body) = get(&mut app, "/v1/print-jobs/r", key).await;
+    assert_eq!(body["state"], "cancelled");
+
+    // Finished: 409 with the state.
+    for (id, end) in [
+        ("p", JobState::Printed),
+        ("f", JobState::Failed),
+        ("e", JobState::Expired),
+    ] {
+        add(id);
+        report(id, end);
+        let (status, body) =
+            post_empty(&mut app, &format!("/v1/print-jobs/{id}/cancel"), key).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "not_cancellable");
+        assert_eq!(body["error"]["state"], end.as_str());
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(end.as_str()), "{message}");
+    }
+
+    let (status, body) = post_empty(&mut app, "/v1/print-jobs/nope/cancel", key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "job_not_found");
 }
