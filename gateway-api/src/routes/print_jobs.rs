@@ -281,7 +281,14 @@ async fn submit(
             app.metrics.job_created("http");
             tracing::info!(job_id = %rec.job_id, kiosk = %rec.kiosk_id, printer = %rec.printer, "job accepted");
             let view = JobView::new(rec.clone(), Some(&payload));
-            app.delivery.publish(&rec.kiosk_id, &rec.job_id, payload);
+            // Only to an online kiosk: for an offline one the broker would
+            // keep the job in its session and hand it over first thing on
+            // reconnect, ahead of a `cancel` made meanwhile. An offline
+            // kiosk gets it when it comes online, after its unanswered
+            // cancels ([`crate::delivery`]).
+            if app.fleet.is_online(&rec.kiosk_id) {
+                app.delivery.publish(&rec.kiosk_id, &rec.job_id, payload);
+            }
             Ok((StatusCode::ACCEPTED, Json(view)))
         }
         CreateOutcome::Replayed(rec) => {
