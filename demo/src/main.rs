@@ -24,6 +24,8 @@ use serde_json::Value;
 
 /// API key of examples/api-keys (only its SHA-256 is in that file).
 const DEMO_API_KEY: &str = "demo-api-key-change-me";
+/// Password of the demo's fleet page operator `demo`.
+const DEMO_OPERATOR_PASSWORD: &str = "demo-operator-change-me";
 /// Password of the `technician` user in examples/credentials.
 const DEMO_TECHNICIAN_PASSWORD: &str = "technician-secret-change-me";
 
@@ -63,6 +65,16 @@ async fn main() -> anyhow::Result<()> {
 
     let mut gateway_config = GatewayConfig::load(&examples.join("gateway.toml"))?;
     gateway_config.store.path = out.join("gateway-store");
+    // An operator for the fleet page, so /fleet can be tried at once.
+    let operators = out.join("operators");
+    if !operators.exists() {
+        kiosk_gateway::operators::add(
+            &operators,
+            "demo",
+            &kiosk_schemas::Secret::new(DEMO_OPERATOR_PASSWORD),
+        )?;
+    }
+    gateway_config.http.operators = Some(operators);
     let gateway = Gateway::start(gateway_config)
         .await
         .context("starting the gateway (is something else on 127.0.0.1:8080 or :1883?)")?;
@@ -123,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  curl -s {http}/v1/print-jobs/{job_id} -H 'Authorization: Bearer {DEMO_API_KEY}'");
     println!("  curl -s {http}/v1/kiosks -H 'Authorization: Bearer {DEMO_API_KEY}'");
+    println!("  open {http}/fleet in a browser: operator demo, password {DEMO_OPERATOR_PASSWORD}");
     println!(
         "  mosquitto_sub -h {} -p {} -u technician -P {DEMO_TECHNICIAN_PASSWORD} -v -t 'kiosk/+/#'",
         mqtt.ip(),
