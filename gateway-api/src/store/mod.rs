@@ -9,6 +9,8 @@
 //! | `cancels` | kiosk id `\0` job id | empty: the job was cancelled through the API and its kiosk has not answered; keep sending it the `cancel` command |
 //! | `idempotency` | kiosk id `\0` Idempotency-Key | [`kiosk_store::idempotency`] record → job id |
 //! | `kiosks` | kiosk id | [`KioskRecord`] |
+//! | `jobs_by_time`, `jobs_by_kiosk`, `jobs_by_state` | a job's position, under its kiosk or state | empty: the indexes for listing (`jobs::index`) |
+//! | `meta` | `jobs_index_v1` | empty: the indexes cover every job (built once, when a store without them opens) |
 //!
 //! Records are postcard behind a version byte ([`kiosk_store::record`]);
 //! jobs are at version 3 (no document inside: the job's bytes are in
@@ -22,7 +24,8 @@
 //! before they acknowledge anything (HTTP 202, MQTT PUBACK), which also
 //! lets them batch.
 //!
-//! - [`jobs`]: print jobs, their index of unfinished jobs, purging.
+//! - [`jobs`]: print jobs, their index of unfinished jobs, their indexes
+//!   for listing, purging.
 //! - [`kiosks`]: what the gateway knows about each kiosk.
 
 use std::path::Path;
@@ -36,8 +39,8 @@ mod jobs;
 mod kiosks;
 
 pub use jobs::{
-    ByteCounts, CANCELLED_QUEUED, CancelOutcome, CreateOutcome, JobRecord, MqttJobOutcome, Origin,
-    ReportOutcome, Source, Transition,
+    ByteCounts, CANCELLED_QUEUED, CancelOutcome, CreateOutcome, Cursor, JobFilter, JobRecord,
+    MqttJobOutcome, Origin, Page, ReportOutcome, Source, Transition,
 };
 pub use kiosk_store::StoreError;
 pub use kiosks::KioskRecord;
@@ -81,6 +84,15 @@ pub struct Store {
     cancels: sled::Tree,
     idempotency: sled::Tree,
     kiosks: sled::Tree,
+    /// Jobs by position (`jobs::index`).
+    by_time: sled::Tree,
+    /// Jobs by kiosk, then position.
+    by_kiosk: sled::Tree,
+    /// Jobs by state, then position.
+    by_state: sled::Tree,
+    /// One-time markers (the tree also holds the view token key,
+    /// [`crate::cash::token`]).
+    meta: sled::Tree,
     counts: Arc<StateCounts>,
     /// Held by every write that creates a job record (or removes what a
     /// creation left unfinished) from its check to its last write, so that
@@ -98,7 +110,8 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database in `path`, converts job records of
-    /// older versions, and counts jobs by state.
+    /// older versions, counts jobs by state, and builds the job indexes
+    /// for listing if the store has none yet.
     ///
     /// # Errors
     /// [`StoreError::Sled`] when the directory cannot be opened (locked by
@@ -113,6 +126,10 @@ impl Store {
             cancels: db.open_tree("cancels")?,
             idempotency: db.open_tree("idempotency")?,
             kiosks: db.open_tree("kiosks")?,
+            by_time: db.open_tree("jobs_by_time")?,
+            by_kiosk: db.open_tree("jobs_by_kiosk")?,
+            by_state: db.open_tree("jobs_by_state")?,
+            meta: db.open_tree("meta")?,
             commit: GroupCommit::new(db.clone()),
             events: crate::events::EventLog::open(
                 &db,
@@ -134,6 +151,10 @@ impl Store {
             let (k, v) = item?;
             let job = jobs::decode_job(&k, &v)?;
             store.counts.add(job.state, 1);
+        }
+        let indexed = store.build_job_index()?;
+        if indexed > 0 {
+            tracing::info!(jobs = indexed, "built the job indexes for listing");
         }
         Ok(store)
     }

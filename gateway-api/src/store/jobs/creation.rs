@@ -5,6 +5,7 @@ use kiosk_schemas::{JobState, KioskId, PrintJob};
 use kiosk_store::idempotency::{Claim, Seen};
 use sled::Transactional;
 
+use super::index::{IndexTx, time_key};
 use super::pending::pending_key;
 use super::records::{JOB_V, JobRecord, Origin, Transition, decode_job};
 use crate::store::{Store, StoreError, abort, encode};
@@ -37,8 +38,9 @@ pub enum MqttJobOutcome {
 }
 
 impl Store {
-    /// Stores a new job (state `queued`, indexed as pending) with its wire
-    /// bytes `payload`, unless its Idempotency-Key was seen before.
+    /// Stores a new job (state `queued`, indexed as pending and for
+    /// listing) with its wire bytes `payload`, unless its Idempotency-Key
+    /// was seen before.
     /// `idempotency` is the key and the SHA-256 of the request it came with.
     ///
     /// # Errors
@@ -55,6 +57,9 @@ impl Store {
             .transpose()?;
         let job_bytes = encode(JOB_V, job.job_id.as_str(), &job)?;
         let pending = pending_key(&job.kiosk_id, &job.job_id);
+        // The pending entry holds the job's time, so that what a creation
+        // cut short left can be found without the record.
+        let stored_at = time_key(job.accepted_at);
 
         // No sled transaction: every transaction waits for a flush in
         // progress (sled 0.34 takes a process-wide lock for both), while
@@ -66,8 +71,10 @@ impl Store {
         // that did not reach the disk (a prefix, by log sequence number):
         // 1. the idempotency claim: alone, its job is missing and the key
         //    is fresh again (as for a purged job);
-        // 2. the pending entry, then the payload: without their job, both
-        //    are removed by delivery's timer ([`Store::drop_unfinished`]);
+        // 2. the pending entry, then the payload, then the entries of the
+        //    indexes for listing: without their job, listing skips the
+        //    latter, and delivery's timer removes them all, found from the
+        //    pending entry ([`Store::drop_unfinished`]);
         // 3. the job record, the commit point.
         let _creating = self.creating();
         if let Some(claim) = &claim {
@@ -90,8 +97,9 @@ impl Store {
         if let Some(claim) = &claim {
             claim.record_in(&self.idempotency)?;
         }
-        self.pending.insert(pending.as_slice(), &[][..])?;
+        self.pending.insert(pending.as_slice(), &stored_at[..])?;
         self.payloads.insert(job_key.as_slice(), payload)?;
+        self.index_insert(&job)?;
         self.jobs.insert(job_key.as_slice(), job_bytes)?;
         let outcome = CreateOutcome::Created(job);
         if let CreateOutcome::Created(j) = &outcome {
@@ -113,50 +121,66 @@ impl Store {
     ) -> Result<MqttJobOutcome, StoreError> {
         let key = job.job_id.as_str().as_bytes();
         let pkey = pending_key(kiosk, &job.job_id);
-        let trees = (&self.jobs, &self.payloads, &self.pending);
+        let trees = (
+            &self.jobs,
+            &self.payloads,
+            &self.pending,
+            &self.by_time,
+            &self.by_kiosk,
+            &self.by_state,
+        );
         // It may create the record: keep creations out (before the
         // transaction, never inside it).
         let _creating = self.creating();
-        let outcome = trees.transaction(|(jobs, payloads, pend)| {
-            let now = chrono::Utc::now();
-            match jobs.get(key)? {
-                Some(bytes) => {
-                    let mut rec = decode_job(key, &bytes).map_err(abort)?;
-                    if &rec.kiosk_id != kiosk {
-                        return Ok(MqttJobOutcome::WrongKiosk);
+        let outcome =
+            trees.transaction(|(jobs, payloads, pend, by_time, by_kiosk, by_state)| {
+                let index = IndexTx {
+                    by_time,
+                    by_kiosk,
+                    by_state,
+                };
+                let now = chrono::Utc::now();
+                match jobs.get(key)? {
+                    Some(bytes) => {
+                        let mut rec = decode_job(key, &bytes).map_err(abort)?;
+                        if &rec.kiosk_id != kiosk {
+                            return Ok(MqttJobOutcome::WrongKiosk);
+                        }
+                        if payloads.get(key)?.is_some() {
+                            return Ok(MqttJobOutcome::Known);
+                        }
+                        rec.printer = job.printer.clone();
+                        rec.copies = job.copies;
+                        rec.created_at = job.created_at;
+                        rec.expires_at = job.expires_at;
+                        // The queued step happened before the result we saw
+                        // first. (Its position for listing, from
+                        // `accepted_at`, stays.)
+                        rec.history.insert(
+                            0,
+                            Transition {
+                                state: JobState::Queued,
+                                at: job.created_at,
+                                reason: None,
+                            },
+                        );
+                        let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
+                        jobs.insert(key, bytes)?;
+                        payloads.insert(key, payload)?;
+                        Ok(MqttJobOutcome::Completed)
                     }
-                    if payloads.get(key)?.is_some() {
-                        return Ok(MqttJobOutcome::Known);
+                    None => {
+                        // Published straight over MQTT: as first recorded.
+                        let rec = JobRecord::queued(kiosk, job, Origin::Mqtt, None, now);
+                        let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
+                        jobs.insert(key, bytes)?;
+                        payloads.insert(key, payload)?;
+                        pend.insert(pkey.as_slice(), &time_key(rec.accepted_at)[..])?;
+                        index.insert(&rec)?;
+                        Ok(MqttJobOutcome::Recorded)
                     }
-                    rec.printer = job.printer.clone();
-                    rec.copies = job.copies;
-                    rec.created_at = job.created_at;
-                    rec.expires_at = job.expires_at;
-                    // The queued step happened before the result we saw first.
-                    rec.history.insert(
-                        0,
-                        Transition {
-                            state: JobState::Queued,
-                            at: job.created_at,
-                            reason: None,
-                        },
-                    );
-                    let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
-                    jobs.insert(key, bytes)?;
-                    payloads.insert(key, payload)?;
-                    Ok(MqttJobOutcome::Completed)
                 }
-                None => {
-                    // Published straight over MQTT: as first recorded.
-                    let rec = JobRecord::queued(kiosk, job, Origin::Mqtt, None, now);
-                    let bytes = encode(JOB_V, job.job_id.as_str(), &rec).map_err(abort)?;
-                    jobs.insert(key, bytes)?;
-                    payloads.insert(key, payload)?;
-                    pend.insert(pkey.as_slice(), &[][..])?;
-                    Ok(MqttJobOutcome::Recorded)
-                }
-            }
-        })?;
+            })?;
         if outcome == MqttJobOutcome::Recorded {
             self.counts.moved(None, JobState::Queued);
         }

@@ -4,6 +4,7 @@
 use kiosk_schemas::{JobId, KioskId};
 use kiosk_store::keys;
 
+use super::index::Position;
 use crate::store::{Store, StoreError};
 
 pub(super) fn pending_key(kiosk: &KioskId, job: &JobId) -> Vec<u8> {
@@ -32,10 +33,13 @@ impl Store {
         Ok(())
     }
 
-    /// Removes the pending entry and payload of `job_id` if its record is
-    /// missing: what a [`Store::create_job`] cut short by a crash left
-    /// (nothing, while one is under way: it holds the creation lock until
-    /// its record is written). Returns whether they were removed.
+    /// Removes the pending entry, payload and entries in the indexes for
+    /// listing of `job_id` if its record is missing: what a
+    /// [`Store::create_job`] cut short by a crash left (nothing, while one
+    /// is under way: it holds the creation lock until its record is
+    /// written). The index entries are found from the time the pending
+    /// entry holds (entries written before it held one have none: no
+    /// index entries either). Returns whether they were removed.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
@@ -45,8 +49,19 @@ impl Store {
         if self.jobs.contains_key(key)? {
             return Ok(false);
         }
+        let pkey = pending_key(kiosk, job_id);
+        if let Some(at) = self.pending.get(&pkey)?
+            && at.len() == 8
+        {
+            let mut pos = at.to_vec();
+            pos.extend_from_slice(key);
+            if let Some(pos) = Position::from_bytes(&pos) {
+                // A creation writes its job as `queued`.
+                self.index_remove(kiosk, kiosk_schemas::JobState::Queued, &pos)?;
+            }
+        }
         self.payloads.remove(key)?;
-        self.pending.remove(pending_key(kiosk, job_id))?;
+        self.pending.remove(pkey)?;
         Ok(true)
     }
 

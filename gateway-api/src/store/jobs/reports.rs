@@ -5,6 +5,7 @@ use kiosk_schemas::{JobId, JobState, KioskId, Timestamp};
 use sled::Transactional;
 
 use super::cancels::cancel_key;
+use super::index::IndexTx;
 use super::pending::pending_key;
 use super::records::{ByteCounts, JOB_V, JobRecord, Origin, decode_job};
 use crate::events::FleetEventKind;
@@ -85,57 +86,76 @@ impl Store {
         // transaction, never inside it).
         let _creating = self.creating();
         let log = &self.events;
-        let trees = (&self.jobs, &self.pending, &self.cancels, log.tree());
-        let outcome = trees.transaction(|(jobs, pend, cancels, events)| {
-            let (mut rec, from) = match jobs.get(key)? {
-                Some(bytes) => {
-                    let rec = decode_job(key, &bytes).map_err(abort)?;
-                    if &rec.kiosk_id != kiosk {
-                        return Ok(ReportOutcome::WrongKiosk);
+        let trees = (
+            &self.jobs,
+            &self.pending,
+            &self.cancels,
+            log.tree(),
+            &self.by_time,
+            &self.by_kiosk,
+            &self.by_state,
+        );
+        let outcome = trees.transaction(
+            |(jobs, pend, cancels, events, by_time, by_kiosk, by_state)| {
+                let index = IndexTx {
+                    by_time,
+                    by_kiosk,
+                    by_state,
+                };
+                let (mut rec, from) = match jobs.get(key)? {
+                    Some(bytes) => {
+                        let rec = decode_job(key, &bytes).map_err(abort)?;
+                        if &rec.kiosk_id != kiosk {
+                            return Ok(ReportOutcome::WrongKiosk);
+                        }
+                        let from = rec.state;
+                        (rec, Some(from))
                     }
-                    let from = rec.state;
-                    (rec, Some(from))
+                    None => (
+                        JobRecord {
+                            job_id: job_id.clone(),
+                            kiosk_id: kiosk.clone(),
+                            printer: String::new(),
+                            copies: 1,
+                            created_at: at,
+                            expires_at: None,
+                            state: JobState::Queued,
+                            reason: None,
+                            history: Vec::new(),
+                            origin: Origin::Mqtt,
+                            reprint_of: None,
+                            accepted_at: chrono::Utc::now(),
+                            gateway_expired: false,
+                            bytes: None,
+                        },
+                        None,
+                    ),
+                };
+                let cancel_asked = cancels.get(ckey.as_slice())?.is_some();
+                let answered = source == Source::Kiosk && reported.is_terminal();
+                if cancel_asked && answered {
+                    cancels.remove(ckey.as_slice())?;
                 }
-                None => (
-                    JobRecord {
-                        job_id: job_id.clone(),
-                        kiosk_id: kiosk.clone(),
-                        printer: String::new(),
-                        copies: 1,
-                        created_at: at,
-                        expires_at: None,
-                        state: JobState::Queued,
-                        reason: None,
-                        history: Vec::new(),
-                        origin: Origin::Mqtt,
-                        reprint_of: None,
-                        accepted_at: chrono::Utc::now(),
-                        gateway_expired: false,
-                        bytes: None,
-                    },
-                    None,
-                ),
-            };
-            let cancel_asked = cancels.get(ckey.as_slice())?.is_some();
-            let answered = source == Source::Kiosk && reported.is_terminal();
-            if cancel_asked && answered {
-                cancels.remove(ckey.as_slice())?;
-            }
-            let unconfirmed = cancel_asked && rec.state == JobState::Cancelled;
-            match rec.apply(reported, at, reason.clone(), bytes, source, unconfirmed) {
-                Step::Advance(_) => {}
-                Step::Duplicate => return Ok(ReportOutcome::Duplicate),
-                Step::Conflict => return Ok(ReportOutcome::Conflict(rec)),
-            }
-            let bytes = encode(JOB_V, job_id.as_str(), &rec).map_err(abort)?;
-            jobs.insert(key, bytes)?;
-            if rec.is_settled() {
-                pend.remove(pkey.as_slice())?;
-            }
-            let kind = FleetEventKind::PrintJobStateChanged.name();
-            log.append(events, kind, Some(kiosk), state_changed(&rec, from))?;
-            Ok(ReportOutcome::Applied { from, record: rec })
-        })?;
+                let unconfirmed = cancel_asked && rec.state == JobState::Cancelled;
+                match rec.apply(reported, at, reason.clone(), bytes, source, unconfirmed) {
+                    Step::Advance(_) => {}
+                    Step::Duplicate => return Ok(ReportOutcome::Duplicate),
+                    Step::Conflict => return Ok(ReportOutcome::Conflict(rec)),
+                }
+                let bytes = encode(JOB_V, job_id.as_str(), &rec).map_err(abort)?;
+                jobs.insert(key, bytes)?;
+                match from {
+                    Some(from) => index.moved(from, &rec)?,
+                    None => index.insert(&rec)?,
+                }
+                if rec.is_settled() {
+                    pend.remove(pkey.as_slice())?;
+                }
+                let kind = FleetEventKind::PrintJobStateChanged.name();
+                log.append(events, kind, Some(kiosk), state_changed(&rec, from))?;
+                Ok(ReportOutcome::Applied { from, record: rec })
+            },
+        )?;
         if let ReportOutcome::Applied { from, record } = &outcome {
             self.counts.moved(*from, record.state);
         }

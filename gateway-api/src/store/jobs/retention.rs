@@ -4,12 +4,14 @@
 use kiosk_schemas::Timestamp;
 use kiosk_store::idempotency;
 
+use super::index::Position;
 use super::records::decode_job;
 use crate::store::{Store, StoreError};
 
 impl Store {
     /// Deletes finished jobs whose last transition is older than `before`,
-    /// with their idempotency keys. Returns how many jobs were deleted.
+    /// with their idempotency keys and their entries in the indexes for
+    /// listing. Returns how many jobs were deleted.
     ///
     /// # Errors
     /// [`StoreError`] on storage failure.
@@ -43,6 +45,9 @@ impl Store {
             let key = job.job_id.as_str().as_bytes();
             self.payloads.remove(key)?;
             self.jobs.remove(key)?;
+            // After the record: entries left by a crash here are skipped
+            // by listing, while a record without them would not be listed.
+            self.index_remove(&job.kiosk_id, job.state, &Position::of(job))?;
             self.counts.add(job.state, -1);
         }
         Ok(doomed.len())

@@ -1,6 +1,7 @@
 //! Tests of the job store.
 
 use super::pending::pending_key;
+use super::records::decode_job;
 use super::records::{JOB_V, JOB_V1, JOB_V2, JobRecordV1, JobRecordV2};
 use super::*;
 use crate::store::Store;
@@ -713,4 +714,438 @@ fn the_kiosk_that_started_a_job_before_its_cancel_overrules_it() {
         state_events(&s, "a").last().unwrap(),
         &(Some("cancelled".to_owned()), "printed".to_owned())
     );
+}
+
+// Listing through the indexes.
+
+/// A job for `kiosk` and `printer` stored `secs` seconds after a fixed
+/// instant.
+fn job_at(id: &str, kiosk: &str, printer: &str, secs: i64) -> JobRecord {
+    let at = chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000);
+    let mut rec = job(id, kiosk);
+    rec.printer = printer.into();
+    rec.accepted_at = at + chrono::Duration::seconds(secs);
+    rec.created_at = rec.accepted_at;
+    rec
+}
+
+/// Every page of a listing, `limit` at a time, as job ids.
+fn list_all(s: &Store, filter: &JobFilter, limit: usize) -> Vec<String> {
+    let (mut out, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = s.list_jobs(filter, cursor.as_ref(), limit).unwrap();
+        assert!(page.jobs.len() <= limit);
+        out.extend(page.jobs.iter().map(|r| r.job_id.as_str().to_owned()));
+        match page.next {
+            Some(c) => {
+                assert_eq!(page.jobs.len(), limit, "a cursor only after a full page");
+                cursor = Some(c);
+            }
+            None => return out,
+        }
+    }
+}
+
+/// What a listing must answer: every record that matches, newest first,
+/// ties by id (a scan of `jobs`, as a model).
+fn expected(s: &Store, f: &JobFilter) -> Vec<String> {
+    let mut all: Vec<JobRecord> = s
+        .jobs
+        .iter()
+        .map(|i| {
+            let (k, v) = i.unwrap();
+            decode_job(&k, &v).unwrap()
+        })
+        .filter(|r| {
+            f.kiosk.as_ref().is_none_or(|k| *k == r.kiosk_id)
+                && f.printer.as_ref().is_none_or(|p| *p == r.printer)
+                && (f.states.is_empty() || f.states.contains(&r.state))
+                && f.created_after.is_none_or(|t| r.accepted_at > t)
+                && f.created_before.is_none_or(|t| r.accepted_at < t)
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        b.accepted_at
+            .cmp(&a.accepted_at)
+            .then_with(|| a.job_id.as_str().cmp(b.job_id.as_str()))
+    });
+    all.into_iter()
+        .map(|r| r.job_id.as_str().to_owned())
+        .collect()
+}
+
+fn report(s: &Store, kiosk: &str, id: &str, state: JobState) {
+    let outcome = s
+        .apply_report(
+            &k(kiosk),
+            &j(id),
+            state,
+            Utc::now(),
+            None,
+            None,
+            Source::Kiosk,
+        )
+        .unwrap();
+    assert!(matches!(outcome, ReportOutcome::Applied { .. }), "{id}");
+}
+
+/// 60 jobs over 3 kiosks and 2 printers, in every state, two of them at
+/// the same instant.
+fn listing_fixture(s: &Store) {
+    let states = [
+        JobState::Queued,
+        JobState::Received,
+        JobState::Printed,
+        JobState::Failed,
+        JobState::Expired,
+    ];
+    for n in 0..60i64 {
+        let kiosk = ["k1", "k2", "k3"][(n % 3) as usize];
+        let printer = if n % 4 == 0 { "label" } else { "receipt" };
+        // Jobs 30 and 31 share an instant: the id breaks the tie.
+        let secs = if n == 31 { 30 } else { n };
+        let id = format!("job-{n:02}");
+        let created = s
+            .create_job(job_at(&id, kiosk, printer, secs), PAYLOAD, None)
+            .unwrap();
+        assert!(matches!(created, CreateOutcome::Created(_)));
+        let state = states[(n * 7 % 5) as usize];
+        if state != JobState::Queued {
+            report(s, kiosk, &id, JobState::Received);
+        }
+        if !matches!(state, JobState::Queued | JobState::Received) {
+            report(s, kiosk, &id, state);
+        }
+    }
+}
+
+#[test]
+fn listing_answers_each_filter_newest_first_across_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    listing_fixture(&s);
+    let t = |secs: i64| job_at("x", "k1", "p", secs).accepted_at;
+    let filters = [
+        JobFilter::default(),
+        JobFilter {
+            kiosk: Some(k("k2")),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            kiosk: Some(k("nope")),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            printer: Some("label".into()),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            states: vec![JobState::Failed],
+            ..JobFilter::default()
+        },
+        JobFilter {
+            states: vec![JobState::Printed, JobState::Queued, JobState::Printed],
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_after: Some(t(10)),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_before: Some(t(30)),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            created_after: Some(t(12)),
+            created_before: Some(t(12)),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            kiosk: Some(k("k1")),
+            printer: Some("receipt".into()),
+            states: vec![JobState::Expired, JobState::Received],
+            created_after: Some(t(5)),
+            created_before: Some(t(50)),
+        },
+        JobFilter {
+            kiosk: Some(k("k3")),
+            created_after: Some(t(20)),
+            created_before: Some(t(41)),
+            ..JobFilter::default()
+        },
+    ];
+    for f in &filters {
+        let want = expected(&s, f);
+        for limit in [1, 3, 7, 100] {
+            assert_eq!(list_all(&s, f, limit), want, "{f:?}, limit {limit}");
+        }
+    }
+    // The model is not vacuous: the filters narrow, in the expected order.
+    let all = expected(&s, &JobFilter::default());
+    assert_eq!(all.len(), 60);
+    assert_eq!(&all[..2], ["job-59", "job-58"]);
+    let tie = all.iter().position(|id| id == "job-30").unwrap();
+    assert_eq!(all[tie + 1], "job-31", "ties by job id");
+    assert!(!expected(&s, &filters[4]).is_empty());
+    assert!(expected(&s, &filters[4]).len() < 20);
+    assert!(!expected(&s, &filters[9]).is_empty());
+    assert!(expected(&s, &filters[8]).is_empty());
+    assert_eq!(expected(&s, &filters[6]).len(), 49);
+}
+
+#[test]
+fn a_state_change_moves_the_job_between_state_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job_at("a", "k1", "receipt", 1), PAYLOAD, None)
+        .unwrap();
+    let in_state = |state| {
+        let f = JobFilter {
+            states: vec![state],
+            ..JobFilter::default()
+        };
+        list_all(&s, &f, 10)
+    };
+    assert_eq!(in_state(JobState::Queued), ["a"]);
+    report(&s, "k1", "a", JobState::Received);
+    report(&s, "k1", "a", JobState::Failed);
+    assert!(in_state(JobState::Queued).is_empty());
+    assert!(in_state(JobState::Received).is_empty());
+    assert_eq!(in_state(JobState::Failed), ["a"]);
+    // One entry per index, none left in the old states.
+    assert_eq!(
+        (s.by_time.len(), s.by_kiosk.len(), s.by_state.len()),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn jobs_seen_over_mqtt_or_from_a_result_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let wire = |id: &str| PrintJob {
+        v: kiosk_schemas::V1,
+        job_id: j(id),
+        printer: "receipt".into(),
+        document: serde_json::from_value(serde_json::json!({"kind": "text", "text": "x"})).unwrap(),
+        copies: 1,
+        created_at: Utc::now() - chrono::Duration::days(3),
+        expires_at: None,
+    };
+    let m = wire("mqtt");
+    let outcome = s.record_mqtt_job(&k("k1"), &m, PAYLOAD).unwrap();
+    assert_eq!(outcome, MqttJobOutcome::Recorded);
+    // A result first, then its job: one job, listed in its latest state.
+    report(&s, "k2", "late", JobState::Printed);
+    let outcome = s.record_mqtt_job(&k("k2"), &wire("late"), PAYLOAD).unwrap();
+    assert_eq!(outcome, MqttJobOutcome::Completed);
+    assert_eq!(list_all(&s, &JobFilter::default(), 10), ["late", "mqtt"]);
+    let printed = JobFilter {
+        states: vec![JobState::Printed],
+        kiosk: Some(k("k2")),
+        ..JobFilter::default()
+    };
+    assert_eq!(list_all(&s, &printed, 10), ["late"]);
+    assert_eq!(s.by_state.len(), 2);
+}
+
+/// Pages read while jobs are created (by another thread, and between
+/// pages) show every job that existed at the first page exactly once.
+#[test]
+fn pages_skip_and_repeat_nothing_while_jobs_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for n in 0..300 {
+        let kiosk = if n % 2 == 0 { "k1" } else { "k2" };
+        let id = format!("old-{n:03}");
+        // Many share an instant, so ties too go across pages.
+        s.create_job(job_at(&id, kiosk, "receipt", n / 4), PAYLOAD, None)
+            .unwrap();
+    }
+    let filters = [
+        JobFilter::default(),
+        JobFilter {
+            kiosk: Some(k("k1")),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            states: vec![JobState::Queued, JobState::Failed],
+            ..JobFilter::default()
+        },
+    ];
+    for f in &filters {
+        let before = expected(&s, f);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let seen = std::thread::scope(|scope| {
+            let creator = scope.spawn(|| {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let kiosk = if n % 2 == 0 { "k1" } else { "k2" };
+                    let id = format!("new-{}-{n}", f.states.len());
+                    s.create_job(job(&id, kiosk), PAYLOAD, None).unwrap();
+                    n += 1;
+                }
+                n
+            });
+            let (mut seen, mut cursor) = (Vec::new(), None);
+            let mut pages = 0;
+            loop {
+                let page = s.list_jobs(f, cursor.as_ref(), 7).unwrap();
+                seen.extend(page.jobs.iter().map(|r| r.job_id.as_str().to_owned()));
+                // And one more between pages, for sure.
+                let id = format!("between-{}-{pages}", f.states.len());
+                s.create_job(job(&id, "k1"), PAYLOAD, None).unwrap();
+                // A job further down fails: under `queued, failed` it
+                // moves from one state's range to the other's.
+                if !f.states.is_empty() {
+                    let n = 299 - (pages * 11 + 5) % 300;
+                    let kiosk = if n % 2 == 0 { "k1" } else { "k2" };
+                    let id = format!("old-{n:03}");
+                    s.apply_report(
+                        &k(kiosk),
+                        &j(&id),
+                        JobState::Failed,
+                        Utc::now(),
+                        None,
+                        None,
+                        Source::Kiosk,
+                    )
+                    .unwrap();
+                }
+                pages += 1;
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(creator.join().unwrap() > 0);
+            seen
+        });
+        // (Jobs created while paging sort first: before the cursor.)
+        let existed: std::collections::HashSet<_> = before.iter().collect();
+        let old: Vec<_> = seen
+            .iter()
+            .filter(|id| existed.contains(id))
+            .cloned()
+            .collect();
+        assert_eq!(old, before, "{f:?}");
+        assert!(before.iter().filter(|id| id.starts_with("old-")).count() >= 150);
+        let unique: std::collections::HashSet<_> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "{f:?}: a job repeated");
+    }
+    assert!(s.counts().get(JobState::Failed) > 10);
+}
+
+#[test]
+fn purged_jobs_leave_the_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job_at("old", "k1", "receipt", 1), PAYLOAD, None)
+        .unwrap();
+    s.create_job(job_at("open", "k1", "receipt", 2), PAYLOAD, None)
+        .unwrap();
+    let long_ago = Utc::now() - chrono::Duration::days(60);
+    s.apply_report(
+        &k("k1"),
+        &j("old"),
+        JobState::Printed,
+        long_ago,
+        None,
+        None,
+        Source::Kiosk,
+    )
+    .unwrap();
+    assert_eq!(
+        s.purge_finished(Utc::now() - chrono::Duration::days(30))
+            .unwrap(),
+        1
+    );
+    assert_eq!(list_all(&s, &JobFilter::default(), 10), ["open"]);
+    assert_eq!(
+        (s.by_time.len(), s.by_kiosk.len(), s.by_state.len()),
+        (1, 1, 1)
+    );
+}
+
+/// A creation cut short after its index entries: listing skips them, and
+/// delivery's timer removes them with the pending entry and payload.
+#[test]
+fn index_entries_of_a_creation_cut_short_are_skipped_then_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.create_job(job_at("b", "k1", "receipt", 1), PAYLOAD, None)
+        .unwrap();
+    // Every write of create_job up to the record.
+    let cut = job_at("a", "k1", "receipt", 2);
+    let pos = super::index::time_key(cut.accepted_at);
+    s.pending
+        .insert(pending_key(&k("k1"), &j("a")), &pos[..])
+        .unwrap();
+    s.payloads.insert("a", PAYLOAD).unwrap();
+    s.index_insert(&cut).unwrap();
+    assert_eq!(s.by_time.len(), 2);
+    assert_eq!(list_all(&s, &JobFilter::default(), 1), ["b"]);
+    let queued = JobFilter {
+        kiosk: Some(k("k1")),
+        states: vec![JobState::Queued],
+        ..JobFilter::default()
+    };
+    assert_eq!(list_all(&s, &queued, 1), ["b"]);
+    assert!(s.drop_unfinished(&k("k1"), &j("a")).unwrap());
+    assert_eq!(
+        (s.by_time.len(), s.by_kiosk.len(), s.by_state.len()),
+        (1, 1, 1)
+    );
+    assert_eq!(s.pending(None).unwrap(), vec![(k("k1"), j("b"))]);
+}
+
+/// A store written before the indexes existed (records only) gets them
+/// when it opens, once.
+#[test]
+fn a_store_without_indexes_is_indexed_when_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let jobs = db.open_tree("jobs").unwrap();
+        for (n, kiosk) in ["k1", "k2", "k1"].iter().enumerate() {
+            let rec = job_at(&format!("j{n}"), kiosk, "receipt", n as i64);
+            let bytes = record::encode(JOB_V, &rec).unwrap();
+            jobs.insert(rec.job_id.as_str(), bytes).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let s = reopen(dir.path());
+    assert_eq!(list_all(&s, &JobFilter::default(), 2), ["j2", "j1", "j0"]);
+    let k1 = JobFilter {
+        kiosk: Some(k("k1")),
+        ..JobFilter::default()
+    };
+    assert_eq!(list_all(&s, &k1, 2), ["j2", "j0"]);
+    let queued = JobFilter {
+        states: vec![JobState::Queued],
+        ..JobFilter::default()
+    };
+    assert_eq!(list_all(&s, &queued, 2), ["j2", "j1", "j0"]);
+    assert_eq!(s.build_job_index().unwrap(), 0, "built once");
+    drop(s);
+    let s = reopen(dir.path());
+    assert_eq!(s.by_time.len(), 3);
+}
+
+#[test]
+fn cursors_read_back_and_garbage_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for n in 0..3 {
+        s.create_job(job_at(&format!("j{n}"), "k1", "receipt", n), PAYLOAD, None)
+            .unwrap();
+    }
+    let page = s.list_jobs(&JobFilter::default(), None, 2).unwrap();
+    let cursor = page.next.expect("more");
+    let text = cursor.encode();
+    assert_eq!(Cursor::decode(&text), Some(cursor));
+    for bad in ["", "!!!", "AQ", "AA", &text[1..], "AgAAAAAAAAAAeA"] {
+        assert_eq!(Cursor::decode(bad), None, "{bad:?}");
+    }
 }
