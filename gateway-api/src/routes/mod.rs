@@ -3,6 +3,8 @@
 //! | route | auth | |
 //! |---|---|---|
 //! | `POST /v1/kiosks/{kiosk_id}/print-jobs` | API key | [`print_jobs::create`] |
+//! | `GET /v1/kiosks/{kiosk_id}/print-jobs` | API key | [`print_jobs::list_for_kiosk`] |
+//! | `GET /v1/print-jobs` | API key | [`print_jobs::list`] |
 //! | `GET /v1/print-jobs/{job_id}` | API key | [`print_jobs::get`] |
 //! | `POST /v1/print-jobs/{job_id}/reprint` | API key | [`print_jobs::reprint`] |
 //! | `POST /v1/print-jobs/{job_id}/cancel` | API key | [`print_jobs::cancel`] |
@@ -184,7 +186,10 @@ pub fn router(state: AppState) -> Router {
     let with_api_key = Router::new()
         .route("/v1/kiosks", get(kiosks::list))
         .route("/v1/kiosks/{kiosk_id}", get(kiosks::get))
-        .route("/v1/kiosks/{kiosk_id}/print-jobs", post(print_jobs::create))
+        .route(
+            "/v1/kiosks/{kiosk_id}/print-jobs",
+            post(print_jobs::create).get(print_jobs::list_for_kiosk),
+        )
         .route(
             "/v1/kiosks/{kiosk_id}/unassigned-credits",
             get(unassigned_credits::list),
@@ -197,6 +202,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/kiosks/{kiosk_id}/unassigned-credits/{credit_id}/refund",
             post(unassigned_credits::refund),
         )
+        .route("/v1/print-jobs", get(print_jobs::list))
         .route("/v1/print-jobs/{job_id}", get(print_jobs::get))
         .route("/v1/print-jobs/{job_id}/reprint", post(print_jobs::reprint))
         .route("/v1/print-jobs/{job_id}/cancel", post(print_jobs::cancel))

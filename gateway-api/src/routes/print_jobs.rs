@@ -1,4 +1,4 @@
-//! Print jobs: create, read, reprint, cancel.
+//! Print jobs: create, read, list, reprint, cancel.
 //!
 //! Cancel answers by the job's state at the gateway ([`crate::state::cancel`]):
 //! `queued` → `200`, the job `cancelled` (never sent again; its kiosk is
@@ -14,7 +14,7 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use kiosk_schemas::{Document, JobId, JobState, KioskId, PrintJob, Timestamp, V1, wire};
@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 
 use super::{AppState, Caller};
 use crate::error::ApiError;
-use crate::store::{CancelOutcome, CreateOutcome, JobRecord, Origin, Transition};
+use crate::store::{
+    CancelOutcome, CreateOutcome, Cursor, JobFilter, JobRecord, Origin, Transition,
+};
 
 /// Header carrying the caller's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -86,8 +88,13 @@ pub struct JobView {
     pub bytes_total: Option<u64>,
     /// Copies.
     pub copies: u8,
-    /// Creation time (RFC 3339).
+    /// Creation time (RFC 3339): the gateway's clock for jobs created
+    /// over HTTP, the publisher's `created_at` for jobs seen over MQTT.
     pub created_at: Timestamp,
+    /// When the gateway first stored the job (RFC 3339): what listings
+    /// are ordered by and `created_after`/`created_before` compare. The
+    /// same instant as `created_at` for jobs created over HTTP.
+    pub accepted_at: Timestamp,
     /// Expiry (RFC 3339), if any.
     pub expires_at: Option<Timestamp>,
     /// `http` or `mqtt`.
@@ -147,6 +154,7 @@ impl JobView {
             bytes_total: r.bytes.map(|b| b.total),
             copies: r.copies,
             created_at: r.created_at,
+            accepted_at: r.accepted_at,
             expires_at: r.expires_at,
             origin: match r.origin {
                 Origin::Http { .. } => "http",
@@ -505,6 +513,165 @@ pub async fn test_print(
     let payload = check_job(&app, &job)?;
     let record = JobRecord::queued(&kiosk, &job, Origin::Http { api_key: caller.0 }, None, now);
     submit(&app, record, payload, None).await
+}
+
+/// Jobs per page when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 50;
+/// The largest `limit`.
+pub const MAX_LIMIT: usize = 500;
+
+/// Body of `GET /v1/print-jobs` and `GET /v1/kiosks/{kiosk_id}/print-jobs`.
+///
+/// ```json
+/// {"jobs":[{"job_id":"...","state":"printed","...":"..."}],"next_cursor":"AQ..."}
+/// ```
+#[derive(Debug, Serialize)]
+pub struct JobList {
+    /// Newest first (by `accepted_at`, ties by job id).
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One listing request, as its query string asks.
+#[derive(Debug, PartialEq)]
+struct ListQuery {
+    filter: JobFilter,
+    cursor: Option<Cursor>,
+    limit: usize,
+}
+
+fn bad(name: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidRequest(format!("query parameter {name}: {why}"))
+}
+
+fn timestamp(name: &str, value: &str) -> Result<Timestamp, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            bad(
+                name,
+                format!("{value:?} is not an RFC 3339 time ({e}; write `+` as %2B)"),
+            )
+        })
+}
+
+/// Reads the query of a listing; `kiosk` is the path's kiosk of
+/// `GET /v1/kiosks/{kiosk_id}/print-jobs`, where `kiosk_id` is no
+/// parameter. Unknown parameters, and any but `state` given twice, are
+/// refused, so that a misspelt filter is not silently ignored.
+fn list_query(query: Option<&str>, kiosk: Option<KioskId>) -> Result<ListQuery, ApiError> {
+    let per_kiosk = kiosk.is_some();
+    let mut q = ListQuery {
+        filter: JobFilter {
+            kiosk,
+            ..JobFilter::default()
+        },
+        cursor: None,
+        limit: DEFAULT_LIMIT,
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "state" && !seen.insert(name.clone()) {
+            return Err(bad(&name, "given more than once"));
+        }
+        match &*name {
+            "kiosk_id" if !per_kiosk => {
+                let id = KioskId::new(&*value).map_err(|e| bad(&name, e))?;
+                q.filter.kiosk = Some(id);
+            }
+            "printer" => q.filter.printer = Some(value.into_owned()),
+            "state" => {
+                let state = JobState::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == value)
+                    .ok_or_else(|| {
+                        bad(
+                            &name,
+                            format!(
+                                "unknown state {value:?} (queued, received, printed, failed, expired)"
+                            ),
+                        )
+                    })?;
+                q.filter.states.push(state);
+            }
+            "created_after" => q.filter.created_after = Some(timestamp(&name, &value)?),
+            "created_before" => q.filter.created_before = Some(timestamp(&name, &value)?),
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| bad(&name, format!("must be 1 to {MAX_LIMIT}")))?;
+            }
+            "cursor" => {
+                q.cursor = Some(
+                    Cursor::decode(&value)
+                        .ok_or_else(|| bad(&name, "not a next_cursor this gateway answered"))?,
+                );
+            }
+            _ => return Err(bad(&name, "unknown parameter")),
+        }
+    }
+    Ok(q)
+}
+
+/// A page of the listing `query` asks for (in `kiosk`, if given).
+async fn list_page(
+    app: &AppState,
+    query: Option<String>,
+    kiosk: Option<KioskId>,
+) -> Result<Json<JobList>, ApiError> {
+    let q = list_query(query.as_deref(), kiosk)?;
+    let store = app.store.clone();
+    let list = kiosk_store::unblocked(move || {
+        let page = store.list_jobs(&q.filter, q.cursor.as_ref(), q.limit)?;
+        let mut jobs = Vec::with_capacity(page.jobs.len());
+        for rec in page.jobs {
+            let payload = store.payload(&rec.job_id)?;
+            jobs.push(JobView::new(rec, payload.as_deref()));
+        }
+        Ok::<_, crate::store::StoreError>(JobList {
+            jobs,
+            next_cursor: page.next.as_ref().map(Cursor::encode),
+        })
+    })
+    .await?;
+    Ok(Json(list))
+}
+
+/// `GET /v1/print-jobs?kiosk_id=&printer=&state=&created_after=&created_before=&limit=&cursor=`
+/// → `200` [`JobList`]: jobs newest first (by `accepted_at`, ties by job
+/// id), `limit` (1 to 500, default 50) of them, and the `next_cursor` to
+/// pass as `cursor` for the next page (`null` on the last). `state` may
+/// be repeated (any of them); `created_after`/`created_before` are RFC
+/// 3339, exclusive, and compare `accepted_at`. A page costs about its
+/// size through the store's indexes (by kiosk, by state); `printer`
+/// filters on top of them. Jobs created while paging sort before the
+/// cursor: no job is skipped or repeated.
+///
+/// # Errors
+/// 400 `invalid_request` for an unknown parameter or state, a bad time,
+/// a `limit` out of range, a cursor this gateway did not answer; 401; 500.
+pub async fn list(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>, ApiError> {
+    list_page(&app, query, None).await
+}
+
+/// `GET /v1/kiosks/{kiosk_id}/print-jobs` → `200` [`JobList`]: as
+/// [`list`], of this kiosk's jobs (no `kiosk_id` parameter).
+///
+/// # Errors
+/// 404 `kiosk_not_found`; otherwise as [`list`].
+pub async fn list_for_kiosk(
+    State(app): State<AppState>,
+    Path(kiosk_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>, ApiError> {
+    let kiosk = known_kiosk(&app, &kiosk_id)?;
+    list_page(&app, query, Some(kiosk)).await
 }
 
 /// `POST /v1/print-jobs/{job_id}/reprint`, optional body [`Reprint`],
