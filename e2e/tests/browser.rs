@@ -189,6 +189,34 @@ async fn fleet_page_in_headless_chromium() {
         .await
         .expect("the test print reached the printer");
     assert_eq!(kiosk_e2e::count_with(&jobs, "Test print"), 1);
+
+    // A kiosk's page: its jobs, with cancel for a queued one (k2 is
+    // offline, so its job waits) and reprint for a failed one.
+    let failed = fleet
+        .create_job(
+            "k1",
+            serde_json::json!({"printer": "nope", "document": {"kind": "text", "text": "x"}}),
+        )
+        .await;
+    fleet.wait_job(&failed, "failed").await;
+    client
+        .goto(&format!("{}/fleet#kiosk/k1", fleet.http_base))
+        .await
+        .unwrap();
+    wait_text(&client, &format!("job-{failed}"), "failed").await;
+    click(&client, &format!("button.reprint[data-job='{failed}']")).await;
+    wait_text(&client, "note", "Reprint:").await;
+    let (_, reprints) = fleet.get("/v1/print-jobs?kiosk_id=k1&printer=nope").await;
+    assert_eq!(reprints["jobs"].as_array().unwrap().len(), 2, "{reprints}");
+    let queued = fleet.create_job("k2", kiosk_e2e::text_job("waits")).await;
+    client
+        .goto(&format!("{}/fleet#kiosk/k2", fleet.http_base))
+        .await
+        .unwrap();
+    wait_text(&client, &format!("job-{queued}"), "queued").await;
+    click(&client, &format!("button.cancel[data-job='{queued}']")).await;
+    wait_text(&client, &format!("job-{queued}"), "cancelled").await;
+    assert_eq!(fleet.job(&queued).await["state"], "cancelled");
     client.close().await.unwrap();
     agent.shutdown().await;
 }
