@@ -194,7 +194,9 @@ pub(super) fn body_bytes(
 ) -> Result<Bytes, ApiError> {
     body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("request body larger than {limit} bytes"))
+            ApiError::PayloadTooLarge(format!(
+                "request body larger than {limit} bytes (http.max_body_bytes)"
+            ))
         } else {
             ApiError::InvalidRequest(rej.body_text())
         }
@@ -350,16 +352,38 @@ fn request_hash(kiosk: &KioskId, body: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Bytes of an MQTT PUBLISH around its payload, at most: fixed header (5),
+/// topic length and `kiosk/<id up to 64>/print` (2 + 76), packet id (2),
+/// rounded up. The broker's limit counts the whole packet.
+const MQTT_OVERHEAD: usize = 128;
+
+/// The largest job, as JSON bytes, that every hop after the HTTP edge
+/// takes, and the key that sets it: `delivery.max_job_bytes`, or the
+/// broker's `broker.max_payload_bytes` less a PUBLISH's overhead when that
+/// is smaller (a job the broker would refuse is refused here instead of
+/// being lost on the way).
+pub fn job_limit(config: &crate::config::GatewayConfig) -> (usize, &'static str) {
+    let by_broker = config
+        .broker
+        .max_payload_bytes()
+        .saturating_sub(MQTT_OVERHEAD);
+    if by_broker < config.delivery.max_job_bytes {
+        (by_broker, "broker.max_payload_bytes")
+    } else {
+        (config.delivery.max_job_bytes, "delivery.max_job_bytes")
+    }
+}
+
 /// Checks a wire job, so nothing is stored that a kiosk would refuse;
 /// returns its wire bytes, which are stored and published as they are.
 fn check_job(app: &AppState, job: &PrintJob) -> Result<Vec<u8>, ApiError> {
     job.validate().map_err(ApiError::InvalidRequest)?;
     let payload = wire::encode(job);
     let size = payload.len();
-    let limit = app.config.delivery.max_job_bytes;
+    let (limit, key) = job_limit(&app.config);
     if size > limit {
         return Err(ApiError::PayloadTooLarge(format!(
-            "print job is {size} bytes as JSON, limit {limit} bytes"
+            "print job is {size} bytes as JSON, limit {limit} bytes ({key})"
         )));
     }
     Ok(payload)
