@@ -13,7 +13,8 @@
 //! status, never the job's.
 //!
 //! - [`device::DeviceDriver`]: a character device (`/dev/usb/lp0`) or a
-//!   file; one-way, so paper state is unknown.
+//!   file; a USB printer reports paper and online state through the
+//!   `LPGETSTATUS` ioctl, other paths are one-way (paper unknown).
 //! - [`tcp::TcpDriver`]: raw TCP (port 9100); two-way, status read with
 //!   `DLE EOT`.
 

@@ -1,0 +1,75 @@
+//! The `LPGETSTATUS` ioctl of Linux printer ports (`linux/lp.h`), which the
+//! `usblp` driver answers with the printer's GET_PORT_STATUS byte (USB
+//! printer class 1.1, 4.2.2). This crate holds the workspace's only
+//! `unsafe` block, so that every other crate keeps `unsafe_code = "forbid"`.
+
+use std::io;
+use std::os::fd::AsFd;
+
+/// `ioctl` request: the port status of a printer, an `int` (`linux/lp.h`).
+pub const LPGETSTATUS: u32 = 0x060b;
+/// Port status bit: paper out (active high).
+pub const LP_POUTPA: i32 = 0x20;
+/// Port status bit: the printer is selected, i.e. online (active high).
+pub const LP_PSELECD: i32 = 0x10;
+/// Port status bit: *no* error (the nERROR line, active low).
+pub const LP_PERRORP: i32 = 0x08;
+
+/// The port status bits (`LP_*`) of the open device `fd`.
+///
+/// # Errors
+/// The operating system's error: `ENOTTY` when `fd` is not a printer port
+/// (a regular file, a pipe, `/dev/null`), `EIO` when the printer did not
+/// answer; `Unsupported` off Linux.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn get_status(fd: impl AsFd) -> io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let fd = fd.as_fd();
+    let mut bits: libc::c_int = 0;
+    // SAFETY: LPGETSTATUS writes one `int` through its pointer argument,
+    // which points at `bits`, alive and exclusively borrowed for the call;
+    // `fd` is a borrowed, open descriptor. Drivers that do not know the
+    // request answer ENOTTY without touching the pointer.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            LPGETSTATUS as libc::Ioctl,
+            &mut bits as *mut libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(bits)
+}
+
+/// Off Linux there is no `LPGETSTATUS`.
+///
+/// # Errors
+/// Always `Unsupported`.
+#[cfg(not(target_os = "linux"))]
+pub fn get_status(_fd: impl AsFd) -> io::Result<i32> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No lp device can be made here (no usblp, no CUSE): the real ioctl on
+    /// a regular file and on /dev/null must say "not a printer port".
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn regular_files_and_dev_null_are_not_printer_ports() {
+        let file = tempfile::tempfile().unwrap();
+        let err = get_status(&file).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{err}");
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let err = get_status(&null).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{err}");
+    }
+}
