@@ -20,6 +20,7 @@
 
 pub mod device;
 pub mod tcp;
+pub mod usb;
 
 use std::io::{self, Write};
 use std::sync::Arc;
