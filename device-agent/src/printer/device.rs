@@ -66,6 +66,9 @@ impl PortStatus for LpGetStatus {
 /// I/O error from a printer that does not answer GET_PORT_STATUS), so the
 /// caller falls back to one-way status.
 ///
+/// `None` too when paper-out, select and error are all low, which printers
+/// that do not implement GET_PORT_STATUS answer.
+///
 /// Not ready when paper is out, the printer is not selected (offline) or it
 /// signals an error (`LP_PERRORP` low: cover open, cutter jam, ...), the
 /// first of these named in `error`. Paper is `ok` or `out`: the port has no
@@ -78,6 +81,14 @@ pub fn status_from_port(reading: io::Result<i32>) -> Option<PrinterStatus> {
             return None;
         }
     };
+    // All three lines low ("deselected, in error, paper present") is what
+    // a printer that does not really implement GET_PORT_STATUS answers;
+    // taking it at its word would hold its jobs forever. Treated as no
+    // answer, like a failed ioctl.
+    if bits & (LP_POUTPA | LP_PSELECD | LP_PERRORP) == 0 {
+        tracing::trace!(bits, "port status says nothing usable; paper state unknown");
+        return None;
+    }
     let paper_out = bits & LP_POUTPA != 0;
     let online = bits & LP_PSELECD != 0;
     let fault = bits & LP_PERRORP == 0;
@@ -300,6 +311,9 @@ mod tests {
             (LP_PERRORP, false, false, P_OK, Some("offline")),
             (LP_PSELECD, false, true, P_OK, Some("error")),
         ];
+        // All three lines low: no usable answer, as when the ioctl fails.
+        assert_eq!(status_from_port(Ok(0)), None);
+        assert_eq!(status_from_port(Ok(0x80 | 0x40)), None);
         for &(bits, ready, online, paper, error) in table {
             let status = status_from_port(Ok(bits)).unwrap();
             assert_eq!(
