@@ -10,6 +10,8 @@
 //!   host) on a pty, or on any stream for paused-time tests.
 //! - [`SimAcceptor`]: the real cash-acceptor firmware in simavr, its UART
 //!   on a pty (needs `scripts/firmware.sh`; skips without it).
+//! - [`escpos::decode`] and [`escpos::lines`]: an ESC/POS decoder written
+//!   from the Epson command reference, for asserting on what a printer got.
 //! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
 //! - [`systemd::check_notify_protocol`]: plays systemd for a `Type=notify`
 //!   service binary.
@@ -21,6 +23,7 @@
 
 pub mod acceptor;
 pub mod board;
+pub mod escpos;
 pub mod printer;
 pub mod proxy;
 mod pty;
