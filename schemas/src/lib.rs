@@ -30,7 +30,8 @@ pub use id::{Currency, IdError, JobId, KioskId};
 pub use mqtt_url::MqttUrl;
 pub use print::{
     Barcode, BarcodeFormat, Document, JobResult, JobState, PrintJob, RawDocument, Receipt,
-    ReceiptItem, ResultState, TextDocument,
+    ReceiptItem, ResultState, TextDocument, Ticket, TicketAlign, TicketItem, TicketLine,
+    TicketText,
 };
 pub use secret::Secret;
 pub use status::{CashDeviceStatus, KioskStatus, PaperStatus, Presence, PrinterStatus};

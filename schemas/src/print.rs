@@ -97,7 +97,8 @@ pub fn validate_printer_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The content of a job, tagged by `kind`: `text`, `raw` or `receipt`.
+/// The content of a job, tagged by `kind`: `text`, `raw`, `receipt` or
+/// `ticket`.
 /// Any other `kind` is rejected with a reason naming it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -108,6 +109,9 @@ pub enum Document {
     Raw(RawDocument),
     /// A structured receipt the kiosk lays out for its printer's width.
     Receipt(Receipt),
+    /// A kitchen ticket: styled lines, separators and items with modifiers
+    /// and notes, laid out for the printer's width; may sound its buzzer.
+    Ticket(Ticket),
 }
 
 impl Document {
@@ -117,10 +121,11 @@ impl Document {
             Document::Text(_) => "text",
             Document::Raw(_) => "raw",
             Document::Receipt(_) => "receipt",
+            Document::Ticket(_) => "ticket",
         }
     }
 
-    /// Checks content rules (valid base64, sane receipt).
+    /// Checks content rules (valid base64, sane receipt, ticket limits).
     ///
     /// # Errors
     /// A reason naming the offending field.
@@ -129,6 +134,7 @@ impl Document {
             Document::Text(_) => Ok(()),
             Document::Raw(raw) => raw.decode().map(drop),
             Document::Receipt(r) => r.validate(),
+            Document::Ticket(t) => t.validate(),
         }
     }
 }
@@ -279,6 +285,246 @@ pub enum BarcodeFormat {
     Itf,
     /// Codabar (NW-7).
     Codabar,
+}
+
+/// Most lines one kitchen ticket may have.
+pub const MAX_TICKET_LINES: usize = 200;
+
+/// Most characters in one ticket text, item name, modifier or note.
+pub const MAX_TICKET_TEXT: usize = 500;
+
+/// Most modifiers on one ticket item.
+pub const MAX_TICKET_MODIFIERS: usize = 20;
+
+/// A kitchen ticket: styled lines, separators and item lines, laid out by
+/// the kiosk for its printer's width.
+///
+/// ```json
+/// {"kind":"ticket","beep":true,"lines":[
+///   {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
+///   {"separator":true},
+///   {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+///   {"text":"Allergy: nuts","invert":true}]}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Ticket {
+    /// The lines, top to bottom: 1 to 200.
+    #[serde(deserialize_with = "ticket_lines")]
+    pub lines: Vec<TicketLine>,
+    /// Sound the printer's buzzer (ESC/POS `ESC B n t`) when the ticket
+    /// starts printing; default false. Printers without a buzzer ignore it.
+    #[serde(default)]
+    pub beep: bool,
+    /// Cut the paper at the end; default true.
+    #[serde(default = "yes")]
+    pub cut: bool,
+}
+
+/// Decodes `lines` one by one so an error names the line (`lines[3]: ...`):
+/// inside an internally tagged [`Document`] serde loses the path.
+fn ticket_lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<TicketLine>, D::Error> {
+    use serde::de::Error as _;
+    let values = Vec::<serde_json::Value>::deserialize(d)?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            TicketLine::deserialize(v).map_err(|e| D::Error::custom(format!("lines[{i}]: {e}")))
+        })
+        .collect()
+}
+
+impl Ticket {
+    fn validate(&self) -> Result<(), String> {
+        if self.lines.is_empty() || self.lines.len() > MAX_TICKET_LINES {
+            return Err(format!(
+                "document.lines must have 1 to {MAX_TICKET_LINES} lines, got {}",
+                self.lines.len()
+            ));
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            line.validate(&format!("document.lines[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One line of a [`Ticket`]: exactly one of `text` (with its style),
+/// `separator` or `item`. Decoding names what is missing or too much:
+/// `{"text":"x","item":{...}}` is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TicketLine {
+    /// `{"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"}`
+    Text(TicketText),
+    /// `{"separator":true}`: a full-width line of dashes.
+    Separator {
+        /// Always true.
+        separator: bool,
+    },
+    /// `{"item":{"qty":2,"name":"Burger","modifiers":["no onions"],"note":"well done"}}`
+    Item {
+        /// The item.
+        item: TicketItem,
+    },
+}
+
+impl<'de> Deserialize<'de> for TicketLine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let keys: Vec<&str> = ["text", "separator", "item"]
+            .into_iter()
+            .filter(|k| map.contains_key(*k))
+            .collect();
+        let value = serde_json::Value::Object(map);
+        // The inner path (`size[1]`, `item.qty`) goes into the message:
+        // the outer path stops at this line.
+        fn inner<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
+            serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                format!("{path}: {}", e.into_inner())
+            })
+        }
+        match keys.as_slice() {
+            ["text"] => inner(value).map(TicketLine::Text),
+            ["separator"] => {
+                #[derive(Deserialize)]
+                struct S {
+                    separator: bool,
+                }
+                inner::<S>(value).map(|s| TicketLine::Separator {
+                    separator: s.separator,
+                })
+            }
+            ["item"] => {
+                #[derive(Deserialize)]
+                struct I {
+                    item: TicketItem,
+                }
+                inner::<I>(value).map(|i| TicketLine::Item { item: i.item })
+            }
+            [] => Err("a ticket line needs one of `text`, `separator` or `item`".to_owned()),
+            several => Err(format!(
+                "a ticket line has exactly one of `text`, `separator` or `item`, got {}",
+                several.join(" and ")
+            )),
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+impl TicketLine {
+    fn validate(&self, at: &str) -> Result<(), String> {
+        match self {
+            TicketLine::Text(t) => {
+                check_text(&format!("{at}.text"), &t.text)?;
+                for (k, n) in [("width", t.size[0]), ("height", t.size[1])] {
+                    if !(1..=8).contains(&n) {
+                        return Err(format!("{at}.size {k} must be between 1 and 8, got {n}"));
+                    }
+                }
+                Ok(())
+            }
+            TicketLine::Separator { separator } => {
+                if *separator {
+                    Ok(())
+                } else {
+                    Err(format!("{at}.separator must be true"))
+                }
+            }
+            TicketLine::Item { item } => {
+                if item.qty == 0 {
+                    return Err(format!("{at}.item.qty must be at least 1"));
+                }
+                if item.name.trim().is_empty() {
+                    return Err(format!("{at}.item.name must not be empty"));
+                }
+                check_text(&format!("{at}.item.name"), &item.name)?;
+                if item.modifiers.len() > MAX_TICKET_MODIFIERS {
+                    return Err(format!(
+                        "{at}.item.modifiers must have at most {MAX_TICKET_MODIFIERS} entries, got {}",
+                        item.modifiers.len()
+                    ));
+                }
+                for (m, modifier) in item.modifiers.iter().enumerate() {
+                    check_text(&format!("{at}.item.modifiers[{m}]"), modifier)?;
+                }
+                if let Some(note) = &item.note {
+                    check_text(&format!("{at}.item.note"), note)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn check_text(field: &str, text: &str) -> Result<(), String> {
+    let len = text.chars().count();
+    if len > MAX_TICKET_TEXT {
+        return Err(format!(
+            "{field} must be at most {MAX_TICKET_TEXT} characters, got {len}"
+        ));
+    }
+    Ok(())
+}
+
+/// A styled text line of a [`Ticket`]; wrapped at word boundaries to the
+/// width left at its size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TicketText {
+    /// The text, at most 500 characters; `\n` starts a new line.
+    pub text: String,
+    /// Character size `[width, height]`, each 1 to 8 (ESC/POS `GS !`);
+    /// default `[1, 1]`. Width 2 halves the characters per line.
+    #[serde(default = "normal_size")]
+    pub size: [u8; 2],
+    /// Emphasized (`ESC E`); default false.
+    #[serde(default)]
+    pub bold: bool,
+    /// Underlined, one dot (`ESC -`); default false.
+    #[serde(default)]
+    pub underline: bool,
+    /// White on black (`GS B`); default false.
+    #[serde(default)]
+    pub invert: bool,
+    /// `left` (default), `center` or `right` (`ESC a`).
+    #[serde(default)]
+    pub align: TicketAlign,
+}
+
+fn normal_size() -> [u8; 2] {
+    [1, 1]
+}
+
+/// Horizontal position of a ticket text line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketAlign {
+    /// Flush left.
+    #[default]
+    Left,
+    /// Centered.
+    Center,
+    /// Flush right.
+    Right,
+}
+
+/// An item on a kitchen ticket, printed `2 x Burger` in bold, each
+/// modifier on its own line indented below it, the note marked `NOTE:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TicketItem {
+    /// How many, at least 1.
+    pub qty: u32,
+    /// What, not empty, at most 500 characters.
+    pub name: String,
+    /// Changes to the item (`no onions`), at most 20 of at most 500
+    /// characters each; default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modifiers: Vec<String>,
+    /// A free-text note for the cook, at most 500 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// State of a job as the gateway reports it over HTTP.
@@ -475,6 +721,93 @@ mod tests {
         j.copies = 1;
         j.printer = "Bad Name".into();
         assert!(j.validate().unwrap_err().contains("printer"));
+    }
+
+    fn ticket(lines: serde_json::Value) -> Result<PrintJob, String> {
+        let j: PrintJob = crate::wire::decode(
+            &serde_json::to_vec(&job(serde_json::json!({"kind":"ticket","lines":lines}))).unwrap(),
+            1 << 20,
+        )
+        .map_err(|e| e.to_string())?;
+        j.validate().map(|()| j)
+    }
+
+    #[test]
+    fn ticket_decodes_the_issue_example() {
+        let doc = serde_json::json!({"kind":"ticket","beep":true,"lines":[
+            {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
+            {"separator":true},
+            {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+            {"text":"Allergy: nuts","invert":true}]});
+        let j: PrintJob = serde_json::from_value(job(doc.clone())).unwrap();
+        j.validate().unwrap();
+        let Document::Ticket(t) = &j.document else {
+            panic!("{:?}", j.document)
+        };
+        assert!(t.beep && t.cut);
+        assert_eq!(t.lines.len(), 4);
+        assert!(matches!(&t.lines[0], TicketLine::Text(x)
+            if x.size == [2, 2] && x.bold && x.align == TicketAlign::Center && !x.invert));
+        assert_eq!(t.lines[1], TicketLine::Separator { separator: true });
+        let TicketLine::Item { item } = &t.lines[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (item.qty, item.modifiers.len(), item.note.as_deref()),
+            (2, 2, Some("well done"))
+        );
+        assert!(matches!(&t.lines[3], TicketLine::Text(x) if x.invert && x.size == [1, 1]));
+        // Round trip through the wire form.
+        let again: PrintJob = serde_json::from_value(serde_json::to_value(&j).unwrap()).unwrap();
+        assert_eq!(again, j);
+        assert_eq!(j.document.kind(), "ticket");
+    }
+
+    #[test]
+    fn ticket_errors_name_the_field() {
+        let err = |lines| ticket(lines).unwrap_err();
+        let e = err(serde_json::json!([{"text":"x","size":[9,1]}]));
+        assert!(
+            e.contains("document.lines[0].size width") && e.contains('9'),
+            "{e}"
+        );
+        let e = err(serde_json::json!([{"text":"x"},{"text":"y","size":[1,0]}]));
+        assert!(e.contains("document.lines[1].size height"), "{e}");
+        let e = err(serde_json::json!([{"text":"x".repeat(501)}]));
+        assert!(
+            e.contains("document.lines[0].text must be at most 500"),
+            "{e}"
+        );
+        let e =
+            err(serde_json::json!([{"item":{"qty":1,"name":"a","modifiers":["m".repeat(501)]}}]));
+        assert!(e.contains("document.lines[0].item.modifiers[0]"), "{e}");
+        let e = err(serde_json::json!([{"item":{"qty":0,"name":"a"}}]));
+        assert!(e.contains("document.lines[0].item.qty"), "{e}");
+        let e = err(serde_json::json!([{"item":{"qty":1,"name":" "}}]));
+        assert!(e.contains("document.lines[0].item.name"), "{e}");
+        let e = err(serde_json::json!([]));
+        assert!(e.contains("document.lines must have 1 to 200"), "{e}");
+        let many: Vec<_> = (0..201)
+            .map(|_| serde_json::json!({"separator":true}))
+            .collect();
+        assert!(err(serde_json::Value::from(many)).contains("got 201"));
+        let e = err(serde_json::json!([{"separator":false}]));
+        assert!(
+            e.contains("document.lines[0].separator must be true"),
+            "{e}"
+        );
+        // Shape errors: the decoder names the line and what is wrong in it.
+        let e = err(serde_json::json!([{"bold":true}]));
+        assert!(
+            e.contains("lines[0]: ") && e.contains("one of `text`"),
+            "{e}"
+        );
+        let e = err(serde_json::json!([{"text":"a","item":{"qty":1,"name":"b"}}]));
+        assert!(e.contains("text and item"), "{e}");
+        let e = err(serde_json::json!([{"item":{"qty":"two","name":"b"}}]));
+        assert!(e.contains("lines[0]: ") && e.contains("item.qty"), "{e}");
+        let e = err(serde_json::json!([{"text":"a","align":"middle"}]));
+        assert!(e.contains("align") && e.contains("middle"), "{e}");
     }
 
     #[test]

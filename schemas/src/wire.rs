@@ -1,7 +1,7 @@
 //! JSON on the wire: UTF-8, one message per MQTT payload.
 //!
 //! Decoding errors name the field that failed (`document.kind: unknown
-//! variant "pdf", expected one of "text", "raw", "receipt"`), so a `failed`
+//! variant "pdf", expected one of "text", "raw", "receipt", "ticket"`), so a `failed`
 //! result or an HTTP 400 can tell the sender exactly what to fix.
 
 use serde::de::{DeserializeOwned, IgnoredAny};

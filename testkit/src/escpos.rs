@@ -441,8 +441,9 @@ pub struct StyledLine {
     pub style: Style,
 }
 
-/// The lines `commands` print: text up to each `LF` (or `ESC d`, which
-/// prints the buffer first; a final unterminated line counts too), with
+/// The lines `commands` print: text up to each `LF` or `ESC d n` (which
+/// prints the buffer and feeds `n` lines: `n - 1` empty lines after a
+/// text, `n` without one); a final unterminated line counts too; with
 /// the style in effect. Style changes in the middle of a line are not
 /// tracked: tests should keep one style per line, as our renderer does.
 pub fn lines(commands: &[Command]) -> Vec<StyledLine> {
@@ -465,7 +466,19 @@ pub fn lines(commands: &[Command]) -> Vec<StyledLine> {
                 line.text.extend(bytes.iter().map(|&b| char::from(b)));
             }
             Command::Lf => flush(&mut current, &mut out, style),
-            Command::FeedLines(_) if current.is_some() => flush(&mut current, &mut out, style),
+            // Prints the buffer, then feeds n lines: the first ends the
+            // buffered line, the others are empty lines.
+            Command::FeedLines(n) => {
+                let blanks = if current.is_some() {
+                    flush(&mut current, &mut out, style);
+                    n.saturating_sub(1)
+                } else {
+                    *n
+                };
+                for _ in 0..blanks {
+                    flush(&mut current, &mut out, style);
+                }
+            }
             Command::Init => style = Style::default(),
             Command::PrintMode(n) => {
                 style.bold = n & 0x08 != 0;
@@ -685,7 +698,8 @@ mod tests {
             b"\x1ba\x00\x1d!\x00\x1bE\x00plain\n",
             b"\x1dB\x01\x1b-\x01inv\n",
             b"\n",
-            b"\x1b@\x1b!\x38big",
+            b"\x1b@fed\x1bd\x02\x1bd\x01",
+            b"\x1b!\x38big",
         ]
         .concat();
         let got = lines(&decode(&bytes));
@@ -715,6 +729,18 @@ mod tests {
                 StyledLine {
                     text: String::new(),
                     style: s(false, 1, true, 1, 1, Align::Left)
+                },
+                StyledLine {
+                    text: "fed".into(),
+                    style: Style::default()
+                },
+                StyledLine {
+                    text: String::new(),
+                    style: Style::default()
+                },
+                StyledLine {
+                    text: String::new(),
+                    style: Style::default()
                 },
                 StyledLine {
                     text: "big".into(),

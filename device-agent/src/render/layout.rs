@@ -9,6 +9,7 @@ use escpos::errors::Result as EscposResult;
 use escpos::printer::Printer;
 use escpos::utils::{
     CashDrawer, JustifyMode, PageCode, QRCodeCorrectionLevel, QRCodeModel, QRCodeOption,
+    UnderlineMode,
 };
 use kiosk_schemas::BarcodeFormat;
 
@@ -19,6 +20,14 @@ use super::capture::{Capture, capture};
 /// two bytes of the stream as t1 and t2. These are the missing parameters,
 /// in units of 2 ms: 50 ms on, 500 ms off, the values drawer makers quote.
 const DRAWER_PULSE_TIMES: [u8; 2] = [25, 250];
+
+/// `ESC B n t`: beep `n` times, each `t` × 50 ms. escpos 0.20 has no
+/// buzzer command, so these go out as raw bytes. `ESC B` rather than
+/// Epson's `ESC ( A`: the kitchen printers with a buzzer we meet
+/// (Xprinter, Rongta, HPRT and other Epson-compatibles) implement `ESC B`,
+/// while `ESC ( A` is model-specific on Epson TMs (its function and
+/// parameter bytes differ between models). Three beeps of 150 ms.
+pub(crate) const BEEP: [u8; 4] = [0x1B, b'B', 3, 3];
 
 /// Columns a tab advances to a multiple of, in text documents.
 const TAB_STOP: usize = 8;
@@ -34,6 +43,8 @@ pub(crate) enum Align {
     Left,
     /// Centered by the printer (`ESC a 1`) and padded in the preview.
     Center,
+    /// Flush right by the printer (`ESC a 2`) and padded in the preview.
+    Right,
 }
 
 /// Character size (`GS !`).
@@ -45,18 +56,71 @@ pub(crate) enum Size {
     Tall,
     /// Double width and height: half the columns.
     Large,
+    /// Any other `GS !` size, width and height each 1 to 8: the columns
+    /// divided by the width.
+    Scaled {
+        /// Width multiplier, 1 to 8.
+        width: u8,
+        /// Height multiplier, 1 to 8.
+        height: u8,
+    },
+}
+
+impl Size {
+    /// The size of `width` × `height` (clamped to 1..=8), named when it has
+    /// a name.
+    pub(crate) fn from_factors(width: u8, height: u8) -> Size {
+        match (width.clamp(1, 8), height.clamp(1, 8)) {
+            (1, 1) => Size::Normal,
+            (1, 2) => Size::Tall,
+            (2, 2) => Size::Large,
+            (width, height) => Size::Scaled { width, height },
+        }
+    }
+}
+
+/// How a line of text looks: what `ESC a`, `ESC E`, `ESC -`, `GS B` and
+/// `GS !` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Style {
+    pub(crate) align: Align,
+    pub(crate) bold: bool,
+    pub(crate) underline: bool,
+    pub(crate) invert: bool,
+    pub(crate) size: Size,
+}
+
+impl Style {
+    /// The state after `ESC @`.
+    pub(crate) const PLAIN: Style = Style {
+        align: Align::Left,
+        bold: false,
+        underline: false,
+        invert: false,
+        size: Size::Normal,
+    };
+
+    /// Codes are centered; the other modes do not apply to them.
+    const CODE: Style = Style {
+        align: Align::Center,
+        ..Style::PLAIN
+    };
+
+    fn of(align: Align, bold: bool, size: Size) -> Style {
+        Style {
+            align,
+            bold,
+            size,
+            ..Style::PLAIN
+        }
+    }
 }
 
 /// One step of the printed ticket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Line {
     /// One printed line of text that fits the width at its size.
-    Text {
-        text: String,
-        align: Align,
-        bold: bool,
-        size: Size,
-    },
+    Text { text: String, style: Style },
     /// A QR code (`GS ( k`), centered.
     Qr(String),
     /// A 1-D barcode (`GS k`), centered, digits printed below.
@@ -65,6 +129,8 @@ pub(crate) enum Line {
     Cut,
     /// Cash drawer kick on pin 2 (`ESC p`).
     DrawerKick,
+    /// The buzzer ([`BEEP`]).
+    Beep,
 }
 
 /// Builds the lines of one ticket for a given width and code page.
@@ -92,6 +158,7 @@ impl Layout {
     fn width(&self, size: Size) -> usize {
         match size {
             Size::Large => (self.columns / 2).max(1),
+            Size::Scaled { width, .. } => (self.columns / usize::from(width.max(1))).max(1),
             Size::Normal | Size::Tall => self.columns,
         }
     }
@@ -99,17 +166,17 @@ impl Layout {
     /// Adds `text`, split at `\n` and word-wrapped to the width. An empty
     /// string is one empty line; a final `\n` adds none.
     pub(crate) fn text(&mut self, text: &str, align: Align, bold: bool, size: Size) {
-        let width = self.width(size);
+        self.styled(text, Style::of(align, bold, size));
+    }
+
+    /// [`Layout::text`] in any style.
+    pub(crate) fn styled(&mut self, text: &str, style: Style) {
+        let width = self.width(style.size);
         let text = text.strip_suffix('\n').unwrap_or(text);
         for raw in text.split('\n') {
             let clean = self.sanitize(raw);
             for piece in wrap(&clean, width) {
-                self.lines.push(Line::Text {
-                    text: piece,
-                    align,
-                    bold,
-                    size,
-                });
+                self.lines.push(Line::Text { text: piece, style });
             }
         }
     }
@@ -164,7 +231,31 @@ impl Layout {
         }
     }
 
-    /// Adds a code, a cut or a drawer kick.
+    /// Adds `prefix` + `body` at normal size, `body` word-wrapped with
+    /// its continuation lines indented by the prefix's width:
+    /// `2 x Burger with a very` / `    long name`. A prefix too wide for
+    /// that wraps together with the body.
+    pub(crate) fn hanging(&mut self, prefix: &str, body: &str, bold: bool) {
+        let width = self.width(Size::Normal);
+        let (prefix, body) = (self.sanitize(prefix), self.sanitize(body));
+        let indent = prefix.chars().count();
+        if indent + MIN_LEFT_WIDTH > width {
+            for piece in wrap(&format!("{prefix}{body}"), width) {
+                self.push_text(piece, bold, Size::Normal);
+            }
+            return;
+        }
+        for (i, piece) in wrap(&body, width - indent).into_iter().enumerate() {
+            let lead = if i == 0 {
+                prefix.clone()
+            } else {
+                " ".repeat(indent)
+            };
+            self.push_text(format!("{lead}{piece}"), bold, Size::Normal);
+        }
+    }
+
+    /// Adds a code, a cut, a drawer kick or a beep.
     pub(crate) fn push(&mut self, line: Line) {
         self.lines.push(line);
     }
@@ -172,9 +263,7 @@ impl Layout {
     fn push_text(&mut self, text: String, bold: bool, size: Size) {
         self.lines.push(Line::Text {
             text,
-            align: Align::Left,
-            bold,
-            size,
+            style: Style::of(Align::Left, bold, size),
         });
     }
 
@@ -228,27 +317,11 @@ impl Layout {
         capture(Some(self.code_page), columns, |p| {
             p.init()?;
             // ESC @ resets the printer to these; only changes are sent.
-            let mut style = Style {
-                align: Align::Left,
-                bold: false,
-                size: Size::Normal,
-            };
+            let mut style = Style::PLAIN;
             for line in &self.lines {
                 match line {
-                    Line::Text {
-                        text,
-                        align,
-                        bold,
-                        size,
-                    } => {
-                        style.set(
-                            p,
-                            Style {
-                                align: *align,
-                                bold: *bold,
-                                size: *size,
-                            },
-                        )?;
+                    Line::Text { text, style: want } => {
+                        style.set(p, *want)?;
                         write_line(p, text)?;
                     }
                     Line::Qr(data) => {
@@ -281,6 +354,9 @@ impl Layout {
                         p.cash_drawer(CashDrawer::Pin2)?
                             .custom(&DRAWER_PULSE_TIMES)?;
                     }
+                    Line::Beep => {
+                        p.custom(&BEEP)?;
+                    }
                 }
             }
             Ok(())
@@ -295,9 +371,10 @@ impl Layout {
         let mut out: Vec<String> = Vec::with_capacity(self.lines.len());
         for line in &self.lines {
             match line {
-                Line::Text { text, align, .. } => match align {
+                Line::Text { text, style } => match style.align {
                     Align::Left => out.push(text.clone()),
                     Align::Center => out.push(center(text, self.columns)),
+                    Align::Right => out.push(pad_left(text, self.columns)),
                 },
                 Line::Qr(data) => self.marker(&mut out, &format!("[QR: {data}]")),
                 Line::Barcode { format, data } => {
@@ -308,6 +385,7 @@ impl Layout {
                 }
                 Line::Cut => out.push("--- cut ---".to_owned()),
                 Line::DrawerKick => out.push("[drawer kick]".to_owned()),
+                Line::Beep => out.push("[beep]".to_owned()),
             }
         }
         let mut preview = String::new();
@@ -354,37 +432,35 @@ fn write_line(p: &mut Printer<Capture>, text: &str) -> EscposResult<()> {
     Ok(())
 }
 
-/// Printer state that only changes when a line needs another value.
-#[derive(Clone, Copy)]
-struct Style {
-    align: Align,
-    bold: bool,
-    size: Size,
-}
-
+/// The printer's state only changes when a line needs another value.
 impl Style {
-    /// Codes are centered; bold and size do not apply to them.
-    const CODE: Style = Style {
-        align: Align::Center,
-        bold: false,
-        size: Size::Normal,
-    };
-
     fn set(&mut self, p: &mut Printer<Capture>, want: Style) -> EscposResult<()> {
         if want.align != self.align {
             p.justify(match want.align {
                 Align::Left => JustifyMode::LEFT,
                 Align::Center => JustifyMode::CENTER,
+                Align::Right => JustifyMode::RIGHT,
             })?;
         }
         if want.bold != self.bold {
             p.bold(want.bold)?;
+        }
+        if want.underline != self.underline {
+            p.underline(if want.underline {
+                UnderlineMode::Single
+            } else {
+                UnderlineMode::None
+            })?;
+        }
+        if want.invert != self.invert {
+            p.reverse(want.invert)?;
         }
         if want.size != self.size {
             match want.size {
                 Size::Normal => p.reset_size()?,
                 Size::Tall => p.size(1, 2)?,
                 Size::Large => p.size(2, 2)?,
+                Size::Scaled { width, height } => p.size(width, height)?,
             };
         }
         *self = want;

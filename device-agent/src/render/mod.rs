@@ -12,12 +12,12 @@ mod layout;
 mod options;
 mod raw;
 
-use kiosk_schemas::{Document, Receipt, TextDocument};
+use kiosk_schemas::{Document, Receipt, TextDocument, Ticket, TicketAlign, TicketLine};
 
 pub use amount::format_amount;
 pub use options::{CodePage, PageCode, RenderOptions, UnknownCodePage, page_code};
 
-use layout::{Align, Layout, Line, Size};
+use layout::{Align, Layout, Line, Size, Style};
 
 /// One copy of a document, ready for the printer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,9 @@ pub enum RenderError {
 ///   `ESC t n` (code page) and end with `GS V` (cut) when `cut` is set; a
 ///   receipt with `open_drawer` ends with `ESC p` (drawer kick, pin 2) after
 ///   the cut. Characters the code page cannot encode print as `?`.
+/// - `ticket`: the same start and cut; with `beep`, `ESC B 3 3` (three
+///   150 ms beeps) right after `ESC t`, so the kitchen hears the ticket as
+///   it starts printing. See [`ticket_layout`] for the lines.
 /// - `raw`: the decoded bytes untouched (nothing prepended), with a preview
 ///   of the text found in them.
 ///
@@ -64,6 +67,7 @@ pub fn render(doc: &Document, opts: &RenderOptions) -> Result<Rendered, RenderEr
         }
         Document::Text(text) => finish(&text_layout(text, opts)),
         Document::Receipt(receipt) => finish(&receipt_layout(receipt, opts)),
+        Document::Ticket(ticket) => finish(&ticket_layout(ticket, opts)),
     }
 }
 
@@ -137,6 +141,53 @@ fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Layout {
     }
     if r.open_drawer {
         layout.push(Line::DrawerKick);
+    }
+    layout
+}
+
+/// A kitchen ticket: each text line in its style (`ESC a`, `ESC E`,
+/// `ESC -`, `GS B`, `GS !`), word-wrapped to the columns left at its width
+/// (a width of 2 halves them); a separator is a full-width rule; an item is
+/// `2 x Burger` in bold, each modifier below it as `    - no onions` and
+/// the note as `    NOTE: well done`, all at normal size, wrapped with
+/// hanging indents. Then the cut when `cut` is set.
+fn ticket_layout(t: &Ticket, opts: &RenderOptions) -> Layout {
+    let mut layout = Layout::new(opts.columns, opts.code_page);
+    if t.beep {
+        layout.push(Line::Beep);
+    }
+    for line in &t.lines {
+        match line {
+            TicketLine::Text(text) => {
+                let style = Style {
+                    align: match text.align {
+                        TicketAlign::Left => Align::Left,
+                        TicketAlign::Center => Align::Center,
+                        TicketAlign::Right => Align::Right,
+                    },
+                    bold: text.bold,
+                    underline: text.underline,
+                    invert: text.invert,
+                    size: Size::from_factors(text.size[0], text.size[1]),
+                };
+                layout.styled(&text.text, style);
+            }
+            TicketLine::Separator { .. } => layout.rule(),
+            TicketLine::Item { item } => {
+                let prefix = format!("{} x ", item.qty);
+                layout.hanging(&prefix, &item.name, true);
+                let indent = " ".repeat(prefix.len());
+                for modifier in &item.modifiers {
+                    layout.hanging(&format!("{indent}- "), modifier, false);
+                }
+                if let Some(note) = &item.note {
+                    layout.hanging(&format!("{indent}NOTE: "), note, false);
+                }
+            }
+        }
+    }
+    if t.cut {
+        layout.push(Line::Cut);
     }
     layout
 }
@@ -515,5 +566,200 @@ mod tests {
                 assert!(line.chars().count() <= usize::from(columns), "{line:?}");
             }
         }
+    }
+}
+
+/// Tickets checked through testkit's ESC/POS decoder (written from the
+/// command reference), so the bytes are read as a printer would.
+#[cfg(test)]
+mod ticket_tests {
+    use kiosk_testkit::escpos::{self, Align as At, Command, Cut, Style as Seen, StyledLine};
+
+    use super::*;
+
+    fn ticket(columns: u8, json: serde_json::Value) -> (Vec<Command>, Vec<StyledLine>, String) {
+        let doc: Document = serde_json::from_value(json).unwrap();
+        doc.validate().unwrap();
+        let out = render(
+            &doc,
+            &RenderOptions {
+                columns,
+                code_page: PageCode::PC858,
+            },
+        )
+        .unwrap();
+        let commands = escpos::decode(&out.bytes);
+        let lines = escpos::lines(&commands);
+        (commands, lines, out.preview)
+    }
+
+    fn issue_example() -> serde_json::Value {
+        serde_json::json!({"kind":"ticket","beep":true,"lines":[
+            {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
+            {"separator":true},
+            {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+            {"text":"Allergy: nuts","invert":true}]})
+    }
+
+    fn plain() -> Seen {
+        Seen::default()
+    }
+
+    #[test]
+    fn styles_in_effect_per_line_and_the_beep() {
+        let (commands, lines, preview) = ticket(32, issue_example());
+        // ESC @, ESC t, then the beep before any text.
+        assert_eq!(commands[0], Command::Init);
+        assert!(matches!(commands[1], Command::CodePage(_)));
+        assert_eq!(
+            commands[2],
+            Command::Beep {
+                times: 3,
+                duration: 3
+            }
+        );
+        assert_eq!(
+            commands.last(),
+            Some(&Command::Cut(Cut::FeedCut {
+                partial: false,
+                feed: 0
+            }))
+        );
+        let text: Vec<(&str, Seen)> = lines.iter().map(|l| (l.text.as_str(), l.style)).collect();
+        let bold = Seen {
+            bold: true,
+            ..plain()
+        };
+        assert_eq!(
+            text,
+            vec![
+                (
+                    "TABLE 12",
+                    Seen {
+                        bold: true,
+                        width: 2,
+                        height: 2,
+                        align: At::Center,
+                        ..plain()
+                    }
+                ),
+                ("--------------------------------", plain()),
+                ("2 x Burger", bold),
+                ("    - no onions", plain()),
+                ("    - extra cheese", plain()),
+                ("    NOTE: well done", plain()),
+                (
+                    "Allergy: nuts",
+                    Seen {
+                        invert: true,
+                        ..plain()
+                    }
+                ),
+            ]
+        );
+        assert!(preview.starts_with("[beep]\n"), "{preview}");
+    }
+
+    #[test]
+    fn no_beep_unless_asked_and_no_cut_when_off() {
+        let (commands, _, _) = ticket(
+            48,
+            serde_json::json!({"kind":"ticket","cut":false,"lines":[{"text":"x"}]}),
+        );
+        assert!(!commands.iter().any(|c| matches!(
+            c,
+            Command::Beep { .. } | Command::Buzzer { .. } | Command::Cut(_)
+        )));
+    }
+
+    #[test]
+    fn sizes_underline_and_right_alignment() {
+        let (_, lines, _) = ticket(
+            48,
+            serde_json::json!({"kind":"ticket","lines":[
+                {"text":"wide","size":[3,1],"underline":true,"align":"right"},
+                {"text":"tall","size":[1,8]},
+                {"text":"back to plain"}]}),
+        );
+        let got: Vec<(&str, Seen)> = lines.iter().map(|l| (l.text.as_str(), l.style)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "wide",
+                    Seen {
+                        underline: 1,
+                        width: 3,
+                        align: At::Right,
+                        ..plain()
+                    }
+                ),
+                (
+                    "tall",
+                    Seen {
+                        height: 8,
+                        ..plain()
+                    }
+                ),
+                ("back to plain", plain()),
+            ]
+        );
+    }
+
+    #[test]
+    fn wraps_for_32_and_48_columns_and_size_2_halves_them() {
+        let long = "Two cheeseburgers without pickles and a side of onion rings please";
+        let json = |size: u8| {
+            serde_json::json!({"kind":"ticket","lines":[
+                {"text":long,"size":[size,size]},
+                {"separator":true},
+                {"item":{"qty":12,"name":long,"modifiers":[long]}}]})
+        };
+        for columns in [32u8, 48] {
+            for size in [1u8, 2] {
+                let (_, lines, _) = ticket(columns, json(size));
+                let width = usize::from(columns / size);
+                let text_lines: Vec<&StyledLine> = lines
+                    .iter()
+                    .take_while(|l| !l.text.starts_with("---"))
+                    .collect();
+                assert!(text_lines.len() > 1, "{columns}/{size}: {lines:?}");
+                for l in &text_lines {
+                    assert!(l.text.len() <= width, "{columns}/{size}: {:?}", l.text);
+                    assert_eq!((l.style.width, l.style.height), (size, size));
+                }
+                let joined: Vec<&str> = text_lines.iter().map(|l| l.text.as_str()).collect();
+                assert_eq!(joined.join(" "), long);
+                // The separator is the full width at normal size.
+                let rule = &lines[text_lines.len()];
+                assert_eq!(rule.text, "-".repeat(usize::from(columns)));
+                assert_eq!(rule.style, plain());
+                // Item and modifier wrap with hanging indents, normal size.
+                let rest = &lines[text_lines.len() + 1..];
+                assert!(rest[0].text.starts_with("12 x Two") && rest[0].style.bold);
+                assert!(rest.iter().all(|l| l.text.len() <= usize::from(columns)));
+                assert!(rest.iter().all(|l| l.style.width == 1));
+                let modifier = rest
+                    .iter()
+                    .position(|l| l.text.starts_with("     - "))
+                    .unwrap();
+                assert!(modifier > 1, "the name wraps: {rest:?}");
+                assert!(
+                    rest[1..modifier]
+                        .iter()
+                        .all(|l| l.text.starts_with("     ") && !l.text.starts_with("      "))
+                );
+                assert!(
+                    rest[modifier + 1..]
+                        .iter()
+                        .all(|l| l.text.starts_with("       "))
+                );
+            }
+        }
+        // Exactly where the 32-column text breaks.
+        let (_, lines, _) = ticket(32, json(1));
+        assert_eq!(lines[0].text, "Two cheeseburgers without");
+        assert_eq!(lines[1].text, "pickles and a side of onion");
+        assert_eq!(lines[2].text, "rings please");
     }
 }
