@@ -3,7 +3,8 @@
 //! font A) and code page. Pure: no I/O.
 //!
 //! Every ESC/POS command is built by the `escpos` crate and captured in
-//! memory. Bytes and preview come from the same list of laid-out lines, so
+//! memory, except what escpos 0.20 lacks, sent as raw bytes: the pulse
+//! times of `ESC p` and the buzzer's `ESC B n t` (see `layout.rs`). Bytes and preview come from the same list of laid-out lines, so
 //! the preview (shown by the demo, written to logs) is what the paper shows.
 
 mod amount;
