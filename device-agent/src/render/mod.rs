@@ -52,7 +52,7 @@ pub enum RenderError {
 ///   the cut. Characters the code page cannot encode print as `?`.
 /// - `ticket`: the same start and cut; with `beep`, `ESC B 3 3` (three
 ///   150 ms beeps) right after `ESC t`, so the kitchen hears the ticket as
-///   it starts printing. See [`ticket_layout`] for the lines.
+///   it starts printing. Lines as described on `ticket_layout`.
 /// - `raw`: the decoded bytes untouched (nothing prepended), with a preview
 ///   of the text found in them.
 ///
