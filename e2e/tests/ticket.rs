@@ -17,7 +17,7 @@ async fn ticket_styles_and_beep_reach_the_printer() {
     let body = json!({"printer": "receipt", "document": {"kind":"ticket","beep":true,"lines":[
         {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
         {"separator":true},
-        {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+        {"item":{"quantity":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
         {"text":"Allergy: nuts, sesame, and anything that was near a peanut at any time","invert":true}]}});
     let job_id = fleet.create_job("k1", body).await;
     fleet.wait_job(&job_id, "printed").await;

@@ -303,7 +303,7 @@ pub const MAX_TICKET_MODIFIERS: usize = 20;
 /// {"kind":"ticket","beep":true,"lines":[
 ///   {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
 ///   {"separator":true},
-///   {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+///   {"item":{"quantity":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
 ///   {"text":"Allergy: nuts","invert":true}]}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -362,7 +362,7 @@ pub enum TicketLine {
         /// Always true.
         separator: bool,
     },
-    /// `{"item":{"qty":2,"name":"Burger","modifiers":["no onions"],"note":"well done"}}`
+    /// `{"item":{"quantity":2,"name":"Burger","modifiers":["no onions"],"note":"well done"}}`
     Item {
         /// The item.
         item: TicketItem,
@@ -378,7 +378,7 @@ impl<'de> Deserialize<'de> for TicketLine {
             .filter(|k| map.contains_key(*k))
             .collect();
         let value = serde_json::Value::Object(map);
-        // The inner path (`size[1]`, `item.qty`) goes into the message:
+        // The inner path (`size[1]`, `item.quantity`) goes into the message:
         // the outer path stops at this line.
         fn inner<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
             serde_path_to_error::deserialize(v).map_err(|e| {
@@ -434,8 +434,8 @@ impl TicketLine {
                 }
             }
             TicketLine::Item { item } => {
-                if item.qty == 0 {
-                    return Err(format!("{at}.item.qty must be at least 1"));
+                if item.quantity == 0 {
+                    return Err(format!("{at}.item.quantity must be at least 1"));
                 }
                 if item.name.trim().is_empty() {
                     return Err(format!("{at}.item.name must not be empty"));
@@ -515,7 +515,7 @@ pub enum TicketAlign {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TicketItem {
     /// How many, at least 1.
-    pub qty: u32,
+    pub quantity: u32,
     /// What, not empty, at most 500 characters.
     pub name: String,
     /// Changes to the item (`no onions`), at most 20 of at most 500
@@ -737,7 +737,7 @@ mod tests {
         let doc = serde_json::json!({"kind":"ticket","beep":true,"lines":[
             {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
             {"separator":true},
-            {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+            {"item":{"quantity":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
             {"text":"Allergy: nuts","invert":true}]});
         let j: PrintJob = serde_json::from_value(job(doc.clone())).unwrap();
         j.validate().unwrap();
@@ -753,7 +753,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (item.qty, item.modifiers.len(), item.note.as_deref()),
+            (item.quantity, item.modifiers.len(), item.note.as_deref()),
             (2, 2, Some("well done"))
         );
         assert!(matches!(&t.lines[3], TicketLine::Text(x) if x.invert && x.size == [1, 1]));
@@ -778,12 +778,13 @@ mod tests {
             e.contains("document.lines[0].text must be at most 500"),
             "{e}"
         );
-        let e =
-            err(serde_json::json!([{"item":{"qty":1,"name":"a","modifiers":["m".repeat(501)]}}]));
+        let e = err(
+            serde_json::json!([{"item":{"quantity":1,"name":"a","modifiers":["m".repeat(501)]}}]),
+        );
         assert!(e.contains("document.lines[0].item.modifiers[0]"), "{e}");
-        let e = err(serde_json::json!([{"item":{"qty":0,"name":"a"}}]));
-        assert!(e.contains("document.lines[0].item.qty"), "{e}");
-        let e = err(serde_json::json!([{"item":{"qty":1,"name":" "}}]));
+        let e = err(serde_json::json!([{"item":{"quantity":0,"name":"a"}}]));
+        assert!(e.contains("document.lines[0].item.quantity"), "{e}");
+        let e = err(serde_json::json!([{"item":{"quantity":1,"name":" "}}]));
         assert!(e.contains("document.lines[0].item.name"), "{e}");
         let e = err(serde_json::json!([]));
         assert!(e.contains("document.lines must have 1 to 200"), "{e}");
@@ -802,10 +803,13 @@ mod tests {
             e.contains("lines[0]: ") && e.contains("one of `text`"),
             "{e}"
         );
-        let e = err(serde_json::json!([{"text":"a","item":{"qty":1,"name":"b"}}]));
+        let e = err(serde_json::json!([{"text":"a","item":{"quantity":1,"name":"b"}}]));
         assert!(e.contains("text and item"), "{e}");
-        let e = err(serde_json::json!([{"item":{"qty":"two","name":"b"}}]));
-        assert!(e.contains("lines[0]: ") && e.contains("item.qty"), "{e}");
+        let e = err(serde_json::json!([{"item":{"quantity":"two","name":"b"}}]));
+        assert!(
+            e.contains("lines[0]: ") && e.contains("item.quantity"),
+            "{e}"
+        );
         let e = err(serde_json::json!([{"text":"a","align":"middle"}]));
         assert!(e.contains("align") && e.contains("middle"), "{e}");
     }

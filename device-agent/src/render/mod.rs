@@ -175,7 +175,7 @@ fn ticket_layout(t: &Ticket, opts: &RenderOptions) -> Layout {
             }
             TicketLine::Separator { .. } => layout.rule(),
             TicketLine::Item { item } => {
-                let prefix = format!("{} x ", item.qty);
+                let prefix = format!("{} x ", item.quantity);
                 layout.hanging(&prefix, &item.name, true);
                 let indent = " ".repeat(prefix.len());
                 for modifier in &item.modifiers {
@@ -598,7 +598,7 @@ mod ticket_tests {
         serde_json::json!({"kind":"ticket","beep":true,"lines":[
             {"text":"TABLE 12","size":[2,2],"bold":true,"align":"center"},
             {"separator":true},
-            {"item":{"qty":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
+            {"item":{"quantity":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
             {"text":"Allergy: nuts","invert":true}]})
     }
 
@@ -714,7 +714,7 @@ mod ticket_tests {
             serde_json::json!({"kind":"ticket","lines":[
                 {"text":long,"size":[size,size]},
                 {"separator":true},
-                {"item":{"qty":12,"name":long,"modifiers":[long]}}]})
+                {"item":{"quantity":12,"name":long,"modifiers":[long]}}]})
         };
         for columns in [32u8, 48] {
             for size in [1u8, 2] {
