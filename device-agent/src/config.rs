@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiosk_mqtt::{ClientDefaults, ClientSection};
@@ -19,7 +20,7 @@ pub use kiosk_schemas::settings::{Checked, ConfigError};
 use kiosk_schemas::{Currency, KioskId, MqttUrl};
 use serde::Deserialize;
 
-use crate::render::{CodePage, RenderOptions};
+use crate::render::{Bitmap, CodePage, RenderOptions, default_dots};
 
 /// Prefix of environment overrides; `__` separates levels.
 pub const ENV_PREFIX: &str = "KIOSK_AGENT";
@@ -151,13 +152,54 @@ pub struct PrinterConfig {
     /// Connect/read/write timeout for `tcp`. Default 5 s.
     #[serde(default = "default_printer_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Printable width in dots, at least 8: images are scaled to at most
+    /// this. Default 576 for 48 columns (80 mm paper at 203 dpi), 384 for
+    /// 32 (58 mm).
+    #[serde(default)]
+    pub dots: Option<u16>,
+    /// A PNG or JPEG printed centered at the top of receipts that ask for
+    /// it (`"logo": true`), at its own width capped at `dots`. Read,
+    /// dithered and kept in memory when the configuration is loaded; an
+    /// unreadable file fails the load naming `printers.<name>.logo`.
+    #[serde(default)]
+    pub logo: Option<PathBuf>,
+    /// How images are sent: `raster` (`GS v 0`, in bands of 24 rows), the
+    /// default and for now the only mode; `bit_image` (`ESC *`) and
+    /// `graphics` (`GS ( L`) are refused at load as not supported yet.
+    #[serde(default)]
+    pub image_mode: ImageMode,
+    /// The logo, converted, once the configuration is checked.
+    #[serde(skip)]
+    pub logo_bitmap: Option<Arc<Bitmap>>,
+}
+
+/// `printers.<name>.image_mode`: the ESC/POS command images go out with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageMode {
+    /// `GS v 0`, in bands of 24 rows.
+    #[default]
+    Raster,
+    /// `ESC *` in 24-dot bands: not supported yet, refused at load.
+    BitImage,
+    /// `GS ( L`: not supported yet, refused at load.
+    Graphics,
 }
 
 impl PrinterConfig {
+    /// `dots`, or the default for `width`.
+    pub fn dots(&self) -> u16 {
+        self.dots.unwrap_or_else(|| default_dots(self.width))
+    }
+
     /// How documents are laid out for this printer: `width` columns in
-    /// `code_page`.
+    /// `code_page`, images at most `dots` wide, the converted logo.
     pub fn render_options(&self) -> RenderOptions {
-        RenderOptions::new(self.width, self.code_page)
+        RenderOptions {
+            dots: self.dots(),
+            logo: self.logo_bitmap.clone(),
+            ..RenderOptions::new(self.width, self.code_page)
+        }
     }
 }
 
@@ -242,7 +284,7 @@ impl AgentConfig {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
         self.broker
             .client
             .check(Some(&self.broker.url), self.client_defaults())?;
@@ -252,7 +294,7 @@ impl AgentConfig {
         if self.print.max_job_bytes == 0 {
             return Err(invalid("print.max_job_bytes", "must be > 0"));
         }
-        for (name, p) in &self.printers {
+        for (name, p) in &mut self.printers {
             let key = |k: &str| format!("printers.{name}.{k}");
             validate_printer_name(name).map_err(|m| invalid(format!("printers.{name}"), m))?;
             if p.width != 32 && p.width != 48 {
@@ -263,6 +305,31 @@ impl AgentConfig {
             }
             if p.address.trim().is_empty() {
                 return Err(invalid(key("address"), "must not be empty"));
+            }
+            if p.dots() < 8 {
+                return Err(invalid(
+                    key("dots"),
+                    format!("must be at least 8, got {}", p.dots()),
+                ));
+            }
+            match p.image_mode {
+                ImageMode::Raster => {}
+                ImageMode::BitImage | ImageMode::Graphics => {
+                    return Err(invalid(
+                        key("image_mode"),
+                        "only `raster` is supported so far (`bit_image` and `graphics` are not)",
+                    ));
+                }
+            }
+            if let Some(path) = &p.logo {
+                let dots = u32::from(p.dots());
+                let bitmap = std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        Bitmap::from_encoded(&bytes, |w| w.min(dots)).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| invalid(key("logo"), format!("{}: {e}", path.display())))?;
+                p.logo_bitmap = Some(Arc::new(bitmap));
             }
         }
         if let Some(cash) = &self.cash {
@@ -401,7 +468,9 @@ mod tests {
             opts,
             RenderOptions {
                 columns: 32,
-                code_page: crate::render::PageCode::PC852
+                code_page: crate::render::PageCode::PC852,
+                dots: 384,
+                logo: None,
             }
         );
     }

@@ -107,7 +107,7 @@ impl Agent {
             let notify = Arc::new(Notify::new());
             wake.insert(name.clone(), notify.clone());
             let options = printer.render_options();
-            options_by_printer.insert(name.clone(), options);
+            options_by_printer.insert(name.clone(), options.clone());
             let worker = worker::Worker {
                 name: name.clone(),
                 config: printer.clone(),

@@ -29,9 +29,9 @@ pub use command::{Command, CommandKind};
 pub use id::{Currency, IdError, JobId, KioskId};
 pub use mqtt_url::MqttUrl;
 pub use print::{
-    Barcode, BarcodeFormat, Document, JobResult, JobState, PrintJob, RawDocument, Receipt,
-    ReceiptItem, ResultState, TextDocument, Ticket, TicketAlign, TicketItem, TicketLine,
-    TicketText,
+    Barcode, BarcodeFormat, Document, ImageWidth, JobResult, JobState, PrintJob, RawDocument,
+    Receipt, ReceiptImage, ReceiptItem, ReceiptLine, ResultState, TextDocument, Ticket,
+    TicketAlign, TicketItem, TicketLine, TicketText,
 };
 pub use secret::Secret;
 pub use status::{CashDeviceStatus, KioskStatus, PaperStatus, Presence, PrinterStatus};

@@ -180,9 +180,16 @@ impl RawDocument {
 /// (cents for EUR: `1250` is 12.50 EUR).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Receipt {
-    /// Lines printed centered at the top (shop name, address, ...).
+    /// Print the printer's configured logo (`printers.<name>.logo` in the
+    /// agent's config) centered at the very top; default false. Ignored by
+    /// a printer without a logo.
     #[serde(default)]
-    pub header: Vec<String>,
+    pub logo: bool,
+    /// Lines printed centered at the top (shop name, address, ...): text,
+    /// or `{"image": {...}}` (see [`ReceiptImage`]). The first text line is
+    /// printed large and bold.
+    #[serde(default, deserialize_with = "header_lines")]
+    pub header: Vec<ReceiptLine>,
     /// The item lines.
     pub items: Vec<ReceiptItem>,
     /// Sum before tax, in minor units; printed when present.
@@ -195,9 +202,9 @@ pub struct Receipt {
     pub total: i64,
     /// ISO 4217 code of every amount on the receipt.
     pub currency: Currency,
-    /// Lines printed centered at the bottom.
-    #[serde(default)]
-    pub footer: Vec<String>,
+    /// Lines printed centered at the bottom: text or `{"image": {...}}`.
+    #[serde(default, deserialize_with = "footer_lines")]
+    pub footer: Vec<ReceiptLine>,
     /// Text encoded as a QR code below the footer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qr: Option<String>,
@@ -220,7 +227,213 @@ impl Receipt {
         if let Some(b) = &self.barcode {
             b.validate()?;
         }
+        for (field, lines) in [("header", &self.header), ("footer", &self.footer)] {
+            for (i, line) in lines.iter().enumerate() {
+                if let ReceiptLine::Image { image } = line {
+                    image.validate(&format!("document.{field}[{i}].image"))?;
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+/// Most bytes of one image, after base64 decoding.
+pub const MAX_IMAGE_BYTES: usize = 256 * 1024;
+
+/// Largest width and height of an image, in pixels, before scaling.
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// Narrowest image `width` in dots.
+pub const MIN_IMAGE_DOTS: u16 = 8;
+
+/// One entry of a receipt's `header` or `footer`: a text line (`"Thanks!"`)
+/// or an image (`{"image": {"data": "<base64 PNG>", "align": "center"}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReceiptLine {
+    /// A line of text, centered.
+    Text(String),
+    /// An image.
+    Image {
+        /// The image.
+        image: ReceiptImage,
+    },
+}
+
+impl From<&str> for ReceiptLine {
+    fn from(text: &str) -> Self {
+        ReceiptLine::Text(text.to_owned())
+    }
+}
+
+/// Decodes `header`/`footer` entries one by one so an error names the
+/// entry and the field in it (`header[1].image.width: ...`).
+fn header_lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ReceiptLine>, D::Error> {
+    receipt_lines(d, "header")
+}
+
+fn footer_lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ReceiptLine>, D::Error> {
+    receipt_lines(d, "footer")
+}
+
+fn receipt_lines<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> Result<Vec<ReceiptLine>, D::Error> {
+    use serde::de::Error as _;
+    #[derive(Deserialize)]
+    struct I {
+        image: ReceiptImage,
+    }
+    let values = Vec::<serde_json::Value>::deserialize(d)?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            serde_json::Value::String(text) => Ok(ReceiptLine::Text(text)),
+            serde_json::Value::Object(ref map) if map.contains_key("image") => {
+                serde_path_to_error::deserialize::<_, I>(v)
+                    .map(|x| ReceiptLine::Image { image: x.image })
+                    .map_err(|e| {
+                        let path = e.path().to_string();
+                        D::Error::custom(format!("{field}[{i}].{path}: {}", e.into_inner()))
+                    })
+            }
+            _ => Err(D::Error::custom(format!(
+                "{field}[{i}]: a receipt line is a string or {{\"image\": {{...}}}}"
+            ))),
+        })
+        .collect()
+}
+
+/// An image in a receipt, scaled to `width` (never wider than the
+/// printer), dithered to black and white and printed as a raster image.
+///
+/// ```json
+/// {"image": {"data": "<base64 PNG or JPEG>", "align": "center", "width": "full"}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReceiptImage {
+    /// A PNG or JPEG, standard base64 (RFC 4648, with padding); at most
+    /// 256 KiB decoded and 4096 × 4096 pixels.
+    pub data: String,
+    /// `left`, `center` (default) or `right` (`ESC a`).
+    #[serde(default = "center")]
+    pub align: TicketAlign,
+    /// `"full"` (default): the printer's width in dots; or a width in dots,
+    /// at least 8, capped at the printer's width. The height follows the
+    /// aspect ratio.
+    #[serde(default)]
+    pub width: ImageWidth,
+}
+
+fn center() -> TicketAlign {
+    TicketAlign::Center
+}
+
+impl ReceiptImage {
+    /// Decodes `data`: base64, then checks it is a PNG or JPEG within the
+    /// limits, without decoding the pixels.
+    ///
+    /// # Errors
+    /// A reason naming `<at>.data` (or `<at>.width`).
+    pub fn validate(&self, at: &str) -> Result<Vec<u8>, String> {
+        if let ImageWidth::Dots(n) = self.width
+            && n < MIN_IMAGE_DOTS
+        {
+            return Err(format!(
+                "{at}.width must be \"full\" or at least {MIN_IMAGE_DOTS} dots, got {n}"
+            ));
+        }
+        // Base64 is 4 characters for 3 bytes: refuse before decoding.
+        if self.data.len() / 4 * 3 > MAX_IMAGE_BYTES + 3 {
+            return Err(format!(
+                "{at}.data must be at most {MAX_IMAGE_BYTES} bytes decoded"
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.data.as_bytes())
+            .map_err(|e| format!("{at}.data is not valid base64: {e}"))?;
+        if bytes.len() > MAX_IMAGE_BYTES {
+            return Err(format!(
+                "{at}.data must be at most {MAX_IMAGE_BYTES} bytes decoded, got {}",
+                bytes.len()
+            ));
+        }
+        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| format!("{at}.data cannot be read: {e}"))?;
+        match reader.format() {
+            Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+            _ => return Err(format!("{at}.data is not a PNG or JPEG image")),
+        }
+        let (w, h) = reader
+            .into_dimensions()
+            .map_err(|e| format!("{at}.data is not a valid PNG or JPEG image: {e}"))?;
+        if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+            return Err(format!(
+                "{at}.data must be 1 to {MAX_IMAGE_SIDE} pixels wide and high, got {w}x{h}"
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// How wide an image prints: `"full"` or a number of dots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WidthRepr", into = "WidthRepr")]
+pub enum ImageWidth {
+    /// The printer's whole width (`printers.<name>.dots`).
+    #[default]
+    Full,
+    /// This many dots, capped at the printer's width.
+    Dots(u16),
+}
+
+/// The wire form of [`ImageWidth`].
+#[derive(Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum WidthRepr {
+    /// `"full"`.
+    Name(FullWidth),
+    /// Dots.
+    Dots(u16),
+}
+
+/// The one width name.
+#[derive(Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum FullWidth {
+    /// The printer's whole width.
+    Full,
+}
+
+impl From<WidthRepr> for ImageWidth {
+    fn from(w: WidthRepr) -> Self {
+        match w {
+            WidthRepr::Name(FullWidth::Full) => ImageWidth::Full,
+            WidthRepr::Dots(n) => ImageWidth::Dots(n),
+        }
+    }
+}
+
+impl From<ImageWidth> for WidthRepr {
+    fn from(w: ImageWidth) -> Self {
+        match w {
+            ImageWidth::Full => WidthRepr::Name(FullWidth::Full),
+            ImageWidth::Dots(n) => WidthRepr::Dots(n),
+        }
+    }
+}
+
+impl JsonSchema for ImageWidth {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ImageWidth".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        WidthRepr::json_schema(generator)
     }
 }
 
@@ -812,6 +1025,79 @@ mod tests {
         );
         let e = err(serde_json::json!([{"text":"a","align":"middle"}]));
         assert!(e.contains("align") && e.contains("middle"), "{e}");
+    }
+
+    /// A 2×1 PNG, built with the `image` crate.
+    fn png_base64() -> String {
+        let img = image::GrayImage::from_raw(2, 1, vec![0, 255]).unwrap();
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+    }
+
+    fn receipt(header: serde_json::Value) -> Result<PrintJob, String> {
+        let doc = serde_json::json!({"kind":"receipt","logo":true,"header":header,
+            "items":[],"total":0,"currency":"EUR"});
+        let j: PrintJob = crate::wire::decode(&serde_json::to_vec(&job(doc)).unwrap(), 1 << 20)
+            .map_err(|e| e.to_string())?;
+        j.validate().map(|()| j)
+    }
+
+    #[test]
+    fn receipt_images_decode_with_defaults_and_round_trip() {
+        let png = png_base64();
+        let j = receipt(serde_json::json!(["Shop", {"image":{"data":png}},
+            {"image":{"data":png,"align":"left","width":100}}]))
+        .unwrap();
+        let Document::Receipt(r) = &j.document else {
+            panic!()
+        };
+        assert!(r.logo);
+        assert_eq!(r.header[0], ReceiptLine::from("Shop"));
+        let ReceiptLine::Image { image } = &r.header[1] else {
+            panic!("{:?}", r.header[1])
+        };
+        assert_eq!(
+            (image.align, image.width),
+            (TicketAlign::Center, ImageWidth::Full)
+        );
+        assert!(matches!(&r.header[2], ReceiptLine::Image { image }
+            if image.align == TicketAlign::Left && image.width == ImageWidth::Dots(100)));
+        let value = serde_json::to_value(&j).unwrap();
+        assert_eq!(value["document"]["header"][1]["image"]["width"], "full");
+        assert_eq!(serde_json::from_value::<PrintJob>(value).unwrap(), j);
+    }
+
+    #[test]
+    fn receipt_image_errors_name_the_field() {
+        let e = receipt(serde_json::json!(["x", {"image":{"data":"***"}}])).unwrap_err();
+        assert!(
+            e.contains("document.header[1].image.data is not valid base64"),
+            "{e}"
+        );
+        let not_image = base64::engine::general_purpose::STANDARD.encode(b"hello, world");
+        let e = receipt(serde_json::json!([{"image":{"data":not_image}}])).unwrap_err();
+        assert!(
+            e.contains("document.header[0].image.data is not a PNG or JPEG"),
+            "{e}"
+        );
+        let e =
+            receipt(serde_json::json!([{"image":{"data":png_base64(),"width":7}}])).unwrap_err();
+        assert!(e.contains("document.header[0].image.width"), "{e}");
+        let e = receipt(serde_json::json!([{"image":{"data":png_base64(),"width":"half"}}]))
+            .unwrap_err();
+        assert!(e.contains("header[0].image.width"), "{e}");
+        let e = receipt(serde_json::json!([{"image":{"data":png_base64(),"align":"top"}}]))
+            .unwrap_err();
+        assert!(e.contains("header[0].image.align"), "{e}");
+        let e = receipt(serde_json::json!([1])).unwrap_err();
+        assert!(e.contains("header[0]: a receipt line is a string"), "{e}");
+        let big = "A".repeat(MAX_IMAGE_BYTES / 3 * 4 + 8);
+        let e = receipt(serde_json::json!([{"image":{"data":big}}])).unwrap_err();
+        assert!(
+            e.contains("document.header[0].image.data must be at most"),
+            "{e}"
+        );
     }
 
     #[test]

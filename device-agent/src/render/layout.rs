@@ -4,6 +4,7 @@
 //! so the two cannot drift apart.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use escpos::errors::Result as EscposResult;
 use escpos::printer::Printer;
@@ -14,6 +15,7 @@ use escpos::utils::{
 use kiosk_schemas::BarcodeFormat;
 
 use super::capture::{Capture, capture};
+use super::image::Bitmap;
 
 /// `ESC p m t1 t2` takes two pulse times after the pin, but escpos 0.20's
 /// `cash_drawer` emits only `ESC p m`: a printer would then take the next
@@ -106,7 +108,7 @@ impl Style {
         ..Style::PLAIN
     };
 
-    fn of(align: Align, bold: bool, size: Size) -> Style {
+    pub(crate) fn of(align: Align, bold: bool, size: Size) -> Style {
         Style {
             align,
             bold,
@@ -131,6 +133,8 @@ pub(crate) enum Line {
     DrawerKick,
     /// The buzzer ([`BEEP`]).
     Beep,
+    /// A raster image, aligned by `ESC a`, in bands of `GS v 0`.
+    Image { bitmap: Arc<Bitmap>, align: Align },
 }
 
 /// Builds the lines of one ticket for a given width and code page.
@@ -357,6 +361,10 @@ impl Layout {
                     Line::Beep => {
                         p.custom(&BEEP)?;
                     }
+                    Line::Image { bitmap, align } => {
+                        style.set(p, Style::of(*align, false, Size::Normal))?;
+                        p.custom(&bitmap.raster_bands())?;
+                    }
                 }
             }
             Ok(())
@@ -386,6 +394,14 @@ impl Layout {
                 Line::Cut => out.push("--- cut ---".to_owned()),
                 Line::DrawerKick => out.push("[drawer kick]".to_owned()),
                 Line::Beep => out.push("[beep]".to_owned()),
+                Line::Image { bitmap, align } => {
+                    let text = format!("[IMAGE {}x{}]", bitmap.width(), bitmap.height());
+                    out.push(match align {
+                        Align::Left => text,
+                        Align::Center => center(&text, self.columns),
+                        Align::Right => pad_left(&text, self.columns),
+                    });
+                }
             }
         }
         let mut preview = String::new();

@@ -9,14 +9,21 @@
 
 mod amount;
 pub(crate) mod capture;
+pub mod image;
 mod layout;
 mod options;
 mod raw;
 
-use kiosk_schemas::{Document, Receipt, TextDocument, Ticket, TicketAlign, TicketLine};
+use std::sync::Arc;
+
+use kiosk_schemas::{
+    Document, ImageWidth, Receipt, ReceiptImage, ReceiptLine, TextDocument, Ticket, TicketAlign,
+    TicketLine,
+};
 
 pub use amount::format_amount;
-pub use options::{CodePage, PageCode, RenderOptions, UnknownCodePage, page_code};
+pub use image::Bitmap;
+pub use options::{CodePage, PageCode, RenderOptions, UnknownCodePage, default_dots, page_code};
 
 use layout::{Align, Layout, Line, Size, Style};
 
@@ -42,6 +49,10 @@ pub enum RenderError {
     /// not accept, a QR code over 7089 bytes, ...
     #[error("cannot build ESC/POS: {0}")]
     Escpos(#[from] escpos::errors::PrinterError),
+    /// A receipt image is not a PNG or JPEG within the limits; the reason
+    /// names the field (`document.header[1].image.data ...`).
+    #[error("{0}")]
+    Image(String),
 }
 
 /// Renders one copy of `doc` (the caller repeats the bytes for copies).
@@ -67,7 +78,7 @@ pub fn render(doc: &Document, opts: &RenderOptions) -> Result<Rendered, RenderEr
             Ok(Rendered { bytes, preview })
         }
         Document::Text(text) => finish(&text_layout(text, opts)),
-        Document::Receipt(receipt) => finish(&receipt_layout(receipt, opts)),
+        Document::Receipt(receipt) => finish(&receipt_layout(receipt, opts)?),
         Document::Ticket(ticket) => finish(&ticket_layout(ticket, opts)),
     }
 }
@@ -88,18 +99,38 @@ fn text_layout(doc: &TextDocument, opts: &RenderOptions) -> Layout {
     layout
 }
 
-/// Header centered (first line large and bold), a rule, one line per item
-/// with its amount flush right, a rule, subtotal, tax and a bold TOTAL,
-/// footer centered, QR code, barcode, cut, drawer kick.
-fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Layout {
+/// The logo (with `logo` and a printer that has one), header centered
+/// (first text line large and bold), a rule, one line per item with its
+/// amount flush right, a rule, subtotal, tax and a bold TOTAL, footer
+/// centered, QR code, barcode, cut, drawer kick. Images in header and
+/// footer as [`image_line`] makes them.
+fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Result<Layout, RenderError> {
     let mut layout = Layout::new(opts.columns, opts.code_page);
     let amount = |minor: i64| format_amount(minor, &r.currency);
 
+    if r.logo
+        && let Some(logo) = &opts.logo
+    {
+        layout.push(Line::Image {
+            bitmap: Arc::clone(logo),
+            align: Align::Center,
+        });
+    }
+    let mut first_text = true;
     for (i, line) in r.header.iter().enumerate() {
-        if i == 0 {
-            layout.text(line, Align::Center, true, Size::Large);
-        } else {
-            layout.text(line, Align::Center, false, Size::Normal);
+        match line {
+            ReceiptLine::Text(text) if first_text => {
+                first_text = false;
+                layout.text(text, Align::Center, true, Size::Large);
+            }
+            ReceiptLine::Text(text) => layout.text(text, Align::Center, false, Size::Normal),
+            ReceiptLine::Image { image } => {
+                layout.push(image_line(
+                    image,
+                    &format!("document.header[{i}].image"),
+                    opts,
+                )?);
+            }
         }
     }
     layout.rule();
@@ -124,8 +155,17 @@ fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Layout {
     layout.columns("", &total_label, &amount(r.total), true, Size::Tall);
     if !r.footer.is_empty() {
         layout.blank();
-        for line in &r.footer {
-            layout.text(line, Align::Center, false, Size::Normal);
+        for (i, line) in r.footer.iter().enumerate() {
+            match line {
+                ReceiptLine::Text(text) => layout.text(text, Align::Center, false, Size::Normal),
+                ReceiptLine::Image { image } => {
+                    layout.push(image_line(
+                        image,
+                        &format!("document.footer[{i}].image"),
+                        opts,
+                    )?);
+                }
+            }
         }
     }
     if let Some(qr) = &r.qr {
@@ -143,7 +183,32 @@ fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Layout {
     if r.open_drawer {
         layout.push(Line::DrawerKick);
     }
-    layout
+    Ok(layout)
+}
+
+/// A receipt image, `width` dots wide (`full`: the printer's dots; never
+/// wider than them), dithered; `at` names it in errors.
+fn image_line(image: &ReceiptImage, at: &str, opts: &RenderOptions) -> Result<Line, RenderError> {
+    let bytes = image.validate(at).map_err(RenderError::Image)?;
+    let dots = u32::from(opts.dots);
+    let width = match image.width {
+        ImageWidth::Full => dots,
+        ImageWidth::Dots(n) => u32::from(n).min(dots),
+    };
+    let bitmap = Bitmap::from_encoded(&bytes, |_| width)
+        .map_err(|e| RenderError::Image(format!("{at}.data: {e}")))?;
+    Ok(Line::Image {
+        bitmap: Arc::new(bitmap),
+        align: align(image.align),
+    })
+}
+
+fn align(a: TicketAlign) -> Align {
+    match a {
+        TicketAlign::Left => Align::Left,
+        TicketAlign::Center => Align::Center,
+        TicketAlign::Right => Align::Right,
+    }
 }
 
 /// A kitchen ticket: each text line in its style (`ESC a`, `ESC E`,
@@ -161,11 +226,7 @@ fn ticket_layout(t: &Ticket, opts: &RenderOptions) -> Layout {
         match line {
             TicketLine::Text(text) => {
                 let style = Style {
-                    align: match text.align {
-                        TicketAlign::Left => Align::Left,
-                        TicketAlign::Center => Align::Center,
-                        TicketAlign::Right => Align::Right,
-                    },
+                    align: align(text.align),
                     bold: text.bold,
                     underline: text.underline,
                     invert: text.invert,
@@ -279,11 +340,13 @@ mod tests {
         RenderOptions {
             columns,
             code_page: PageCode::PC858,
+            ..RenderOptions::default()
         }
     }
 
     fn receipt() -> Receipt {
         Receipt {
+            logo: false,
             header: vec![
                 "Burger Corner".into(),
                 "12 Market Street".into(),
@@ -345,6 +408,7 @@ mod tests {
             let opts = RenderOptions {
                 columns: 32,
                 code_page: code,
+                ..RenderOptions::default()
             };
             let doc = Document::Text(TextDocument {
                 text: "Hello \u{e9}\u{20ac}".into(),
@@ -362,6 +426,7 @@ mod tests {
             let opts = RenderOptions {
                 columns: 100,
                 code_page: code,
+                ..RenderOptions::default()
             };
             let doc = Document::Text(TextDocument {
                 text: printable.clone(),
@@ -586,6 +651,7 @@ mod ticket_tests {
             &RenderOptions {
                 columns,
                 code_page: PageCode::PC858,
+                ..RenderOptions::default()
             },
         )
         .unwrap();
@@ -762,5 +828,264 @@ mod ticket_tests {
         assert_eq!(lines[0].text, "Two cheeseburgers without");
         assert_eq!(lines[1].text, "pickles and a side of onion");
         assert_eq!(lines[2].text, "rings please");
+    }
+}
+
+/// Images, read back with testkit's ESC/POS decoder and compared dot by dot
+/// with bitmaps computed here from the source pixels.
+#[cfg(test)]
+mod image_tests {
+    use ::image::imageops::{self, BiLevel};
+    use ::image::{GrayImage, ImageFormat, Luma};
+    use base64::Engine as _;
+    use kiosk_schemas::{Currency, ReceiptImage};
+    use kiosk_testkit::escpos::{self, Align as At, Command};
+
+    use super::*;
+
+    /// `img` as a base64 PNG.
+    fn png(img: &GrayImage) -> String {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+    }
+
+    fn image(img: &GrayImage, align: TicketAlign, width: ImageWidth) -> ReceiptLine {
+        ReceiptLine::Image {
+            image: ReceiptImage {
+                data: png(img),
+                align,
+                width,
+            },
+        }
+    }
+
+    fn receipt(header: Vec<ReceiptLine>, logo: bool) -> Document {
+        Document::Receipt(Receipt {
+            logo,
+            header,
+            items: vec![],
+            subtotal: None,
+            tax: None,
+            total: 0,
+            currency: Currency::new("EUR").unwrap(),
+            footer: vec![],
+            qr: None,
+            barcode: None,
+            cut: true,
+            open_drawer: false,
+        })
+    }
+
+    /// The raster bands in `bytes`: (mode, width bytes, height, data).
+    fn bands(bytes: &[u8]) -> Vec<(u8, u16, u16, Vec<u8>)> {
+        escpos::decode(bytes)
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Raster {
+                    mode,
+                    width_bytes,
+                    height,
+                    data,
+                } => Some((mode, width_bytes, height, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bands stacked and unpacked, cropped to `width` dots: true = black.
+    fn dots(bands: &[(u8, u16, u16, Vec<u8>)], width: u32) -> Vec<Vec<bool>> {
+        let mut rows = Vec::new();
+        for (_, width_bytes, height, data) in bands {
+            let row_bytes = usize::from(*width_bytes);
+            assert_eq!(data.len(), row_bytes * usize::from(*height));
+            for row in data.chunks(row_bytes) {
+                rows.push(
+                    (0..width as usize)
+                        .map(|x| row[x / 8] & (0x80 >> (x % 8)) != 0)
+                        .collect(),
+                );
+            }
+        }
+        rows
+    }
+
+    /// What the paper should show for `img`: black below 128.
+    fn expected(img: &GrayImage) -> Vec<Vec<bool>> {
+        (0..img.height())
+            .map(|y| {
+                (0..img.width())
+                    .map(|x| img.get_pixel(x, y).0[0] < 128)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn render_with(doc: &Document, opts: &RenderOptions) -> Vec<u8> {
+        render(doc, opts).unwrap().bytes
+    }
+
+    #[test]
+    fn black_and_white_prints_dot_for_dot_in_one_band() {
+        // A checkerboard of 3×1 blocks plus a black last column: no gray,
+        // so dithering must leave it exactly as it is.
+        let img = GrayImage::from_fn(16, 4, |x, y| {
+            Luma([if (x / 3 + y) % 2 == 0 || x == 15 {
+                0
+            } else {
+                255
+            }])
+        });
+        let doc = receipt(
+            vec![image(&img, TicketAlign::Left, ImageWidth::Dots(16))],
+            false,
+        );
+        let b = bands(&render_with(&doc, &RenderOptions::default()));
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].0, b[0].1, b[0].2), (0, 2, 4));
+        assert_eq!(dots(&b, 16), expected(&img));
+    }
+
+    #[test]
+    fn a_gray_gradient_is_floyd_steinberg_dithered() {
+        let img = GrayImage::from_fn(16, 4, |x, y| Luma([(x * 16 + y * 4) as u8]));
+        let mut want = img.clone();
+        imageops::dither(&mut want, &BiLevel);
+        let doc = receipt(
+            vec![image(&img, TicketAlign::Left, ImageWidth::Dots(16))],
+            false,
+        );
+        let b = bands(&render_with(&doc, &RenderOptions::default()));
+        let got = dots(&b, 16);
+        assert_eq!(got, expected(&want));
+        // Dithered, not thresholded: the dark half is not all black.
+        let black = got.iter().flatten().filter(|d| **d).count();
+        assert!(black > 0 && black < 64, "{black}");
+        assert!(got[0][..8].iter().any(|d| !d) || got[1][..8].iter().any(|d| !d));
+    }
+
+    #[test]
+    fn tall_images_go_out_in_bands_of_24_rows() {
+        let img = GrayImage::from_fn(20, 50, |x, y| {
+            Luma([if (x + y) % 2 == 0 { 0 } else { 255 }])
+        });
+        let doc = receipt(
+            vec![image(&img, TicketAlign::Center, ImageWidth::Dots(20))],
+            false,
+        );
+        let b = bands(&render_with(&doc, &RenderOptions::default()));
+        let heights: Vec<u16> = b.iter().map(|x| x.2).collect();
+        assert_eq!(heights, [24, 24, 2]);
+        assert!(b.iter().all(|x| x.0 == 0 && x.1 == 3));
+        assert_eq!(dots(&b, 20), expected(&img));
+        // The padding bits of the last byte of each row are white.
+        assert!(
+            b.iter()
+                .all(|x| x.3.chunks(3).all(|row| row[2] & 0x0F == 0))
+        );
+    }
+
+    #[test]
+    fn images_scale_to_their_width_and_never_beyond_the_printer() {
+        let black = GrayImage::from_pixel(16, 4, Luma([0]));
+        let check = |width, dots_, want_bytes: u16, want_rows: u16| {
+            let doc = receipt(vec![image(&black, TicketAlign::Center, width)], false);
+            let opts = RenderOptions {
+                dots: dots_,
+                ..RenderOptions::default()
+            };
+            let b = bands(&render_with(&doc, &opts));
+            assert!(b.iter().all(|x| x.1 == want_bytes), "{width:?}");
+            assert_eq!(b.iter().map(|x| x.2).sum::<u16>(), want_rows, "{width:?}");
+            let rows = dots(&b, u32::from(want_bytes) * 8);
+            assert!(rows.iter().flatten().all(|d| *d), "{width:?}: all black");
+        };
+        check(ImageWidth::Dots(32), 576, 4, 8);
+        check(ImageWidth::Full, 576, 72, 144);
+        check(ImageWidth::Full, 384, 48, 96);
+        check(ImageWidth::Dots(1000), 384, 48, 96);
+    }
+
+    #[test]
+    fn images_are_aligned_with_esc_a() {
+        let img = GrayImage::from_pixel(16, 4, Luma([0]));
+        for (align, want) in [
+            (TicketAlign::Left, At::Left),
+            (TicketAlign::Center, At::Center),
+            (TicketAlign::Right, At::Right),
+        ] {
+            // After a centered text line, so even `left` must be sent.
+            let doc = receipt(
+                vec!["Shop".into(), image(&img, align, ImageWidth::Dots(16))],
+                false,
+            );
+            let commands = escpos::decode(&render_with(&doc, &RenderOptions::default()));
+            let at = commands
+                .iter()
+                .position(|c| matches!(c, Command::Raster { .. }))
+                .unwrap();
+            let last_align = commands[..at].iter().rev().find_map(|c| match c {
+                Command::Align(a) => Some(*a),
+                _ => None,
+            });
+            assert_eq!(last_align, Some(want), "{align:?}");
+        }
+    }
+
+    #[test]
+    fn the_logo_prints_first_when_asked_for() {
+        let logo = GrayImage::from_fn(24, 2, |x, _| Luma([if x < 12 { 0 } else { 255 }]));
+        let opts = RenderOptions {
+            logo: Some(Arc::new(Bitmap::from_bilevel(&logo))),
+            ..RenderOptions::default()
+        };
+        let with = render(&receipt(vec!["Shop".into()], true), &opts).unwrap();
+        let commands = escpos::decode(&with.bytes);
+        let first_raster = commands
+            .iter()
+            .position(|c| matches!(c, Command::Raster { .. }))
+            .unwrap();
+        let first_text = commands
+            .iter()
+            .position(|c| matches!(c, Command::Text(_)))
+            .unwrap();
+        assert!(first_raster < first_text);
+        let b = bands(&with.bytes);
+        assert_eq!((b.len(), b[0].1, b[0].2), (1, 3, 2));
+        assert_eq!(dots(&b, 24), expected(&logo));
+        assert_eq!(
+            with.preview.lines().next().map(str::trim),
+            Some("[IMAGE 24x2]")
+        );
+
+        let without = render(&receipt(vec!["Shop".into()], false), &opts).unwrap();
+        assert!(bands(&without.bytes).is_empty());
+        // Asked for, but the printer has none: nothing, no error.
+        let none = render(
+            &receipt(vec!["Shop".into()], true),
+            &RenderOptions::default(),
+        );
+        assert!(bands(&none.unwrap().bytes).is_empty());
+    }
+
+    #[test]
+    fn a_bad_image_fails_naming_the_field() {
+        let doc = receipt(
+            vec![
+                "Shop".into(),
+                ReceiptLine::Image {
+                    image: ReceiptImage {
+                        data: "bm90IGFuIGltYWdl".into(),
+                        align: TicketAlign::Center,
+                        width: ImageWidth::Full,
+                    },
+                },
+            ],
+            false,
+        );
+        let e = render(&doc, &RenderOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("document.header[1].image.data"), "{e}");
     }
 }

@@ -5,10 +5,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// An `escpos` character code table, selected with `ESC t n`.
 pub use escpos::utils::PageCode;
 use serde::Deserialize;
+
+use super::image::Bitmap;
 
 /// Declares the code pages a printer can be configured with, with their
 /// names as `escpos` spells them (its `Display`).
@@ -127,30 +130,41 @@ impl From<CodePage> for PageCode {
 }
 
 /// How to lay out documents for one printer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RenderOptions {
     /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm).
     pub columns: u8,
     /// Character code table text is encoded in.
     pub code_page: PageCode,
+    /// Printable width in dots: images are never wider.
+    pub dots: u16,
+    /// The printer's logo, already converted, printed at the top of
+    /// receipts with `logo: true`.
+    pub logo: Option<Arc<Bitmap>>,
+}
+
+/// The usual dot width of a printer `columns` wide: 576 for 48 columns
+/// (80 mm paper, 203 dpi, 12 dots a character), 384 for 32 (58 mm).
+pub fn default_dots(columns: u8) -> u16 {
+    if columns <= 32 { 384 } else { 576 }
 }
 
 impl Default for RenderOptions {
-    /// 48 columns, PC437: the config defaults.
+    /// 48 columns, 576 dots, PC437, no logo: the config defaults.
     fn default() -> Self {
-        RenderOptions {
-            columns: 48,
-            code_page: PageCode::PC437,
-        }
+        RenderOptions::new(48, CodePage::PC437)
     }
 }
 
 impl RenderOptions {
-    /// The options of a printer `columns` wide using `code_page`.
+    /// The options of a printer `columns` wide using `code_page`, with its
+    /// [`default_dots`] and no logo.
     pub fn new(columns: u8, code_page: CodePage) -> Self {
         RenderOptions {
             columns,
             code_page: code_page.page_code(),
+            dots: default_dots(columns),
+            logo: None,
         }
     }
 }
