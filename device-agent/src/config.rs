@@ -458,6 +458,48 @@ mod tests {
 
     /// Moved from `render`, which no longer knows the configuration.
     #[test]
+    fn images_dots_logo_and_image_mode() {
+        let c = AgentConfig::from_toml(MINIMAL).unwrap();
+        let p = &c.printers["receipt"];
+        assert_eq!((p.dots(), p.image_mode), (576, ImageMode::Raster));
+        assert!(p.render_options().logo.is_none());
+        let narrow = MINIMAL.replace("address =", "width = 32\naddress =");
+        assert_eq!(
+            AgentConfig::from_toml(&narrow).unwrap().printers["receipt"].dots(),
+            384
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let logo = dir.path().join("logo.png");
+        // 600 dots wide: converted once, capped at the printer's 576.
+        image::GrayImage::from_pixel(600, 30, image::Luma([0]))
+            .save(&logo)
+            .unwrap();
+        let with_logo = format!("{MINIMAL}\nlogo = {:?}\n", logo.display().to_string());
+        let c = AgentConfig::from_toml(&with_logo).unwrap();
+        let bitmap = c.printers["receipt"].render_options().logo.unwrap();
+        assert_eq!((bitmap.width(), bitmap.height()), (576, 29));
+
+        let err = |toml: &str| AgentConfig::from_toml(toml).unwrap_err().to_string();
+        let missing = format!("{MINIMAL}\nlogo = \"/nonexistent/logo.png\"\n");
+        assert!(
+            err(&missing).contains("printers.receipt.logo"),
+            "{}",
+            err(&missing)
+        );
+        let text = dir.path().join("logo.txt");
+        std::fs::write(&text, "not an image").unwrap();
+        let bad = format!("{MINIMAL}\nlogo = {:?}\n", text.display().to_string());
+        assert!(err(&bad).contains("printers.receipt.logo"), "{}", err(&bad));
+        for mode in ["bit_image", "graphics"] {
+            let e = err(&format!("{MINIMAL}\nimage_mode = \"{mode}\"\n"));
+            assert!(e.contains("printers.receipt.image_mode"), "{e}");
+        }
+        let e = err(&format!("{MINIMAL}\ndots = 4\n"));
+        assert!(e.contains("printers.receipt.dots"), "{e}");
+    }
+
+    #[test]
     fn options_from_config() {
         let config: PrinterConfig = serde_json::from_value(serde_json::json!({
             "driver": "tcp", "address": "x", "width": 32, "code_page": "pc852", "timeout": "1s"
