@@ -120,6 +120,20 @@ pub enum Command {
         /// The image data.
         data: Vec<u8>,
     },
+    /// `ESC * m nL nH d1..dk` (`1B 2A ...`): select bit-image mode and
+    /// print one band, `width` columns of 1 byte (8-dot modes `m` 0, 1) or
+    /// 3 bytes (24-dot modes `m` 32, 33) each, top dot in bit 7.
+    BitImage {
+        /// Mode `m`: 0/1 8-dot single/double density, 32/33 24-dot.
+        mode: u8,
+        /// Columns, `nL + 256 nH`.
+        width: u16,
+        /// The column bytes, left to right.
+        data: Vec<u8>,
+    },
+    /// `ESC 3 n` (`1B 33 n`): line spacing `n` dots; `ESC 2` (`1B 32`):
+    /// back to the default, `None`.
+    LineSpacing(Option<u8>),
     /// `DLE EOT n` (`10 04 n`): real-time status request; 1 printer,
     /// 2 offline cause, 3 error cause, 4 roll paper sensor.
     StatusRequest(u8),
@@ -245,13 +259,14 @@ fn decode_one(b: &[u8]) -> (Command, usize) {
                 },
                 // Commands with one parameter byte this decoder does not
                 // interpret: skip the byte with them so it is not text.
-                b'2' | b'<' | b'=' => (Command::Unknown(b[..2].to_vec()), 2),
-                b'3' | b'G' | b'M' | b'R' | b'V' | b'{' | b'U' | b' ' | b'c' | b'S' => {
-                    match arg(2) {
-                        Some(_) => (Command::Unknown(b[..3].to_vec()), 3),
-                        None => truncated(b),
-                    }
-                }
+                b'2' => (Command::LineSpacing(None), 2),
+                b'3' => one(|n| Command::LineSpacing(Some(n))),
+                b'*' => bit_image(b),
+                b'<' | b'=' => (Command::Unknown(b[..2].to_vec()), 2),
+                b'G' | b'M' | b'R' | b'V' | b'{' | b'U' | b' ' | b'c' | b'S' => match arg(2) {
+                    Some(_) => (Command::Unknown(b[..3].to_vec()), 3),
+                    None => truncated(b),
+                },
                 _ => (Command::Unknown(b[..2].to_vec()), 2),
             }
         }
@@ -373,6 +388,26 @@ fn barcode(b: &[u8]) -> (Command, usize) {
             }
         }
         _ => (Command::Unknown(b[..3].to_vec()), 3),
+    }
+}
+
+/// `ESC * m nL nH d1..dk`, k = n (8-dot modes) or 3n (24-dot modes).
+fn bit_image(b: &[u8]) -> (Command, usize) {
+    let (Some(&mode), Some(&nl), Some(&nh)) = (b.get(2), b.get(3), b.get(4)) else {
+        return (Command::Truncated(b.to_vec()), b.len());
+    };
+    let width = u16::from_le_bytes([nl, nh]);
+    let k = usize::from(width) * if mode >= 32 { 3 } else { 1 };
+    match b.get(5..5 + k) {
+        Some(data) => (
+            Command::BitImage {
+                mode,
+                width,
+                data: data.to_vec(),
+            },
+            5 + k,
+        ),
+        None => (Command::Truncated(b.to_vec()), b.len()),
     }
 }
 
@@ -617,6 +652,34 @@ mod tests {
                     off: 250
                 },
                 Command::StatusRequest(1),
+            ]
+        );
+    }
+
+    #[test]
+    fn bit_image_and_line_spacing() {
+        let mut bytes = vec![0x1B, b'3', 24, 0x1B, b'*', 33, 2, 0];
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        bytes.extend_from_slice(&[
+            0x0A, 0x1B, b'2', 0x1B, b'*', 0, 1, 0, 0xFF, 0x1B, b'*', 33, 1,
+        ]);
+        assert_eq!(
+            decode(&bytes),
+            vec![
+                Command::LineSpacing(Some(24)),
+                Command::BitImage {
+                    mode: 33,
+                    width: 2,
+                    data: vec![1, 2, 3, 4, 5, 6]
+                },
+                Command::Lf,
+                Command::LineSpacing(None),
+                Command::BitImage {
+                    mode: 0,
+                    width: 1,
+                    data: vec![0xFF]
+                },
+                Command::Truncated(vec![0x1B, b'*', 33, 1]),
             ]
         );
     }
