@@ -20,7 +20,7 @@ pub use kiosk_schemas::settings::{Checked, ConfigError};
 use kiosk_schemas::{Currency, KioskId, MqttUrl};
 use serde::Deserialize;
 
-use crate::render::{Bitmap, CodePage, RenderOptions, default_dots};
+use crate::render::{Bitmap, CodePage, ImageMode, RenderOptions, default_dots};
 
 /// Prefix of environment overrides; `__` separates levels.
 pub const ENV_PREFIX: &str = "KIOSK_AGENT";
@@ -163,27 +163,15 @@ pub struct PrinterConfig {
     /// unreadable file fails the load naming `printers.<name>.logo`.
     #[serde(default)]
     pub logo: Option<PathBuf>,
-    /// How images are sent: `raster` (`GS v 0`, in bands of 24 rows), the
-    /// default and for now the only mode; `bit_image` (`ESC *`) and
-    /// `graphics` (`GS ( L`) are refused at load as not supported yet.
+    /// How images are sent: `raster` (`GS v 0`, in bands of 24 rows, the
+    /// default) or `bit_image` (`ESC *` 24-dot double density, for printers
+    /// without `GS v 0`); `graphics` (`GS ( L`) is refused at load as not
+    /// supported yet.
     #[serde(default)]
     pub image_mode: ImageMode,
     /// The logo, converted, once the configuration is checked.
     #[serde(skip)]
     pub logo_bitmap: Option<Arc<Bitmap>>,
-}
-
-/// `printers.<name>.image_mode`: the ESC/POS command images go out with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImageMode {
-    /// `GS v 0`, in bands of 24 rows.
-    #[default]
-    Raster,
-    /// `ESC *` in 24-dot bands: not supported yet, refused at load.
-    BitImage,
-    /// `GS ( L`: not supported yet, refused at load.
-    Graphics,
 }
 
 impl PrinterConfig {
@@ -198,6 +186,7 @@ impl PrinterConfig {
         RenderOptions {
             dots: self.dots(),
             logo: self.logo_bitmap.clone(),
+            image_mode: self.image_mode,
             ..RenderOptions::new(self.width, self.code_page)
         }
     }
@@ -313,11 +302,11 @@ impl AgentConfig {
                 ));
             }
             match p.image_mode {
-                ImageMode::Raster => {}
-                ImageMode::BitImage | ImageMode::Graphics => {
+                ImageMode::Raster | ImageMode::BitImage => {}
+                ImageMode::Graphics => {
                     return Err(invalid(
                         key("image_mode"),
-                        "only `raster` is supported so far (`bit_image` and `graphics` are not)",
+                        "`graphics` is not supported yet; use `raster` or `bit_image`",
                     ));
                 }
             }
@@ -491,10 +480,14 @@ mod tests {
         std::fs::write(&text, "not an image").unwrap();
         let bad = format!("{MINIMAL}\nlogo = {:?}\n", text.display().to_string());
         assert!(err(&bad).contains("printers.receipt.logo"), "{}", err(&bad));
-        for mode in ["bit_image", "graphics"] {
-            let e = err(&format!("{MINIMAL}\nimage_mode = \"{mode}\"\n"));
-            assert!(e.contains("printers.receipt.image_mode"), "{e}");
-        }
+        let e = err(&format!("{MINIMAL}\nimage_mode = \"graphics\"\n"));
+        assert!(e.contains("printers.receipt.image_mode"), "{e}");
+        let bit = format!("{MINIMAL}\nimage_mode = \"bit_image\"\n");
+        let c = AgentConfig::from_toml(&bit).unwrap();
+        assert_eq!(
+            c.printers["receipt"].render_options().image_mode,
+            ImageMode::BitImage
+        );
         let e = err(&format!("{MINIMAL}\ndots = 4\n"));
         assert!(e.contains("printers.receipt.dots"), "{e}");
     }
@@ -513,6 +506,7 @@ mod tests {
                 code_page: crate::render::PageCode::PC852,
                 dots: 384,
                 logo: None,
+                image_mode: ImageMode::Raster,
             }
         );
     }

@@ -1,5 +1,6 @@
 //! Images for the paper: a PNG or JPEG becomes a [`Bitmap`] (1 bit per
-//! dot, 1 = black), and a bitmap becomes ESC/POS raster bands.
+//! dot, 1 = black), and a bitmap becomes ESC/POS `GS v 0` raster or `ESC *`
+//! bit-image bands.
 //!
 //! Decoding, scaling and dithering are the `image` crate's: the image is
 //! laid over white (transparent PNG pixels print as paper), turned to
@@ -133,6 +134,44 @@ impl Bitmap {
             out.extend_from_slice(band);
         }
         out
+    }
+
+    /// The image as `ESC *` bands for printers without `GS v 0`: `ESC 3 24`
+    /// (line spacing 24 dots, so bands touch), then per band of 24 rows
+    /// `ESC * 33 nL nH` (24-dot double density, same dot size as raster)
+    /// with 3 bytes per column, top dot in bit 7, rows below the image
+    /// white, and `LF` to print it; `ESC 2` restores the default spacing.
+    pub fn bit_image_bands(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.data.len() + 8 * self.bands() + 5);
+        // The widest bitmap is a printer's dot width (u16), so n fits.
+        let n = u16::try_from(self.width).unwrap_or(u16::MAX);
+        out.extend_from_slice(&[0x1B, b'3', 24]);
+        for band in 0..self.bands() as u32 {
+            let [nl, nh] = n.to_le_bytes();
+            out.extend_from_slice(&[0x1B, b'*', 33, nl, nh]);
+            for x in 0..u32::from(n) {
+                for k in 0..3 {
+                    let mut byte = 0u8;
+                    for bit in 0..8 {
+                        let y = band * BAND_ROWS + k * 8 + bit;
+                        if self.is_black(x, y) {
+                            byte |= 0x80 >> bit;
+                        }
+                    }
+                    out.push(byte);
+                }
+            }
+            out.push(b'\n');
+        }
+        out.extend_from_slice(&[0x1B, b'2']);
+        out
+    }
+
+    /// Whether the dot at (`x`, `y`) is black; outside the image, white.
+    fn is_black(&self, x: u32, y: u32) -> bool {
+        x < self.width
+            && y < self.height
+            && self.data[y as usize * self.row_bytes() + x as usize / 8] & (0x80 >> (x % 8)) != 0
     }
 
     fn bands(&self) -> usize {

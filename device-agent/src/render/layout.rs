@@ -16,6 +16,7 @@ use kiosk_schemas::BarcodeFormat;
 
 use super::capture::{Capture, capture};
 use super::image::Bitmap;
+use super::options::ImageMode;
 
 /// `ESC p m t1 t2` takes two pulse times after the pin, but escpos 0.20's
 /// `cash_drawer` emits only `ESC p m`: a printer would then take the next
@@ -133,8 +134,12 @@ pub(crate) enum Line {
     DrawerKick,
     /// The buzzer ([`BEEP`]).
     Beep,
-    /// A raster image, aligned by `ESC a`, in bands of `GS v 0`.
-    Image { bitmap: Arc<Bitmap>, align: Align },
+    /// An image, aligned by `ESC a`, in bands of `GS v 0` or `ESC *`.
+    Image {
+        bitmap: Arc<Bitmap>,
+        align: Align,
+        mode: ImageMode,
+    },
 }
 
 /// Builds the lines of one ticket for a given width and code page.
@@ -361,9 +366,20 @@ impl Layout {
                     Line::Beep => {
                         p.custom(&BEEP)?;
                     }
-                    Line::Image { bitmap, align } => {
+                    Line::Image {
+                        bitmap,
+                        align,
+                        mode,
+                    } => {
                         style.set(p, Style::of(*align, false, Size::Normal))?;
-                        p.custom(&bitmap.raster_bands())?;
+                        match mode {
+                            ImageMode::BitImage => p.custom(&bitmap.bit_image_bands())?,
+                            // Refused at config load; raster is what most
+                            // printers take, should one get here.
+                            ImageMode::Raster | ImageMode::Graphics => {
+                                p.custom(&bitmap.raster_bands())?
+                            }
+                        };
                     }
                 }
             }
@@ -394,7 +410,7 @@ impl Layout {
                 Line::Cut => out.push("--- cut ---".to_owned()),
                 Line::DrawerKick => out.push("[drawer kick]".to_owned()),
                 Line::Beep => out.push("[beep]".to_owned()),
-                Line::Image { bitmap, align } => {
+                Line::Image { bitmap, align, .. } => {
                     let text = format!("[IMAGE {}x{}]", bitmap.width(), bitmap.height());
                     out.push(match align {
                         Align::Left => text,

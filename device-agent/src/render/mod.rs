@@ -4,7 +4,8 @@
 //!
 //! Every ESC/POS command is built by the `escpos` crate and captured in
 //! memory, except what escpos 0.20 lacks, sent as raw bytes: the pulse
-//! times of `ESC p` and the buzzer's `ESC B n t` (see `layout.rs`). Bytes and preview come from the same list of laid-out lines, so
+//! times of `ESC p` and the buzzer's `ESC B n t` (see `layout.rs`), and
+//! images, `GS v 0` or `ESC *` bands (see [`image`] for why not escpos's). Bytes and preview come from the same list of laid-out lines, so
 //! the preview (shown by the demo, written to logs) is what the paper shows.
 
 mod amount;
@@ -23,7 +24,9 @@ use kiosk_schemas::{
 
 pub use amount::format_amount;
 pub use image::Bitmap;
-pub use options::{CodePage, PageCode, RenderOptions, UnknownCodePage, default_dots, page_code};
+pub use options::{
+    CodePage, ImageMode, PageCode, RenderOptions, UnknownCodePage, default_dots, page_code,
+};
 
 use layout::{Align, Layout, Line, Size, Style};
 
@@ -114,6 +117,7 @@ fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Result<Layout, RenderErr
         layout.push(Line::Image {
             bitmap: Arc::clone(logo),
             align: Align::Center,
+            mode: opts.image_mode,
         });
     }
     let mut first_text = true;
@@ -200,6 +204,7 @@ fn image_line(image: &ReceiptImage, at: &str, opts: &RenderOptions) -> Result<Li
     Ok(Line::Image {
         bitmap: Arc::new(bitmap),
         align: align(image.align),
+        mode: opts.image_mode,
     })
 }
 
@@ -982,6 +987,50 @@ mod image_tests {
         assert!(
             b.iter()
                 .all(|x| x.3.chunks(3).all(|row| row[2] & 0x0F == 0))
+        );
+    }
+
+    #[test]
+    fn bit_image_mode_sends_esc_star_bands_of_24_dots() {
+        let img = GrayImage::from_fn(20, 50, |x, y| {
+            Luma([if (x * 7 + y * 3) % 5 < 2 { 0 } else { 255 }])
+        });
+        let doc = receipt(
+            vec![image(&img, TicketAlign::Left, ImageWidth::Dots(20))],
+            false,
+        );
+        let opts = RenderOptions {
+            image_mode: ImageMode::BitImage,
+            ..RenderOptions::default()
+        };
+        let commands = escpos::decode(&render_with(&doc, &opts));
+        assert!(bands(&render_with(&doc, &opts)).is_empty(), "no GS v 0");
+        let start = commands
+            .iter()
+            .position(|c| *c == Command::LineSpacing(Some(24)))
+            .unwrap();
+        let mut rows = vec![vec![false; 20]; 72];
+        let mut band = 0;
+        let mut i = start + 1;
+        while let Command::BitImage { mode, width, data } = &commands[i] {
+            assert_eq!((*mode, *width, data.len()), (33, 20, 60));
+            for (x, column) in data.chunks(3).enumerate() {
+                for (k, byte) in column.iter().enumerate() {
+                    for bit in 0..8 {
+                        rows[band * 24 + k * 8 + bit][x] = byte & (0x80 >> bit) != 0;
+                    }
+                }
+            }
+            assert_eq!(commands[i + 1], Command::Lf);
+            band += 1;
+            i += 2;
+        }
+        assert_eq!(band, 3);
+        assert_eq!(commands[i], Command::LineSpacing(None));
+        assert_eq!(rows[..50], expected(&img)[..]);
+        assert!(
+            rows[50..].iter().flatten().all(|d| !d),
+            "below the image: white"
         );
     }
 

@@ -141,6 +141,23 @@ pub struct RenderOptions {
     /// The printer's logo, already converted, printed at the top of
     /// receipts with `logo: true`.
     pub logo: Option<Arc<Bitmap>>,
+    /// The ESC/POS command images go out with.
+    pub image_mode: ImageMode,
+}
+
+/// `printers.<name>.image_mode`: the ESC/POS command images go out with,
+/// because printers differ in which they implement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageMode {
+    /// `GS v 0`, in bands of 24 rows ([`Bitmap::raster_bands`]).
+    #[default]
+    Raster,
+    /// `ESC *` 24-dot double density, one band of 24 rows per line
+    /// ([`Bitmap::bit_image_bands`]).
+    BitImage,
+    /// `GS ( L`: not supported yet, refused when the config is loaded.
+    Graphics,
 }
 
 /// The usual dot width of a printer `columns` wide: 576 for 48 columns
@@ -165,6 +182,7 @@ impl RenderOptions {
             code_page: code_page.page_code(),
             dots: default_dots(columns),
             logo: None,
+            image_mode: ImageMode::Raster,
         }
     }
 }
