@@ -189,17 +189,19 @@ impl Sender {
     /// The next event to deliver, moving the cursor past those
     /// `webhooks.events` does not select; `None` when there is none yet.
     fn next(&self) -> Result<Option<Event>, StoreError> {
-        loop {
-            let at = self.cursor.get()?.unwrap_or(0);
-            let page = self.log.after(at, 1, |_, _| true)?;
-            let Some(event) = page.into_iter().next() else {
-                return Ok(None);
-            };
-            if events::matches(&self.config.events, &event.kind) {
-                return Ok(Some(event));
-            }
-            self.cursor.set(event.id)?;
+        let at = self.cursor.get()?.unwrap_or(0);
+        let patterns = &self.config.events;
+        let (page, through) = self
+            .log
+            .page(at, 1, |kind, _| events::matches(patterns, kind))?;
+        if let Some(event) = page.into_iter().next() {
+            return Ok(Some(event));
         }
+        // Nothing selected up to `through`: pass over it with one write.
+        if through > at {
+            self.cursor.set(through)?;
+        }
+        Ok(None)
     }
 
     /// Runs until `shutdown`.
