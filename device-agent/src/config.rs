@@ -20,6 +20,9 @@ pub use kiosk_schemas::settings::{Checked, ConfigError};
 use kiosk_schemas::{Currency, KioskId, MqttUrl};
 use serde::Deserialize;
 
+use crate::render::charset::{Charset, Cjk};
+use crate::render::fallback::{Fonts, default_font_paths};
+use crate::render::profile::{self, ProfileFacts};
 use crate::render::{Bitmap, CodePage, ImageMode, RenderOptions, default_dots};
 
 /// Prefix of environment overrides; `__` separates levels.
@@ -140,15 +143,39 @@ pub struct PrinterConfig {
     pub driver: DriverKind,
     /// Device path for `device`; `host:port` (port defaults to 9100) for `tcp`.
     pub address: String,
-    /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm). Default 48.
-    #[serde(default = "default_width")]
-    pub width: u8,
-    /// Character code table, one of the `escpos` crate's page codes
-    /// (`PC437`, `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, ...; see
-    /// [`crate::render::page_code`]); an unknown name fails the load.
-    /// Default `PC437`.
+    /// The printer's model in the ESC/POS printer database (`TM-T88V`,
+    /// `TM-T20II`, `SRP-S300`, `default`, `simple`, ...; `kiosk-agent
+    /// printers --profiles` lists them): its code pages with their `ESC t`
+    /// numbers, and the defaults of `width`, `dots` and `image_mode`. An
+    /// unknown name fails the load. Default `default` (Epson's numbering
+    /// of code pages; width, dots and image mode the agent's defaults).
     #[serde(default)]
-    pub code_page: CodePage,
+    pub profile: Option<String>,
+    /// Characters per line in font A, 16 to 96: 32 on 58 mm paper, 48 (or
+    /// 42 on 180 dpi printers) on 80 mm. Default: the profile's, else 48.
+    #[serde(default)]
+    pub width: Option<u8>,
+    /// The code page selected at the start of each document (`ESC t`),
+    /// by the `escpos` crate's name or the database's (`PC437` or `CP437`,
+    /// `PC858`, `PC866`, `WPC1252`/`CP1252`, ...; see
+    /// [`crate::render::page_code`]). Other code pages of the profile are
+    /// switched to as text needs them. An unknown name, or one the profile
+    /// lacks, fails the load. Default `PC437`, or the profile's first page.
+    #[serde(default)]
+    pub code_page: Option<CodePage>,
+    /// The printer's double-byte mode for CJK text (`FS &`): `gb18030`,
+    /// `big5`, `shift_jis` or `euc_kr`. The printer database does not say
+    /// which printers have one, so it is set here. Default none: CJK text
+    /// is drawn with the fonts.
+    #[serde(default)]
+    pub cjk: Option<Cjk>,
+    /// A font file or a directory of fonts, for lines no code page of the
+    /// printer can show (Arabic, Thai on a Western printer, emoji): they are
+    /// drawn and printed as images. Default: Debian's Noto and DejaVu
+    /// directories that exist (`fonts-noto-core`); with none, such
+    /// characters print as `?`. A path that does not exist fails the load.
+    #[serde(default)]
+    pub font: Option<PathBuf>,
     /// Connect/read/write timeout for `tcp`. Default 5 s.
     #[serde(default = "default_printer_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -163,32 +190,99 @@ pub struct PrinterConfig {
     /// unreadable file fails the load naming `printers.<name>.logo`.
     #[serde(default)]
     pub logo: Option<PathBuf>,
-    /// How images are sent: `raster` (`GS v 0`, in bands of 24 rows, the
-    /// default) or `bit_image` (`ESC *` 24-dot double density, for printers
-    /// without `GS v 0`); `graphics` (`GS ( L`) is refused at load as not
-    /// supported yet.
+    /// How images are sent: `raster` (`GS v 0`, in bands of 24 rows) or
+    /// `bit_image` (`ESC *` 24-dot double density, for printers without
+    /// `GS v 0`); `graphics` (`GS ( L`) is refused at load as not supported
+    /// yet. Default: `raster`, or `bit_image` for a profile without raster.
     #[serde(default)]
-    pub image_mode: ImageMode,
+    pub image_mode: Option<ImageMode>,
     /// The logo, converted, once the configuration is checked.
     #[serde(skip)]
     pub logo_bitmap: Option<Arc<Bitmap>>,
+    /// The character tables, built once the configuration is checked.
+    #[serde(skip)]
+    pub charset: Option<Arc<Charset>>,
+    /// The fallback fonts, once the configuration is checked (shared by
+    /// printers with the same `font`).
+    #[serde(skip)]
+    pub fonts: Option<Arc<Fonts>>,
 }
 
 impl PrinterConfig {
-    /// `dots`, or the default for `width`.
-    pub fn dots(&self) -> u16 {
-        self.dots.unwrap_or_else(|| default_dots(self.width))
+    /// The profile's facts (`profile`, or `default`).
+    pub fn profile_facts(&self) -> ProfileFacts {
+        let name = self.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
+        profile::profile(name)
+            .map(profile::facts)
+            .unwrap_or_else(|_| {
+                profile::facts(profile::profile(profile::DEFAULT_PROFILE).expect("default profile"))
+            })
     }
 
-    /// How documents are laid out for this printer: `width` columns in
-    /// `code_page`, images at most `dots` wide, the converted logo.
+    /// `width`, or the profile's columns (only with `profile` set), or 48.
+    pub fn columns(&self) -> u8 {
+        self.width
+            .or_else(|| self.profile.as_ref().and(self.profile_facts().columns))
+            .unwrap_or(48)
+    }
+
+    /// `dots`, or the profile's (only with `profile` set), or the default
+    /// for the columns.
+    pub fn dots(&self) -> u16 {
+        self.dots
+            .or_else(|| self.profile.as_ref().and(self.profile_facts().dots))
+            .unwrap_or_else(|| default_dots(self.columns()))
+    }
+
+    /// `image_mode`, or what the profile has: raster, else `ESC *`.
+    pub fn image_mode(&self) -> ImageMode {
+        self.image_mode
+            .unwrap_or_else(|| match self.profile_facts().image_mode {
+                Some(ImageMode::BitImage) => ImageMode::BitImage,
+                _ => ImageMode::Raster,
+            })
+    }
+
+    /// How documents are laid out for this printer: its columns, its code
+    /// pages and fonts, images at most `dots` wide, the converted logo.
     pub fn render_options(&self) -> RenderOptions {
+        let mut opts = RenderOptions::new(self.columns(), CodePage::PC437);
+        if let Some(charset) = &self.charset {
+            opts.charset = Arc::clone(charset);
+        }
         RenderOptions {
             dots: self.dots(),
             logo: self.logo_bitmap.clone(),
-            image_mode: self.image_mode,
-            ..RenderOptions::new(self.width, self.code_page)
+            image_mode: self.image_mode(),
+            fonts: self.fonts.clone(),
+            ..opts
         }
+    }
+
+    /// Builds the character tables: the profile's pages, starting in
+    /// `code_page`.
+    fn build_charset(&self) -> Result<Charset, String> {
+        let name = self.profile.as_deref().unwrap_or(profile::DEFAULT_PROFILE);
+        let p = profile::profile(name).map_err(|e| e.to_string())?;
+        let pages = profile::pages(p);
+        if pages.is_empty() {
+            return Err(format!("profile {name} has no code page this agent knows"));
+        }
+        let start = match self.code_page {
+            Some(page) => {
+                let wanted = profile::database_name(page.page_code());
+                if !pages.iter().any(|p| p.name == wanted) {
+                    let have: Vec<&str> = pages.iter().map(|p| p.name.as_str()).collect();
+                    return Err(format!(
+                        "profile {name} has no {wanted}; it has {}",
+                        have.join(", ")
+                    ));
+                }
+                wanted
+            }
+            None => "CP437".to_owned(),
+        };
+        Ok(Charset::new(pages, &start, self.cjk))
     }
 }
 
@@ -226,9 +320,6 @@ fn default_max_job_bytes() -> usize {
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(5)
-}
-fn default_width() -> u8 {
-    48
 }
 fn default_printer_timeout() -> Duration {
     Duration::from_secs(5)
@@ -283,14 +374,38 @@ impl AgentConfig {
         if self.print.max_job_bytes == 0 {
             return Err(invalid("print.max_job_bytes", "must be > 0"));
         }
+        let mut fonts: std::collections::HashMap<Vec<PathBuf>, Arc<Fonts>> = Default::default();
         for (name, p) in &mut self.printers {
             let key = |k: &str| format!("printers.{name}.{k}");
             validate_printer_name(name).map_err(|m| invalid(format!("printers.{name}"), m))?;
-            if p.width != 32 && p.width != 48 {
+            if let Some(name) = &p.profile {
+                profile::profile(name).map_err(|e| invalid(key("profile"), e.to_string()))?;
+            }
+            if !(16..=96).contains(&p.columns()) {
                 return Err(invalid(
                     key("width"),
-                    format!("must be 32 or 48, got {}", p.width),
+                    format!("must be 16 to 96, got {}", p.columns()),
                 ));
+            }
+            let charset = p
+                .build_charset()
+                .map_err(|e| invalid(key("code_page"), e))?;
+            p.charset = Some(Arc::new(charset));
+            let font_paths = match &p.font {
+                Some(path) if !path.exists() => {
+                    return Err(invalid(
+                        key("font"),
+                        format!("{} does not exist", path.display()),
+                    ));
+                }
+                Some(path) => vec![path.clone()],
+                None => default_font_paths(),
+            };
+            if !font_paths.is_empty() {
+                let shared = fonts
+                    .entry(font_paths.clone())
+                    .or_insert_with(|| Arc::new(Fonts::new(font_paths)));
+                p.fonts = Some(Arc::clone(shared));
             }
             if p.address.trim().is_empty() {
                 return Err(invalid(key("address"), "must not be empty"));
@@ -301,7 +416,7 @@ impl AgentConfig {
                     format!("must be at least 8, got {}", p.dots()),
                 ));
             }
-            match p.image_mode {
+            match p.image_mode() {
                 ImageMode::Raster | ImageMode::BitImage => {}
                 ImageMode::Graphics => {
                     return Err(invalid(
@@ -375,8 +490,12 @@ mod tests {
         assert_eq!(c.broker.client.keep_alive, Duration::from_secs(30));
         let p = &c.printers["receipt"];
         assert_eq!(
-            (p.driver, p.width, p.code_page.as_str()),
-            (DriverKind::Tcp, 48, "PC437")
+            (
+                p.driver,
+                p.columns(),
+                p.render_options().charset.start_page().name.as_str()
+            ),
+            (DriverKind::Tcp, 48, "CP437")
         );
         assert!(format!("{c:?}").contains("[redacted]"));
         assert!(!format!("{c:?}").contains("s3cret"));
@@ -404,10 +523,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let bad = MINIMAL.replace(
-            "address = \"127.0.0.1:9100\"",
-            "address = \"x\"\nwidth = 40",
-        );
+        let bad = MINIMAL.replace("address = \"127.0.0.1:9100\"", "address = \"x\"\nwidth = 8");
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("printers.receipt.width"), "{err}");
 
@@ -450,7 +566,7 @@ mod tests {
     fn images_dots_logo_and_image_mode() {
         let c = AgentConfig::from_toml(MINIMAL).unwrap();
         let p = &c.printers["receipt"];
-        assert_eq!((p.dots(), p.image_mode), (576, ImageMode::Raster));
+        assert_eq!((p.dots(), p.image_mode()), (576, ImageMode::Raster));
         assert!(p.render_options().logo.is_none());
         let narrow = MINIMAL.replace("address =", "width = 32\naddress =");
         assert_eq!(
@@ -498,16 +614,15 @@ mod tests {
             "driver": "tcp", "address": "x", "width": 32, "code_page": "pc852", "timeout": "1s"
         }))
         .unwrap();
+        let mut config = config;
+        config.charset = Some(Arc::new(config.build_charset().unwrap()));
         let opts = config.render_options();
         assert_eq!(
-            opts,
-            RenderOptions {
-                columns: 32,
-                code_page: crate::render::PageCode::PC852,
-                dots: 384,
-                logo: None,
-                image_mode: ImageMode::Raster,
-            }
+            (opts.columns, opts.dots, opts.image_mode),
+            (32, 384, ImageMode::Raster)
         );
+        assert!(opts.logo.is_none());
+        let start = opts.charset.start_page();
+        assert_eq!((start.name.as_str(), start.number), ("CP852", 18));
     }
 }

@@ -134,6 +134,15 @@ pub enum Command {
     /// `ESC 3 n` (`1B 33 n`): line spacing `n` dots; `ESC 2` (`1B 32`):
     /// back to the default, `None`.
     LineSpacing(Option<u8>),
+    /// `FS &` (`1C 26`): select Kanji (double-byte) character mode; the
+    /// text after it is two bytes per character in the printer's code
+    /// system (GB18030/GBK, Big5, Shift_JIS, KS X 1001).
+    KanjiOn,
+    /// `FS .` (`1C 2E`): cancel Kanji character mode.
+    KanjiOff,
+    /// `FS C n` (`1C 43 n`): select the Kanji code system; 0/48 JIS,
+    /// 1/49 Shift_JIS, 2/50 Shift_JIS-2004.
+    KanjiSystem(u8),
     /// `DLE EOT n` (`10 04 n`): real-time status request; 1 printer,
     /// 2 offline cause, 3 error cause, 4 roll paper sensor.
     StatusRequest(u8),
@@ -183,6 +192,7 @@ pub enum Cut {
 const ESC: u8 = 0x1B;
 const GS: u8 = 0x1D;
 const DLE: u8 = 0x10;
+const FS: u8 = 0x1C;
 
 /// Decodes `bytes` into commands, in order. Consecutive printable bytes
 /// form one [`Command::Text`].
@@ -333,6 +343,16 @@ fn decode_one(b: &[u8]) -> (Command, usize) {
                 _ => (Command::Unknown(b[..2].to_vec()), 2),
             }
         }
+        FS => match arg(1) {
+            Some(b'&') => (Command::KanjiOn, 2),
+            Some(b'.') => (Command::KanjiOff, 2),
+            Some(b'C') => match arg(2) {
+                Some(n) => (Command::KanjiSystem(n), 3),
+                None => truncated(b),
+            },
+            Some(_) => (Command::Unknown(b[..2].to_vec()), 2),
+            None => truncated(b),
+        },
         DLE if b.get(1) == Some(&0x04) => match arg(2) {
             Some(n) => (Command::StatusRequest(n), 3),
             None => truncated(b),
@@ -652,6 +672,26 @@ mod tests {
                     off: 250
                 },
                 Command::StatusRequest(1),
+            ]
+        );
+    }
+
+    #[test]
+    fn kanji_mode_and_code_pages() {
+        // ESC t 17, 0x8F (CP866 П), FS C 1, FS & B9 BA FS ., FS truncated.
+        let cmds = decode(&[
+            0x1B, 0x74, 0x11, 0x8F, 0x1C, 0x43, 0x01, 0x1C, 0x26, 0xB9, 0xBA, 0x1C, 0x2E, 0x1C,
+        ]);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::CodePage(17),
+                Command::Text(vec![0x8F]),
+                Command::KanjiSystem(1),
+                Command::KanjiOn,
+                Command::Text(vec![0xB9, 0xBA]),
+                Command::KanjiOff,
+                Command::Truncated(vec![0x1C]),
             ]
         );
     }

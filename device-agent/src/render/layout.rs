@@ -3,20 +3,20 @@
 //! ([`Layout::to_bytes`]) and the plain-text preview ([`Layout::to_preview`]),
 //! so the two cannot drift apart.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use escpos::errors::Result as EscposResult;
 use escpos::printer::Printer;
 use escpos::utils::{
-    CashDrawer, JustifyMode, PageCode, QRCodeCorrectionLevel, QRCodeModel, QRCodeOption,
-    UnderlineMode,
+    CashDrawer, JustifyMode, QRCodeCorrectionLevel, QRCodeModel, QRCodeOption, UnderlineMode,
 };
 use kiosk_schemas::BarcodeFormat;
 
 use super::capture::{Capture, capture};
+use super::charset::{Charset, columns_of, text_columns};
+use super::fallback::{Fonts, Look};
 use super::image::Bitmap;
-use super::options::ImageMode;
+use super::options::{ImageMode, RenderOptions};
 
 /// `ESC p m t1 t2` takes two pulse times after the pin, but escpos 0.20's
 /// `cash_drawer` emits only `ESC p m`: a printer would then take the next
@@ -142,24 +142,28 @@ pub(crate) enum Line {
     },
 }
 
-/// Builds the lines of one ticket for a given width and code page.
+/// Builds the lines of one ticket for one printer: its width, character
+/// tables and fonts.
 pub(crate) struct Layout {
     columns: usize,
-    code_page: PageCode,
+    charset: Arc<Charset>,
+    fonts: Option<Arc<Fonts>>,
+    dots: u16,
+    image_mode: ImageMode,
     lines: Vec<Line>,
-    /// Whether a non-ASCII character has a byte in the code page; asking
-    /// escpos costs a printer per character, so each is asked once.
-    encodable: HashMap<char, bool>,
 }
 
 impl Layout {
-    /// An empty ticket `columns` characters wide (font A).
-    pub(crate) fn new(columns: u8, code_page: PageCode) -> Self {
+    /// An empty ticket for the printer of `opts` (`opts.columns` wide in
+    /// font A).
+    pub(crate) fn new(opts: &RenderOptions) -> Self {
         Layout {
-            columns: usize::from(columns).max(1),
-            code_page,
+            columns: usize::from(opts.columns).max(1),
+            charset: Arc::clone(&opts.charset),
+            fonts: opts.fonts.clone(),
+            dots: opts.dots,
+            image_mode: opts.image_mode,
             lines: Vec::new(),
-            encodable: HashMap::new(),
         }
     }
 
@@ -217,8 +221,8 @@ impl Layout {
             self.sanitize(body),
             self.sanitize(right),
         );
-        let indent = prefix.chars().count();
-        let right_len = right.chars().count();
+        let indent = text_columns(&prefix);
+        let right_len = text_columns(&right);
         let body_width = width.saturating_sub(indent + 1 + right_len);
         if body_width < MIN_LEFT_WIDTH {
             // Too narrow for both: the left part wraps on its own and the
@@ -231,7 +235,7 @@ impl Layout {
         }
         for (i, piece) in wrap(&body, body_width).into_iter().enumerate() {
             let line = if i == 0 {
-                let gap = width - indent - piece.chars().count() - right_len;
+                let gap = width.saturating_sub(indent + text_columns(&piece) + right_len);
                 format!("{prefix}{piece}{}{right}", " ".repeat(gap))
             } else {
                 format!("{}{piece}", " ".repeat(indent))
@@ -247,7 +251,7 @@ impl Layout {
     pub(crate) fn hanging(&mut self, prefix: &str, body: &str, bold: bool) {
         let width = self.width(Size::Normal);
         let (prefix, body) = (self.sanitize(prefix), self.sanitize(body));
-        let indent = prefix.chars().count();
+        let indent = text_columns(&prefix);
         if indent + MIN_LEFT_WIDTH > width {
             for piece in wrap(&format!("{prefix}{body}"), width) {
                 self.push_text(piece, bold, Size::Normal);
@@ -276,11 +280,12 @@ impl Layout {
         });
     }
 
-    /// Makes `s` printable in the code page: control characters become `?`
-    /// (an `ESC` inside an item name must not become a command), tabs
-    /// become spaces up to the next tab stop, carriage returns go, and
-    /// characters the code page has no byte for become `?`.
-    fn sanitize(&mut self, s: &str) -> String {
+    /// Makes `s` printable: control characters become `?` (an `ESC` inside
+    /// an item name must not become a command), tabs become spaces up to
+    /// the next tab stop, carriage returns go. Characters no code page of
+    /// the printer has stay when there are fonts to draw them with
+    /// ([`Layout::to_bytes`]), else become `?`.
+    fn sanitize(&self, s: &str) -> String {
         let mut out = String::with_capacity(s.len());
         let mut column = 0;
         for c in s.chars() {
@@ -293,45 +298,42 @@ impl Layout {
                     continue;
                 }
                 c if c.is_control() => out.push('?'),
-                c if c.is_ascii() => out.push(c),
-                c if self.is_encodable(c) => out.push(c),
+                c if self.fonts.is_some() || self.charset.can_print(c) => out.push(c),
                 _ => out.push('?'),
             }
-            column += 1;
+            column += columns_of(c);
         }
         out
     }
 
-    fn is_encodable(&mut self, c: char) -> bool {
-        let code_page = self.code_page;
-        *self.encodable.entry(c).or_insert_with(|| {
-            // escpos writes a character of the code page's table as its one
-            // byte and anything else as UTF-8 (two bytes or more), which a
-            // printer would show as garbage.
-            let mut utf8 = [0u8; 4];
-            let text: &str = c.encode_utf8(&mut utf8);
-            capture(Some(code_page), 48, |p| p.write(text).map(drop))
-                .is_ok_and(|bytes| bytes.len() == 1)
-        })
-    }
-
-    /// The ESC/POS bytes: `ESC @` and `ESC t n` (code page) first, then
-    /// every line in order.
+    /// The ESC/POS bytes: `ESC @`, `ESC t n` (the start code page) and for
+    /// Shift_JIS printers `FS C 1` first, then every line in order. Text
+    /// goes out as [`Charset::encode_line`] makes it; a line with a
+    /// character no code page has is drawn with the fonts and sent as an
+    /// image ([`Fonts::draw_line`]), or written with `?` without fonts.
     ///
     /// # Errors
     /// An escpos error, e.g. barcode data its symbology refuses or a QR
     /// code over 7089 bytes.
     pub(crate) fn to_bytes(&self) -> EscposResult<Vec<u8>> {
         let columns = u8::try_from(self.columns).unwrap_or(u8::MAX);
-        capture(Some(self.code_page), columns, |p| {
+        capture(None, columns, |p| {
             p.init()?;
+            p.custom(&self.charset.start_bytes())?;
+            let mut cursor = self.charset.cursor();
             // ESC @ resets the printer to these; only changes are sent.
             let mut style = Style::PLAIN;
             for line in &self.lines {
                 match line {
                     Line::Text { text, style: want } => {
-                        style.set(p, *want)?;
-                        write_line(p, text)?;
+                        if let Some(bitmap) = self.drawn(text, *want) {
+                            style.set(p, Style::of(want.align, false, Size::Normal))?;
+                            p.custom(&self.image_bytes(&bitmap))?;
+                        } else {
+                            style.set(p, *want)?;
+                            p.custom(&self.charset.encode_line(text, &mut cursor))?;
+                            p.feed()?;
+                        }
                     }
                     Line::Qr(data) => {
                         style.set(p, Style::CODE)?;
@@ -372,19 +374,40 @@ impl Layout {
                         mode,
                     } => {
                         style.set(p, Style::of(*align, false, Size::Normal))?;
-                        match mode {
-                            ImageMode::BitImage => p.custom(&bitmap.bit_image_bands())?,
-                            // Refused at config load; raster is what most
-                            // printers take, should one get here.
-                            ImageMode::Raster | ImageMode::Graphics => {
-                                p.custom(&bitmap.raster_bands())?
-                            }
-                        };
+                        p.custom(&image_bytes(bitmap, *mode))?;
                     }
                 }
             }
             Ok(())
         })
+    }
+
+    /// `text` drawn as an image, when no code page of the printer has all
+    /// of it and there are fonts.
+    fn drawn(&self, text: &str, style: Style) -> Option<Bitmap> {
+        if self.charset.can_print_all(text) {
+            return None;
+        }
+        let (width, height) = match style.size {
+            Size::Normal => (1, 1),
+            Size::Tall => (1, 2),
+            Size::Large => (2, 2),
+            Size::Scaled { width, height } => (width, height),
+        };
+        let look = Look {
+            bold: style.bold,
+            underline: style.underline,
+            invert: style.invert,
+            width,
+            height,
+        };
+        self.fonts
+            .as_ref()?
+            .draw_line(text, self.width(style.size), u32::from(self.dots), look)
+    }
+
+    fn image_bytes(&self, bitmap: &Bitmap) -> Vec<u8> {
+        image_bytes(bitmap, self.image_mode)
     }
 
     /// The plain-text picture of the ticket: one line per printed line,
@@ -440,28 +463,14 @@ impl Layout {
     }
 }
 
-/// Writes one line of text and a line feed (`ESC d 1`).
-///
-/// escpos 0.20's character tables map a few ASCII characters to look-alikes
-/// in the upper half: `-` to the soft hyphen (0xF0 in PC850/PC858, 0xAD in
-/// the Windows pages), `.` to 0xE7 in PC857, so `-12.50` would not print as
-/// such. ASCII is the same in every code page, so ASCII runs go out as they
-/// are and only the other characters are encoded by escpos.
-fn write_line(p: &mut Printer<Capture>, text: &str) -> EscposResult<()> {
-    let mut rest = text;
-    while !rest.is_empty() {
-        let ascii_len = rest.find(|c: char| !c.is_ascii()).unwrap_or(rest.len());
-        if ascii_len > 0 {
-            p.custom(&rest.as_bytes()[..ascii_len])?;
-            rest = &rest[ascii_len..];
-        } else {
-            let other_len = rest.find(|c: char| c.is_ascii()).unwrap_or(rest.len());
-            p.write(&rest[..other_len])?;
-            rest = &rest[other_len..];
-        }
+/// An image in the printer's image command.
+fn image_bytes(bitmap: &Bitmap, mode: ImageMode) -> Vec<u8> {
+    match mode {
+        ImageMode::BitImage => bitmap.bit_image_bands(),
+        // Refused at config load; raster is what most printers take,
+        // should one get here.
+        ImageMode::Raster | ImageMode::Graphics => bitmap.raster_bands(),
     }
-    p.feed()?;
-    Ok(())
 }
 
 /// The printer's state only changes when a line needs another value.
@@ -513,29 +522,47 @@ fn barcode_name(format: BarcodeFormat) -> &'static str {
 }
 
 fn center(text: &str, width: usize) -> String {
-    let pad = width.saturating_sub(text.chars().count()) / 2;
+    let pad = width.saturating_sub(text_columns(text)) / 2;
     format!("{}{text}", " ".repeat(pad))
 }
 
 fn pad_left(text: &str, width: usize) -> String {
-    let pad = width.saturating_sub(text.chars().count());
+    let pad = width.saturating_sub(text_columns(text));
     format!("{}{text}", " ".repeat(pad))
 }
 
-/// Word-wraps one line to `width` characters: breaks at the last space that
-/// fits, cuts words longer than a line, keeps spacing inside each piece. An
-/// empty line stays one empty line.
+/// Word-wraps one line to `width` columns (a CJK character takes two, see
+/// [`columns_of`]): breaks at the last space that fits, cuts words longer
+/// than a line, keeps spacing inside each piece. An empty line stays one
+/// empty line.
 pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let chars: Vec<char> = text.trim_end().chars().collect();
     let mut rest = chars.as_slice();
     let mut pieces = Vec::new();
-    while rest.len() > width {
-        let cut = rest[..=width]
+    loop {
+        // How many characters fit; at least one, so a character wider than
+        // the line still goes.
+        let mut used = 0;
+        let fit = rest
+            .iter()
+            .position(|&c| {
+                used += columns_of(c);
+                used > width
+            })
+            .unwrap_or(rest.len());
+        if fit == rest.len() {
+            break;
+        }
+        let fit = fit.max(1);
+        if fit >= rest.len() {
+            break;
+        }
+        let cut = rest[..=fit]
             .iter()
             .rposition(|&c| c == ' ')
             .filter(|&i| i > 0)
-            .unwrap_or(width);
+            .unwrap_or(fit);
         let piece: String = rest[..cut].iter().collect();
         pieces.push(piece.trim_end().to_owned());
         rest = &rest[cut..];
@@ -561,6 +588,7 @@ pub(crate) fn hard_wrap(text: &str, width: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::options::{CodePage, PageCode};
     use super::*;
 
     #[test]
@@ -574,7 +602,8 @@ mod tests {
 
     #[test]
     fn sanitize_replaces_controls_and_unencodable_characters() {
-        let mut layout = Layout::new(32, PageCode::PC437);
+        let layout =
+            Layout::new(&RenderOptions::new(32, CodePage::PC437).with_only_page(PageCode::PC437));
         assert_eq!(
             layout.sanitize("Caf\u{e9}\u{1b}@ \u{6f22}\r"),
             "Caf\u{e9}?@ ?"
@@ -582,13 +611,15 @@ mod tests {
         assert_eq!(layout.sanitize("a\tb"), "a       b");
         // The euro sign is in PC858 but not in PC437.
         assert_eq!(layout.sanitize("5\u{20ac}"), "5?");
-        let mut layout = Layout::new(32, PageCode::PC858);
+        let layout =
+            Layout::new(&RenderOptions::new(32, CodePage::PC437).with_only_page(PageCode::PC858));
         assert_eq!(layout.sanitize("5\u{20ac}"), "5\u{20ac}");
     }
 
     #[test]
     fn columns_puts_the_right_part_flush_right_and_indents_wraps() {
-        let mut layout = Layout::new(20, PageCode::PC437);
+        let mut layout =
+            Layout::new(&RenderOptions::new(20, CodePage::PC437).with_only_page(PageCode::PC437));
         layout.columns(
             "2 x ",
             "Very long burger name",

@@ -10,9 +10,12 @@
 
 mod amount;
 pub(crate) mod capture;
+pub mod charset;
+pub mod fallback;
 pub mod image;
 mod layout;
 mod options;
+pub mod profile;
 mod raw;
 
 use std::sync::Arc;
@@ -94,7 +97,7 @@ fn finish(layout: &Layout) -> Result<Rendered, RenderError> {
 }
 
 fn text_layout(doc: &TextDocument, opts: &RenderOptions) -> Layout {
-    let mut layout = Layout::new(opts.columns, opts.code_page);
+    let mut layout = Layout::new(opts);
     layout.text(&doc.text, Align::Left, false, Size::Normal);
     if doc.cut {
         layout.push(Line::Cut);
@@ -108,7 +111,7 @@ fn text_layout(doc: &TextDocument, opts: &RenderOptions) -> Layout {
 /// centered, QR code, barcode, cut, drawer kick. Images in header and
 /// footer as [`image_line`] makes them.
 fn receipt_layout(r: &Receipt, opts: &RenderOptions) -> Result<Layout, RenderError> {
-    let mut layout = Layout::new(opts.columns, opts.code_page);
+    let mut layout = Layout::new(opts);
     let amount = |minor: i64| format_amount(minor, &r.currency);
 
     if r.logo
@@ -223,7 +226,7 @@ fn align(a: TicketAlign) -> Align {
 /// the note as `    NOTE: well done`, all at normal size, wrapped with
 /// hanging indents. Then the cut when `cut` is set.
 fn ticket_layout(t: &Ticket, opts: &RenderOptions) -> Layout {
-    let mut layout = Layout::new(opts.columns, opts.code_page);
+    let mut layout = Layout::new(opts);
     if t.beep {
         layout.push(Line::Beep);
     }
@@ -280,14 +283,15 @@ pub fn test_page(printer_name: &str, opts: &RenderOptions, kiosk_id: &str) -> Re
 
 fn test_page_layout(printer_name: &str, opts: &RenderOptions, kiosk_id: &str) -> Layout {
     let columns = usize::from(opts.columns);
-    let mut layout = Layout::new(opts.columns, opts.code_page);
+    let mut layout = Layout::new(opts);
     layout.text("TEST PAGE", Align::Center, true, Size::Large);
     layout.rule();
     let rows = [
         ("kiosk", kiosk_id.to_owned()),
         ("printer", printer_name.to_owned()),
         ("width", format!("{columns} columns")),
-        ("code page", opts.code_page.to_string()),
+        ("code page", opts.charset.start_page().name.clone()),
+        ("code pages", opts.charset.pages().len().to_string()),
         (
             "time",
             chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string(),
@@ -344,9 +348,9 @@ mod tests {
     fn opts(columns: u8) -> RenderOptions {
         RenderOptions {
             columns,
-            code_page: PageCode::PC858,
             ..RenderOptions::default()
         }
+        .with_only_page(PageCode::PC858)
     }
 
     fn receipt() -> Receipt {
@@ -412,9 +416,9 @@ mod tests {
         for code in PAGE_CODES {
             let opts = RenderOptions {
                 columns: 32,
-                code_page: code,
                 ..RenderOptions::default()
-            };
+            }
+            .with_only_page(code);
             let doc = Document::Text(TextDocument {
                 text: "Hello \u{e9}\u{20ac}".into(),
                 cut: true,
@@ -430,9 +434,9 @@ mod tests {
         for code in PAGE_CODES {
             let opts = RenderOptions {
                 columns: 100,
-                code_page: code,
                 ..RenderOptions::default()
-            };
+            }
+            .with_only_page(code);
             let doc = Document::Text(TextDocument {
                 text: printable.clone(),
                 cut: false,
@@ -655,9 +659,9 @@ mod ticket_tests {
             &doc,
             &RenderOptions {
                 columns,
-                code_page: PageCode::PC858,
                 ..RenderOptions::default()
-            },
+            }
+            .with_only_page(PageCode::PC858),
         )
         .unwrap();
         let commands = escpos::decode(&out.bytes);

@@ -11,7 +11,10 @@ use std::sync::Arc;
 pub use escpos::utils::PageCode;
 use serde::Deserialize;
 
+use super::charset::Charset;
+use super::fallback::Fonts;
 use super::image::Bitmap;
+use super::profile;
 
 /// Declares the code pages a printer can be configured with, with their
 /// names as `escpos` spells them (its `Display`).
@@ -34,7 +37,8 @@ page_codes![
 
 /// Looks up a code page by its config name, as `escpos` spells it (`PC437`,
 /// `PC850`, `PC858`, `PC852`, `PC866`, `WPC1252`, `ISO8859_15`, `Katakana`,
-/// ...). Case, `-` and `_` are ignored: `pc858`, `ISO-8859-15` work too.
+/// ...) or as the printer database does (`CP858`, `CP1252`, `RK1048`).
+/// Case, `-` and `_` are ignored: `pc858`, `ISO-8859-15` work too.
 ///
 /// Returns `None` for unknown names and for the page codes `escpos` has no
 /// character table for (`PC720`, `PC864`, `WPC1255`, ...).
@@ -44,9 +48,21 @@ pub fn page_code(name: &str) -> Option<PageCode> {
 
 fn find(name: &str) -> Option<usize> {
     let wanted = normalize(name);
-    PAGE_CODE_NAMES
-        .iter()
-        .position(|known| normalize(known) == wanted)
+    let position = |wanted: &str| {
+        PAGE_CODE_NAMES
+            .iter()
+            .position(|known| normalize(known) == wanted)
+    };
+    position(&wanted).or_else(|| {
+        // The printer database's spelling: CP858 for PC858, CP1252 for
+        // WPC1252, RK1048 for KZ1048.
+        let number = wanted
+            .strip_prefix("CP")
+            .or_else(|| wanted.strip_prefix("RK"))?;
+        ["PC", "WPC", "KZ"]
+            .iter()
+            .find_map(|prefix| position(&format!("{prefix}{number}")))
+    })
 }
 
 fn normalize(name: &str) -> String {
@@ -130,12 +146,16 @@ impl From<CodePage> for PageCode {
 }
 
 /// How to lay out documents for one printer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RenderOptions {
-    /// Characters per line in font A: 32 (58 mm paper) or 48 (80 mm).
+    /// Characters per line in font A: 32 (58 mm paper), 42 or 48 (80 mm).
     pub columns: u8,
-    /// Character code table text is encoded in.
-    pub code_page: PageCode,
+    /// The printer's character tables: which code pages it has under which
+    /// `ESC t` number, the one selected at the start, its CJK mode.
+    pub charset: Arc<Charset>,
+    /// Fonts for lines no code page can show; `None`: such characters
+    /// print as `?`.
+    pub fonts: Option<Arc<Fonts>>,
     /// Printable width in dots: images are never wider.
     pub dots: u16,
     /// The printer's logo, already converted, printed at the top of
@@ -167,22 +187,41 @@ pub fn default_dots(columns: u8) -> u16 {
 }
 
 impl Default for RenderOptions {
-    /// 48 columns, 576 dots, PC437, no logo: the config defaults.
+    /// 48 columns, 576 dots, the code pages of the `default` profile
+    /// starting in PC437, no fonts, no logo: the config defaults without
+    /// fonts.
     fn default() -> Self {
         RenderOptions::new(48, CodePage::PC437)
     }
 }
 
 impl RenderOptions {
-    /// The options of a printer `columns` wide using `code_page`, with its
-    /// [`default_dots`] and no logo.
+    /// The options of a printer `columns` wide with the code pages of the
+    /// `default` profile starting in `code_page`, its [`default_dots`], no
+    /// fonts and no logo.
     pub fn new(columns: u8, code_page: CodePage) -> Self {
+        let default =
+            profile::profile(profile::DEFAULT_PROFILE).expect("the database has `default`");
         RenderOptions {
             columns,
-            code_page: code_page.page_code(),
+            charset: Arc::new(Charset::new(
+                profile::pages(default),
+                &profile::database_name(code_page.page_code()),
+                None,
+            )),
+            fonts: None,
             dots: default_dots(columns),
             logo: None,
             image_mode: ImageMode::Raster,
+        }
+    }
+
+    /// These options with only `page` (at escpos's `ESC t` number for it),
+    /// as a printer that has one code page.
+    pub fn with_only_page(self, page: PageCode) -> Self {
+        RenderOptions {
+            charset: Arc::new(Charset::single(page)),
+            ..self
         }
     }
 }
@@ -206,6 +245,8 @@ mod tests {
             ("ISO8859_15", PageCode::ISO8859_15)
         );
         assert_eq!(CodePage::default().as_str(), "PC437");
+        assert_eq!("CP1252".parse::<CodePage>().unwrap().as_str(), "WPC1252");
+        assert_eq!("cp866".parse::<CodePage>().unwrap().as_str(), "PC866");
         let err = "PC720".parse::<CodePage>().unwrap_err();
         assert_eq!(err.to_string(), "unknown code page \"PC720\"");
     }
