@@ -134,15 +134,31 @@ pub enum DriverKind {
     Device,
     /// Raw TCP, port 9100 by default; two-way, status read with `DLE EOT`.
     Tcp,
+    /// A CUPS queue (`queue`, on `server`), printed raw over IPP; ready
+    /// when the queue accepts jobs and is not stopped, paper unknown.
+    Cups,
 }
 
 /// `[printers.<name>]`: one logical printer.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PrinterConfig {
-    /// `device` or `tcp`.
+    /// `device`, `tcp` or `cups`.
     pub driver: DriverKind,
-    /// Device path for `device`; `host:port` (port defaults to 9100) for `tcp`.
+    /// Device path for `device`; `host:port` (port defaults to 9100) for
+    /// `tcp`. Required for those two; not used by `cups` (an address
+    /// there fails the load: the queue is `queue`).
+    #[serde(default)]
     pub address: String,
+    /// `cups` only, and required there: the CUPS queue (destination)
+    /// name, as `lp -d` takes it; a raw queue (one without a PPD or
+    /// filter), so the ESC/POS bytes reach the printer unchanged.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// `cups` only: the CUPS server, `host:port` or `host` (port 631).
+    /// Default: `CUPS_SERVER` if it names a host, else `localhost:631`
+    /// (the agent speaks IPP over TCP, not the local socket).
+    #[serde(default)]
+    pub server: Option<String>,
     /// The printer's model in the ESC/POS printer database (`TM-T88V`,
     /// `TM-T20II`, `SRP-S300`, `default`, `simple`, ...; `kiosk-agent
     /// printers --profiles` lists them): its code pages with their `ESC t`
@@ -176,7 +192,10 @@ pub struct PrinterConfig {
     /// characters print as `?`. A path that does not exist fails the load.
     #[serde(default)]
     pub font: Option<PathBuf>,
-    /// Connect/read/write timeout for `tcp`. Default 5 s.
+    /// Connect/read/write timeout for `tcp`; for `cups` the bound on each
+    /// IPP request and on how long a job may stay in one state (pending,
+    /// processing) before it is cancelled — set it above the time the
+    /// longest job takes to print. Default 5 s.
     #[serde(default = "default_printer_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Printable width in dots, at least 8: images are scaled to at most
@@ -407,8 +426,50 @@ impl AgentConfig {
                     .or_insert_with(|| Arc::new(Fonts::new(font_paths)));
                 p.fonts = Some(Arc::clone(shared));
             }
-            if p.address.trim().is_empty() {
-                return Err(invalid(key("address"), "must not be empty"));
+            match p.driver {
+                DriverKind::Device | DriverKind::Tcp => {
+                    if p.address.trim().is_empty() {
+                        return Err(invalid(key("address"), "must not be empty"));
+                    }
+                    for (k, set) in [("queue", p.queue.is_some()), ("server", p.server.is_some())] {
+                        if set {
+                            return Err(invalid(key(k), "only used with driver = \"cups\""));
+                        }
+                    }
+                }
+                DriverKind::Cups => {
+                    if !p.address.is_empty() {
+                        return Err(invalid(
+                            key("address"),
+                            "not used with driver = \"cups\"; name the queue with `queue`",
+                        ));
+                    }
+                    let queue = p.queue.as_deref().map(str::trim).unwrap_or("");
+                    if queue.is_empty() {
+                        return Err(invalid(key("queue"), "required with driver = \"cups\""));
+                    }
+                    // CUPS's own rule for destination names (lpadmin(8)).
+                    if queue.len() > 127
+                        || queue.chars().any(|c| {
+                            c.is_whitespace() || c.is_control() || matches!(c, '/' | '#' | '\\')
+                        })
+                    {
+                        return Err(invalid(
+                            key("queue"),
+                            format!(
+                                "{queue:?} is not a CUPS queue name (at most 127 printable characters, no space, /, # or \\)"
+                            ),
+                        ));
+                    }
+                    if let Some(server) = &p.server
+                        && (server.trim().is_empty() || server.contains('/'))
+                    {
+                        return Err(invalid(
+                            key("server"),
+                            format!("must be host:port or host, got {server:?}"),
+                        ));
+                    }
+                }
             }
             if p.dots() < 8 {
                 return Err(invalid(
@@ -606,6 +667,46 @@ mod tests {
         );
         let e = err(&format!("{MINIMAL}\ndots = 4\n"));
         assert!(e.contains("printers.receipt.dots"), "{e}");
+    }
+
+    #[test]
+    fn cups_keys() {
+        let cups = MINIMAL.replace(
+            "driver = \"tcp\"\n        address = \"127.0.0.1:9100\"",
+            "driver = \"cups\"\n        queue = \"kitchen\"",
+        );
+        let c = AgentConfig::from_toml(&cups).unwrap();
+        let p = &c.printers["receipt"];
+        assert_eq!(
+            (p.driver, p.queue.as_deref(), p.server.as_deref()),
+            (DriverKind::Cups, Some("kitchen"), None)
+        );
+        let with_server = format!("{cups}server = \"print.lan:631\"\n");
+        let c = AgentConfig::from_toml(&with_server).unwrap();
+        assert_eq!(
+            c.printers["receipt"].server.as_deref(),
+            Some("print.lan:631")
+        );
+
+        let err = |toml: &str| AgentConfig::from_toml(toml).unwrap_err().to_string();
+        let e = err(&cups.replace("queue = \"kitchen\"", ""));
+        assert!(
+            e.contains("printers.receipt.queue") && e.contains("required"),
+            "{e}"
+        );
+        let e = err(&cups.replace("\"kitchen\"", "\"my queue\""));
+        assert!(e.contains("printers.receipt.queue"), "{e}");
+        let e = err(&format!("{cups}address = \"/dev/usb/lp0\"\n"));
+        assert!(e.contains("printers.receipt.address"), "{e}");
+        let e = err(&format!("{cups}server = \"\"\n"));
+        assert!(e.contains("printers.receipt.server"), "{e}");
+        let e = err(&format!("{MINIMAL}queue = \"kitchen\"\n"));
+        assert!(
+            e.contains("printers.receipt.queue") && e.contains("only"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("address = \"127.0.0.1:9100\"", ""));
+        assert!(e.contains("printers.receipt.address"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!   `LPGETSTATUS` ioctl, other paths are one-way (paper unknown).
 //! - [`tcp::TcpDriver`]: raw TCP (port 9100); two-way, status read with
 //!   `DLE EOT`.
+//! - [`cups::CupsDriver`]: a CUPS queue, printed raw over IPP; a job is
+//!   handed over once CUPS reports it completed (paper unknown).
 
+pub mod cups;
 pub mod device;
 pub mod tcp;
 pub mod usb;
@@ -50,7 +53,9 @@ pub trait PrinterDriver: Send + Sync + 'static {
 
     /// Hands one job's bytes over completely, and returns as soon as that
     /// is done: `tcp` every byte written and the write side shut down,
-    /// `device` every byte written and `fsync` returned. Bytes go out in
+    /// `device` every byte written and `fsync` returned, `cups` the CUPS
+    /// job `completed` (its `progress` moves once, to the job's size, when
+    /// CUPS starts sending the job). Bytes go out in
     /// pieces of at most [`CHUNK_BYTES`]; `progress` counts each piece once
     /// the operating system took it.
     ///
@@ -135,6 +140,11 @@ pub fn open(config: &PrinterConfig) -> Box<dyn PrinterDriver> {
     match config.driver {
         DriverKind::Device => Box::new(device::DeviceDriver::new(&config.address)),
         DriverKind::Tcp => Box::new(tcp::TcpDriver::new(&config.address, config.timeout)),
+        DriverKind::Cups => Box::new(cups::CupsDriver::new(
+            config.queue.as_deref().unwrap_or_default(),
+            config.server.as_deref(),
+            config.timeout,
+        )),
     }
 }
 
@@ -179,6 +189,19 @@ pub enum PrinterError {
         /// What was wrong with the answer.
         reason: String,
     },
+    /// CUPS refused the job, did not answer, ended it without completing
+    /// it, or it made no progress within the timeout (then it was
+    /// cancelled).
+    #[error("{target}: {reason}")]
+    Cups {
+        /// The queue, e.g. `cups kitchen at localhost:631`.
+        target: String,
+        /// What happened, with the CUPS job id and state when known.
+        reason: String,
+        /// True only when CUPS cannot print the job: no job was created,
+        /// or it was cancelled before CUPS ever started processing it.
+        nothing_written: bool,
+    },
     /// `escpos` could not build a command.
     #[error("cannot build ESC/POS command: {0}")]
     Escpos(#[from] escpos::errors::PrinterError),
@@ -187,7 +210,7 @@ pub enum PrinterError {
 impl PrinterError {
     /// True when the error happened before any byte of the job could leave:
     /// the address did not resolve, or the device/connection could not be
-    /// opened. Such a job did not print and may wait for the printer
+    /// opened, or (cups) no CUPS job exists that could still print. Such a job did not print and may wait for the printer
     /// instead of failing. (The worker also checks that [`Progress`] is 0.)
     pub fn nothing_written(&self) -> bool {
         match self {
@@ -196,6 +219,9 @@ impl PrinterError {
                 matches!(*action, "connect to" | "open")
             }
             PrinterError::Status { .. } => false,
+            PrinterError::Cups {
+                nothing_written, ..
+            } => *nothing_written,
         }
     }
 }
