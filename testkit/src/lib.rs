@@ -12,6 +12,8 @@
 //!   on a pty (needs `scripts/firmware.sh`; skips without it).
 //! - [`escpos::decode`] and [`escpos::lines`]: an ESC/POS decoder written
 //!   from the Epson command reference, for asserting on what a printer got.
+//! - [`Cupsd`]: a real, throwaway CUPS scheduler on its own port with raw
+//!   queues, for the agent's `cups` driver (skips without CUPS).
 //! - [`CutProxy`]: a TCP relay a test can cut, like a flaky network.
 //! - [`systemd::check_notify_protocol`]: plays systemd for a `Type=notify`
 //!   service binary.
@@ -23,6 +25,7 @@
 
 pub mod acceptor;
 pub mod board;
+pub mod cups;
 pub mod escpos;
 pub mod printer;
 pub mod proxy;
@@ -35,6 +38,7 @@ use std::time::Duration;
 
 pub use acceptor::FakeAcceptor;
 pub use board::{BoardCredit, BoardTimings, FakeBoard, Money};
+pub use cups::Cupsd;
 pub use printer::{FakePaper, FakePrinter, FakeStatus, JobsTimeout};
 pub use proxy::CutProxy;
 pub use simavr::SimAcceptor;
