@@ -5,8 +5,13 @@
 #   apt: mosquitto (external broker), mosquitto-clients (mosquitto_sub/pub,
 #        also the attackers of e2e/tests/security.rs), socat (serial lines by
 #        hand), curl (HTTPS checks), chromium + chromium-driver (the payment
-#        page in a real browser)
+#        page in a real browser), cups + cups-client + cups-bsd (a real
+#        cupsd for the agent's `cups` driver: device-agent/tests/cups.rs,
+#        e2e/tests/cups.rs; they run their own cupsd on a free port, so a
+#        packaged cups service on 631 is left alone)
 #   pip: paho-mqtt (a Python backend)
+# and exports KIOSK_REQUIRE_CUPS=1, so the cups tests fail instead of
+# skipping when cupsd is missing;
 # then builds the cash-acceptor firmware and its simavr harness
 # (scripts/firmware.sh: installs arduino-mk, arduino-core-avr, gcc-avr,
 # avr-libc, simavr, libsimavr-dev when missing; a second run takes about a
@@ -31,6 +36,9 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -x /usr/sbin/cupsd ] || missing+=(cups)
+{ [ -x /usr/sbin/cupsdisable ] && command -v lpstat >/dev/null 2>&1; } || missing+=(cups-client)
+command -v lpr >/dev/null 2>&1 || missing+=(cups-bsd)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -59,6 +67,9 @@ while IFS='=' read -r key value; do
 done <<<"$firmware_env"
 echo "test.sh: firmware $KIOSK_FIRMWARE_ELF, harness $KIOSK_SIMAVR_HARNESS" >&2
 export KIOSK_REQUIRE_FIRMWARE=1
+# The cups driver's tests start their own cupsd (kiosk_testkit::Cupsd);
+# installed above, so its absence is an error, not a skip.
+export KIOSK_REQUIRE_CUPS=1
 
 cargo test --workspace --doc --quiet
 if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then

@@ -147,3 +147,37 @@ async fn unknown_queue_is_named_and_nothing_is_queued() {
     let err = err.unwrap_err();
     assert!(err.nothing_written(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_cancelled_in_cups_fails_and_is_not_retried() {
+    let Some((cupsd, printer)) = cupsd_with_queue().await else {
+        return;
+    };
+    cupsd.disable("q", "held for the test").unwrap();
+    let mut driver = CupsDriver::new("q", Some(cupsd.server()), Duration::from_secs(20));
+    let progress = Progress::default();
+    let counted = progress.clone();
+    // Spawned now (a `blocking` future would only start when awaited).
+    let hand_over = tokio::task::spawn_blocking(move || driver.hand_over(&binary_job(), &counted));
+    let queued =
+        kiosk_testkit::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            cupsd
+                .pending_jobs("q")
+                .is_ok_and(|jobs| !jobs.trim().is_empty())
+        })
+        .await;
+    assert!(queued, "the job never showed in lpstat");
+    // An operator cancels it with the CUPS tools.
+    cupsd.run("cancel", &["-a", "q"]).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), hand_over)
+        .await
+        .expect("hand_over returns soon after the cancel")
+        .unwrap()
+        .unwrap_err();
+    assert!(!err.nothing_written(), "{err}");
+    assert!(err.to_string().contains("ended canceled"), "{err}");
+    assert_eq!(progress.get(), 0);
+    cupsd.enable("q").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(printer.jobs().is_empty());
+}

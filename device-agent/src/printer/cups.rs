@@ -335,12 +335,12 @@ impl PrinterDriver for CupsDriver {
                             return self.give_up(&uri, job_id, why, started, total, progress);
                         }
                         Verdict::Failed(why) => {
-                            return Err(self.error(
-                                format!("job {}-{job_id} {why}", self.queue),
-                                // Ended before CUPS started it: canceled by
-                                // someone else while still queued.
-                                !view.started,
-                            ));
+                            // Someone (an operator, CUPS itself) ended it:
+                            // not retried, even if it never started, or a
+                            // job cancelled in CUPS would come back.
+                            return Err(
+                                self.error(format!("job {}-{job_id} {why}", self.queue), false)
+                            );
                         }
                         Verdict::Waiting => {}
                     }

@@ -198,8 +198,10 @@ pub enum PrinterError {
         target: String,
         /// What happened, with the CUPS job id and state when known.
         reason: String,
-        /// True only when CUPS cannot print the job: no job was created,
-        /// or it was cancelled before CUPS ever started processing it.
+        /// True only when CUPS cannot print the job: no job was created
+        /// (unreachable, refused), or the agent's own cancel after the
+        /// timeout held before CUPS ever started processing it. A job
+        /// that CUPS or an operator ended is false: it is not retried.
         nothing_written: bool,
     },
     /// `escpos` could not build a command.
