@@ -205,7 +205,9 @@ all:
               driver: device
               usb_vendor: "04B8"
               usb_product: "0202"
-              width: 32
+              profile: TM-T20II
+              image_mode: bit_image
+              cjk: gb18030
           kiosk_agent_cash:
             usb_vendor: "2341"
             usb_product: "0043"
@@ -254,6 +256,10 @@ assert len(c["broker"]["password"]) >= 32
 assert c["store"]["path"] == "/var/lib/kiosk-agent"
 assert c["printers"]["receipt"] == {"driver": "tcp", "address": f"127.0.0.1:{sys.argv[3]}", "width": 48, "code_page": "PC858", "timeout": "5s"}, c["printers"]["receipt"]
 assert c["printers"]["kitchen"]["address"] == "/dev/kiosk-printer-kitchen"
+# A profile gives width and code page: the template writes neither.
+kitchen = c["printers"]["kitchen"]
+assert (kitchen["profile"], kitchen["image_mode"], kitchen["cjk"]) == ("TM-T20II", "bit_image", "gb18030"), kitchen
+assert "width" not in kitchen and "code_page" not in kitchen, kitchen
 assert c["cash"] == {"port": "/dev/kiosk-cash", "baud": 9600, "currency": "EUR"}, c["cash"]
 print("agent.toml: valid TOML with the inventory's values", file=sys.stderr)
 EOF

@@ -8,10 +8,13 @@
 #        page in a real browser), cups + cups-client + cups-bsd (a real
 #        cupsd for the agent's `cups` driver: device-agent/tests/cups.rs,
 #        e2e/tests/cups.rs; they run their own cupsd on a free port, so a
-#        packaged cups service on 631 is left alone)
+#        packaged cups service on 631 is left alone), fonts-noto-core (the
+#        fonts lines in Arabic and other scripts without a code page are
+#        drawn with: device-agent's fallback tests, e2e/tests/scripts.rs)
 #   pip: paho-mqtt (a Python backend)
-# and exports KIOSK_REQUIRE_CUPS=1, so the cups tests fail instead of
-# skipping when cupsd is missing;
+# and exports KIOSK_REQUIRE_CUPS=1 and KIOSK_REQUIRE_FONTS=1, so the cups
+# and font tests fail instead of skipping when cupsd or the fonts are
+# missing;
 # then builds the cash-acceptor firmware and its simavr harness
 # (scripts/firmware.sh: installs arduino-mk, arduino-core-avr, gcc-avr,
 # avr-libc, simavr, libsimavr-dev when missing; a second run takes about a
@@ -39,6 +42,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/sbin/cupsd ] || missing+=(cups)
 { [ -x /usr/sbin/cupsdisable ] && command -v lpstat >/dev/null 2>&1; } || missing+=(cups-client)
 command -v lpr >/dev/null 2>&1 || missing+=(cups-bsd)
+[ -f /usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf ] || missing+=(fonts-noto-core)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -70,6 +74,8 @@ export KIOSK_REQUIRE_FIRMWARE=1
 # The cups driver's tests start their own cupsd (kiosk_testkit::Cupsd);
 # installed above, so its absence is an error, not a skip.
 export KIOSK_REQUIRE_CUPS=1
+# Installed above too: the fallback-font tests must not skip.
+export KIOSK_REQUIRE_FONTS=1
 
 cargo test --workspace --doc --quiet
 if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then

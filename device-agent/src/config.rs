@@ -209,10 +209,11 @@ pub struct PrinterConfig {
     /// unreadable file fails the load naming `printers.<name>.logo`.
     #[serde(default)]
     pub logo: Option<PathBuf>,
-    /// How images are sent: `raster` (`GS v 0`, in bands of 24 rows) or
+    /// How images are sent, in bands of 24 rows: `raster` (`GS v 0`),
     /// `bit_image` (`ESC *` 24-dot double density, for printers without
-    /// `GS v 0`); `graphics` (`GS ( L`) is refused at load as not supported
-    /// yet. Default: `raster`, or `bit_image` for a profile without raster.
+    /// `GS v 0`) or `graphics` (`GS ( L` store and print, Epson's newer
+    /// command). Default: what the profile lists, raster first, then
+    /// `bit_image`, then `graphics`; `raster` without a profile.
     #[serde(default)]
     pub image_mode: Option<ImageMode>,
     /// The logo, converted, once the configuration is checked.
@@ -477,15 +478,6 @@ impl AgentConfig {
                     format!("must be at least 8, got {}", p.dots()),
                 ));
             }
-            match p.image_mode() {
-                ImageMode::Raster | ImageMode::BitImage => {}
-                ImageMode::Graphics => {
-                    return Err(invalid(
-                        key("image_mode"),
-                        "`graphics` is not supported yet; use `raster` or `bit_image`",
-                    ));
-                }
-            }
             if let Some(path) = &p.logo {
                 let dots = u32::from(p.dots());
                 let bitmap = std::fs::read(path)
@@ -657,8 +649,11 @@ mod tests {
         std::fs::write(&text, "not an image").unwrap();
         let bad = format!("{MINIMAL}\nlogo = {:?}\n", text.display().to_string());
         assert!(err(&bad).contains("printers.receipt.logo"), "{}", err(&bad));
-        let e = err(&format!("{MINIMAL}\nimage_mode = \"graphics\"\n"));
-        assert!(e.contains("printers.receipt.image_mode"), "{e}");
+        let graphics = format!("{MINIMAL}\nimage_mode = \"graphics\"\n");
+        let c = AgentConfig::from_toml(&graphics).unwrap();
+        assert_eq!(c.printers["receipt"].image_mode(), ImageMode::Graphics);
+        let e = err(&format!("{MINIMAL}\nimage_mode = \"sixel\"\n"));
+        assert!(e.contains("image_mode"), "{e}");
         let bit = format!("{MINIMAL}\nimage_mode = \"bit_image\"\n");
         let c = AgentConfig::from_toml(&bit).unwrap();
         assert_eq!(

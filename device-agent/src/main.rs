@@ -43,17 +43,28 @@ enum Command {
     /// (up to the printer's timeout per step). Helps write agent.toml's
     /// [printers.<name>] sections; does not start the agent. Example:
     /// kiosk-agent printers --config /etc/kiosk-agent/agent.toml
+    ///
+    /// With --profiles, lists the printer profiles of the ESC/POS printer
+    /// database instead (the names `printers.<name>.profile` takes), with
+    /// their dot width, columns, code pages and image command.
     Printers {
         /// Configuration file (TOML) whose printers to show.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// List the printer profiles instead.
+        #[arg(long)]
+        profiles: bool,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Printers { config }) = &cli.command {
+    if let Some(Command::Printers { profiles: true, .. }) = &cli.command {
+        print!("{}", kiosk_agent::render::profile::listing());
+        return Ok(());
+    }
+    if let Some(Command::Printers { config, .. }) = &cli.command {
         let config = match config {
             Some(path) => Some(
                 AgentConfig::load(path).with_context(|| format!("loading {}", path.display()))?,

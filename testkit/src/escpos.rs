@@ -120,6 +120,32 @@ pub enum Command {
         /// The image data.
         data: Vec<u8>,
     },
+    /// `GS ( L pL pH m fn=112 a bx by c xL xH yL yH d1..dk` (`1D 28 4C`,
+    /// m 48): store raster graphics in the print buffer, `width` ×
+    /// `height` dots, rows of `(width + 7) / 8` bytes MSB first.
+    GraphicsStore {
+        /// Tone `a`: 48 monochrome (digital), 52 multiple tone.
+        tone: u8,
+        /// Horizontal and vertical scale `bx`, `by` (1 or 2).
+        scale: (u8, u8),
+        /// Color `c`: 49 first color.
+        color: u8,
+        /// Width in dots, `xL + 256 xH`.
+        width: u16,
+        /// Height in dots, `yL + 256 yH`.
+        height: u16,
+        /// The image data.
+        data: Vec<u8>,
+    },
+    /// `GS ( L 2 0 48 50` (or `fn` 2): print the graphics in the buffer.
+    GraphicsPrint,
+    /// Another `GS ( L` function, kept opaque: `m` and `fn`, the rest.
+    Graphics {
+        /// Function `fn`.
+        function: u8,
+        /// The parameter bytes after `m fn`.
+        params: Vec<u8>,
+    },
     /// `ESC * m nL nH d1..dk` (`1B 2A ...`): select bit-image mode and
     /// print one band, `width` columns of 1 byte (8-dot modes `m` 0, 1) or
     /// 3 bytes (24-dot modes `m` 32, 33) each, top dot in bit 7.
@@ -334,6 +360,10 @@ fn decode_one(b: &[u8]) -> (Command, usize) {
                     Some((_, used)) => (Command::Unknown(b[..used].to_vec()), used),
                     None => truncated(b),
                 },
+                b'(' if arg(2) == Some(b'L') => match sized(b, 3) {
+                    Some((params, used)) => (graphics(params), used),
+                    None => truncated(b),
+                },
                 b'(' => match sized(b, 3) {
                     Some((_, used)) => (Command::Unknown(b[..used].to_vec()), used),
                     None => truncated(b),
@@ -372,6 +402,34 @@ fn sized(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let start = at + 2;
     let params = b.get(start..start + len)?;
     Some((params, start + len))
+}
+
+/// The parameters of `GS ( L` (after `pL pH`): `m fn ...`.
+fn graphics(params: &[u8]) -> Command {
+    match params {
+        [_m, 112, tone, bx, by, color, xl, xh, yl, yh, data @ ..] => {
+            let width = u16::from_le_bytes([*xl, *xh]);
+            let height = u16::from_le_bytes([*yl, *yh]);
+            if data.len() == usize::from(width).div_ceil(8) * usize::from(height) {
+                Command::GraphicsStore {
+                    tone: *tone,
+                    scale: (*bx, *by),
+                    color: *color,
+                    width,
+                    height,
+                    data: data.to_vec(),
+                }
+            } else {
+                Command::Unknown(params.to_vec())
+            }
+        }
+        [_m, 50 | 2] => Command::GraphicsPrint,
+        [_m, function, rest @ ..] => Command::Graphics {
+            function: *function,
+            params: rest.to_vec(),
+        },
+        _ => Command::Unknown(params.to_vec()),
+    }
 }
 
 /// `GS k m ...`: function A (m 0..=6) ends at NUL, function B (m 65..=79)
@@ -672,6 +730,35 @@ mod tests {
                     off: 250
                 },
                 Command::StatusRequest(1),
+            ]
+        );
+    }
+
+    #[test]
+    fn graphics_store_and_print() {
+        // 9 × 2 dots: 2 bytes a row; pL = 10 + 4.
+        let cmds = decode(&[
+            0x1D, 0x28, 0x4C, 14, 0, 48, 112, 48, 1, 1, 49, 9, 0, 2, 0, 0xFF, 0x80, 0x01,
+            0x00, //
+            0x1D, 0x28, 0x4C, 2, 0, 48, 50, //
+            0x1D, 0x28, 0x4C, 2, 0, 48, 65,
+        ]);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::GraphicsStore {
+                    tone: 48,
+                    scale: (1, 1),
+                    color: 49,
+                    width: 9,
+                    height: 2,
+                    data: vec![0xFF, 0x80, 0x01, 0x00],
+                },
+                Command::GraphicsPrint,
+                Command::Graphics {
+                    function: 65,
+                    params: vec![],
+                },
             ]
         );
     }

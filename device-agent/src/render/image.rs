@@ -167,6 +167,35 @@ impl Bitmap {
         out
     }
 
+    /// The image as `GS ( L` graphics for printers that take neither
+    /// `GS v 0` nor `ESC *` well (Epson's newer models): per band of at
+    /// most [`BAND_ROWS`] rows, function 112 (`GS ( L pL pH 48 112 48 1 1
+    /// 49 xL xH yL yH d1..dk`: store monochrome graphics, scale 1 × 1,
+    /// first color, `x` × `y` dots) and function 50 (`GS ( L 2 0 48 50`:
+    /// print the buffer).
+    pub fn graphics_bands(&self) -> Vec<u8> {
+        let row_bytes = self.row_bytes();
+        let mut out = Vec::with_capacity(self.data.len() + 24 * self.bands());
+        if row_bytes == 0 {
+            return out;
+        }
+        let x = u16::try_from(self.width).unwrap_or(u16::MAX).to_le_bytes();
+        for band in self.data.chunks(row_bytes * BAND_ROWS as usize) {
+            let rows = u16::try_from(band.len() / row_bytes).unwrap_or(u16::MAX);
+            let y = rows.to_le_bytes();
+            // 10 parameter bytes before the data; a band of 24 rows of a
+            // printer's width is far below 65,535.
+            let p = u16::try_from(10 + band.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes();
+            out.extend_from_slice(&[0x1D, b'(', b'L', p[0], p[1], 48, 112, 48, 1, 1, 49]);
+            out.extend_from_slice(&[x[0], x[1], y[0], y[1]]);
+            out.extend_from_slice(band);
+            out.extend_from_slice(&[0x1D, b'(', b'L', 2, 0, 48, 50]);
+        }
+        out
+    }
+
     /// Whether the dot at (`x`, `y`) is black; outside the image, white.
     fn is_black(&self, x: u32, y: u32) -> bool {
         x < self.width

@@ -467,9 +467,8 @@ impl Layout {
 fn image_bytes(bitmap: &Bitmap, mode: ImageMode) -> Vec<u8> {
     match mode {
         ImageMode::BitImage => bitmap.bit_image_bands(),
-        // Refused at config load; raster is what most printers take,
-        // should one get here.
-        ImageMode::Raster | ImageMode::Graphics => bitmap.raster_bands(),
+        ImageMode::Graphics => bitmap.graphics_bands(),
+        ImageMode::Raster => bitmap.raster_bands(),
     }
 }
 

@@ -1039,6 +1039,53 @@ mod image_tests {
     }
 
     #[test]
+    fn graphics_mode_stores_and_prints_bands_of_24_rows() {
+        let img = GrayImage::from_fn(20, 50, |x, y| {
+            Luma([if (x * 7 + y * 3) % 5 < 2 { 0 } else { 255 }])
+        });
+        let doc = receipt(
+            vec![image(&img, TicketAlign::Left, ImageWidth::Dots(20))],
+            false,
+        );
+        let opts = RenderOptions {
+            image_mode: ImageMode::Graphics,
+            ..RenderOptions::default()
+        };
+        let bytes = render_with(&doc, &opts);
+        assert!(bands(&bytes).is_empty(), "no GS v 0");
+        let commands = escpos::decode(&bytes);
+        let mut rows: Vec<Vec<bool>> = Vec::new();
+        let mut heights = Vec::new();
+        for pair in commands.windows(2) {
+            if let [
+                Command::GraphicsStore {
+                    tone,
+                    scale,
+                    color,
+                    width,
+                    height,
+                    data,
+                },
+                next,
+            ] = pair
+            {
+                assert_eq!((*tone, *scale, *color, *width), (48, (1, 1), 49, 20));
+                assert_eq!(*next, Command::GraphicsPrint, "each band printed");
+                heights.push(*height);
+                for row in data.chunks(3) {
+                    rows.push(
+                        (0..20)
+                            .map(|x| row[x / 8] & (0x80 >> (x % 8)) != 0)
+                            .collect(),
+                    );
+                }
+            }
+        }
+        assert_eq!(heights, [24, 24, 2]);
+        assert_eq!(rows, expected(&img));
+    }
+
+    #[test]
     fn images_scale_to_their_width_and_never_beyond_the_printer() {
         let black = GrayImage::from_pixel(16, 4, Luma([0]));
         let check = |width, dots_, want_bytes: u16, want_rows: u16| {

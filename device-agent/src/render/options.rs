@@ -176,7 +176,8 @@ pub enum ImageMode {
     /// `ESC *` 24-dot double density, one band of 24 rows per line
     /// ([`Bitmap::bit_image_bands`]).
     BitImage,
-    /// `GS ( L`: not supported yet, refused when the config is loaded.
+    /// `GS ( L` functions 112 and 50, in bands of 24 rows
+    /// ([`Bitmap::graphics_bands`]).
     Graphics,
 }
 

@@ -16,6 +16,10 @@ use super::charset::{Page, Table};
 use super::options::ImageMode;
 use escpos::utils::PageCode;
 
+/// The widest dot width taken from a profile (a 112 mm, 203 dpi printer
+/// has 832); wider entries of the database are taken as unknown.
+const MAX_DOTS: u16 = 2048;
+
 /// The profile used when none is configured.
 pub const DEFAULT_PROFILE: &str = "default";
 
@@ -52,6 +56,49 @@ pub fn profile_names() -> Vec<&'static str> {
     names
 }
 
+/// The text of `kiosk-agent printers --profiles`: one line per profile,
+/// its name (as `printers.<name>.profile` takes it), vendor, dot width,
+/// columns, the code pages this agent can use of it, whether it cuts and
+/// prints QR codes (for choosing a profile: the renderer sends `GS V` and
+/// `GS ( k` whatever the profile says) and its image command, then the
+/// database's attribution (CC BY 4.0).
+pub fn listing() -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<18} {:<15} {:>5} {:>7} {:>10}  {:<3} {:<2}  image",
+        "profile", "vendor", "dots", "columns", "code pages", "cut", "qr"
+    );
+    for name in profile_names() {
+        let Ok(p) = profile(name) else { continue };
+        let f = facts(p);
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+        let image = match f.image_mode {
+            Some(ImageMode::Raster) => "raster",
+            Some(ImageMode::BitImage) => "bit_image",
+            Some(ImageMode::Graphics) => "graphics",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "{:<18} {:<15} {:>5} {:>7} {:>10}  {:<3} {:<2}  {image}",
+            name,
+            p.vendor,
+            or_dash(f.dots.map(|d| d.to_string())),
+            or_dash(f.columns.map(|c| c.to_string())),
+            pages(p).len(),
+            if f.cut { "yes" } else { "no" },
+            if f.qr { "yes" } else { "no" },
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nFrom the ESC/POS printer database, https://github.com/receipt-print-hq/escpos-printer-db (CC BY 4.0)."
+    );
+    out
+}
+
 /// What the agent takes from a profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileFacts {
@@ -81,7 +128,13 @@ pub fn facts(p: &Profile<'_>) -> ProfileFacts {
         None
     };
     ProfileFacts {
-        dots: p.media.width.as_ref().map(|w| w.px),
+        // One entry (TUP500) says 65535: no printer is that wide.
+        dots: p
+            .media
+            .width
+            .as_ref()
+            .map(|w| w.px)
+            .filter(|&px| px <= MAX_DOTS),
         columns: p.fonts.get(0).map(|f| f.columns),
         image_mode,
         cut: f.paper_full_cut() || f.paper_part_cut(),
@@ -227,6 +280,20 @@ mod tests {
         // Arabic is left to the image fallback.
         assert_eq!(number("CP864"), None);
         assert_eq!(number("CP1256"), None);
+    }
+
+    #[test]
+    fn the_listing_has_every_profile_and_the_attribution() {
+        let text = listing();
+        for name in profile_names() {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name}");
+        }
+        let t88v = text.lines().find(|l| l.starts_with("TM-T88V ")).unwrap();
+        assert!(
+            t88v.contains("Epson") && t88v.contains("512") && t88v.ends_with("raster"),
+            "{t88v}"
+        );
+        assert!(text.contains("CC BY 4.0"));
     }
 
     #[test]
