@@ -19,6 +19,8 @@
 //!   every refusal.
 //! - [`fds`]: the open-files limit and how many connections fit in it,
 //!   shared with the gateway's HTTP server.
+//! - [`external`]: the same credentials and ACL written as another
+//!   broker's own (mosquitto, NATS), for `kiosk-gateway broker-config`.
 //! - [`config`]: [`BrokerConfig`], loaded from TOML and `KIOSK_BROKER__*`
 //!   environment variables.
 //!
@@ -29,6 +31,7 @@ pub mod acl;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod external;
 pub mod fds;
 mod front;
 pub mod hash;
@@ -40,11 +43,11 @@ pub mod protocol;
 pub mod server;
 pub use kiosk_tls as tls;
 
-pub use acl::{Acl, ClientAcl, DEFAULT_ACL};
+pub use acl::{Acl, ClientAcl, DEFAULT_ACL, UserRule};
 pub use config::BrokerConfig;
 pub use credentials::{
     AuthOutcome, Change, CredentialStore, CredentialsError, LineError, RefuseReason, Role,
-    delete_user, set_password,
+    UserEntry, delete_user, read_users, set_password,
 };
 pub use error::BrokerError;
 pub use hash::{HashError, generate_secret, hash_chosen_password, hash_generated_secret};

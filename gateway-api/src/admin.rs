@@ -70,10 +70,19 @@ pub enum AdminError {
 /// The provisioning file's content.
 #[derive(Serialize)]
 struct Provisioning<'a> {
-    kiosk_id: &'a str,
+    /// Absent for role users (`broker-config --issue-missing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kiosk_id: Option<&'a str>,
     username: &'a str,
     password: &'a str,
     created_at: String,
+}
+
+/// The provisioning file's fields that `broker-config --secrets` reads back.
+#[derive(serde::Deserialize)]
+pub(crate) struct ProvisionedSecret {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 /// The credentials file, or `None` while it does not exist (no users yet).
@@ -100,13 +109,17 @@ fn owning_role_user(
     Ok(open_store(credentials)?.and_then(|store| store.role_user_owning(kiosk.as_str())))
 }
 
-fn write_secret(credentials: &Path, kiosk: &KioskId, out: &Path) -> Result<PathBuf, AdminError> {
-    let secret = kiosk_broker::generate_secret();
-    // The provisioning file first: if it cannot be written, the
-    // credentials stay as they were.
+/// Writes the provisioning file `out` (JSON, mode 0600, fsynced) for
+/// `username` with `secret`; `kiosk_id` only for kiosks.
+pub(crate) fn write_provisioning(
+    out: &Path,
+    username: &str,
+    kiosk: bool,
+    secret: &kiosk_schemas::Secret,
+) -> Result<(), AdminError> {
     let body = Provisioning {
-        kiosk_id: kiosk.as_str(),
-        username: kiosk.as_str(),
+        kiosk_id: kiosk.then_some(username),
+        username,
         password: secret.expose(),
         created_at: chrono::Utc::now().to_rfc3339(),
     };
@@ -122,6 +135,14 @@ fn write_secret(credentials: &Path, kiosk: &KioskId, out: &Path) -> Result<PathB
     let mut f = opts.open(out).map_err(io)?;
     f.write_all(json.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
+    Ok(())
+}
+
+fn write_secret(credentials: &Path, kiosk: &KioskId, out: &Path) -> Result<PathBuf, AdminError> {
+    let secret = kiosk_broker::generate_secret();
+    // The provisioning file first: if it cannot be written, the
+    // credentials stay as they were.
+    write_provisioning(out, kiosk.as_str(), true, &secret)?;
     kiosk_broker::set_password(
         credentials,
         kiosk.as_str(),

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod broker_config;
 pub mod cash;
 pub mod clock;
 pub mod config;

@@ -47,6 +47,47 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Write an external broker's own authentication and authorization
+    /// from `broker.credentials` and `broker.acl` (or the built-in policy),
+    /// for `broker.embedded = false`.
+    ///
+    /// mosquitto: DIR/password_file ($7$ PBKDF2-SHA512), DIR/acl_file (one
+    /// `user` block of `topic` lines per user, %u/%c expanded) and
+    /// DIR/mosquitto.conf (allow_anonymous false, both files). nats:
+    /// DIR/authorization.conf (`authorization { users }` with bcrypt
+    /// passwords, MQTT connections only, per-user publish/subscribe
+    /// permissions on the mapped subjects, plus $MQTT.sub.> for QoS 1
+    /// deliveries) and DIR/nats.conf (JetStream + MQTT, includes it). Each
+    /// DIR/README.txt says how to include them.
+    ///
+    /// The credentials file keeps only hashes neither broker can check, so
+    /// every user's secret must be given with --secrets and is checked
+    /// against it; a user without one is an error listing them all, unless
+    /// --issue-missing gives them new secrets. Secrets are never printed.
+    /// A rule the target cannot enforce as written (a %c rule of a role
+    /// user; for NATS a wildcard or `$` first level, or a deny inside a read
+    /// rule) is refused: nothing is written and nothing is widened. Run it
+    /// again after `kiosk add|rotate|remove` and reload the broker.
+    BrokerConfig {
+        /// Target broker: `mosquitto` (2.x) or `nats` (nats-server 2.9+
+        /// with MQTT: MQTT 3.1.1 only, no QoS 2, no $share).
+        #[arg(long, value_name = "FORMAT")]
+        format: kiosk_broker::external::Format,
+        /// Output directory (created if missing); files with hashes are
+        /// written mode 0600.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Where the users' secrets are (repeatable): a provisioning file
+        /// of `kiosk add --out` (*.json), a directory of them, a text file
+        /// of `user:password` lines, or `-` for such lines on stdin.
+        #[arg(long, value_name = "PATH")]
+        secrets: Vec<PathBuf>,
+        /// Give every user without a secret a new generated one: written to
+        /// DIR/secrets/<user>.credentials.json (0600) for delivery and
+        /// stored in broker.credentials (their old password stops working).
+        #[arg(long)]
+        issue_missing: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +238,45 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::BrokerConfig {
+            format,
+            out,
+            secrets,
+            issue_missing,
+        } => {
+            let config = load(cli.config.as_ref())?;
+            let credentials = config
+                .broker
+                .credentials()
+                .context("broker.credentials is not set in the configuration")?
+                .to_owned();
+            let request = kiosk_gateway::broker_config::Request {
+                credentials,
+                acl: config.broker.acl().map(ToOwned::to_owned),
+                format,
+                out,
+                secrets,
+                issue_missing,
+            };
+            let written = kiosk_gateway::broker_config::write(&request)?;
+            for user in &written.ignored {
+                eprintln!("ignored the secret of {user}: not in broker.credentials");
+            }
+            for path in &written.issued {
+                eprintln!(
+                    "new secret written to {} (deliver it, then delete it)",
+                    path.display()
+                );
+            }
+            for path in &written.files {
+                println!("{}", path.display());
+            }
+            eprintln!(
+                "wrote the {format:?} configuration of {} users to {}",
+                written.users,
+                request.out.display()
+            );
         }
         Command::Kiosk { command } => {
             let config = load(cli.config.as_ref())?;

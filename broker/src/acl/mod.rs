@@ -311,6 +311,59 @@ impl Acl {
         }
         resolved
     }
+    /// The rules that apply to `username` of `role`, in file order
+    /// (everyone's, then the role's, then the user's), with `%u` replaced and
+    /// `%c` left as written: for translating the policy into another
+    /// broker's, which must decide what a client id rule means there.
+    /// Rules whose `%u` would be unsafe (see the module docs) are left out,
+    /// as [`Acl::for_client`] would skip them.
+    pub fn user_rules(&self, username: &str, role: Role) -> Vec<UserRule> {
+        let rules = self
+            .everyone
+            .iter()
+            .chain(self.roles.get(&role).into_iter().flatten())
+            .chain(self.users.get(username).into_iter().flatten());
+        let mut out = Vec::new();
+        for rule in rules {
+            let filter = if rule.pattern {
+                match substitute_user(&rule.filter, username) {
+                    Some(f) => f,
+                    None => continue,
+                }
+            } else {
+                rule.filter.clone()
+            };
+            let client_id = rule.pattern && filter.contains("%c");
+            out.push(UserRule {
+                access: rule.access,
+                filter,
+                client_id,
+            });
+        }
+        out
+    }
+}
+
+/// One rule of a user with `%u` substituted ([`Acl::user_rules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRule {
+    /// What it grants.
+    pub access: Access,
+    /// The filter; still contains `%c` when `client_id` is set.
+    pub filter: String,
+    /// The filter depends on the client id (`%c` on a `pattern` line).
+    pub client_id: bool,
+}
+
+/// `%u` replaced, `%c` kept; `None` when the username could widen the filter.
+fn substitute_user(filter: &str, username: &str) -> Option<String> {
+    if !filter.contains("%u") {
+        return Some(filter.to_owned());
+    }
+    if username.is_empty() || username.contains(['/', '+', '#', '\0']) {
+        return None;
+    }
+    Some(filter.replace("%u", username))
 }
 
 fn parse_rule(rest: &str, pattern: bool, keyword: &'static str) -> Result<Rule, AclLineError> {
@@ -467,6 +520,13 @@ fn overlaps(filter: &[&str], other: &[String]) -> bool {
             _ => i += 1,
         }
     }
+}
+
+/// True when some topic is matched by both MQTT filters `a` and `b`
+/// (wildcards included, `$` rules of MQTT 4.7.2 applied).
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('/').collect();
+    overlaps(&a, &Levels::new(b).0)
 }
 
 /// The ACL of one connection, with `%u`/`%c` already substituted.

@@ -215,6 +215,60 @@ impl From<LineError> for CredentialsError {
     }
 }
 
+/// One user of the credentials file as [`read_users`] lists it: for tools
+/// that hand the fleet's users to another broker.
+pub struct UserEntry {
+    /// The user name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    hash: crate::hash::StoredHash,
+}
+
+impl UserEntry {
+    /// True when the stored hash is `$sha256$`, i.e. the password is a
+    /// generated secret (192 random bits); false for argon2id (chosen by a
+    /// person).
+    pub fn generated(&self) -> bool {
+        !self.hash.is_slow()
+    }
+
+    /// Checks `secret` against the stored hash. Blocks for tens of ms on
+    /// argon2id hashes.
+    pub fn verify(&self, secret: &kiosk_schemas::Secret) -> bool {
+        self.hash.verify(secret)
+    }
+}
+
+impl fmt::Debug for UserEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// Every user of the credentials file at `path`, sorted by name.
+///
+/// # Errors
+/// As [`CredentialStore::open`].
+pub fn read_users(path: &std::path::Path) -> Result<Vec<UserEntry>, CredentialsError> {
+    let table = file::load(path)?;
+    let mut users: Vec<UserEntry> = table
+        .users
+        .into_iter()
+        .map(|(name, entry)| UserEntry {
+            name,
+            role: entry.role,
+            hash: entry.hash,
+        })
+        .collect();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(users)
+}
+
 /// The identity rule for client ids (DESIGN.md, "Topics", identity): MQTT
 /// lets a CONNECT with a live session's client id take that session over
 /// (MQTT-3.1.4-2), so no user may pick another identity's client id.

@@ -47,6 +47,10 @@ pub struct ExternalBroker {
     pub url: MqttUrl,
     /// `broker.credentials`: its `kiosk` entries are known kiosks.
     pub credentials: Option<PathBuf>,
+    /// `broker.acl`: the topic ACL that `kiosk-gateway broker-config`
+    /// writes into the external broker's own configuration; `None` for the
+    /// built-in policy.
+    pub acl: Option<PathBuf>,
     /// `broker.max_payload_bytes`: largest MQTT payload, in bytes.
     pub max_payload_bytes: usize,
 }
@@ -92,6 +96,14 @@ impl BrokerSettings {
         match &self.mode {
             BrokerMode::Embedded(b) => Some(&b.credentials),
             BrokerMode::External(e) => e.credentials.as_deref(),
+        }
+    }
+
+    /// `broker.acl`: the topic ACL file; `None` for the built-in policy.
+    pub fn acl(&self) -> Option<&Path> {
+        match &self.mode {
+            BrokerMode::Embedded(b) => b.acl.as_deref(),
+            BrokerMode::External(e) => e.acl.as_deref(),
         }
     }
 
@@ -150,7 +162,8 @@ pub(super) struct BrokerSection {
     /// PEM CA: TLS clients must present a certificate it issued.
     #[serde(default)]
     tls_client_ca: Option<PathBuf>,
-    /// Topic ACL file of the embedded broker; default the built-in policy
+    /// Topic ACL file of the embedded broker (and what `broker-config`
+    /// writes for an external one); default the built-in policy
     /// (`examples/acl`).
     #[serde(default)]
     acl: Option<PathBuf>,
@@ -188,6 +201,7 @@ impl BrokerSection {
             return Ok(BrokerMode::External(ExternalBroker {
                 url,
                 credentials: self.credentials.clone(),
+                acl: self.acl.clone(),
                 max_payload_bytes: self.max_payload_bytes,
             }));
         }
