@@ -10,10 +10,15 @@
 #        e2e/tests/cups.rs; they run their own cupsd on a free port, so a
 #        packaged cups service on 631 is left alone), fonts-noto-core (the
 #        fonts lines in Arabic and other scripts without a code page are
-#        drawn with: device-agent's fallback tests, e2e/tests/scripts.rs)
+#        drawn with: device-agent's fallback tests, e2e/tests/scripts.rs),
+#        nats-server (a real NATS with MQTT configured by `kiosk-gateway
+#        broker-config`: e2e/tests/broker_config.rs; a three-node cluster:
+#        e2e/tests/cluster.rs; a packaged nats-server service is stopped
+#        like mosquitto's)
 #   pip: paho-mqtt (a Python backend)
-# and exports KIOSK_REQUIRE_CUPS=1 and KIOSK_REQUIRE_FONTS=1, so the cups
-# and font tests fail instead of skipping when cupsd or the fonts are
+# and exports KIOSK_REQUIRE_CUPS=1, KIOSK_REQUIRE_FONTS=1 and
+# KIOSK_REQUIRE_NATS=1, so the cups, font and NATS tests fail instead of
+# skipping when cupsd, the fonts or nats-server are
 # missing;
 # then builds the cash-acceptor firmware and its simavr harness
 # (scripts/firmware.sh: installs arduino-mk, arduino-core-avr, gcc-avr,
@@ -43,6 +48,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 { [ -x /usr/sbin/cupsdisable ] && command -v lpstat >/dev/null 2>&1; } || missing+=(cups-client)
 command -v lpr >/dev/null 2>&1 || missing+=(cups-bsd)
 [ -f /usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf ] || missing+=(fonts-noto-core)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -52,6 +58,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
     echo "test.sh: stopping and disabling the packaged mosquitto service (port 1883)" >&2
     as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+  # Likewise the packaged nats-server (client port 4222): tests run their own.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nats-server 2>/dev/null; then
+    echo "test.sh: stopping and disabling the packaged nats-server service (port 4222)" >&2
+    as_root systemctl disable --now nats-server >/dev/null 2>&1 || true
   fi
 fi
 if ! python3 -c 'import paho.mqtt.client' >/dev/null 2>&1; then
@@ -76,6 +87,9 @@ export KIOSK_REQUIRE_FIRMWARE=1
 export KIOSK_REQUIRE_CUPS=1
 # Installed above too: the fallback-font tests must not skip.
 export KIOSK_REQUIRE_FONTS=1
+# e2e/tests/broker_config.rs starts its own nats-server with JetStream and
+# MQTT; installed above, so its absence is an error, not a skip.
+export KIOSK_REQUIRE_NATS=1
 
 cargo test --workspace --doc --quiet
 if [ "$#" -eq 0 ] && [ -z "${KIOSK_SKIP_FUZZ:-}" ]; then

@@ -14,6 +14,7 @@
 
 pub mod mosquitto;
 pub mod mqtt;
+pub mod nats;
 pub mod pki;
 
 use kiosk_schemas::settings::Checked as _;

@@ -56,13 +56,29 @@ impl Mosquitto {
         Self::start_inner(dir, Some((cert, key))).await
     }
 
+    /// Starts mosquitto on a free port with the configuration `auth`
+    /// (e.g. the `mosquitto.conf` of `kiosk-gateway broker-config`: users,
+    /// ACL, no anonymous access) instead of anonymous access.
+    ///
+    /// # Panics
+    /// As [`Mosquitto::start`].
+    pub async fn start_with_auth(dir: &Path, auth: &str) -> Mosquitto {
+        // As root, mosquitto drops to user `mosquitto`, which could not
+        // read the 0600 password file; `user` is ignored otherwise.
+        let settings = format!("{auth}\nuser root\npersistence false\n");
+        Self::start_conf(dir, settings, None).await
+    }
+
     async fn start_inner(dir: &Path, tls: Option<(&Path, &Path)>) -> Mosquitto {
+        let settings = "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\n".to_owned();
+        Self::start_conf(dir, settings, tls).await
+    }
+
+    async fn start_conf(dir: &Path, settings: String, tls: Option<(&Path, &Path)>) -> Mosquitto {
         let binary = binary().expect("mosquitto is not installed; run scripts/test.sh");
         let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        let mut text = format!(
-            "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\nlistener {port} 127.0.0.1\n"
-        );
+        let conf = dir.join("mosquitto-test.conf");
+        let mut text = format!("{settings}listener {port} 127.0.0.1\n");
         let tls_addr = tls.map(|(cert, key)| {
             let tls_port = free_port();
             text.push_str(&format!(
