@@ -83,7 +83,7 @@ impl Fleet {
     /// Runs broker-config for `format` with the built-in policy; the output
     /// directory.
     fn generate(&self, format: Format) -> PathBuf {
-        let out = self.dir.path().join(format!("{format:?}").to_lowercase());
+        let out = self.dir.path().join(format.to_string());
         let written = broker_config::write(&Request {
             credentials: self.credentials.clone(),
             acl: None,

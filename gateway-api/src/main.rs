@@ -273,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", path.display());
             }
             eprintln!(
-                "wrote the {format:?} configuration of {} users to {}",
+                "wrote the {format} configuration of {} users to {}",
                 written.users,
                 request.out.display()
             );

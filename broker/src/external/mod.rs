@@ -80,6 +80,15 @@ impl FromStr for Format {
     }
 }
 
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Mosquitto => "mosquitto",
+            Format::Nats => "nats",
+        })
+    }
+}
+
 impl Format {
     /// The files for `users` under `acl`, to be written into `dir` (the
     /// configuration snippets name their siblings by absolute path, so
@@ -271,6 +280,7 @@ pub(crate) mod tests {
         assert_eq!("mosquitto".parse::<Format>(), Ok(Format::Mosquitto));
         assert_eq!("nats".parse::<Format>(), Ok(Format::Nats));
         assert!("emqx".parse::<Format>().is_err());
+        assert_eq!(Format::Nats.to_string(), "nats");
     }
 
     #[test]
