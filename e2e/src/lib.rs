@@ -20,7 +20,7 @@ pub mod pki;
 use kiosk_schemas::settings::Checked as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiosk_agent::{Agent, AgentConfig};
@@ -62,6 +62,44 @@ pub struct FleetOptions {
     /// With `external_broker`: the gateway connects to this TLS address
     /// instead (`mqtts://localhost:<port>`), trusting this CA file.
     pub external_tls: Option<(SocketAddr, PathBuf)>,
+    /// Use these users ([`fleet_users`]) instead of making new ones: for an
+    /// external broker configured from them before the fleet starts.
+    pub users: Option<FleetUsers>,
+}
+
+/// A credentials file and every user's password, as [`fleet_users`] makes
+/// them.
+#[derive(Debug, Clone)]
+pub struct FleetUsers {
+    /// The credentials file.
+    pub credentials: PathBuf,
+    /// Password of every user.
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Writes `dir/credentials` with generated secrets for `kiosks`, `gateway`,
+/// `backend` and `technician`.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn fleet_users(dir: &Path, kiosks: &[String]) -> FleetUsers {
+    let credentials = dir.join("credentials");
+    let mut secrets = BTreeMap::new();
+    let users = kiosks.iter().map(|k| (k.clone(), Role::Kiosk)).chain([
+        ("gateway".to_owned(), Role::Gateway),
+        ("backend".to_owned(), Role::Backend),
+        ("technician".to_owned(), Role::Technician),
+    ]);
+    for (user, role) in users {
+        let secret = kiosk_broker::generate_secret();
+        set_password(&credentials, &user, role, &hash_generated_secret(&secret))
+            .expect("write credentials");
+        secrets.insert(user, secret.expose().to_owned());
+    }
+    FleetUsers {
+        credentials,
+        secrets,
+    }
 }
 
 /// The `webhooks.secret` of test fleets.
@@ -81,6 +119,7 @@ impl FleetOptions {
             http_extra: String::new(),
             rate_limit: None,
             external_tls: None,
+            users: None,
         }
     }
 }
@@ -122,19 +161,13 @@ impl TestFleet {
     pub async fn start_with(opts: FleetOptions) -> TestFleet {
         kiosk_testkit::init_test_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
-        let credentials = dir.path().join("credentials");
-        let mut secrets = BTreeMap::new();
-        let users = opts.kiosks.iter().map(|k| (k.clone(), Role::Kiosk)).chain([
-            ("gateway".to_owned(), Role::Gateway),
-            ("backend".to_owned(), Role::Backend),
-            ("technician".to_owned(), Role::Technician),
-        ]);
-        for (user, role) in users {
-            let secret = kiosk_broker::generate_secret();
-            set_password(&credentials, &user, role, &hash_generated_secret(&secret))
-                .expect("write credentials");
-            secrets.insert(user, secret.expose().to_owned());
-        }
+        let FleetUsers {
+            credentials,
+            secrets,
+        } = opts
+            .users
+            .clone()
+            .unwrap_or_else(|| fleet_users(dir.path(), &opts.kiosks));
         let api_keys = dir.path().join("api-keys");
         let api_key = kiosk_gateway::api_keys::add_key(&api_keys, "test").expect("api key");
         let pki = opts

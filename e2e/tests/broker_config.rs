@@ -7,6 +7,9 @@
 //! the gateway does its work. A control run against mosquitto with the
 //! same users but no ACL shows that the checks see a leak when there is one.
 //!
+//! Then the real gateway and agent print a job through each broker
+//! configured this way, logged in as their own users.
+//!
 //! mosquitto is required (`scripts/test.sh` installs it); nats-server is
 //! skipped with a message when missing unless `KIOSK_REQUIRE_NATS=1`.
 
@@ -19,6 +22,7 @@ use kiosk_broker::external::Format;
 use kiosk_e2e::mosquitto::Mosquitto;
 use kiosk_e2e::mqtt::Client;
 use kiosk_e2e::nats::NatsServer;
+use kiosk_e2e::{FleetOptions, TestFleet, count_with, text_job};
 use kiosk_gateway::broker_config::{self, Request};
 use kiosk_schemas::Secret;
 use rumqttc::Publish;
@@ -292,4 +296,62 @@ async fn nats_without_the_generated_permissions_lets_the_attacks_through() {
             technician_publish: true,
         }
     );
+}
+
+/// broker-config's files for a fleet with kiosk `k1`, written into `dir`;
+/// the fleet's users.
+fn fleet_config(dir: &Path, format: Format) -> (kiosk_e2e::FleetUsers, PathBuf) {
+    let users = kiosk_e2e::fleet_users(dir, &["k1".to_owned()]);
+    let secrets = dir.join("secrets.txt");
+    let lines: String = users
+        .secrets
+        .iter()
+        .map(|(u, p)| format!("{u}:{p}\n"))
+        .collect();
+    std::fs::write(&secrets, lines).unwrap();
+    let out = dir.join(format.to_string());
+    broker_config::write(&Request {
+        credentials: users.credentials.clone(),
+        acl: None,
+        format,
+        out: out.clone(),
+        secrets: vec![secrets],
+        issue_missing: false,
+    })
+    .unwrap();
+    (users, out)
+}
+
+/// The gateway and an agent, each with its own login, print through the
+/// broker at `addr`.
+async fn prints_through(addr: SocketAddr, users: kiosk_e2e::FleetUsers) {
+    let mut opts = FleetOptions::new(&["k1"]);
+    opts.external_broker = Some(addr);
+    opts.users = Some(users);
+    let fleet = TestFleet::start_with(opts).await;
+    let printer = kiosk_testkit::FakePrinter::start().await.unwrap();
+    let agent = fleet.start_agent("k1", printer.addr()).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job = fleet.create_job("k1", text_job("THROUGH-EXTERNAL\n")).await;
+    fleet.wait_job(&job, "printed").await;
+    assert_eq!(count_with(&printer.jobs(), "THROUGH-EXTERNAL"), 1);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_fleet_prints_through_mosquitto_configured_by_broker_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (users, out) = fleet_config(dir.path(), Format::Mosquitto);
+    let mosquitto = Mosquitto::start_with_auth(dir.path(), &auth_conf(&out)).await;
+    prints_through(mosquitto.addr, users).await;
+}
+
+#[tokio::test]
+async fn the_fleet_prints_through_nats_configured_by_broker_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (users, _) = fleet_config(dir.path(), Format::Nats);
+    let Some(nats) = NatsServer::start(dir.path(), "nats/authorization.conf").await else {
+        return;
+    };
+    prints_through(nats.mqtt_addr, users).await;
 }
