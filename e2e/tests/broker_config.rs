@@ -87,10 +87,16 @@ impl Fleet {
     /// Runs broker-config for `format` with the built-in policy; the output
     /// directory.
     fn generate(&self, format: Format) -> PathBuf {
+        self.generate_with(format, None)
+    }
+
+    /// Runs broker-config for `format` with the ACL file `acl`; the output
+    /// directory.
+    fn generate_with(&self, format: Format, acl: Option<PathBuf>) -> PathBuf {
         let out = self.dir.path().join(format.to_string());
         let written = broker_config::write(&Request {
             credentials: self.credentials.clone(),
-            acl: None,
+            acl,
             format,
             out: out.clone(),
             secrets: vec![self.secrets.clone()],
@@ -235,6 +241,44 @@ async fn mosquitto_configured_by_broker_config_keeps_kiosks_apart() {
     let mosquitto = Mosquitto::start_with_auth(fleet.dir.path(), &auth_conf(&out)).await;
     refuses_bad_logins(mosquitto.addr).await;
     assert_eq!(attacks(&fleet, mosquitto.addr).await, Leaks::default());
+}
+
+/// A `deny` carved out of a `read` rule holds on mosquitto for a QoS 1
+/// wildcard subscription (mosquitto checks every delivery); for NATS,
+/// which does not filter QoS 1 deliveries, broker-config refuses it.
+#[tokio::test]
+async fn a_deny_inside_a_read_rule_holds_on_mosquitto_and_is_refused_for_nats() {
+    let fleet = Fleet::new();
+    let acl = fleet.dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "role technician\ntopic read kiosk/#\ntopic deny kiosk/+/cash\nrole kiosk\npattern write kiosk/%u/cash\npattern write kiosk/%u/status\n",
+    )
+    .unwrap();
+    let out = fleet.generate_with(Format::Mosquitto, Some(acl.clone()));
+    let mosquitto = Mosquitto::start_with_auth(fleet.dir.path(), &auth_conf(&out)).await;
+    let kiosk_a = fleet.connect(mosquitto.addr, "kiosk-a", "kiosk-a").await;
+    let mut technician = fleet
+        .connect(mosquitto.addr, "technician-1", "technician")
+        .await;
+    technician.subscribe("kiosk/#").await;
+    kiosk_a
+        .publish_bytes("kiosk/kiosk-a/cash", "credit".into())
+        .await;
+    let seen = until_received(&kiosk_a, &mut technician, "kiosk/kiosk-a/status", "online").await;
+    assert!(!has(&seen, "credit"), "the technician read a denied credit");
+
+    let err = broker_config::write(&Request {
+        credentials: fleet.credentials.clone(),
+        acl: Some(acl),
+        format: Format::Nats,
+        out: fleet.dir.path().join("nats-refused"),
+        secrets: vec![fleet.secrets.clone()],
+        issue_missing: false,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("QoS 1"), "{err}");
+    assert!(!fleet.dir.path().join("nats-refused").exists());
 }
 
 /// The same users without the generated ACL: every attack gets through, so

@@ -11,7 +11,8 @@
 //!   `pattern` lines apply to every user wherever they stand, while ours
 //!   apply to their role or user section only, so writing them as
 //!   `pattern` would hand one role's rules to all. `deny` lines come first
-//!   in each block (mosquitto stops at the first rule that decides).
+//!   in each block: mosquitto 2.0.11 applies a denial wherever it stands,
+//!   and writing it first does not rely on that.
 //! - mosquitto checks `read` on every message it delivers, not only on
 //!   SUBSCRIBE, so a subscription that overlaps a `deny` filter receives
 //!   nothing that the rule denies.

@@ -21,7 +21,7 @@
 //! - A `deny` rule that overlaps a `read` rule: NATS filters a wildcard
 //!   subscription's messages against `deny` only for QoS 0; QoS 1
 //!   deliveries come from a JetStream consumer on `$MQTT.sub.<id>` and are
-//!   not filtered, so the carve-out would leak.
+//!   not filtered (seen with 2.9.10), so the carve-out would leak.
 //!
 //! # What is added
 //!
