@@ -63,22 +63,40 @@ impl Mosquitto {
     /// # Panics
     /// As [`Mosquitto::start`].
     pub async fn start_with_auth(dir: &Path, auth: &str) -> Mosquitto {
+        Self::start_with_auth_listener(dir, auth, "").await
+    }
+
+    /// Like [`Mosquitto::start_with_auth`], with `listener_settings`
+    /// (e.g. `use_username_as_clientid true`) for its listener.
+    ///
+    /// # Panics
+    /// As [`Mosquitto::start`].
+    pub async fn start_with_auth_listener(
+        dir: &Path,
+        auth: &str,
+        listener_settings: &str,
+    ) -> Mosquitto {
         // As root, mosquitto drops to user `mosquitto`, which could not
         // read the 0600 password file; `user` is ignored otherwise.
         let settings = format!("{auth}\nuser root\npersistence false\n");
-        Self::start_conf(dir, settings, None).await
+        Self::start_conf(dir, settings, listener_settings, None).await
     }
 
     async fn start_inner(dir: &Path, tls: Option<(&Path, &Path)>) -> Mosquitto {
         let settings = "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\n".to_owned();
-        Self::start_conf(dir, settings, tls).await
+        Self::start_conf(dir, settings, "", tls).await
     }
 
-    async fn start_conf(dir: &Path, settings: String, tls: Option<(&Path, &Path)>) -> Mosquitto {
+    async fn start_conf(
+        dir: &Path,
+        settings: String,
+        listener_settings: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Mosquitto {
         let binary = binary().expect("mosquitto is not installed; run scripts/test.sh");
         let port = free_port();
         let conf = dir.join("mosquitto-test.conf");
-        let mut text = format!("{settings}listener {port} 127.0.0.1\n");
+        let mut text = format!("{settings}listener {port} 127.0.0.1\n{listener_settings}\n");
         let tls_addr = tls.map(|(cert, key)| {
             let tls_port = free_port();
             text.push_str(&format!(

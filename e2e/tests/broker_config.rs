@@ -243,6 +243,34 @@ async fn mosquitto_configured_by_broker_config_keeps_kiosks_apart() {
     assert_eq!(attacks(&fleet, mosquitto.addr).await, Leaks::default());
 }
 
+/// On a listener with `use_username_as_clientid true` (the kiosks' own, as
+/// the generated mosquitto.conf suggests), kiosk A connecting with B's
+/// client id does not take B's session over: B stays connected and keeps
+/// getting its jobs. Without it, mosquitto hands A the session and drops B.
+#[tokio::test]
+async fn a_kiosk_listener_with_username_as_client_id_stops_session_takeover() {
+    for (bound, listener) in [(true, "use_username_as_clientid true"), (false, "")] {
+        let fleet = Fleet::new();
+        let out = fleet.generate(Format::Mosquitto);
+        let mosquitto =
+            Mosquitto::start_with_auth_listener(fleet.dir.path(), &auth_conf(&out), listener).await;
+        let addr = mosquitto.addr;
+        let gateway = fleet.connect(addr, "kiosk-gateway", "gateway").await;
+        let mut kiosk_b = fleet.connect(addr, "kiosk-b", "kiosk-b").await;
+        kiosk_b.subscribe("kiosk/kiosk-b/print").await;
+        until_received(&gateway, &mut kiosk_b, "kiosk/kiosk-b/print", "job-1").await;
+        let _kiosk_a = fleet.connect(addr, "kiosk-b", "kiosk-a").await;
+        let deadline = tokio::time::Instant::now() + QUIET;
+        while !kiosk_b.is_closed() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(kiosk_b.is_closed(), !bound, "bound: {bound}");
+        if bound {
+            until_received(&gateway, &mut kiosk_b, "kiosk/kiosk-b/print", "job-2").await;
+        }
+    }
+}
+
 /// A `deny` carved out of a `read` rule holds on mosquitto for a QoS 1
 /// wildcard subscription (mosquitto checks every delivery); for NATS,
 /// which does not filter QoS 1 deliveries, broker-config refuses it.

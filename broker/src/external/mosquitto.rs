@@ -87,7 +87,7 @@ pub fn render(
         }
     }
     let conf = format!(
-        "{}# Include from mosquitto.conf (`include_dir`) or append to it. The\n# listeners are yours to add, e.g. `listener 8883` with certfile/keyfile.\nper_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+        "{}# Include from mosquitto.conf (`include_dir`) or append to it.\nper_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\n\n# The listeners are yours to add. A kiosk's client id must be its kiosk id\n# (the fleet's identity rule): give the kiosks a listener of their own on\n# which mosquitto replaces every client id by the user name, and the gateway\n# (two sessions, kiosk-gateway and kiosk-gateway-pub) and people another:\n#\n#   listener 8883\n#   certfile /etc/mosquitto/certs/server.crt\n#   keyfile /etc/mosquitto/certs/server.key\n#   use_username_as_clientid true\n#\n#   listener 1883 127.0.0.1\n",
         header("#"),
         dir.join("password_file").display(),
         dir.join("acl_file").display(),
@@ -148,10 +148,12 @@ reads every *.conf there), or start `mosquitto -c {dir}/mosquitto.conf` after
 adding a `listener` line; then `kill -HUP` mosquitto after each new run of
 broker-config (it re-reads both files on SIGHUP).
 
-Not enforced by mosquitto: the fleet's client-id rule (a kiosk's client id is
-its kiosk id). A client can still only read and write what its user name's
-block allows, so a kiosk using another kiosk's client id can disconnect it but
-not read its topics.
+The fleet's client-id rule (a kiosk's client id is its kiosk id) holds on a
+listener with `use_username_as_clientid true` (see mosquitto.conf): give the
+kiosks one of their own. Elsewhere mosquitto does not bind client ids to
+users; a client still only reads and writes what its user name's block
+allows, so another kiosk's client id lets it disconnect that kiosk, not read
+its topics.
 ",
         dir = dir.display()
     )
@@ -211,6 +213,7 @@ mod tests {
         assert!(conf.contains("allow_anonymous false\n"));
         assert!(conf.contains("password_file /etc/kb/password_file\n"));
         assert!(conf.contains("acl_file /etc/kb/acl_file\n"));
+        assert!(conf.contains("#   use_username_as_clientid true\n"));
         assert!(
             files
                 .iter()
