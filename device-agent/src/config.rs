@@ -81,8 +81,10 @@ fn default_heartbeat() -> Duration {
 pub struct BrokerConfig {
     /// `mqtt://host:port` (plain TCP, default port 1883) or
     /// `mqtts://host:port` (TLS, default port 8883; the certificate must
-    /// match `host`). Parsed when the configuration is loaded.
-    pub url: MqttUrl,
+    /// match `host`). Parsed when the configuration is loaded. Required
+    /// unless `broker.urls` lists the brokers of a cluster instead.
+    #[serde(default)]
+    pub url: Option<MqttUrl>,
     /// `username` (default the kiosk id), `password` (the kiosk's
     /// generated secret), `keep_alive` (default 30 s), `reconnect_min`
     /// (default 500 ms), `reconnect_max` (default 30 s), `ca_file`,
@@ -372,6 +374,17 @@ impl AgentConfig {
         }
     }
 
+    /// The brokers: `broker.url`, or `broker.urls` in their order (checked:
+    /// at least one, all of one scheme).
+    pub fn broker_urls(&self) -> Vec<MqttUrl> {
+        self.broker
+            .url
+            .iter()
+            .chain(self.broker.client.urls.iter().flatten())
+            .cloned()
+            .collect()
+    }
+
     /// The MQTT username: `broker.username`, or the kiosk id.
     pub fn username(&self) -> &str {
         self.broker.client.username(self.client_defaults())
@@ -385,9 +398,19 @@ impl AgentConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
+        let urls = self
+            .broker
+            .client
+            .broker_urls(self.broker.url.as_ref())?
+            .ok_or_else(|| {
+                invalid(
+                    "broker.url",
+                    "required (or broker.urls for several brokers)",
+                )
+            })?;
         self.broker
             .client
-            .check(Some(&self.broker.url), self.client_defaults())?;
+            .check(urls.first(), self.client_defaults())?;
         if self.status.heartbeat < Duration::from_millis(100) {
             return Err(invalid("status.heartbeat", "must be at least 100ms"));
         }
@@ -570,7 +593,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let c = AgentConfig::load_with_env(&file, Some(env)).unwrap();
-        assert_eq!(c.broker.url.to_string(), "mqtt://10.0.0.1:1884");
+        assert_eq!(c.broker_urls()[0].to_string(), "mqtt://10.0.0.1:1884");
         assert_eq!(c.printers["receipt"].address, "printer.local:9100");
     }
 
@@ -596,7 +619,7 @@ mod tests {
             "url = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
         );
         let c = AgentConfig::from_toml(&tls).unwrap();
-        assert!(c.broker.url.tls);
+        assert!(c.broker_urls()[0].tls);
         let bad = tls.replace("ca_file", "client_cert = \"c.crt\"\nca_file");
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("broker.client_key"), "{err}");

@@ -188,8 +188,11 @@ impl SessionHooks for KioskHooks {
 
     fn connected(&mut self, _session_present: bool, publisher: &kiosk_mqtt::Publisher) {
         tracing::info!(connection_id = %self.connection_id, "connection id");
-        self.board
-            .set_connected(chrono::Utc::now(), self.connection_id.clone());
+        self.board.set_connected(
+            chrono::Utc::now(),
+            self.connection_id.clone(),
+            publisher.broker(),
+        );
         let status = wire::encode(&self.board.online_status());
         if let Err(e) = publisher.try_publish(&Topic::status(&self.kiosk), true, status) {
             tracing::warn!(error = %e, "online status not enqueued");
@@ -236,7 +239,9 @@ fn last_will(kiosk: &KioskId, connection_id: &str) -> LastWill {
     )
 }
 
-/// Builds the session from the configuration.
+/// Builds the session from the configuration. With several brokers
+/// (`broker.urls`), the first one tried is picked at random and the rest
+/// follow in the list's order, so a fleet spreads over a cluster's nodes.
 ///
 /// # Errors
 /// A message when `broker.url` is not usable by this build.
@@ -244,9 +249,13 @@ pub fn connect(
     config: &AgentConfig,
     board: StatusBoard,
 ) -> Result<(Publisher, Connection, ResultForwarder), String> {
-    let url = config.broker.url.clone();
+    let mut urls = config.broker_urls();
+    if urls.len() > 1 {
+        let start = rand::random::<u32>() as usize % urls.len();
+        urls.rotate_left(start);
+    }
     let kiosk = config.kiosk_id.clone();
-    let tls = if url.tls {
+    let tls = if urls.iter().any(|u| u.tls) {
         Some(
             config
                 .broker
@@ -258,7 +267,7 @@ pub fn connect(
         None
     };
     let mut opts =
-        SessionOptions::from_url(kiosk.as_str(), &url, tls).map_err(|e| e.to_string())?;
+        SessionOptions::from_urls(kiosk.as_str(), &urls, tls).map_err(|e| e.to_string())?;
     config
         .broker
         .client

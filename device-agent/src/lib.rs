@@ -168,7 +168,12 @@ impl Agent {
             config.store.retention,
             shutdown.clone(),
         )));
-        tracing::info!(kiosk = %config.kiosk_id, broker = %config.broker.url,
+        let brokers: Vec<String> = config
+            .broker_urls()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(kiosk = %config.kiosk_id, brokers = %brokers.join(","),
             printers = config.printers.len(), "agent started");
         Ok(Agent {
             shutdown,

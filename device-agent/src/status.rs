@@ -23,6 +23,8 @@ struct Readings {
     connected_at: Option<Timestamp>,
     /// The connection now up, `None` while disconnected.
     connection_id: Option<String>,
+    /// `host:port` of the broker of the current connection.
+    broker: Option<String>,
 }
 
 /// Shared, cheap to clone.
@@ -55,6 +57,7 @@ impl StatusBoard {
                 cash: None,
                 connected_at: None,
                 connection_id: None,
+                broker: None,
             })),
             changed: watch::channel(0).0,
             heartbeat_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
@@ -122,17 +125,20 @@ impl StatusBoard {
         s.connected_at = r.connected_at;
         s.connection_id.clone_from(&r.connection_id);
         s.heartbeat_ms = Some(self.heartbeat_ms);
+        s.broker.clone_from(&r.broker);
         s
     }
 
-    /// Notes a new MQTT connection (at CONNACK): every status from now on
-    /// carries `at` as its `connected_at` and `connection_id` (the id its
-    /// last will was set with). Wakes no one: the connection task
-    /// publishes the `online` status itself.
-    pub fn set_connected(&self, at: Timestamp, connection_id: String) {
+    /// Notes a new MQTT connection (at CONNACK) to `broker` (`host:port`):
+    /// every status from now on carries `at` as its `connected_at`,
+    /// `connection_id` (the id its last will was set with) and the broker.
+    /// Wakes no one: the connection task publishes the `online` status
+    /// itself.
+    pub fn set_connected(&self, at: Timestamp, connection_id: String, broker: Option<String>) {
         let mut r = self.lock();
         r.connected_at = Some(at);
         r.connection_id = Some(connection_id);
+        r.broker = broker;
     }
 
     /// Notes that the connection is gone: no status is sent until the next
@@ -180,8 +186,16 @@ mod tests {
         assert_eq!(s.agent_version.as_deref(), Some(AGENT_VERSION));
         assert_eq!(s.heartbeat_ms, Some(30_000));
         assert_eq!(s.connection_id, None);
-        board.set_connected(chrono::Utc::now(), "c1".to_owned());
-        assert_eq!(board.online_status().connection_id.as_deref(), Some("c1"));
+        board.set_connected(
+            chrono::Utc::now(),
+            "c1".to_owned(),
+            Some("n2:1883".to_owned()),
+        );
+        let s = board.online_status();
+        assert_eq!(
+            (s.connection_id.as_deref(), s.broker.as_deref()),
+            (Some("c1"), Some("n2:1883"))
+        );
         board.set_disconnected();
         assert_eq!(board.connection_id(), None);
     }

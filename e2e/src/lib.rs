@@ -15,6 +15,7 @@
 pub mod mosquitto;
 pub mod mqtt;
 pub mod nats;
+pub mod nats_cluster;
 pub mod pki;
 
 use kiosk_schemas::settings::Checked as _;
@@ -42,6 +43,9 @@ pub struct FleetOptions {
     /// Use this external broker (`broker.embedded = false`) instead of the
     /// embedded one.
     pub external_broker: Option<SocketAddr>,
+    /// With `external_broker`: the gateway's `broker.urls` instead of
+    /// `broker.url` (the nodes of a cluster, `mqtt://` each).
+    pub external_cluster: Vec<SocketAddr>,
     /// `webhooks.url` (secret [`WEBHOOK_SECRET`], retries capped at 200 ms).
     pub webhook_url: Option<String>,
     /// `webhooks.events` patterns; empty: the default (cash events).
@@ -112,6 +116,7 @@ impl FleetOptions {
             kiosks: kiosks.iter().map(|k| (*k).to_owned()).collect(),
             republish_interval: Duration::from_millis(500),
             external_broker: None,
+            external_cluster: Vec::new(),
             webhook_url: None,
             webhook_events: Vec::new(),
             tls: false,
@@ -177,6 +182,13 @@ impl TestFleet {
             None => r#"embedded = true
 listen = "127.0.0.1:0""#
                 .to_owned(),
+            Some(_) if !opts.external_cluster.is_empty() => format!(
+                "embedded = false\nurls = {:?}",
+                opts.external_cluster
+                    .iter()
+                    .map(|a| format!("mqtt://{a}"))
+                    .collect::<Vec<_>>()
+            ),
             Some(addr) => match &opts.external_tls {
                 None => format!("embedded = false\nurl = \"mqtt://{addr}\""),
                 Some((tls, ca)) => format!(
@@ -372,7 +384,7 @@ timeout = "2s"
     ) -> AgentConfig {
         let mut config = self.agent_config(kiosk, printer);
         if let Some(b) = broker {
-            config.broker.url = format!("mqtt://{b}").parse().expect("broker URL");
+            config.broker.url = Some(format!("mqtt://{b}").parse().expect("broker URL"));
         }
         config.cash = Some(kiosk_agent::config::CashConfig {
             port: port.display().to_string(),

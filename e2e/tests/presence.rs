@@ -14,7 +14,7 @@ async fn presence_stays_online_when_a_reconnect_races_the_old_link() {
     let printer = FakePrinter::start().await.unwrap();
     let proxy = CutProxy::start(fleet.mqtt_addr).await.unwrap();
     let mut config = fleet.agent_config("k1", printer.addr());
-    config.broker.url = format!("mqtt://{}", proxy.addr()).parse().unwrap();
+    config.broker.url = Some(format!("mqtt://{}", proxy.addr()).parse().unwrap());
     let agent = fleet.start_agent_with(config).await;
     fleet.wait_kiosk("k1", "online").await;
 
@@ -68,7 +68,7 @@ async fn mosquitto_fleet(
     let printer = FakePrinter::start().await.unwrap();
     let proxy = CutProxy::start(mosquitto.addr).await.unwrap();
     let mut config = fleet.agent_config("k1", printer.addr());
-    config.broker.url = format!("mqtt://{}", proxy.addr()).parse().unwrap();
+    config.broker.url = Some(format!("mqtt://{}", proxy.addr()).parse().unwrap());
     config.broker.client.keep_alive = keep_alive;
     config.status.heartbeat = HEARTBEAT;
     let agent = fleet.start_agent_with(config).await;

@@ -410,8 +410,7 @@ mod tests {
             Duration::from_secs(30),
         ));
         let (link, consumer, producer) = mqtt::connect(&MqttSettings {
-            host: "127.0.0.1".into(),
-            port: 1,
+            brokers: vec![("127.0.0.1".into(), 1)],
             client_id: "gw".into(),
             username: "gw".into(),
             password: Secret::new("pw"),

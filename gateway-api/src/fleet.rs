@@ -32,6 +32,8 @@ struct Live {
     presence: Tracker,
     /// When the presence last changed, as this gateway process saw it.
     since: Option<Timestamp>,
+    /// The broker of the kiosk's last `online` status (`host:port`).
+    broker: Option<String>,
 }
 
 /// The kiosk registry.
@@ -69,6 +71,10 @@ pub struct KioskView {
     /// When `status` last changed, as this gateway process saw it (`null`
     /// when it has not changed since the gateway started).
     pub status_since: Option<Timestamp>,
+    /// The broker (cluster node) of the kiosk's last `online` status, as
+    /// the agent dialed it (`host:port`); `null` when this gateway process
+    /// has not seen one.
+    pub broker: Option<String>,
 }
 
 impl Fleet {
@@ -150,6 +156,9 @@ impl Fleet {
                 return Ok(outcome);
             }
             l.last_seen = Some(now);
+            if status.state == Presence::Online {
+                l.broker.clone_from(&status.broker);
+            }
             if let StatusOutcome::Applied {
                 transition: Some(_),
                 ..
@@ -316,6 +325,7 @@ impl Fleet {
         KioskView {
             pending_jobs: self.store.pending_count(&kiosk),
             status_since: live.since,
+            broker: live.broker.clone(),
             status,
             last_seen,
             agent_version: rec.as_ref().and_then(|r| r.agent_version.clone()),

@@ -112,7 +112,7 @@ impl Gateway {
         let http_max_connections =
             http_server::effective_max_connections(config.http.max_connections);
 
-        let (broker, credentials, mqtt_host, mqtt_port, mqtt_tls, internal_password) =
+        let (broker, credentials, mqtt_brokers, mqtt_tls, internal_password) =
             match &config.broker.mode {
                 BrokerMode::Embedded(broker_config) => {
                     let mut broker_config = BrokerConfig::clone(broker_config);
@@ -129,8 +129,7 @@ impl Gateway {
                     (
                         Some(handle),
                         Some(creds),
-                        addr.ip().to_string(),
-                        addr.port(),
+                        vec![(addr.ip().to_string(), addr.port())],
                         None,
                         Some(password),
                     )
@@ -140,13 +139,17 @@ impl Gateway {
                         Some(path) => Some(Arc::new(CredentialStore::open(path)?)),
                         None => None,
                     };
-                    let url = &external.url;
-                    let tls = if url.tls {
+                    let tls = if external.urls.iter().any(|u| u.tls) {
                         Some(config.broker.client.tls_config()?)
                     } else {
                         None
                     };
-                    (None, creds, url.host.clone(), url.port, tls, None)
+                    let brokers = external
+                        .urls
+                        .iter()
+                        .map(|u| (u.host.clone(), u.port))
+                        .collect();
+                    (None, creds, brokers, tls, None)
                 }
             };
         let mqtt_addr = broker.as_ref().map(BrokerHandle::local_addr);
@@ -154,8 +157,7 @@ impl Gateway {
 
         let client = &config.broker.client;
         let settings = mqtt::MqttSettings {
-            host: mqtt_host,
-            port: mqtt_port,
+            brokers: mqtt_brokers,
             client_id: config.broker.client_id.clone(),
             username: client.username(CLIENT_DEFAULTS).to_owned(),
             password: internal_password.unwrap_or_else(|| client.password.clone()),

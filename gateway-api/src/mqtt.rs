@@ -46,10 +46,10 @@ const PRODUCER_INFLIGHT: u16 = 1000;
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+    /// The brokers, `(host, port)`, at least one: both sessions start with
+    /// the first and move to the next whenever a connection fails
+    /// ([`SessionOptions::alternates`]).
+    pub brokers: Vec<(String, u16)>,
     /// Client id of the consumer; the producer appends `-pub`.
     pub client_id: String,
     /// Username.
@@ -104,10 +104,23 @@ impl MqttLink {
     pub fn is_connected(&self) -> bool {
         self.producer.is_connected() && self.consumer.is_connected()
     }
+
+    /// `host:port` of the broker the consumer session is on (the last one
+    /// while reconnecting); `None` before its first connection.
+    pub fn broker(&self) -> Option<String> {
+        self.consumer.broker()
+    }
+
+    /// `host:port` of the broker the producer session is on.
+    pub fn producer_broker(&self) -> Option<String> {
+        self.producer.broker()
+    }
 }
 
 fn options(settings: &MqttSettings, client_id: String) -> SessionOptions {
-    let mut opts = SessionOptions::new(client_id, &settings.host, settings.port);
+    let (host, port) = settings.brokers.first().cloned().unwrap_or_default();
+    let mut opts = SessionOptions::new(client_id, host, port);
+    opts.alternates = settings.brokers.iter().skip(1).cloned().collect();
     opts.tls = settings.tls.clone();
     opts.credentials = Some((settings.username.clone(), settings.password.clone()));
     opts.keep_alive = settings.keep_alive;

@@ -18,6 +18,10 @@ pub struct SessionOptions {
     pub host: String,
     /// Broker TCP port.
     pub port: u16,
+    /// More brokers of the same cluster, `(host, port)`, tried in turn
+    /// after `host:port` whenever a connection attempt fails or a
+    /// connection is lost, round the list (all with `tls`). Default none.
+    pub alternates: Vec<(String, u16)>,
     /// TLS with this configuration; plain TCP when `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// User name and password (§3.1.3.4, §3.1.3.5); none when `None`.
@@ -76,6 +80,7 @@ impl SessionOptions {
             client_id: client_id.into(),
             host: host.into(),
             port,
+            alternates: Vec::new(),
             tls: None,
             credentials: None,
             keep_alive: Duration::from_secs(60),
@@ -90,6 +95,29 @@ impl SessionOptions {
             subscriptions: Vec::new(),
             disconnect_drain: Duration::from_millis(500),
         }
+    }
+
+    /// Defaults for `client_id` at the brokers of `urls` (the first is
+    /// tried first, the others are [`SessionOptions::alternates`]), with
+    /// `tls` for `mqtts://` URLs.
+    ///
+    /// # Errors
+    /// [`OptionsError`] as [`SessionOptions::from_url`] for any of them.
+    ///
+    /// # Panics
+    /// When `urls` is empty.
+    pub fn from_urls(
+        client_id: impl Into<String>,
+        urls: &[MqttUrl],
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, OptionsError> {
+        let (first, rest) = urls.split_first().expect("at least one broker URL");
+        for url in rest {
+            Self::from_url("", url, tls.clone())?;
+        }
+        let mut options = Self::from_url(client_id, first, tls)?;
+        options.alternates = rest.iter().map(|u| (u.host.clone(), u.port)).collect();
+        Ok(options)
     }
 
     /// Defaults for `client_id` at `url`'s host and port, with `tls` for an
@@ -118,8 +146,20 @@ impl SessionOptions {
         }
     }
 
+    /// Every broker, `host:port` first, then the alternates.
+    pub(crate) fn brokers(&self) -> Vec<(String, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.alternates.iter().cloned())
+            .collect()
+    }
+
     pub(crate) fn mqtt_options(&self) -> MqttOptions {
-        let mut opts = MqttOptions::new(&self.client_id, &self.host, self.port);
+        self.mqtt_options_at(&self.host, self.port)
+    }
+
+    /// rumqttc's options for the broker at `host:port`.
+    pub(crate) fn mqtt_options_at(&self, host: &str, port: u16) -> MqttOptions {
+        let mut opts = MqttOptions::new(&self.client_id, host, port);
         if let Some((user, password)) = &self.credentials {
             opts.set_credentials(user, password.expose());
         }

@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub(crate) connected: AtomicBool,
     /// The session task has ended (or was dropped): nothing is sent any more.
     pub(crate) ended: AtomicBool,
+    /// `host:port` of the broker of the current (or last) connection.
+    pub(crate) broker: std::sync::Mutex<Option<String>>,
 }
 
 /// Handle for publishing and acknowledging; cheap to clone. Every publish
@@ -144,6 +146,16 @@ impl Publisher {
     /// True between a CONNACK and the next connection error.
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// `host:port` of the broker the current connection is to (the last
+    /// one's while reconnecting); `None` before the first CONNACK.
+    pub fn broker(&self) -> Option<String> {
+        self.shared
+            .broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn handed_back(&self, e: ClientError) -> PublishError {

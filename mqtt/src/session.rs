@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kiosk_schemas::backoff::Backoff;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Packet, Publish, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, Packet, Publish, SubscribeFilter, SubscribeReasonCode,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -69,8 +71,10 @@ impl SessionHooks for () {}
 
 /// One event loop and its reconnect policy: exponential backoff with
 /// jitter between attempts ([`Backoff`]; rumqttc would retry at once,
-/// DESIGN.md pitfalls), the subscriptions on every CONNACK, connection
-/// numbers on incoming publishes. Made by [`Session::new`]; run it with
+/// DESIGN.md pitfalls), each attempt to the next broker of the list when
+/// there are several (the backoff runs across the list and is reset by a
+/// CONNACK), the subscriptions on every CONNACK, connection numbers on
+/// incoming publishes. Made by [`Session::new`]; run it with
 /// [`Session::run`] or [`Session::run_publisher`].
 pub struct Session<H: SessionHooks = ()> {
     client_id: String,
@@ -80,9 +84,20 @@ pub struct Session<H: SessionHooks = ()> {
     shared: Arc<Shared>,
     filters: Vec<SubscribeFilter>,
     backoff: Backoff,
+    /// The options, for rumqttc's options at another broker.
+    options: SessionOptions,
+    /// Every broker ([`SessionOptions::brokers`]) and the index of the one
+    /// the next connection attempt goes to.
+    brokers: Vec<(String, u16)>,
+    current: usize,
     jitter: fn() -> f64,
     drain: Duration,
     connects: watch::Sender<u64>,
+    /// When to subscribe again after a SUBACK refused a filter, and the
+    /// delays of such retries (the reconnect delays, reset by a SUBACK
+    /// that grants every filter).
+    resubscribe_at: Option<tokio::time::Instant>,
+    resubscribe_backoff: Backoff,
     hooks: H,
 }
 
@@ -103,9 +118,14 @@ impl<H: SessionHooks> Session<H> {
             shared,
             filters: options.filters(),
             backoff: Backoff::new(options.backoff_min, options.backoff_max),
+            options: options.clone(),
+            brokers: options.brokers(),
+            current: 0,
             jitter: rand::random::<f64>,
             drain: options.disconnect_drain,
             connects: watch::channel(0).0,
+            resubscribe_at: None,
+            resubscribe_backoff: Backoff::new(options.backoff_min, options.backoff_max),
             hooks,
         };
         (publisher, session)
@@ -146,35 +166,79 @@ impl<H: SessionHooks> Session<H> {
         self.run_inner(None, shutdown).await;
     }
 
+    /// Enqueues one SUBSCRIBE with every filter.
+    fn subscribe(&self) {
+        if !self.filters.is_empty()
+            && let Err(e) = self.client.try_subscribe_many(self.filters.clone())
+        {
+            tracing::error!(client_id = %self.client_id, error = %e,
+                "could not enqueue subscriptions");
+        }
+    }
+
     async fn run_inner(mut self, tx: Option<mpsc::Sender<Incoming>>, shutdown: CancellationToken) {
         if let Some(will) = self.hooks.next_last_will() {
             self.eventloop.mqtt_options.set_last_will(will);
         }
         loop {
+            let resubscribe_at = self.resubscribe_at;
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = self.eventloop.poll() => ev,
+                () = async {
+                    match resubscribe_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.resubscribe_at = None;
+                    self.subscribe();
+                    continue;
+                }
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     self.backoff.reset();
                     self.shared.connected.store(true, Ordering::Relaxed);
                     let connection = self.shared.connection.fetch_add(1, Ordering::SeqCst) + 1;
-                    tracing::info!(client_id = %self.client_id, connection,
+                    let (host, port) = &self.brokers[self.current];
+                    let broker = format!("{host}:{port}");
+                    tracing::info!(client_id = %self.client_id, connection, broker = %broker,
                         session_present = ack.session_present, "connected to MQTT broker");
+                    *self.shared.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
                     // Subscribe on every connect, not only when the broker
                     // reports no session: a session can be present without
                     // our subscriptions (a connection dropped before its
                     // SUBSCRIBE was handled), and subscribing again is
                     // harmless.
-                    if !self.filters.is_empty()
-                        && let Err(e) = self.client.try_subscribe_many(self.filters.clone())
-                    {
-                        tracing::error!(client_id = %self.client_id, error = %e,
-                            "could not enqueue subscriptions");
-                    }
+                    self.resubscribe_at = None;
+                    self.resubscribe_backoff.reset();
+                    self.subscribe();
                     self.hooks.connected(ack.session_present, &self.publisher);
                     self.connects.send_replace(connection);
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    // MQTT 3.1.1 §3.9.3: one return code per filter, in
+                    // order; every SUBSCRIBE of this session carries all
+                    // of them. A broker can refuse one (0x80): an ACL, or
+                    // NATS while JetStream elects a leader. Without it the
+                    // session would miss that filter's messages for good.
+                    let refused: Vec<&str> = ack
+                        .return_codes
+                        .iter()
+                        .zip(&self.filters)
+                        .filter(|(code, _)| matches!(code, SubscribeReasonCode::Failure))
+                        .map(|(_, f)| f.path.as_str())
+                        .collect();
+                    if refused.is_empty() {
+                        self.resubscribe_backoff.reset();
+                    } else {
+                        let delay = self.resubscribe_backoff.next_delay((self.jitter)());
+                        let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                        tracing::warn!(client_id = %self.client_id, filters = ?refused, retry_in_ms,
+                            "the broker refused subscriptions; subscribing again");
+                        self.resubscribe_at = Some(tokio::time::Instant::now() + delay);
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let Some(tx) = &tx else {
@@ -199,18 +263,32 @@ impl<H: SessionHooks> Session<H> {
                     let was_connected = self.shared.connected.swap(false, Ordering::Relaxed);
                     self.hooks.disconnected();
                     // rumqttc makes a new connection on the next poll, with
-                    // the will in its options.
+                    // the broker and the will in its options. With several
+                    // brokers, the next attempt goes to the next one: a
+                    // dead node is left at once, and its session (kept by
+                    // the cluster) is resumed on another.
+                    if self.brokers.len() > 1 {
+                        self.current = (self.current + 1) % self.brokers.len();
+                        let (host, port) = &self.brokers[self.current];
+                        let mut next = self.options.mqtt_options_at(host, *port);
+                        if let Some(will) = self.eventloop.mqtt_options.last_will() {
+                            next.set_last_will(will);
+                        }
+                        self.eventloop.mqtt_options = next;
+                    }
                     if let Some(will) = self.hooks.next_last_will() {
                         self.eventloop.mqtt_options.set_last_will(will);
                     }
                     let delay = self.backoff.next_delay((self.jitter)());
                     let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    let (host, port) = &self.brokers[self.current];
+                    let next_broker = format!("{host}:{port}");
                     if was_connected || self.backoff.attempts() == 1 {
                         tracing::warn!(client_id = %self.client_id, error = %e, retry_in_ms,
-                            "MQTT connection lost");
+                            next_broker = %next_broker, "MQTT connection lost");
                     } else {
                         tracing::debug!(client_id = %self.client_id, error = %e, retry_in_ms,
-                            "MQTT reconnect failed");
+                            next_broker = %next_broker, "MQTT reconnect failed");
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break,

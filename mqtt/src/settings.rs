@@ -15,10 +15,18 @@ use serde::{Deserialize, Deserializer};
 
 use crate::SessionOptions;
 
-/// `broker.username`, `password`, `keep_alive`, `reconnect_min`,
+/// `broker.urls`, `username`, `password`, `keep_alive`, `reconnect_min`,
 /// `reconnect_max`, `ca_file`, `client_cert`, `client_key`, as written.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClientSection {
+    /// The brokers of a cluster, in place of `broker.url`:
+    /// `["mqtts://node1:8883", "mqtts://node2:8883"]` (from the environment,
+    /// comma-separated). A client connects to one and, when an attempt
+    /// fails or the connection is lost, tries the next, round the list
+    /// ([`crate::SessionOptions::alternates`]). All `mqtt://` or all
+    /// `mqtts://`.
+    #[serde(default, deserialize_with = "urls")]
+    pub urls: Option<Vec<MqttUrl>>,
     /// MQTT user name (MQTT 3.1.1 §3.1.3.4); default per program (the
     /// kiosk id on a kiosk, `gateway` on the gateway).
     #[serde(default, deserialize_with = "scalar_string::option")]
@@ -83,6 +91,11 @@ fn reconnect_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D:
     humantime_serde::deserialize(d).map_err(|e| named("reconnect_max", e))
 }
 
+/// `urls`, a list of MQTT URLs.
+fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<MqttUrl>>, D::Error> {
+    Option::<Vec<MqttUrl>>::deserialize(d).map_err(|e| named("urls", e))
+}
+
 fn named<E: serde::de::Error>(key: &str, e: E) -> E {
     E::custom(format_args!("broker.{key}: {e}"))
 }
@@ -138,6 +151,35 @@ impl ClientSection {
             ));
         }
         Ok(())
+    }
+
+    /// The brokers: `url` (the program's `broker.url`) or `broker.urls`;
+    /// `None` when neither is set.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `broker.urls` when both are set, the
+    /// list is empty, or it mixes `mqtt://` and `mqtts://`.
+    pub fn broker_urls(&self, url: Option<&MqttUrl>) -> Result<Option<Vec<MqttUrl>>, ConfigError> {
+        match (url, &self.urls) {
+            (Some(_), Some(_)) => Err(invalid(
+                "broker.urls",
+                "give broker.url (one broker) or broker.urls (several), not both",
+            )),
+            (Some(url), None) => Ok(Some(vec![url.clone()])),
+            (None, None) => Ok(None),
+            (None, Some(urls)) => {
+                let Some(first) = urls.first() else {
+                    return Err(invalid("broker.urls", "must list at least one broker"));
+                };
+                if urls.iter().any(|u| u.tls != first.tls) {
+                    return Err(invalid(
+                        "broker.urls",
+                        "must be all mqtt:// or all mqtts:// (one TLS configuration serves them)",
+                    ));
+                }
+                Ok(Some(urls.clone()))
+            }
+        }
     }
 
     /// The user name: `broker.username`, or the program's default.
@@ -229,6 +271,43 @@ mod tests {
         b.client
             .check(Some(&b.url), DEFAULTS)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn urls_from_the_file_or_the_environment_and_their_checks() {
+        let b = broker(
+            "[broker]\nurl = \"mqtt://h\"\npassword = \"pw\"\nurls = [\"mqtt://a:1\", \"mqtt://b:2\"]",
+            &[],
+        );
+        let err = b.client.broker_urls(Some(&b.url)).unwrap_err().to_string();
+        assert!(
+            err.contains("broker.urls") && err.contains("not both"),
+            "{err}"
+        );
+        let list = b.client.broker_urls(None).unwrap().unwrap();
+        assert_eq!(
+            list.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["mqtt://a:1", "mqtt://b:2"]
+        );
+        let b = broker(
+            "[broker]\nurl = \"mqtt://h\"\npassword = \"pw\"",
+            &[("APP__BROKER__URLS", "mqtt://x:1,mqtts://y:2")],
+        );
+        let err = b.client.broker_urls(None).unwrap_err().to_string();
+        assert!(err.contains("all mqtt:// or all mqtts://"), "{err}");
+        let one = b.client.broker_urls(Some(&b.url));
+        assert!(one.is_err(), "url and urls both set");
+        let b = broker(
+            "[broker]\nurl = \"mqtt://h\"\npassword = \"pw\"\nurls = []",
+            &[],
+        );
+        let err = b.client.broker_urls(None).unwrap_err().to_string();
+        assert!(err.contains("at least one"), "{err}");
+        let b = broker("[broker]\nurl = \"mqtt://h\"\npassword = \"pw\"", &[]);
+        assert_eq!(
+            b.client.broker_urls(Some(&b.url)).unwrap().unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -238,6 +238,56 @@ async fn resubscribes_after_the_broker_restarts_without_the_session() {
     shutdown.cancel();
 }
 
+/// Failover (`alternates`): a session whose broker goes connects to the
+/// next one of its list, and one whose first broker is down at start
+/// begins on the next.
+#[tokio::test]
+async fn a_session_moves_to_the_next_broker_when_its_broker_goes() {
+    let mut a = TestBroker::start().await;
+    // A second broker with the same users: another node of the "cluster".
+    let b = TestBroker::spawn(&a.dir.path().join("credentials")).await;
+    let b_addr = b.local_addr();
+    let shutdown = CancellationToken::new();
+    let mut options = a.options("k1", "k1", &a.k1);
+    options.alternates = vec![(b_addr.ip().to_string(), b_addr.port())];
+    let (publisher, session) = Session::new(&options, ());
+    let mut connects = session.connects();
+    tokio::spawn(session.run_publisher(shutdown.clone()));
+    timeout(WAIT, connects.wait_for(|n| *n == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(publisher.broker(), Some(a.addr.to_string()));
+    // The first broker dies: the next connection is to the second.
+    a.handle.take().unwrap().shutdown().await;
+    timeout(WAIT, connects.wait_for(|n| *n == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(publisher.broker(), Some(b_addr.to_string()));
+    assert!(publisher.is_connected());
+    // The kiosk's client id is its own: end this session first.
+    shutdown.cancel();
+    let shutdown = CancellationToken::new();
+
+    // A list whose first broker is down from the start.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut options = a.options("k1", "k1", &a.k1);
+    (options.host, options.port) = (dead_addr.ip().to_string(), dead_addr.port());
+    options.alternates = vec![(b_addr.ip().to_string(), b_addr.port())];
+    let (publisher, session) = Session::new(&options, ());
+    let mut connects = session.connects();
+    tokio::spawn(session.run_publisher(shutdown.clone()));
+    timeout(WAIT, connects.wait_for(|n| *n == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(publisher.broker(), Some(b_addr.to_string()));
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn an_ack_from_an_earlier_connection_is_not_sent() {
     let mut broker = TestBroker::start().await;
@@ -331,5 +381,88 @@ async fn reconnect_delays_grow_to_the_ceiling_and_reset_after_a_connack() {
     // after losing that connection starts over.
     assert_eq!(gaps, [100, 200, 400, 500, 100, 200, 400]);
     assert_eq!(publisher.connection(), 1);
+    shutdown.cancel();
+}
+
+/// Reads one MQTT packet: its first byte and its body.
+async fn read_packet(socket: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    let first = socket.read_u8().await.ok()?;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let b = socket.read_u8().await.ok()?;
+        len |= usize::from(b & 0x7F) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body).await.ok()?;
+    Some((first, body))
+}
+
+/// A broker that accepts the connection, refuses the second filter of
+/// the first SUBSCRIBE (return code 0x80, MQTT 3.1.1 §3.9.3) and grants
+/// every later one; reports when each SUBSCRIBE arrived.
+async fn refusing_broker() -> (SocketAddr, mpsc::UnboundedReceiver<Instant>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut subscribes = 0;
+        while let Some((first, body)) = read_packet(&mut socket).await {
+            match first >> 4 {
+                1 => socket.write_all(&[0x20, 0x02, 0x00, 0x00]).await.unwrap(),
+                8 => {
+                    let _ = tx.send(Instant::now());
+                    // Packet id, then (length, filter, QoS) per filter.
+                    let (mut at, mut filters) = (2, 0);
+                    while at + 2 <= body.len() {
+                        at += 2 + usize::from(u16::from_be_bytes([body[at], body[at + 1]])) + 1;
+                        filters += 1;
+                    }
+                    let mut suback = vec![0x90, 2 + filters as u8, body[0], body[1]];
+                    suback.extend((0..filters).map(|i| {
+                        if subscribes == 0 && i == 1 {
+                            0x80
+                        } else {
+                            0x01
+                        }
+                    }));
+                    subscribes += 1;
+                    socket.write_all(&suback).await.unwrap();
+                }
+                12 => socket.write_all(&[0xD0, 0x00]).await.unwrap(),
+                _ => {}
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// A SUBACK that refuses a filter makes the session subscribe again after
+/// the reconnect delay; one that grants everything ends the retries.
+#[tokio::test(start_paused = true)]
+async fn a_refused_subscription_is_tried_again() {
+    let (addr, mut subscribes) = refusing_broker().await;
+    let mut options = SessionOptions::new("k1", addr.ip().to_string(), addr.port());
+    options.backoff_min = Duration::from_millis(100);
+    options.backoff_max = Duration::from_millis(500);
+    options.subscriptions = vec!["kiosk/k1/print".into(), "kiosk/k1/cmd".into()];
+    let (_publisher, mut session) = Session::new(&options, ());
+    session.set_jitter(|| 1.0);
+    let shutdown = CancellationToken::new();
+    let (tx, _rx) = mpsc::channel(1);
+    tokio::spawn(session.run(tx, shutdown.clone()));
+    let first = timeout(WAIT, subscribes.recv()).await.unwrap().unwrap();
+    let second = timeout(WAIT, subscribes.recv()).await.unwrap().unwrap();
+    assert_eq!((second - first).as_millis(), 100);
+    // Granted: no third.
+    assert!(
+        timeout(Duration::from_secs(5), subscribes.recv())
+            .await
+            .is_err()
+    );
     shutdown.cancel();
 }

@@ -44,6 +44,9 @@ pub fn load<T: DeserializeOwned>(
             config::Environment::with_prefix(prefix)
                 .separator("__")
                 .try_parsing(true)
+                // `<PREFIX>__BROKER__URLS=mqtt://a:1883,mqtt://b:1883`.
+                .list_separator(",")
+                .with_list_parse_key("broker.urls")
                 .source(env),
         );
     }

@@ -101,6 +101,11 @@ pub struct KioskStatus {
     /// last will and from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
+    /// The broker this status went through, `host:port` as the agent
+    /// dialed it (one node of a cluster with `broker.urls`). Absent in the
+    /// last will and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     /// Each logical printer's readiness, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub printers: BTreeMap<String, PrinterStatus>,
@@ -132,6 +137,7 @@ impl KioskStatus {
             connected_at: None,
             connection_id: None,
             heartbeat_ms: None,
+            broker: None,
             printers: BTreeMap::new(),
             cash: None,
         }
@@ -156,6 +162,7 @@ impl KioskStatus {
             connected_at: None,
             connection_id: None,
             heartbeat_ms: None,
+            broker: None,
             printers,
             cash: None,
         }

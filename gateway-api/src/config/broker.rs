@@ -43,8 +43,9 @@ pub enum BrokerMode {
 /// An external broker (`broker.embedded = false`).
 #[derive(Debug, Clone)]
 pub struct ExternalBroker {
-    /// `broker.url`.
-    pub url: MqttUrl,
+    /// `broker.url`, or the brokers of `broker.urls` in their order (the
+    /// gateway starts with the first and moves down the list on failure).
+    pub urls: Vec<MqttUrl>,
     /// `broker.credentials`: its `kiosk` entries are known kiosks.
     pub credentials: Option<PathBuf>,
     /// `broker.acl`: the topic ACL that `kiosk-gateway broker-config`
@@ -140,6 +141,8 @@ pub(super) struct BrokerSection {
     #[serde(default = "default_max_connections")]
     max_connections: usize,
     /// External broker, `mqtt://host[:port]`; ignored when `embedded`.
+    /// For a cluster, `broker.urls` (in [`ClientSection`]) lists its nodes
+    /// instead.
     url: Option<String>,
     /// The gateway's MQTT client id. Default `kiosk-gateway`.
     #[serde(default = "default_client_id")]
@@ -193,13 +196,20 @@ impl BrokerSection {
             let url = self
                 .url
                 .as_deref()
-                .ok_or_else(|| invalid("broker.url", "required when broker.embedded = false"))?;
-            let url = url
-                .parse::<MqttUrl>()
-                .map_err(|e| invalid("broker.url", e.to_string()))?;
-            self.client.check(Some(&url), CLIENT_DEFAULTS)?;
+                .map(|u| {
+                    u.parse::<MqttUrl>()
+                        .map_err(|e| invalid("broker.url", e.to_string()))
+                })
+                .transpose()?;
+            let urls = self.client.broker_urls(url.as_ref())?.ok_or_else(|| {
+                invalid(
+                    "broker.url",
+                    "required when broker.embedded = false (or broker.urls for a cluster)",
+                )
+            })?;
+            self.client.check(urls.first(), CLIENT_DEFAULTS)?;
             return Ok(BrokerMode::External(ExternalBroker {
-                url,
+                urls,
                 credentials: self.credentials.clone(),
                 acl: self.acl.clone(),
                 max_payload_bytes: self.max_payload_bytes,

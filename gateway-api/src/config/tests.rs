@@ -86,7 +86,7 @@ fn tls_keys() {
         "[broker]\nembedded = false\nurl = \"mqtts://vps.example.com\"\nca_file = \"ca.crt\"",
     );
     let c = GatewayConfig::from_toml(&ext).unwrap();
-    assert_eq!(c.broker.external().unwrap().url.port, 8883);
+    assert_eq!(c.broker.external().unwrap().urls[0].port, 8883);
 }
 
 #[test]

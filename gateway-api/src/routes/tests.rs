@@ -40,8 +40,7 @@ fn app_and_store(
     let store = Store::open(&config.store.path).unwrap();
     let client = &config.broker.client;
     let (link, _consumer, _producer) = crate::mqtt::connect(&crate::mqtt::MqttSettings {
-        host: "127.0.0.1".into(),
-        port: 1,
+        brokers: vec![("127.0.0.1".into(), 1)],
         client_id: config.broker.client_id.clone(),
         username: client.username(CLIENT_DEFAULTS).to_owned(),
         password: client.password.clone(),

@@ -59,6 +59,7 @@ function card(k) {
   return el("section", { class: "kiosk", id: "kiosk-" + k.kiosk_id, "data-status": k.status },
     el("h2", {}, kioskLink(k), el("span", { class: "status " + k.status }, k.status + since)),
     el("div", { class: "muted" }, "Last seen " + ago(k.last_seen) + " · agent " + (k.agent_version || "?") +
+      (k.broker ? " · via " + k.broker : "") +
       " · " + k.pending_jobs + " pending job" + (k.pending_jobs === 1 ? "" : "s")),
     ...printers, ...cash);
 }
