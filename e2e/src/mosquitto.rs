@@ -82,6 +82,22 @@ impl Mosquitto {
         Self::start_conf(dir, settings, listener_settings, None).await
     }
 
+    /// Like [`Mosquitto::start`], bridged to the mosquitto at `peer`: every
+    /// `kiosk/#` message crosses in both directions at QoS 1, so clients on
+    /// either broker reach each other (a standby pair without shared
+    /// sessions). The bridge reconnects within a second of the peer's
+    /// return.
+    ///
+    /// # Panics
+    /// As [`Mosquitto::start`].
+    pub async fn start_bridged(dir: &Path, peer: SocketAddr) -> Mosquitto {
+        let settings = format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\n\
+             connection peer\naddress {peer}\ntopic kiosk/# both 1\nbridge_protocol_version mqttv311\nrestart_timeout 1\n"
+        );
+        Self::start_conf(dir, settings, "", None).await
+    }
+
     async fn start_inner(dir: &Path, tls: Option<(&Path, &Path)>) -> Mosquitto {
         let settings = "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 20\nmax_queued_messages 10000\n".to_owned();
         Self::start_conf(dir, settings, "", tls).await

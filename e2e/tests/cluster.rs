@@ -8,11 +8,16 @@
 //! heartbeats and back online on the other node; that node comes back;
 //! then the gateway's node n1 is killed and the gateway moves on. Every
 //! job prints exactly once and every coin is one credit on the session.
+//!
+//! The same with mosquitto: two brokers bridged for `kiosk/#`, no shared
+//! sessions; the broker the kiosk is on is killed, every client on it
+//! moves to the other, and jobs still print exactly once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiosk_agent::config::{AgentConfig, Checked};
+use kiosk_e2e::mosquitto::Mosquitto;
 use kiosk_e2e::nats_cluster::NatsCluster;
 use kiosk_e2e::{FleetOptions, TestFleet, WAIT, count_with, text_job};
 use kiosk_testkit::FakePrinter;
@@ -23,9 +28,20 @@ use serde_json::Value;
 /// after 2 s at the earliest with a 300 ms heartbeat: the gateway's
 /// heartbeat rule (3 × 300 ms) sees the kiosk offline before it is back.
 fn on_cluster(base: &str, cluster: &NatsCluster) -> String {
+    on_brokers(
+        base,
+        &[cluster.nodes[1].mqtt_addr, cluster.nodes[2].mqtt_addr],
+    )
+}
+
+/// [`on_cluster`] for any brokers.
+fn on_brokers(base: &str, brokers: &[std::net::SocketAddr]) -> String {
     let urls = format!(
-        "urls = [\"mqtt://{}\", \"mqtt://{}\"]",
-        cluster.nodes[1].mqtt_addr, cluster.nodes[2].mqtt_addr
+        "urls = {:?}",
+        brokers
+            .iter()
+            .map(|b| format!("mqtt://{b}"))
+            .collect::<Vec<_>>()
     );
     let mut out: Vec<String> = base
         .lines()
@@ -233,4 +249,69 @@ async fn kiosks_and_the_gateway_fail_over_across_a_nats_cluster() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, s) = fleet.get(&format!("/v1/cash-sessions/{session_id}")).await;
     assert_eq!(s["amount_inserted"], 900, "{s}");
+}
+
+#[tokio::test]
+async fn with_two_bridged_mosquittos_clients_move_when_their_broker_dies() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Mosquitto::start(dir_a.path()).await;
+    let mut b = Mosquitto::start_bridged(dir_b.path(), a.addr).await;
+    let mut opts = FleetOptions::new(&["k1"]);
+    opts.external_broker = Some(a.addr);
+    opts.external_cluster = vec![a.addr, b.addr];
+    let fleet = Arc::new(TestFleet::start_with(opts).await);
+    let printer = FakePrinter::start().await.unwrap();
+    let toml = on_brokers(&fleet.agent_toml("k1", printer.addr()), &[a.addr, b.addr]);
+    let _agent = fleet
+        .start_agent_with(AgentConfig::from_toml(&toml).unwrap())
+        .await;
+    let on = broker_of(&fleet, "k1").await;
+    let presence = watch_presence(&fleet, "k1");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let marker = format!("MOSQ-a-{i}");
+        ids.push((
+            fleet
+                .create_job("k1", text_job(&format!("{marker}\n")))
+                .await,
+            marker,
+        ));
+    }
+    for (id, _) in &ids {
+        fleet.wait_job(id, "printed").await;
+    }
+
+    // The kiosk's broker dies (and with A, the gateway's too).
+    if on == a.addr.to_string() {
+        a.kill().await;
+    } else {
+        b.kill().await;
+    }
+    for i in 0..5 {
+        let marker = format!("MOSQ-b-{i}");
+        ids.push((
+            fleet
+                .create_job("k1", text_job(&format!("{marker}\n")))
+                .await,
+            marker,
+        ));
+    }
+    fleet
+        .wait_get("/v1/kiosks/k1", |v| {
+            v["status"] == "online" && v["broker"].is_string() && v["broker"] != on.as_str()
+        })
+        .await
+        .expect("k1 back online on the other broker");
+    for (id, _) in &ids {
+        fleet.wait_job(id, "printed").await;
+    }
+    let jobs = printer.jobs();
+    for (_, marker) in &ids {
+        assert_eq!(count_with(&jobs, marker), 1, "{marker} printed once");
+    }
+    let seen = presence.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(status, _)| status == "offline"),
+        "offline by heartbeat while it moved: {seen:?}"
+    );
 }
