@@ -24,6 +24,22 @@ pub fn binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// [`binary`], or `None` after printing that the test skips.
+///
+/// # Panics
+/// When nats-server is missing and `KIOSK_REQUIRE_NATS=1`.
+pub fn binary_or_skip() -> Option<PathBuf> {
+    let found = binary();
+    if found.is_none() {
+        assert!(
+            std::env::var(REQUIRE_ENV).map_or(true, |v| v != "1"),
+            "nats-server is not installed and {REQUIRE_ENV}=1; run scripts/test.sh"
+        );
+        eprintln!("SKIP: nats-server is not installed (apt-get install nats-server)");
+    }
+    found
+}
+
 /// A running nats-server on 127.0.0.1; killed on drop.
 pub struct NatsServer {
     /// Its MQTT listener.
@@ -41,14 +57,7 @@ impl NatsServer {
     /// When nats-server is missing and `KIOSK_REQUIRE_NATS=1`, or when it
     /// does not start within 15 s.
     pub async fn start(dir: &Path, include: &str) -> Option<NatsServer> {
-        let Some(binary) = binary() else {
-            assert!(
-                std::env::var(REQUIRE_ENV).map_or(true, |v| v != "1"),
-                "nats-server is not installed and {REQUIRE_ENV}=1; run scripts/test.sh"
-            );
-            eprintln!("SKIP: nats-server is not installed (apt-get install nats-server)");
-            return None;
-        };
+        let binary = binary_or_skip()?;
         let port = kiosk_testkit::free_port().expect("free port");
         let mqtt_port = kiosk_testkit::free_port().expect("free port");
         let conf = dir.join("nats-test.conf");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::nats::{REQUIRE_ENV, binary};
+use crate::nats::binary_or_skip;
 
 /// How long a node or the cluster may take to be ready.
 const READY: Duration = Duration::from_secs(30);
@@ -54,14 +54,7 @@ impl NatsCluster {
     /// When nats-server is missing and `KIOSK_REQUIRE_NATS=1`, or when the
     /// cluster is not ready within 30 s.
     pub async fn start(dir: &Path) -> Option<NatsCluster> {
-        let Some(binary) = binary() else {
-            assert!(
-                std::env::var(REQUIRE_ENV).map_or(true, |v| v != "1"),
-                "nats-server is not installed and {REQUIRE_ENV}=1; run scripts/test.sh"
-            );
-            eprintln!("SKIP: nats-server is not installed (apt-get install nats-server)");
-            return None;
-        };
+        let binary = binary_or_skip()?;
         let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes = cluster_ports
             .iter()

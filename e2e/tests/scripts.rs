@@ -20,19 +20,6 @@ fn contains_run(commands: &[Command], run: &[Command]) -> bool {
     commands.windows(run.len()).any(|w| w == run)
 }
 
-fn fonts_installed() -> bool {
-    let installed =
-        std::path::Path::new("/usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf").exists();
-    if !installed {
-        assert!(
-            std::env::var("KIOSK_REQUIRE_FONTS").as_deref() != Ok("1"),
-            "KIOSK_REQUIRE_FONTS=1 but fonts-noto-core is not installed"
-        );
-        eprintln!("fonts-noto-core is not installed: the Arabic line is not checked");
-    }
-    installed
-}
-
 #[tokio::test]
 async fn each_script_goes_out_in_a_code_page_that_has_it_and_arabic_as_an_image() {
     let fleet = TestFleet::start(&["k1"]).await;
@@ -117,7 +104,7 @@ async fn each_script_goes_out_in_a_code_page_that_has_it_and_arabic_as_an_image(
         .iter()
         .filter(|c| matches!(c, Command::Raster { .. }))
         .count();
-    if fonts_installed() {
+    if kiosk_testkit::noto_fonts_installed() {
         // Arabic: no code page of the printer is used for it (it needs
         // joining forms): drawn with Noto Sans Arabic, one 30-dot line in
         // two bands.

@@ -82,6 +82,29 @@ pub async fn wait_until<F: FnMut() -> bool>(
     }
 }
 
+/// Debian's Noto Sans Arabic (`fonts-noto-core`), what the agent's
+/// fallback lines are drawn with in tests.
+pub const NOTO_ARABIC: &str = "/usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf";
+
+/// Whether `fonts-noto-core` is installed, for tests that draw lines with
+/// it: `false` (after printing that the test skips that part) when it is
+/// not.
+///
+/// # Panics
+/// When it is missing and `KIOSK_REQUIRE_FONTS=1` (set by
+/// `scripts/test.sh`, which installs it).
+pub fn noto_fonts_installed() -> bool {
+    let installed = std::path::Path::new(NOTO_ARABIC).exists();
+    if !installed {
+        assert!(
+            std::env::var("KIOSK_REQUIRE_FONTS").as_deref() != Ok("1"),
+            "KIOSK_REQUIRE_FONTS=1 but fonts-noto-core is not installed"
+        );
+        eprintln!("SKIP: fonts-noto-core is not installed: lines drawn with fonts are not checked");
+    }
+    installed
+}
+
 /// Installs a tracing subscriber writing to the test output, only when the
 /// environment variable `TEST_LOG` is set: `TEST_LOG=1` logs at `RUST_LOG`
 /// or `debug`, any other value is used as the filter itself

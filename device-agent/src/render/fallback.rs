@@ -372,19 +372,7 @@ mod font_tests {
     use crate::render::{RenderOptions, render};
 
     fn noto() -> Option<Arc<Fonts>> {
-        let paths = default_font_paths();
-        let has_arabic = paths
-            .iter()
-            .any(|p| p.join("NotoSansArabic-Regular.ttf").exists());
-        if !has_arabic {
-            assert!(
-                std::env::var("KIOSK_REQUIRE_FONTS").as_deref() != Ok("1"),
-                "KIOSK_REQUIRE_FONTS=1 but fonts-noto-core is not installed"
-            );
-            eprintln!("skipped: fonts-noto-core is not installed");
-            return None;
-        }
-        Some(Arc::new(Fonts::new(paths)))
+        kiosk_testkit::noto_fonts_installed().then(|| Arc::new(Fonts::new(default_font_paths())))
     }
 
     #[test]
