@@ -71,7 +71,7 @@ impl NatsCluster {
                 format!(
                     "server_name: {name}\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
                      jetstream {{\n  store_dir: \"{store}\"\n}}\n\
-                     mqtt {{\n  listen: \"127.0.0.1:{mqtt_port}\"\n}}\n\
+                     mqtt {{\n  listen: \"127.0.0.1:{mqtt_port}\"\n  stream_replicas: 3\n  consumer_replicas: 3\n}}\n\
                      cluster {{\n  name: kiosk-test\n  listen: \"127.0.0.1:{cluster_port}\"\n  routes: [{routes}]\n}}\n",
                     store = dir.join(&name).display(),
                 ),
@@ -115,6 +115,19 @@ impl NatsCluster {
                 .spawn()
                 .expect("spawn nats-server"),
         );
+    }
+
+    /// Prints the last `lines` lines of every node's log, for a test about
+    /// to fail.
+    pub fn dump_logs(&self, lines: usize) {
+        for node in &self.nodes {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let all: Vec<&str> = log.lines().collect();
+            eprintln!("--- {} ({}) ---", node.name, node.mqtt_addr);
+            for line in &all[all.len().saturating_sub(lines)..] {
+                eprintln!("{line}");
+            }
+        }
     }
 
     /// The MQTT addresses, `n1` first.
