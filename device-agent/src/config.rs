@@ -268,10 +268,11 @@ impl PrinterConfig {
     /// How documents are laid out for this printer: its columns, its code
     /// pages and fonts, images at most `dots` wide, the converted logo.
     pub fn render_options(&self) -> RenderOptions {
-        let mut opts = RenderOptions::new(self.columns(), CodePage::PC437);
-        if let Some(charset) = &self.charset {
-            opts.charset = Arc::clone(charset);
-        }
+        let opts = match &self.charset {
+            Some(charset) => RenderOptions::with_charset(self.columns(), Arc::clone(charset)),
+            // Not checked yet (tests): the `default` profile's pages.
+            None => RenderOptions::new(self.columns(), CodePage::PC437),
+        };
         RenderOptions {
             dots: self.dots(),
             logo: self.logo_bitmap.clone(),

@@ -526,7 +526,18 @@ timeout = "2s"
         path: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Result<Value, Value> {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_get_within(path, WAIT, done).await
+    }
+
+    /// [`TestFleet::wait_get`] for up to `within`, for what takes longer
+    /// than [`WAIT`] by nature (a broker cluster moving its leaders).
+    pub async fn wait_get_within(
+        &self,
+        path: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value, Value> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let (status, body) = self.get(path).await;
             if status == 200 && done(&body) {
@@ -537,6 +548,33 @@ timeout = "2s"
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Posts `body` as a job for `kiosk`, waits until it is `printed` and
+    /// `printer` has it (its first job), and decodes it with testkit's
+    /// ESC/POS decoder, asserting every command is one the decoder knows
+    /// (no `Unknown`, no `Truncated`).
+    pub async fn print_decoded(
+        &self,
+        kiosk: &str,
+        printer: &kiosk_testkit::FakePrinter,
+        body: Value,
+    ) -> Vec<kiosk_testkit::escpos::Command> {
+        use kiosk_testkit::escpos::{self, Command};
+        let job_id = self.create_job(kiosk, body).await;
+        self.wait_job(&job_id, "printed").await;
+        let jobs = printer
+            .wait_for_jobs(1, WAIT)
+            .await
+            .expect("the job at the printer");
+        let commands = escpos::decode(&jobs[0]);
+        assert!(
+            !commands
+                .iter()
+                .any(|c| matches!(c, Command::Unknown(_) | Command::Truncated(_))),
+            "{commands:?}"
+        );
+        commands
     }
 
     /// Password of an MQTT user as a [`Secret`].

@@ -22,7 +22,6 @@ use kiosk_e2e::nats_cluster::NatsCluster;
 use kiosk_e2e::{FleetOptions, TestFleet, WAIT, count_with, text_job};
 use kiosk_testkit::FakePrinter;
 use kiosk_testkit::board::{FakeBoard, Money};
-use serde_json::Value;
 
 /// The agent TOML of `base` on the cluster's nodes 2 and 3, reconnecting
 /// after 2 s at the earliest with a 300 ms heartbeat: the gateway's
@@ -90,26 +89,6 @@ fn watch_presence(fleet: &Arc<TestFleet>, kiosk: &str) -> Arc<Mutex<Vec<(String,
 /// node led (seen here: longer than a client's 5 s CONNACK timeout, more
 /// than once, on two shared cores), and backoff comes on top.
 const FAILOVER: Duration = Duration::from_secs(90);
-
-/// `GET path` until `done`, for up to `within`; the last body on timeout.
-async fn wait_for(
-    fleet: &TestFleet,
-    path: &str,
-    within: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Result<Value, Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let (status, body) = fleet.get(path).await;
-        if status == 200 && done(&body) {
-            return Ok(body);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn broker_of(fleet: &TestFleet, kiosk: &str) -> String {
     let view = fleet
@@ -194,14 +173,15 @@ async fn kiosks_and_the_gateway_fail_over_across_a_nats_cluster() {
     let killed = tokio::time::Instant::now();
     post_jobs(&fleet, &mut ids, "b").await;
     insert(&board, 3).await;
-    let moved = wait_for(&fleet, "/v1/kiosks/k1", FAILOVER, |v| {
-        v["status"] == "online" && v["broker"].is_string() && v["broker"] != on_k1.as_str()
-    })
-    .await
-    .unwrap_or_else(|last| {
-        cluster.dump_logs(40);
-        panic!("k1 back online on another node: {last}")
-    });
+    let moved = fleet
+        .wait_get_within("/v1/kiosks/k1", FAILOVER, |v| {
+            v["status"] == "online" && v["broker"].is_string() && v["broker"] != on_k1.as_str()
+        })
+        .await
+        .unwrap_or_else(|last| {
+            cluster.dump_logs(40);
+            panic!("k1 back online on another node: {last}")
+        });
     eprintln!("k1 failed over in {:?}", killed.elapsed());
     // The watcher polls on its own: give it the time to see the return.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -239,14 +219,15 @@ async fn kiosks_and_the_gateway_fail_over_across_a_nats_cluster() {
     // persistent session can resume on another node.
     let n1 = cluster.nodes[0].mqtt_addr.to_string();
     let killed = tokio::time::Instant::now();
-    let health = wait_for(&fleet, "/healthz", FAILOVER, |h| {
-        h["mqtt"] == "connected" && h["broker"].is_string() && h["broker"] != n1.as_str()
-    })
-    .await
-    .unwrap_or_else(|h| {
-        cluster.dump_logs(40);
-        panic!("the gateway moved to another node: {h}")
-    });
+    let health = fleet
+        .wait_get_within("/healthz", FAILOVER, |h| {
+            h["mqtt"] == "connected" && h["broker"].is_string() && h["broker"] != n1.as_str()
+        })
+        .await
+        .unwrap_or_else(|h| {
+            cluster.dump_logs(40);
+            panic!("the gateway moved to another node: {h}")
+        });
     eprintln!("the gateway failed over in {:?}", killed.elapsed());
     assert!(
         cluster
@@ -257,11 +238,12 @@ async fn kiosks_and_the_gateway_fail_over_across_a_nats_cluster() {
     insert(&board, 3).await;
 
     for (id, _) in &ids {
-        wait_for(&fleet, &format!("/v1/print-jobs/{id}"), FAILOVER, |j| {
-            j["state"] == "printed"
-        })
-        .await
-        .unwrap_or_else(|last| panic!("job {id} never printed: {last}"));
+        fleet
+            .wait_get_within(&format!("/v1/print-jobs/{id}"), FAILOVER, |j| {
+                j["state"] == "printed"
+            })
+            .await
+            .unwrap_or_else(|last| panic!("job {id} never printed: {last}"));
     }
     let (jobs1, jobs2) = (p1.jobs(), p2.jobs());
     for (_, marker) in &ids {
@@ -273,7 +255,8 @@ async fn kiosks_and_the_gateway_fail_over_across_a_nats_cluster() {
         assert_eq!(count_with(jobs, marker), 1, "{marker} printed once");
     }
     let path = format!("/v1/cash-sessions/{session_id}");
-    let s = wait_for(&fleet, &path, FAILOVER, |s| s["amount_inserted"] == 900)
+    let s = fleet
+        .wait_get_within(&path, FAILOVER, |s| s["amount_inserted"] == 900)
         .await
         .unwrap_or_else(|last| panic!("nine coins on the session: {last}"));
     assert_eq!(s["credits"].as_array().map(Vec::len), Some(9), "{s}");

@@ -5,9 +5,9 @@
 
 use base64::Engine as _;
 use image::{GrayImage, ImageFormat, Luma};
-use kiosk_e2e::{TestFleet, WAIT};
+use kiosk_e2e::TestFleet;
 use kiosk_testkit::FakePrinter;
-use kiosk_testkit::escpos::{self, Align, Command};
+use kiosk_testkit::escpos::{Align, Command};
 use serde_json::json;
 
 fn png(img: &GrayImage) -> String {
@@ -31,17 +31,7 @@ async fn a_receipt_image_reaches_the_printer_dot_for_dot() {
         "header": ["Shop", {"image": {"data": png(&img), "align": "right", "width": 16}}],
         "items": [{"quantity": 1, "name": "Tea", "amount": 250}],
         "total": 250, "currency": "EUR"}});
-    let job_id = fleet.create_job("k1", body).await;
-    fleet.wait_job(&job_id, "printed").await;
-
-    let jobs = printer.wait_for_jobs(1, WAIT).await.unwrap();
-    let commands = escpos::decode(&jobs[0]);
-    assert!(
-        !commands
-            .iter()
-            .any(|c| matches!(c, Command::Unknown(_) | Command::Truncated(_))),
-        "{commands:?}"
-    );
+    let commands = fleet.print_decoded("k1", &printer, body).await;
     let first = commands
         .iter()
         .position(|c| matches!(c, Command::Raster { .. }))

@@ -7,9 +7,9 @@
 //! `cp862` and `gb2312` codecs), not our encoder's.
 
 use kiosk_agent::config::{AgentConfig, Checked};
-use kiosk_e2e::{TestFleet, WAIT};
+use kiosk_e2e::TestFleet;
 use kiosk_testkit::FakePrinter;
-use kiosk_testkit::escpos::{self, Command};
+use kiosk_testkit::escpos::Command;
 use serde_json::json;
 
 fn text(bytes: &[u8]) -> Command {
@@ -45,16 +45,7 @@ async fn each_script_goes_out_in_a_code_page_that_has_it_and_arabic_as_an_image(
     ];
     let body = json!({"printer": "receipt",
         "document": {"kind": "text", "text": lines.join("\n"), "cut": true}});
-    let job_id = fleet.create_job("k1", body).await;
-    fleet.wait_job(&job_id, "printed").await;
-    let jobs = printer.wait_for_jobs(1, WAIT).await.unwrap();
-    let commands = escpos::decode(&jobs[0]);
-    assert!(
-        !commands
-            .iter()
-            .any(|c| matches!(c, Command::Unknown(_) | Command::Truncated(_))),
-        "{commands:?}"
-    );
+    let commands = fleet.print_decoded("k1", &printer, body).await;
     // ESC @, then the configured start page: CP858 is 19 on a TM-T88V.
     assert_eq!(commands[..2], [Command::Init, Command::CodePage(19)]);
 

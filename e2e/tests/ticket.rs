@@ -2,7 +2,7 @@
 //! fake printer, and testkit's ESC/POS decoder reads what it got: the beep,
 //! each line's style, the wrapping at the printer's 48 columns, the cut.
 
-use kiosk_e2e::{TestFleet, WAIT};
+use kiosk_e2e::TestFleet;
 use kiosk_testkit::FakePrinter;
 use kiosk_testkit::escpos::{self, Align, Command, Style};
 use serde_json::json;
@@ -19,17 +19,7 @@ async fn ticket_styles_and_beep_reach_the_printer() {
         {"separator":true},
         {"item":{"quantity":2,"name":"Burger","modifiers":["no onions","extra cheese"],"note":"well done"}},
         {"text":"Allergy: nuts, sesame, and anything that was near a peanut at any time","invert":true}]}});
-    let job_id = fleet.create_job("k1", body).await;
-    fleet.wait_job(&job_id, "printed").await;
-
-    let jobs = printer.wait_for_jobs(1, WAIT).await.unwrap();
-    let commands = escpos::decode(&jobs[0]);
-    assert!(
-        !commands
-            .iter()
-            .any(|c| matches!(c, Command::Unknown(_) | Command::Truncated(_))),
-        "{commands:?}"
-    );
+    let commands = fleet.print_decoded("k1", &printer, body).await;
     assert_eq!(commands[0], Command::Init);
     assert!(
         commands.contains(&Command::Beep {

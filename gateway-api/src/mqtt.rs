@@ -110,11 +110,6 @@ impl MqttLink {
     pub fn broker(&self) -> Option<String> {
         self.consumer.broker()
     }
-
-    /// `host:port` of the broker the producer session is on.
-    pub fn producer_broker(&self) -> Option<String> {
-        self.producer.broker()
-    }
 }
 
 fn options(settings: &MqttSettings, client_id: String) -> SessionOptions {

@@ -198,11 +198,6 @@ impl Charset {
         &self.pages
     }
 
-    /// The double-byte mode, if the printer has one.
-    pub fn cjk(&self) -> Option<Cjk> {
-        self.cjk
-    }
-
     /// The page selected at the start of every document.
     pub(crate) fn start_page(&self) -> &Page {
         &self.pages[self.start]

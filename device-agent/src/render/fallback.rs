@@ -93,11 +93,6 @@ impl Fonts {
         }
     }
 
-    /// The configured paths.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
     fn engine(&self) -> Option<&Mutex<Engine>> {
         self.loaded
             .get_or_init(|| {

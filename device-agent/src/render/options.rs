@@ -203,13 +203,20 @@ impl RenderOptions {
     pub fn new(columns: u8, code_page: CodePage) -> Self {
         let default =
             profile::profile(profile::DEFAULT_PROFILE).expect("the database has `default`");
+        let charset = Charset::new(
+            profile::pages(default),
+            &profile::database_name(code_page.page_code()),
+            None,
+        );
+        RenderOptions::with_charset(columns, Arc::new(charset))
+    }
+
+    /// The options of a printer `columns` wide with `charset`, its
+    /// [`default_dots`], no fonts and no logo.
+    pub fn with_charset(columns: u8, charset: Arc<Charset>) -> Self {
         RenderOptions {
             columns,
-            charset: Arc::new(Charset::new(
-                profile::pages(default),
-                &profile::database_name(code_page.page_code()),
-                None,
-            )),
+            charset,
             fonts: None,
             dots: default_dots(columns),
             logo: None,
