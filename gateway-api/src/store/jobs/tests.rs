@@ -975,15 +975,18 @@ fn pages_skip_and_repeat_nothing_while_jobs_are_created() {
     ];
     for f in &filters {
         let before = expected(&s, f);
-        let stop = std::sync::atomic::AtomicBool::new(false);
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = AtomicBool::new(false);
+        let created = AtomicUsize::new(0);
         let seen = std::thread::scope(|scope| {
             let creator = scope.spawn(|| {
                 let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let kiosk = if n % 2 == 0 { "k1" } else { "k2" };
                     let id = format!("new-{}-{n}", f.states.len());
                     s.create_job(job(&id, kiosk), PAYLOAD, None).unwrap();
                     n += 1;
+                    created.store(n, Ordering::Release);
                 }
                 n
             });
@@ -992,6 +995,13 @@ fn pages_skip_and_repeat_nothing_while_jobs_are_created() {
             loop {
                 let page = s.list_jobs(f, cursor.as_ref(), 7).unwrap();
                 seen.extend(page.jobs.iter().map(|r| r.job_id.as_str().to_owned()));
+                // The other thread creates at least one job between any
+                // two pages, however the threads are scheduled (a busy
+                // machine may not run it at all otherwise).
+                let mark = created.load(Ordering::Acquire);
+                while created.load(Ordering::Acquire) == mark {
+                    std::thread::yield_now();
+                }
                 // And one more between pages, for sure.
                 let id = format!("between-{}-{pages}", f.states.len());
                 s.create_job(job(&id, "k1"), PAYLOAD, None).unwrap();
@@ -1018,8 +1028,8 @@ fn pages_skip_and_repeat_nothing_while_jobs_are_created() {
                     None => break,
                 }
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            assert!(creator.join().unwrap() > 0);
+            stop.store(true, Ordering::Relaxed);
+            assert!(creator.join().unwrap() >= pages);
             seen
         });
         // (Jobs created while paging sort first: before the cursor.)
