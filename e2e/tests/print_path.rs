@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kiosk_e2e::{TestFleet, WAIT, contains, count_with, receipt_job, text_job};
-use kiosk_testkit::{FakePaper, FakePrinter, FakeStatus};
+use kiosk_testkit::{FakeDevicePrinter, FakePaper, FakePrinter, FakeStatus};
 use serde_json::json;
 
 fn states(job: &serde_json::Value) -> Vec<String> {
@@ -14,6 +14,16 @@ fn states(job: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|h| h["state"].as_str().unwrap_or("?").to_owned())
         .collect()
+}
+
+/// Waits until k1's status says its receipt printer's paper is `paper`.
+async fn wait_paper(fleet: &TestFleet, paper: &str) -> serde_json::Value {
+    fleet
+        .wait_get("/v1/kiosks/k1", |k| {
+            k["printers"]["receipt"]["paper"] == paper
+        })
+        .await
+        .unwrap_or_else(|_| panic!("kiosk status never said paper {paper}"))
 }
 
 #[tokio::test]
@@ -194,12 +204,7 @@ async fn job_waits_for_paper_and_prints_when_it_is_back() {
     fleet.wait_kiosk("k1", "online").await;
     let job_id = fleet.create_job("k1", text_job("NEEDS-PAPER\n")).await;
     fleet.wait_job(&job_id, "received").await;
-    let kiosk = fleet
-        .wait_get("/v1/kiosks/k1", |k| {
-            k["printers"]["receipt"]["paper"] == "out"
-        })
-        .await
-        .expect("kiosk status says paper out");
+    let kiosk = wait_paper(&fleet, "out").await;
     assert_eq!(kiosk["printers"]["receipt"]["ready"], false);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(fleet.job(&job_id).await["state"], "received");
@@ -208,12 +213,51 @@ async fn job_waits_for_paper_and_prints_when_it_is_back() {
     printer.set_status(FakeStatus::default());
     fleet.wait_job(&job_id, "printed").await;
     assert_eq!(count_with(&printer.jobs(), "NEEDS-PAPER"), 1);
-    fleet
-        .wait_get("/v1/kiosks/k1", |k| {
-            k["printers"]["receipt"]["paper"] == "ok"
-        })
-        .await
-        .expect("paper ok again");
+    wait_paper(&fleet, "ok").await;
+    agent.shutdown().await;
+}
+
+/// The same on a `device` printer (a pty node, as a USB or serial printer
+/// whose read side answers `DLE EOT`): the kiosk says paper out and near
+/// end, the job waits, then prints once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_printer_tells_its_paper_and_jobs_wait_for_it() {
+    let fleet = TestFleet::start(&["k1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+    printer.set_status(FakeStatus {
+        paper: FakePaper::Out,
+        ..FakeStatus::default()
+    });
+    let unused = "127.0.0.1:9".parse().unwrap();
+    let toml = fleet.agent_toml("k1", unused).replace(
+        "driver = \"tcp\"\naddress = \"127.0.0.1:9\"",
+        &format!(
+            "driver = \"device\"\naddress = \"{}\"",
+            printer.path().display()
+        ),
+    );
+    assert!(toml.contains("driver = \"device\""), "{toml}");
+    use kiosk_schemas::settings::Checked as _;
+    let config = kiosk_agent::AgentConfig::from_toml(&toml).unwrap();
+    let agent = fleet.start_agent_with(config).await;
+    fleet.wait_kiosk("k1", "online").await;
+    let job_id = fleet.create_job("k1", text_job("USB-NEEDS-PAPER\n")).await;
+    fleet.wait_job(&job_id, "received").await;
+    let kiosk = wait_paper(&fleet, "out").await;
+    assert_eq!(kiosk["printers"]["receipt"]["ready"], false);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(fleet.job(&job_id).await["state"], "received");
+    assert!(!contains(&printer.received(), b"USB-NEEDS-PAPER"));
+
+    printer.set_status(FakeStatus {
+        paper: FakePaper::NearEnd,
+        ..FakeStatus::default()
+    });
+    fleet.wait_job(&job_id, "printed").await;
+    let bytes = printer.received();
+    assert_eq!(count_with(&[bytes], "USB-NEEDS-PAPER"), 1);
+    wait_paper(&fleet, "near_end").await;
     agent.shutdown().await;
 }
 

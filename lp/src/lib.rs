@@ -2,6 +2,8 @@
 //! `usblp` driver answers with the printer's GET_PORT_STATUS byte (USB
 //! printer class 1.1, 4.2.2). This crate holds the workspace's only
 //! `unsafe` block, so that every other crate keeps `unsafe_code = "forbid"`.
+//! It also opens a printer's read side without blocking ([`open_read_side`]),
+//! which needs the `O_NONBLOCK` and `O_NOCTTY` flags of `libc`.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -53,6 +55,33 @@ pub fn get_status(_fd: impl AsFd) -> io::Result<i32> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Opens the device at `path` for reading and writing without blocking
+/// (`O_NONBLOCK`: a read with nothing to read fails with `WouldBlock`,
+/// which `usblp` and ttys honour) and without making it the process's
+/// controlling terminal (`O_NOCTTY`, for serial printers on `/dev/tty*`).
+/// Used to ask a printer for its status on its read side (`DLE EOT`).
+///
+/// # Errors
+/// The operating system's error from `open(2)`.
+#[cfg(target_os = "linux")]
+pub fn open_read_side(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+/// Off Linux the read side is not used.
+///
+/// # Errors
+/// Always `Unsupported`.
+#[cfg(not(target_os = "linux"))]
+pub fn open_read_side(_path: &std::path::Path) -> io::Result<std::fs::File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +100,23 @@ mod tests {
             .unwrap();
         let err = get_status(&null).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{err}");
+    }
+
+    /// A FIFO with no writer: a blocking read would wait forever, this one
+    /// says `WouldBlock` at once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_read_side_does_not_block() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut side = open_read_side(&fifo).unwrap();
+        let err = side.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
     }
 }

@@ -3,6 +3,8 @@
 //! - [`FakePrinter`]: a raw-TCP (port 9100) ESC/POS printer that records
 //!   jobs and answers `DLE EOT` status requests; also the `fake-printer`
 //!   binary.
+//! - [`FakeDevicePrinter`]: a printer on a device node (a pty, as a USB or
+//!   serial printer with a read side) that answers `DLE EOT` there.
 //! - [`FakeAcceptor`]: the Arduino end of a cash acceptor's serial line,
 //!   on a real pseudo-terminal pair (protocol v1: `BILL:1000` lines).
 //! - [`FakeBoard`]: a protocol-v2 cash acceptor board (`READY:v2`,
@@ -26,6 +28,7 @@
 pub mod acceptor;
 pub mod board;
 pub mod cups;
+pub mod device_printer;
 pub mod escpos;
 pub mod printer;
 pub mod proxy;
@@ -39,6 +42,7 @@ use std::time::Duration;
 pub use acceptor::FakeAcceptor;
 pub use board::{BoardCredit, BoardTimings, FakeBoard, Money};
 pub use cups::Cupsd;
+pub use device_printer::FakeDevicePrinter;
 pub use printer::{FakePaper, FakePrinter, FakeStatus, JobsTimeout};
 pub use proxy::CutProxy;
 pub use simavr::SimAcceptor;

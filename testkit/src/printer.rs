@@ -94,6 +94,16 @@ impl FakeStatus {
             _ => None,
         }
     }
+
+    /// The answer bytes to the requests `DLE EOT n` for each `n` of
+    /// `queries`, in order ([`FakeStatus::status_byte`]; n without an
+    /// answer is skipped).
+    pub fn answers(&self, queries: &[u8]) -> Vec<u8> {
+        queries
+            .iter()
+            .filter_map(|&q| self.status_byte(q))
+            .collect()
+    }
 }
 
 /// `wait_for_jobs` gave up.
@@ -352,10 +362,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             if state.silent {
                 Vec::new()
             } else {
-                queries
-                    .iter()
-                    .filter_map(|&q| state.status.status_byte(q))
-                    .collect()
+                state.status.answers(&queries)
             }
         };
         if !answers.is_empty() && stream.write_all(&answers).await.is_err() {
@@ -393,14 +400,14 @@ enum ScanState {
 
 /// Separates status requests from job bytes.
 #[derive(Debug, Default)]
-struct Scanner {
+pub(crate) struct Scanner {
     state: ScanState,
 }
 
 impl Scanner {
     /// Appends job bytes to `job` and returns the `n` of every complete
     /// `DLE EOT n` (n = 1 to 4) in `bytes`, in order.
-    fn feed(&mut self, bytes: &[u8], job: &mut Vec<u8>) -> Vec<u8> {
+    pub(crate) fn feed(&mut self, bytes: &[u8], job: &mut Vec<u8>) -> Vec<u8> {
         use ScanState::*;
         let mut queries = Vec::new();
         for &b in bytes {

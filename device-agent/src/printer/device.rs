@@ -1,16 +1,28 @@
 //! Printers reached through a path: a character device such as
-//! `/dev/usb/lp0` (USB printer class), any other character device, or a
-//! regular file (handy for tests and for looking at the bytes).
+//! `/dev/usb/lp0` (USB printer class), any other character device (a
+//! serial printer on `/dev/ttyUSB0`), or a regular file (handy for tests
+//! and for looking at the bytes).
 //!
-//! Status: a USB printer (`usblp`) tells its paper and online state through
-//! the `LPGETSTATUS` ioctl (`linux/lp.h`), which the kernel answers with the
-//! printer's GET_PORT_STATUS byte (USB printer class 1.1, 4.2.2): the
-//! parallel-port bits `LP_POUTPA` (paper out), `LP_PSELECD` (selected,
-//! online) and `LP_PERRORP` (no error, active low). Paths that cannot
-//! answer it (a regular file, a pipe, `/dev/null`: `ENOTTY`) stay one-way:
-//! paper unknown, ready when the path can be written. The cover is never
-//! reported open: the port bits cannot tell it from other faults. The
-//! read side (`DLE EOT` answers) is not used: see [`PortStatus`].
+//! Status, for character devices, from two sources:
+//!
+//! - **The read side:** the agent sends `DLE EOT 1`, `2` and `4` (Epson
+//!   ESC/POS reference) to the device and reads the answers, as on `tcp`:
+//!   online, cover open, paper near end and out. Many USB receipt printers
+//!   have no usable read side; a device that does not answer within
+//!   [`ANSWER_WAIT`] the first time it is asked is not asked again (until
+//!   its node goes away and comes back), so it costs one wait.
+//! - **The port status:** a USB printer (`usblp`) tells its paper and online
+//!   state through the `LPGETSTATUS` ioctl (`linux/lp.h`), which the kernel
+//!   answers with the printer's GET_PORT_STATUS byte (USB printer class
+//!   1.1, 4.2.2): the parallel-port bits `LP_POUTPA` (paper out),
+//!   `LP_PSELECD` (selected, online) and `LP_PERRORP` (no error, active
+//!   low). It has no near-end bit and cannot tell the cover from other
+//!   faults.
+//!
+//! The read side's answer wins when there is one; otherwise the port
+//! status; a path that answers neither (a regular file, a pipe,
+//! `/dev/null`) stays one-way: paper unknown, ready when the path can be
+//! written.
 //!
 //! The path is opened for appending on every job. A regular file is created
 //! when its parent directory exists; nothing is ever created under `/dev`,
@@ -22,25 +34,33 @@
 //! as `usblp` and `/dev/null`) has it when the write returned.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kiosk_schemas::{PaperStatus, PrinterStatus};
 
-use super::{PrinterDriver, PrinterError, Progress, not_ready, write_counted};
+use super::{PrinterDriver, PrinterError, Progress, not_ready, realtime, write_counted};
 
 pub use kiosk_lp::{LP_PERRORP, LP_POUTPA, LP_PSELECD, LPGETSTATUS};
+
+/// How long a device has to answer each `DLE EOT` request on its read side
+/// (500 ms). Printers answer real-time requests within milliseconds, busy
+/// or not.
+pub const ANSWER_WAIT: Duration = Duration::from_millis(500);
+
+/// Requests in a row that a device which used to answer may leave
+/// unanswered before it is taken as one without a read side (3); until
+/// then each miss makes it not ready, as a silent `tcp` printer is.
+pub const MISSES_BEFORE_ONE_WAY: u32 = 3;
+
+/// How often a read waiting for an answer looks again (5 ms).
+const POLL_ANSWER: Duration = Duration::from_millis(5);
 
 /// Reads the port status of an open printer device: the seam between the
 /// status logic ([`status_from_port`]) and the kernel ([`LpGetStatus`]),
 /// so the logic is tested with a stub.
-///
-/// Only the ioctl is used, not `DLE EOT` on the device's read side: many
-/// USB receipt printers have no read endpoint or answer late, a `usblp`
-/// read blocks without `O_NONBLOCK` and `poll`, and the answer bytes can
-/// mix with automatic status the printer sends. The port bits are enough
-/// to hold jobs while paper is out or the printer is offline.
 pub trait PortStatus: std::fmt::Debug + Send + Sync + 'static {
     /// The status bits (`LP_*`) of `file`.
     ///
@@ -114,11 +134,76 @@ pub fn status_from_port(reading: io::Result<i32>) -> Option<PrinterStatus> {
     })
 }
 
+/// What the device's read side has shown so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadSide {
+    /// Not asked yet, or the node went away since.
+    Untried,
+    /// Answered; the last `misses` requests in a row went unanswered.
+    Answers { misses: u32 },
+    /// No answer: not asked again until the node goes away.
+    Silent,
+}
+
+/// A non-blocking device file whose reads and writes wait up to
+/// [`ANSWER_WAIT`] each, polling, then fail with `TimedOut`.
+struct Deadline<'a>(&'a File);
+
+impl Deadline<'_> {
+    fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        let until = Instant::now() + ANSWER_WAIT;
+        loop {
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= until {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    std::thread::sleep(POLL_ANSWER);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads and drops whatever is waiting (a late answer to an earlier
+    /// request, automatic status), at most 4 KiB.
+    fn drain(&mut self) {
+        let mut sink = [0u8; 256];
+        let mut file = self.0;
+        for _ in 0..16 {
+            match file.read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut file = self.0;
+        Self::retry(|| file.read(buf))
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut file = self.0;
+        Self::retry(|| file.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes jobs to a device node or file.
 #[derive(Debug, Clone)]
 pub struct DeviceDriver {
     path: PathBuf,
     port: Arc<dyn PortStatus>,
+    read_side: ReadSide,
 }
 
 impl DeviceDriver {
@@ -134,6 +219,7 @@ impl DeviceDriver {
         DeviceDriver {
             path: path.into(),
             port,
+            read_side: ReadSide::Untried,
         }
     }
 
@@ -206,6 +292,71 @@ impl DeviceDriver {
     }
 }
 
+impl DeviceDriver {
+    /// Asks the device for `DLE EOT 1`, `2` and `4` on its read side.
+    fn ask_read_side(&self) -> Result<PrinterStatus, PrinterError> {
+        let file = kiosk_lp::open_read_side(&self.path).map_err(|e| self.io_error("open", e))?;
+        let mut link = Deadline(&file);
+        link.drain();
+        realtime::query(&mut link, &self.describe(), |action, e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                PrinterError::Timeout {
+                    action,
+                    target: self.describe(),
+                    timeout: ANSWER_WAIT,
+                }
+            } else {
+                self.io_error(action, e)
+            }
+        })
+    }
+
+    /// The read side's status, or `None` when the device has none (then
+    /// the port status or one-way status stands). Asks on every call but
+    /// after a first silence ([`ReadSide`]).
+    fn read_side_status(&mut self) -> Option<PrinterStatus> {
+        let misses = match self.read_side {
+            ReadSide::Silent => return None,
+            ReadSide::Untried => None,
+            ReadSide::Answers { misses } => Some(misses),
+        };
+        match (self.ask_read_side(), misses) {
+            (Ok(status), seen) => {
+                if seen.is_none() {
+                    tracing::info!(printer = %self.describe(), "device answers DLE EOT on its read side: status from there");
+                }
+                self.read_side = ReadSide::Answers { misses: 0 };
+                Some(status)
+            }
+            (Err(e), None) => {
+                tracing::info!(printer = %self.describe(), reason = %e, "device gives no DLE EOT answers on its read side: status from the port, else paper unknown");
+                self.read_side = ReadSide::Silent;
+                None
+            }
+            (Err(e), Some(misses)) if misses + 1 >= MISSES_BEFORE_ONE_WAY => {
+                tracing::warn!(printer = %self.describe(), reason = %e, misses = misses + 1, "device stopped answering DLE EOT: status from the port, else paper unknown, until it is plugged in again");
+                self.read_side = ReadSide::Silent;
+                None
+            }
+            (Err(e), Some(misses)) => {
+                self.read_side = ReadSide::Answers { misses: misses + 1 };
+                Some(not_ready(e.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn is_char_device(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device()
+}
+
+#[cfg(not(unix))]
+fn is_char_device(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
 #[cfg(unix)]
 fn is_fifo(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
@@ -223,10 +374,12 @@ impl PrinterDriver for DeviceDriver {
     }
 
     /// Not ready when the path cannot be written now (missing device
-    /// node, directory, no permission). Otherwise what the port status
-    /// says ([`status_from_port`]: paper, online, error) when the device
-    /// answers `LPGETSTATUS`, else ready and online with paper unknown.
-    /// The cover is never reported open.
+    /// node, directory, no permission). Otherwise, for a character device
+    /// that answers `DLE EOT` on its read side, what the answers say
+    /// (online, cover, paper near end and out; not ready after a request
+    /// left unanswered, as on `tcp`); else what the port status says
+    /// ([`status_from_port`]: paper, online, error) when the device answers
+    /// `LPGETSTATUS`; else ready and online with paper unknown.
     fn status(&mut self) -> PrinterStatus {
         let one_way = || PrinterStatus {
             ready: true,
@@ -236,17 +389,35 @@ impl PrinterDriver for DeviceDriver {
             error: None,
         };
         match self.writable() {
-            Ok(Some(file)) => match status_from_port(self.port.read(&file)) {
-                Some(mut status) => {
-                    if let Some(error) = status.error.take() {
-                        status.error = Some(format!("{}: {error}", self.describe()));
-                    }
-                    status
+            Ok(Some(file)) => {
+                let port = status_from_port(self.port.read(&file));
+                let char_device = file.metadata().is_ok_and(|m| is_char_device(&m));
+                drop(file);
+                if !char_device {
+                    self.read_side = ReadSide::Untried;
+                } else if let Some(status) = self.read_side_status() {
+                    return status;
                 }
-                None => one_way(),
-            },
-            Ok(None) => one_way(),
-            Err(reason) => not_ready(reason),
+                match port {
+                    Some(mut status) => {
+                        if let Some(error) = status.error.take() {
+                            status.error = Some(format!("{}: {error}", self.describe()));
+                        }
+                        status
+                    }
+                    None => one_way(),
+                }
+            }
+            Ok(None) => {
+                self.read_side = ReadSide::Untried;
+                one_way()
+            }
+            Err(reason) => {
+                // Gone (unplugged, off): the next node may be another
+                // printer, asked afresh.
+                self.read_side = ReadSide::Untried;
+                not_ready(reason)
+            }
         }
     }
 
@@ -384,6 +555,141 @@ mod tests {
             assert!(status.ready && status.online, "{status:?}");
             assert_eq!(status.paper, PaperStatus::Unknown);
         }
+    }
+
+    /// `driver.status()` on a blocking thread (the fake device printer
+    /// serves on the runtime), the driver handed back.
+    async fn status_of(driver: DeviceDriver) -> (DeviceDriver, PrinterStatus) {
+        tokio::task::spawn_blocking(move || {
+            let mut driver = driver;
+            let status = driver.status();
+            (driver, status)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A printer answering `DLE EOT` on a real device node (a pty): near
+    /// end, cover open and paper out come from its answers, which the port
+    /// status cannot tell (the pty answers `LPGETSTATUS` with ENOTTY), and
+    /// the job's bytes arrive without status requests among them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_answering_dle_eot_tells_paper_and_cover() {
+        use kiosk_testkit::{FakeDevicePrinter, FakePaper, FakeStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+        let driver = DeviceDriver::new(printer.path());
+
+        let (driver, status) = status_of(driver).await;
+        assert_eq!(
+            status,
+            PrinterStatus {
+                ready: true,
+                online: true,
+                paper: PaperStatus::Ok,
+                cover_open: false,
+                error: None
+            }
+        );
+        printer.set_status(FakeStatus {
+            paper: FakePaper::NearEnd,
+            ..FakeStatus::default()
+        });
+        let (driver, status) = status_of(driver).await;
+        assert!(status.ready, "{status:?}");
+        assert_eq!(status.paper, PaperStatus::NearEnd);
+        printer.set_status(FakeStatus {
+            cover_open: true,
+            ..FakeStatus::default()
+        });
+        let (driver, status) = status_of(driver).await;
+        assert!(!status.ready && status.cover_open, "{status:?}");
+        printer.set_status(FakeStatus {
+            paper: FakePaper::Out,
+            ..FakeStatus::default()
+        });
+        let (driver, status) = status_of(driver).await;
+        assert!(!status.ready, "{status:?}");
+        assert_eq!(status.paper, PaperStatus::Out);
+        assert_eq!(status.error.as_deref(), Some("paper out"));
+        assert_eq!(printer.status_queries(), 12);
+
+        printer.set_status(FakeStatus::default());
+        let (mut driver, status) = status_of(driver).await;
+        assert!(status.ready, "{status:?}");
+        let job = b"\x1b@caf\x82 \x10\x04 not a request\n\x1dV\x00".to_vec();
+        let sent = job.clone();
+        tokio::task::spawn_blocking(move || driver.hand_over(&sent, &Progress::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = printer
+            .wait_for_bytes(job.len(), Duration::from_secs(5))
+            .await;
+        assert_eq!(got, Some(job));
+    }
+
+    /// A device without a usable read side is asked once, then not again:
+    /// the port status stands (here a stub saying paper out), else paper
+    /// unknown. A new node under the path is asked afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_device_is_asked_once_and_the_port_status_stands() {
+        use kiosk_testkit::FakeDevicePrinter;
+        let dir = tempfile::tempdir().unwrap();
+        let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+        printer.set_silent(true);
+        let port = StubPort::new(Ok(LP_POUTPA));
+        let driver = DeviceDriver::with_port_status(printer.path(), port.clone());
+
+        let (driver, status) = status_of(driver).await;
+        assert!(!status.ready, "{status:?}");
+        assert_eq!(status.paper, PaperStatus::Out);
+        assert_eq!(printer.status_queries(), 1, "gave up at the first request");
+        port.set(Err(io::Error::from_raw_os_error(libc_enotty())));
+        let (driver, status) = status_of(driver).await;
+        assert!(status.ready, "{status:?}");
+        assert_eq!(status.paper, PaperStatus::Unknown);
+        assert_eq!(printer.status_queries(), 1, "not asked again");
+
+        // Unplugged: the path is gone, then a printer that answers.
+        drop(printer);
+        let (driver, _) = status_of(driver).await;
+        let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+        let (_driver, status) = status_of(driver).await;
+        assert_eq!(status.paper, PaperStatus::Ok, "{status:?}");
+        assert_eq!(printer.status_queries(), 3);
+    }
+
+    /// A device that answered and then falls silent is not ready (its jobs
+    /// wait, as for a silent tcp printer) for a few requests, then taken as
+    /// one without a read side, so it cannot hold jobs forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_that_stops_answering_waits_then_goes_one_way() {
+        use kiosk_testkit::FakeDevicePrinter;
+        let dir = tempfile::tempdir().unwrap();
+        let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+        let (mut driver, status) = status_of(DeviceDriver::new(printer.path())).await;
+        assert_eq!(status.paper, PaperStatus::Ok);
+
+        printer.set_silent(true);
+        for _ in 1..MISSES_BEFORE_ONE_WAY {
+            let (next, status) = status_of(driver).await;
+            driver = next;
+            assert!(!status.ready && !status.online, "{status:?}");
+            let error = status.error.unwrap();
+            assert!(
+                error.contains("timed out after 500 ms") && error.contains("lp0"),
+                "{error}"
+            );
+        }
+        let (driver, status) = status_of(driver).await;
+        assert!(status.ready, "{status:?}");
+        assert_eq!(status.paper, PaperStatus::Unknown);
+        let asked = printer.status_queries();
+        printer.set_silent(false);
+        let (_driver, status) = status_of(driver).await;
+        assert_eq!(status.paper, PaperStatus::Unknown);
+        assert_eq!(printer.status_queries(), asked, "not asked again");
     }
 
     #[test]

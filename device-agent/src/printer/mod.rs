@@ -12,9 +12,10 @@
 //! a job (tcp: wait for the printer to close), and its outcome is printer
 //! status, never the job's.
 //!
-//! - [`device::DeviceDriver`]: a character device (`/dev/usb/lp0`) or a
-//!   file; a USB printer reports paper and online state through the
-//!   `LPGETSTATUS` ioctl, other paths are one-way (paper unknown).
+//! - [`device::DeviceDriver`]: a character device (`/dev/usb/lp0`,
+//!   `/dev/ttyUSB0`) or a file; status by `DLE EOT` where the device
+//!   answers on its read side, else a USB printer's `LPGETSTATUS` ioctl,
+//!   else one-way (paper unknown).
 //! - [`tcp::TcpDriver`]: raw TCP (port 9100); two-way, status read with
 //!   `DLE EOT`.
 //! - [`cups::CupsDriver`]: a CUPS queue, printed raw over IPP; a job is
@@ -22,6 +23,7 @@
 
 pub mod cups;
 pub mod device;
+mod realtime;
 pub mod tcp;
 pub mod usb;
 

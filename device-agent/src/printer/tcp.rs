@@ -3,22 +3,16 @@
 //! closes it when done: a status poll never blocks a job for long, and
 //! another program can print in between.
 //!
-//! Status is read with the real-time requests `DLE EOT 1` (printer:
-//! online), `DLE EOT 2` (offline cause: cover open, stopped at paper end)
-//! and `DLE EOT 4` (roll paper sensor: near end, out), one answer byte each
-//! (Epson ESC/POS reference, `DLE EOT`). The request bytes come from
-//! `escpos`, the answers are parsed by `escpos`.
+//! Status is read with the real-time requests `DLE EOT 1`, `2` and `4`
+//! ([`super::realtime`]) on a connection of its own.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use escpos::utils::{RealTimeStatusRequest, RealTimeStatusResponse};
-use kiosk_schemas::{PaperStatus, PrinterStatus};
+use kiosk_schemas::PrinterStatus;
 
-use super::{PrinterDriver, PrinterError, Progress, not_ready, write_counted};
-use crate::render::capture::capture;
+use super::{PrinterDriver, PrinterError, Progress, not_ready, realtime, write_counted};
 
 /// Port used when the address has none.
 pub const DEFAULT_PORT: u16 = 9100;
@@ -47,9 +41,6 @@ pub struct TcpDriver {
     /// until [`PrinterDriver::finish_job`] waits for its close.
     handed_over: Option<TcpStream>,
 }
-
-/// The three answers that make up a [`PrinterStatus`].
-type Answers = HashMap<RealTimeStatusResponse, bool>;
 
 impl TcpDriver {
     /// A driver for `address` (`host:port`, `host`, `[v6]:port` or a bare
@@ -121,39 +112,12 @@ impl TcpDriver {
 
     fn query_status(&self) -> Result<PrinterStatus, PrinterError> {
         let mut stream = self.connect()?;
-        let printer = self.ask(&mut stream, RealTimeStatusRequest::Printer)?;
-        let offline_cause = self.ask(&mut stream, RealTimeStatusRequest::OfflineCause)?;
-        let paper = self.ask(&mut stream, RealTimeStatusRequest::RollPaperSensor)?;
+        let status = realtime::query(&mut stream, &self.describe(), |action, e| {
+            self.io_error(action, e)
+        });
         // Nothing more to say; the printer sees the end of the connection.
         let _ = stream.shutdown(Shutdown::Both);
-        Ok(status_from_answers(&printer, &offline_cause, &paper))
-    }
-
-    /// Sends one `DLE EOT n` request and reads its one-byte answer.
-    fn ask(
-        &self,
-        stream: &mut TcpStream,
-        request: RealTimeStatusRequest,
-    ) -> Result<Answers, PrinterError> {
-        let command = capture(None, 48, |p| p.real_time_status(request).map(drop))?;
-        stream
-            .write_all(&command)
-            .map_err(|e| self.io_error("write to", e))?;
-        let mut answer = [0u8; 1];
-        match stream.read_exact(&mut answer) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(PrinterError::Status {
-                    target: self.describe(),
-                    reason: format!("connection closed before the answer to {request:?}"),
-                });
-            }
-            Err(e) => return Err(self.io_error("read status from", e)),
-        }
-        RealTimeStatusResponse::parse(request, answer[0]).map_err(|e| PrinterError::Status {
-            target: self.describe(),
-            reason: format!("{request:?}: {e}"),
-        })
+        status
     }
 
     /// After the job's last byte: waits (briefly) for the printer to close
@@ -204,58 +168,6 @@ fn with_default_port(address: &str) -> String {
         0 => format!("{address}:{DEFAULT_PORT}"),
         1 => address.to_owned(),
         _ => format!("[{address}]:{DEFAULT_PORT}"),
-    }
-}
-
-/// Combines the answers to `DLE EOT 1`, `2` and `4`. Ready means a job sent
-/// now would print: online, cover closed, paper not out (near end still
-/// prints).
-fn status_from_answers(
-    printer: &Answers,
-    offline_cause: &Answers,
-    paper: &Answers,
-) -> PrinterStatus {
-    let flag = |answers: &Answers, key| answers.get(&key).copied().unwrap_or(false);
-    let online = flag(printer, RealTimeStatusResponse::Online);
-    let cover_open = !flag(offline_cause, RealTimeStatusResponse::CoverClosed);
-    let stopped_at_paper_end = flag(
-        offline_cause,
-        RealTimeStatusResponse::PrintingStopsDueToPaperEnd,
-    );
-    let error_occurred = flag(offline_cause, RealTimeStatusResponse::ErrorOccurred);
-    let paper = if stopped_at_paper_end
-        || !flag(
-            paper,
-            RealTimeStatusResponse::RollPaperEndSensorPaperPresent,
-        ) {
-        PaperStatus::Out
-    } else if !flag(
-        paper,
-        RealTimeStatusResponse::RollPaperNearEndSensorPaperAdequate,
-    ) {
-        PaperStatus::NearEnd
-    } else {
-        PaperStatus::Ok
-    };
-    let ready = online && !cover_open && paper != PaperStatus::Out;
-    let error = (!ready).then(|| {
-        let reasons: Vec<&str> = [
-            (!online, "offline"),
-            (cover_open, "cover open"),
-            (paper == PaperStatus::Out, "paper out"),
-            (error_occurred, "printer error"),
-        ]
-        .into_iter()
-        .filter_map(|(set, reason)| set.then_some(reason))
-        .collect();
-        reasons.join(", ")
-    });
-    PrinterStatus {
-        ready,
-        online,
-        paper,
-        cover_open,
-        error,
     }
 }
 
@@ -311,7 +223,11 @@ mod tests {
     use std::net::TcpListener;
     use std::thread;
 
+    use escpos::utils::RealTimeStatusRequest;
+    use kiosk_schemas::PaperStatus;
+
     use super::*;
+    use crate::render::capture::capture;
 
     const TIMEOUT: Duration = Duration::from_secs(2);
 
