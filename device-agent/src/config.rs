@@ -266,8 +266,10 @@ impl PrinterConfig {
     }
 
     /// How documents are laid out for this printer: its columns, its code
-    /// pages and fonts, images at most `dots` wide, the converted logo.
+    /// pages and fonts, images at most `dots` wide, the converted logo, and
+    /// from its profile whether it draws QR codes itself and how it cuts.
     pub fn render_options(&self) -> RenderOptions {
+        let facts = self.profile_facts();
         let opts = match &self.charset {
             Some(charset) => RenderOptions::with_charset(self.columns(), Arc::clone(charset)),
             // Not checked yet (tests): the `default` profile's pages.
@@ -278,6 +280,8 @@ impl PrinterConfig {
             logo: self.logo_bitmap.clone(),
             image_mode: self.image_mode(),
             fonts: self.fonts.clone(),
+            native_qr: facts.qr,
+            cutter: facts.cut,
             ..opts
         }
     }
@@ -636,6 +640,25 @@ mod tests {
         let err = AgentConfig::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("printers.receipt.code_page"), "{err}");
         assert!(err.contains("unknown code page"), "{err}");
+    }
+
+    /// A profile's features reach the renderer: QR codes as images and no
+    /// cut on a 58 mm printer without either.
+    #[test]
+    fn the_profile_says_how_qr_codes_and_cuts_go_out() {
+        let c = AgentConfig::from_toml(MINIMAL).unwrap();
+        let o = c.printers["receipt"].render_options();
+        assert_eq!((o.native_qr, o.cutter), (true, crate::render::Cutter::Full));
+        let cheap = format!("{MINIMAL}\nprofile = \"POS-5890\"\n");
+        let c = AgentConfig::from_toml(&cheap).unwrap();
+        let o = c.printers["receipt"].render_options();
+        assert_eq!(
+            (o.native_qr, o.cutter),
+            (false, crate::render::Cutter::None)
+        );
+        let th230 = format!("{MINIMAL}\nprofile = \"TH230\"\n");
+        let o = AgentConfig::from_toml(&th230).unwrap().printers["receipt"].render_options();
+        assert!(!o.native_qr);
     }
 
     /// Moved from `render`, which no longer knows the configuration.

@@ -16,7 +16,7 @@ use super::capture::{Capture, capture};
 use super::charset::{Charset, columns_of, text_columns};
 use super::fallback::{Fonts, Look};
 use super::image::Bitmap;
-use super::options::{ImageMode, RenderOptions};
+use super::options::{Cutter, ImageMode, RenderOptions};
 
 /// `ESC p m t1 t2` takes two pulse times after the pin, but escpos 0.20's
 /// `cash_drawer` emits only `ESC p m`: a printer would then take the next
@@ -124,11 +124,12 @@ impl Style {
 pub(crate) enum Line {
     /// One printed line of text that fits the width at its size.
     Text { text: String, style: Style },
-    /// A QR code (`GS ( k`), centered.
+    /// A QR code, centered: `GS ( k` on printers that draw them, else an
+    /// image ([`qr_bitmap`]).
     Qr(String),
     /// A 1-D barcode (`GS k`), centered, digits printed below.
     Barcode { format: BarcodeFormat, data: String },
-    /// Full paper cut (`GS V`).
+    /// A cut, as the printer has one ([`Cutter`]).
     Cut,
     /// Cash drawer kick on pin 2 (`ESC p`).
     DrawerKick,
@@ -150,6 +151,8 @@ pub(crate) struct Layout {
     fonts: Option<Arc<Fonts>>,
     dots: u16,
     image_mode: ImageMode,
+    native_qr: bool,
+    cutter: Cutter,
     lines: Vec<Line>,
 }
 
@@ -163,6 +166,8 @@ impl Layout {
             fonts: opts.fonts.clone(),
             dots: opts.dots,
             image_mode: opts.image_mode,
+            native_qr: opts.native_qr,
+            cutter: opts.cutter,
             lines: Vec::new(),
         }
     }
@@ -337,15 +342,28 @@ impl Layout {
                     }
                     Line::Qr(data) => {
                         style.set(p, Style::CODE)?;
-                        // Model 2 is what current printers read; Model 1
-                        // (the escpos default) is legacy.
                         let module = if self.columns < 48 { 5 } else { 6 };
-                        let option = QRCodeOption::new(
-                            QRCodeModel::Model2,
-                            module,
-                            QRCodeCorrectionLevel::M,
-                        );
-                        p.qrcode_option(data, option)?;
+                        if self.native_qr {
+                            // Model 2 is what current printers read; Model 1
+                            // (the escpos default) is legacy.
+                            let option = QRCodeOption::new(
+                                QRCodeModel::Model2,
+                                module,
+                                QRCodeCorrectionLevel::M,
+                            );
+                            p.qrcode_option(data, option)?;
+                        } else {
+                            match qr_bitmap(data, module, self.dots) {
+                                Ok(bitmap) => p.custom(&self.image_bytes(&bitmap))?,
+                                // Too long for any QR version: the data
+                                // itself, for a person to read.
+                                Err(e) => {
+                                    tracing::warn!(error = %e, bytes = data.len(), "QR code cannot be drawn; printing its data as text");
+                                    p.custom(&self.charset.encode_line(data, &mut cursor))?
+                                        .feed()?
+                                }
+                            };
+                        }
                     }
                     Line::Barcode { format, data } => {
                         style.set(p, Style::CODE)?;
@@ -359,7 +377,13 @@ impl Layout {
                         };
                     }
                     Line::Cut => {
-                        p.cut()?;
+                        match self.cutter {
+                            Cutter::Full => p.cut()?,
+                            // escpos 0.20's `partial_cut` sends `GS V A 1`,
+                            // which is a full cut after a 1-unit feed.
+                            Cutter::Partial => p.custom(&GS_V_PARTIAL)?,
+                            Cutter::None => p.feeds(TEAR_OFF_FEED)?,
+                        };
                     }
                     Line::DrawerKick => {
                         p.cash_drawer(CashDrawer::Pin2)?
@@ -464,6 +488,44 @@ impl Layout {
 }
 
 /// An image in the printer's image command.
+/// Lines fed instead of a cut on a printer without a cutter (`ESC d 4`,
+/// about 17 mm at the default line spacing): the last line clears the
+/// tear bar.
+const TEAR_OFF_FEED: u8 = 4;
+
+/// `GS V B 0`: feed to the cutting position and cut partially (function B,
+/// m = 66, n = 0; Epson ESC/POS reference, `GS V`).
+const GS_V_PARTIAL: [u8; 4] = [0x1d, b'V', 66, 0];
+
+/// A QR code (Model 2, error correction M, as the printers' own `GS ( k`
+/// draws it) as a bitmap: `module` dots a module, fewer when that would be
+/// wider than `dots`, with the 4-module quiet zone of ISO/IEC 18004.
+///
+/// # Errors
+/// `qrcode`'s error when `data` is too long for any QR version (over
+/// about 2,300 bytes at level M).
+pub(crate) fn qr_bitmap(
+    data: &str,
+    module: u8,
+    dots: u16,
+) -> Result<Bitmap, qrcode::types::QrError> {
+    const QUIET: usize = 4;
+    let code = qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M)?;
+    let modules = code.width();
+    let side = modules + 2 * QUIET;
+    let scale = usize::from(module).min(usize::from(dots) / side).max(1);
+    let colors = code.to_colors();
+    let px = u32::try_from(side * scale).unwrap_or(u32::MAX);
+    let img = image::GrayImage::from_fn(px, px, |x, y| {
+        let (mx, my) = (x as usize / scale, y as usize / scale);
+        let dark = (QUIET..QUIET + modules).contains(&mx)
+            && (QUIET..QUIET + modules).contains(&my)
+            && colors[(my - QUIET) * modules + (mx - QUIET)] == qrcode::Color::Dark;
+        image::Luma([if dark { 0 } else { 255 }])
+    });
+    Ok(Bitmap::from_bilevel(&img))
+}
+
 fn image_bytes(bitmap: &Bitmap, mode: ImageMode) -> Vec<u8> {
     match mode {
         ImageMode::BitImage => bitmap.bit_image_bands(),

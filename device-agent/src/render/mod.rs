@@ -28,7 +28,7 @@ use kiosk_schemas::{
 pub use amount::format_amount;
 pub use image::Bitmap;
 pub use options::{
-    CodePage, ImageMode, PageCode, RenderOptions, UnknownCodePage, default_dots, page_code,
+    CodePage, Cutter, ImageMode, PageCode, RenderOptions, UnknownCodePage, default_dots, page_code,
 };
 
 use layout::{Align, Layout, Line, Size, Style};
@@ -953,6 +953,104 @@ mod image_tests {
         assert_eq!(b.len(), 1);
         assert_eq!((b[0].0, b[0].1, b[0].2), (0, 2, 4));
         assert_eq!(dots(&b, 16), expected(&img));
+    }
+
+    /// The raster bands of `bytes` read as a camera would: a grey image
+    /// for an independent QR decoder (`rqrr`), whose content is returned.
+    fn read_qr(bytes: &[u8]) -> String {
+        let b = bands(bytes);
+        assert!(!b.is_empty(), "no raster image");
+        let width = u32::from(b[0].1) * 8;
+        let rows = dots(&b, width);
+        let mut img =
+            rqrr::PreparedImage::prepare_from_greyscale(width as usize, rows.len(), |x, y| {
+                if rows[y][x] { 0 } else { 255 }
+            });
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1, "one QR code on the paper");
+        grids[0].decode().unwrap().1
+    }
+
+    fn with_qr(data: &str) -> Document {
+        let Document::Receipt(mut r) = receipt(vec![], false) else {
+            unreachable!()
+        };
+        r.qr = Some(data.to_owned());
+        Document::Receipt(r)
+    }
+
+    /// 58 mm printers without `GS ( k` (the profiles POS-5890, ZJ-5870,
+    /// TH230 ...) get the QR code as an image that reads back, and
+    /// printers without a cutter get a feed past the tear bar instead of
+    /// `GS V`.
+    #[test]
+    fn printers_without_qr_or_cutter_get_an_image_and_a_feed() {
+        let data = "https://example.com/r/1042?t=ab12";
+        let opts = RenderOptions {
+            native_qr: false,
+            cutter: Cutter::None,
+            ..RenderOptions::new(32, CodePage::PC437)
+        };
+        let bytes = render_with(&with_qr(data), &opts);
+        let commands = escpos::decode(&bytes);
+        assert!(
+            !commands
+                .iter()
+                .any(|c| matches!(c, Command::Code2d { .. } | Command::Cut(_))),
+            "no GS ( k, no GS V"
+        );
+        assert_eq!(read_qr(&bytes), data);
+        // 5 dots a module on 32 columns, as GS ( k would draw it, with the
+        // quiet zone: version 3 (29 modules) + 8.
+        assert_eq!(bands(&bytes)[0].1, (37 * 5_u16).div_ceil(8));
+        assert_eq!(commands.last(), Some(&Command::FeedLines(4)));
+        let preview = render(&with_qr(data), &opts).unwrap().preview;
+        assert!(
+            preview.contains("[QR: https://example.com/r/1042?"),
+            "{preview}"
+        );
+
+        let partial = RenderOptions {
+            cutter: Cutter::Partial,
+            ..opts.clone()
+        };
+        let commands = escpos::decode(&render_with(&with_qr(data), &partial));
+        assert_eq!(
+            commands.last(),
+            Some(&Command::Cut(escpos::Cut::FeedCut {
+                partial: true,
+                feed: 0
+            }))
+        );
+        // The default: the printer's own QR code and a full cut.
+        let commands = escpos::decode(&render_with(&with_qr(data), &RenderOptions::default()));
+        assert!(
+            commands
+                .iter()
+                .any(|c| matches!(c, Command::Code2d { cn: 49, .. }))
+        );
+        assert_eq!(
+            commands.last(),
+            Some(&Command::Cut(escpos::Cut::FeedCut {
+                partial: false,
+                feed: 0
+            }))
+        );
+    }
+
+    /// A QR code never comes out wider than the printer: modules shrink.
+    /// Data no QR version holds is an error (the renderer then prints it as
+    /// text).
+    #[test]
+    fn qr_images_fit_the_printer_and_overlong_data_is_refused() {
+        let data = "x".repeat(300);
+        let wide = layout::qr_bitmap(&data, 6, 576).unwrap();
+        let narrow = layout::qr_bitmap(&data, 6, 200).unwrap();
+        assert!(
+            wide.width() > 200 && narrow.width() <= 200,
+            "{wide:?} {narrow:?}"
+        );
+        assert!(layout::qr_bitmap(&"x".repeat(3000), 6, 576).is_err());
     }
 
     #[test]

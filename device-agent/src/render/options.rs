@@ -163,6 +163,25 @@ pub struct RenderOptions {
     pub logo: Option<Arc<Bitmap>>,
     /// The ESC/POS command images go out with.
     pub image_mode: ImageMode,
+    /// Whether the printer draws QR codes itself (`GS ( k`); when not, a
+    /// QR code goes out as an image in `image_mode`.
+    pub native_qr: bool,
+    /// What the printer does where a ticket asks for a cut.
+    pub cutter: Cutter,
+}
+
+/// How a printer ends a ticket that asks for a cut, from its profile's
+/// `paperFullCut` and `paperPartCut` features.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Cutter {
+    /// `GS V A 0`: feed to the cutter and cut through.
+    #[default]
+    Full,
+    /// `GS V B 0`: feed to the cutter and cut leaving one point uncut.
+    Partial,
+    /// No cutter (58 mm printers with a tear bar): `ESC d 4`, four lines
+    /// fed so the last printed line clears the tear bar.
+    None,
 }
 
 /// `printers.<name>.image_mode`: the ESC/POS command images go out with,
@@ -212,7 +231,8 @@ impl RenderOptions {
     }
 
     /// The options of a printer `columns` wide with `charset`, its
-    /// [`default_dots`], no fonts and no logo.
+    /// [`default_dots`], no fonts and no logo, raster images, its own QR
+    /// codes and a full cut.
     pub fn with_charset(columns: u8, charset: Arc<Charset>) -> Self {
         RenderOptions {
             columns,
@@ -221,6 +241,8 @@ impl RenderOptions {
             dots: default_dots(columns),
             logo: None,
             image_mode: ImageMode::Raster,
+            native_qr: true,
+            cutter: Cutter::Full,
         }
     }
 

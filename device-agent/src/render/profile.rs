@@ -13,7 +13,7 @@
 use escpos_db::{ALL_PROFILES, Encoding, Profile};
 
 use super::charset::{Page, Table};
-use super::options::ImageMode;
+use super::options::{Cutter, ImageMode};
 use escpos::utils::PageCode;
 
 /// The widest dot width taken from a profile (a 112 mm, 203 dpi printer
@@ -58,16 +58,16 @@ pub fn profile_names() -> Vec<&'static str> {
 
 /// The text of `kiosk-agent printers --profiles`: one line per profile,
 /// its name (as `printers.<name>.profile` takes it), vendor, dot width,
-/// columns, the code pages this agent can use of it, whether it cuts and
-/// prints QR codes (for choosing a profile: the renderer sends `GS V` and
-/// `GS ( k` whatever the profile says) and its image command, then the
-/// database's attribution (CC BY 4.0).
+/// columns, the code pages this agent can use of it, how it cuts (`full`,
+/// `partial`, `no`: the renderer feeds instead), whether it prints QR codes
+/// itself (`no`: the renderer sends them as images) and its image command,
+/// then the database's attribution (CC BY 4.0).
 pub fn listing() -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<15} {:>5} {:>7} {:>10}  {:<3} {:<2}  image",
+        "{:<18} {:<15} {:>5} {:>7} {:>10}  {:<7} {:<3}  image",
         "profile", "vendor", "dots", "columns", "code pages", "cut", "qr"
     );
     for name in profile_names() {
@@ -82,13 +82,17 @@ pub fn listing() -> String {
         };
         let _ = writeln!(
             out,
-            "{:<18} {:<15} {:>5} {:>7} {:>10}  {:<3} {:<2}  {image}",
+            "{:<18} {:<15} {:>5} {:>7} {:>10}  {:<7} {:<3}  {image}",
             name,
             p.vendor,
             or_dash(f.dots.map(|d| d.to_string())),
             or_dash(f.columns.map(|c| c.to_string())),
             pages(p).len(),
-            if f.cut { "yes" } else { "no" },
+            match f.cut {
+                Cutter::Full => "full",
+                Cutter::Partial => "partial",
+                Cutter::None => "no",
+            },
             if f.qr { "yes" } else { "no" },
         );
     }
@@ -109,8 +113,9 @@ pub struct ProfileFacts {
     /// The image command the printer has: `raster` when it lists `GS v 0`,
     /// else `bit_image` when it lists `ESC *`, else `graphics`.
     pub image_mode: Option<ImageMode>,
-    /// Whether it cuts paper (`GS V`, full or partial).
-    pub cut: bool,
+    /// How it cuts paper: full cut when it has one, else partial, else
+    /// none (a tear bar).
+    pub cut: Cutter,
     /// Whether it prints QR codes (`GS ( k`).
     pub qr: bool,
 }
@@ -137,7 +142,13 @@ pub fn facts(p: &Profile<'_>) -> ProfileFacts {
             .filter(|&px| px <= MAX_DOTS),
         columns: p.fonts.get(0).map(|f| f.columns),
         image_mode,
-        cut: f.paper_full_cut() || f.paper_part_cut(),
+        cut: if f.paper_full_cut() {
+            Cutter::Full
+        } else if f.paper_part_cut() {
+            Cutter::Partial
+        } else {
+            Cutter::None
+        },
         qr: f.qr_code(),
     }
 }
@@ -271,7 +282,7 @@ mod tests {
         assert_eq!(f.dots, Some(512));
         assert_eq!(f.columns, Some(42));
         assert_eq!(f.image_mode, Some(ImageMode::Raster));
-        assert!(f.cut && f.qr);
+        assert!(f.cut == Cutter::Full && f.qr);
         let pages = pages(p);
         let number = |name: &str| pages.iter().find(|p| p.name == name).map(|p| p.number);
         assert_eq!(number("CP437"), Some(0));
