@@ -208,6 +208,10 @@ all:
               profile: TM-T20II
               image_mode: bit_image
               cjk: gb18030
+            bar:
+              driver: cups
+              queue: bar-printer
+              server: "127.0.0.1:631"
           kiosk_agent_cash:
             usb_vendor: "2341"
             usb_product: "0043"
@@ -260,6 +264,8 @@ assert c["printers"]["kitchen"]["address"] == "/dev/kiosk-printer-kitchen"
 kitchen = c["printers"]["kitchen"]
 assert (kitchen["profile"], kitchen["image_mode"], kitchen["cjk"]) == ("TM-T20II", "bit_image", "gb18030"), kitchen
 assert "width" not in kitchen and "code_page" not in kitchen, kitchen
+# A cups printer: its queue and server, no address.
+assert c["printers"]["bar"] == {"driver": "cups", "queue": "bar-printer", "server": "127.0.0.1:631", "width": 48, "code_page": "PC437", "timeout": "5s"}, c["printers"]["bar"]
 assert c["cash"] == {"port": "/dev/kiosk-cash", "baud": 9600, "currency": "EUR"}, c["cash"]
 print("agent.toml: valid TOML with the inventory's values", file=sys.stderr)
 EOF

@@ -21,7 +21,7 @@
 //! stay where the layout put them).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
 use escpos::utils::PageCode;
@@ -77,6 +77,62 @@ impl Table {
                 .iter()
                 .position(|&t| t == c && !t.is_ascii())
                 .map(|i| 0x80 + i as u8),
+        }
+    }
+}
+
+/// Unicode ranges an `escpos` table's upper half draws from: Latin-1 and
+/// Latin Extended, Greek, Cyrillic, Hebrew, Thai, punctuation, currency,
+/// letterlike, arrows, maths, box drawing, blocks and shapes, half-width
+/// katakana. Its tables are `char -> byte` only, so reading a byte back
+/// searches these once per page.
+const ESCPOS_TABLE_RANGES: [std::ops::RangeInclusive<u32>; 6] = [
+    0xA0..=0x04FF,
+    0x0590..=0x05FF,
+    0x0E00..=0x0E7F,
+    0x2000..=0x22FF,
+    0x2300..=0x25FF,
+    0xFF61..=0xFF9F,
+];
+
+/// A table's upper half read back: byte `0x80 + i` is `[i]`.
+type UpperHalf = Arc<[Option<char>; 128]>;
+
+/// The upper half of an `escpos` table read back. Built on first use per
+/// page (a few thousand lookups, once).
+fn escpos_upper_half(page: PageCode) -> UpperHalf {
+    static HALVES: std::sync::OnceLock<Mutex<HashMap<u8, UpperHalf>>> = std::sync::OnceLock::new();
+    let halves = HALVES.get_or_init(Mutex::default);
+    let mut halves = halves.lock().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(halves.entry(u8::from(page)).or_insert_with(|| {
+        let mut half = [None; 128];
+        for c in ESCPOS_TABLE_RANGES
+            .into_iter()
+            .flatten()
+            .filter_map(char::from_u32)
+        {
+            if let Some(b) = Table::Escpos(page).byte(c) {
+                half[usize::from(b - 0x80)].get_or_insert(c);
+            }
+        }
+        Arc::new(half)
+    }))
+}
+
+impl Table {
+    /// The character `byte` (0x80 or above) prints as, if the table has
+    /// one there.
+    pub(crate) fn char_of(self, byte: u8) -> Option<char> {
+        let i = usize::from(byte.checked_sub(0x80)?);
+        match self {
+            Table::Escpos(page) => escpos_upper_half(page)[i],
+            Table::Single(encoding) => {
+                let one = [byte];
+                let (text, had_errors) = encoding.decode_without_bom_handling(&one);
+                let c = text.chars().next()?;
+                (!had_errors && c != '\u{FFFD}').then_some(c)
+            }
+            Table::Upper(chars) => Some(chars[i]).filter(|c| !c.is_ascii()),
         }
     }
 }
@@ -191,6 +247,24 @@ impl Charset {
             "",
             None,
         )
+    }
+
+    /// The page `ESC t number` selects on this printer.
+    pub(crate) fn page_numbered(&self, number: u8) -> Option<&Page> {
+        self.pages.iter().find(|p| p.number == number)
+    }
+
+    /// The characters of the double-byte bytes `pair` in this printer's
+    /// CJK mode (GB18030 when it has none configured, what most such
+    /// printers run).
+    pub(crate) fn wide_char(&self, pair: [u8; 2]) -> Option<char> {
+        let encoding = self.cjk.unwrap_or(Cjk::Gb18030).encoding();
+        let (text, had_errors) = encoding.decode_without_bom_handling(&pair);
+        let mut chars = text.chars();
+        match (chars.next(), chars.next(), had_errors) {
+            (Some(c), None, false) => Some(c),
+            _ => None,
+        }
     }
 
     /// The pages, in the order they are tried.

@@ -80,7 +80,7 @@ pub fn render(doc: &Document, opts: &RenderOptions) -> Result<Rendered, RenderEr
     match doc {
         Document::Raw(raw) => {
             let bytes = raw.decode().map_err(RenderError::Raw)?;
-            let preview = raw::preview(&bytes, opts.columns);
+            let preview = raw::preview(&bytes, opts);
             Ok(Rendered { bytes, preview })
         }
         Document::Text(text) => finish(&text_layout(text, opts)),

@@ -1,7 +1,12 @@
-//! A best-effort preview of ready-made ESC/POS bytes (`raw` documents): the
-//! text they print, line by line, with the commands stepped over. Good
-//! enough for a technician reading logs; not a printer emulator.
+//! A best-effort preview of ready-made ESC/POS bytes (`raw` documents, and
+//! what the demo's printer file received): the text they print, line by
+//! line, read in the code page `ESC t` selected on this printer (and the
+//! double-byte mode between `FS &` and `FS .`), with images and QR codes
+//! as markers and the other commands stepped over. Good enough for a
+//! technician reading logs; not a printer emulator.
 
+use super::RenderOptions;
+use super::charset::Page;
 use super::layout::hard_wrap;
 
 const DLE: u8 = 0x10;
@@ -13,32 +18,144 @@ const NUL: u8 = 0x00;
 /// Most text lines the preview shows.
 const MAX_LINES: usize = 100;
 
-/// A note with the size, then the text lines found in `bytes` (cut to
-/// `columns`; bytes above 0x7F shown as `?`), at most 100 of them.
-pub(crate) fn preview(bytes: &[u8], columns: u8) -> String {
-    let width = usize::from(columns).max(1);
-    let mut lines = Vec::new();
-    let mut current = String::new();
+/// An image being printed band by band: its width and the rows so far, in
+/// dots.
+#[derive(Debug, Clone, Copy)]
+struct Image {
+    width: usize,
+    height: usize,
+}
+
+/// The lines read so far.
+struct Reader<'a> {
+    lines: Vec<String>,
+    current: String,
+    image: Option<Image>,
+    page: Option<&'a Page>,
+    wide: bool,
+}
+
+impl Reader<'_> {
+    /// An image band `width` × `height` dots: part of the image being
+    /// printed when as wide, else a new one.
+    fn band(&mut self, width: usize, height: usize) {
+        match &mut self.image {
+            Some(image) if image.width == width => image.height += height,
+            _ => {
+                self.end_image();
+                self.end_text();
+                self.image = Some(Image { width, height });
+            }
+        }
+    }
+
+    fn end_image(&mut self) {
+        if let Some(Image { width, height }) = self.image.take() {
+            self.lines.push(format!("[IMAGE {width}x{height}]"));
+        }
+    }
+
+    fn end_text(&mut self) {
+        if !self.current.is_empty() {
+            self.lines.push(std::mem::take(&mut self.current));
+        }
+    }
+
+    /// A line feed: ends the text line; between image bands (`ESC *` is
+    /// printed by the LF after it), nothing.
+    fn feed(&mut self) {
+        if self.image.is_none() || !self.current.is_empty() {
+            self.end_image();
+            self.lines.push(std::mem::take(&mut self.current));
+        }
+    }
+
+    fn text(&mut self, c: char) {
+        self.end_image();
+        self.current.push(c);
+    }
+
+    /// A line of its own (a QR code's marker).
+    fn marker(&mut self, text: String) {
+        self.end_image();
+        self.end_text();
+        self.lines.push(text);
+    }
+}
+
+/// A note with the size, then the text lines found in `bytes` (cut to the
+/// printer's columns; bytes above 0x7F read in the code page selected,
+/// `?` where it has no character), `[IMAGE WxH]` (dots) for raster,
+/// column and graphics images and `[QR: data]` for QR codes, at most 100
+/// lines.
+pub(crate) fn preview(bytes: &[u8], opts: &RenderOptions) -> String {
+    let width = usize::from(opts.columns).max(1);
+    let charset = &opts.charset;
+    let mut r = Reader {
+        lines: Vec::new(),
+        current: String::new(),
+        image: None,
+        page: Some(charset.start_page()),
+        wide: false,
+    };
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         match b {
             ESC | GS | FS | DLE => {
-                let (len, feeds) = command_len(&bytes[i..]);
+                let cmd = &bytes[i..];
+                let at = |k: usize| usize::from(cmd.get(k).copied().unwrap_or(0));
+                let word = |k: usize| at(k) | (at(k + 1) << 8);
+                match (b, at(1) as u8) {
+                    (ESC, b'@') => {
+                        r.page = Some(charset.start_page());
+                        r.wide = false;
+                    }
+                    (ESC, b't') => r.page = charset.page_numbered(at(2) as u8),
+                    (FS, b'&') => r.wide = true,
+                    (FS, b'.') => r.wide = false,
+                    // GS v 0 m xL xH yL yH: bytes a row, rows.
+                    (GS, b'v') => r.band(word(4) * 8, word(6)),
+                    // ESC * m nL nH: columns of 8 or 24 dots.
+                    (ESC, b'*') => r.band(word(3), if at(2) >= 32 { 24 } else { 8 }),
+                    // GS ( L pL pH 48 112 a bx by c xL xH yL yH: store.
+                    (GS, b'(') if at(2) == usize::from(b'L') && at(6) == 112 => {
+                        r.band(word(11), word(13));
+                    }
+                    // GS ( k pL pH 49 80 48 d1..dk: store QR code data.
+                    (GS, b'(') if at(2) == usize::from(b'k') && at(5) == 49 && at(6) == 80 => {
+                        let end = (5 + word(3)).min(cmd.len());
+                        let data = cmd.get(8..end).unwrap_or_default();
+                        r.marker(format!("[QR: {}]", String::from_utf8_lossy(data)));
+                    }
+                    _ => {}
+                }
+                let (len, feeds) = command_len(cmd);
                 if feeds {
-                    lines.push(std::mem::take(&mut current));
+                    r.feed();
                 }
                 i += len;
                 continue;
             }
-            b'\n' | 0x0c => lines.push(std::mem::take(&mut current)),
-            0x20..=0x7e => current.push(char::from(b)),
-            0x80..=0xff => current.push('?'),
+            b'\n' | 0x0c => r.feed(),
+            0x20..=0x7e => r.text(char::from(b)),
+            0x80..=0xff if r.wide && i + 1 < bytes.len() => {
+                let c = charset.wide_char([b, bytes[i + 1]]);
+                r.text(c.unwrap_or('?'));
+                i += 2;
+                continue;
+            }
+            0x80..=0xff => {
+                let c = r.page.and_then(|p| p.table.char_of(b));
+                r.text(c.unwrap_or('?'));
+            }
             _ => {}
         }
         i += 1;
     }
-    lines.push(current);
+    r.end_image();
+    let mut lines = r.lines;
+    lines.push(r.current);
     while lines.last().is_some_and(|l| l.trim().is_empty()) {
         lines.pop();
     }
@@ -105,22 +222,85 @@ fn command_len(bytes: &[u8]) -> (usize, bool) {
 mod tests {
     use super::*;
 
+    fn opts(columns: u8) -> RenderOptions {
+        RenderOptions::new(columns, super::super::CodePage::PC437)
+    }
+
     #[test]
     fn extracts_text_lines_and_skips_commands() {
         let bytes = b"\x1b@\x1ba\x01Hello shop\n\x1d(k\x03\x001Q0\x1dk\x024006381333931\x00Bye\x1bd\x01\x1dVA\x00";
         assert_eq!(
-            preview(bytes, 32),
+            preview(bytes, &opts(32)),
             format!("[raw ESC/POS, {} bytes]\nHello shop\nBye\n", bytes.len())
         );
     }
 
     #[test]
-    fn long_lines_are_cut_and_high_bytes_shown_as_question_marks() {
+    fn long_lines_are_cut_and_high_bytes_read_in_the_start_page() {
         let bytes = b"Caf\x82 0123456789\n";
         assert_eq!(
-            preview(bytes, 8),
-            "[raw ESC/POS, 16 bytes]\nCaf? 012\n3456789\n"
+            preview(bytes, &opts(8)),
+            "[raw ESC/POS, 16 bytes]\nCaf\u{e9} 012\n3456789\n"
         );
+    }
+
+    /// What the renderer sends for text in several scripts, an image and a
+    /// QR code reads back as the text, `[IMAGE WxH]` and `[QR: ...]`.
+    #[test]
+    fn rendered_documents_read_back_in_their_code_pages() {
+        use kiosk_schemas::Document;
+        let text = "Gr\u{fc}\u{df}e \u{20ac}5\n\u{3b3}\u{3b5}\u{3b9}\u{3ac} \u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}\n\u{10d}\u{159} \u{15f}\u{11f}\u{131}\n\u{5e9}\u{5dc}\u{5d5}\u{5dd}\n";
+        let o = RenderOptions::new(32, "PC858".parse().unwrap());
+        let doc: Document =
+            serde_json::from_value(serde_json::json!({"kind": "text", "text": text})).unwrap();
+        let out = super::super::render(&doc, &o).unwrap();
+        let seen = preview(&out.bytes, &o);
+        // Hebrew prints in visual order: the preview shows the paper.
+        let want = "Gr\u{fc}\u{df}e \u{20ac}5\n\u{3b3}\u{3b5}\u{3b9}\u{3ac} \u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}\n\u{10d}\u{159} \u{15f}\u{11f}\u{131}\n\u{5dd}\u{5d5}\u{5dc}\u{5e9}\n";
+        assert!(seen.ends_with(want), "{seen}");
+
+        let receipt = serde_json::json!({"kind": "receipt", "items": [], "total": 0,
+            "currency": "EUR", "qr": "https://example.com/r/7",
+            "header": [{"image": {"data": png_4x48(), "width": 48}}, "Shop"]});
+        let doc: Document = serde_json::from_value(receipt).unwrap();
+        let out = super::super::render(&doc, &o).unwrap();
+        let seen = preview(&out.bytes, &o);
+        assert!(seen.contains("\n[IMAGE 48x4]\n"), "{seen}");
+        assert!(seen.contains("\n[QR: https://example.com/r/7]\n"), "{seen}");
+        for mode in [
+            super::super::ImageMode::BitImage,
+            super::super::ImageMode::Graphics,
+        ] {
+            let o = RenderOptions {
+                image_mode: mode,
+                ..o.clone()
+            };
+            let seen = preview(&super::super::render(&doc, &o).unwrap().bytes, &o);
+            let height = if mode == super::super::ImageMode::BitImage {
+                24
+            } else {
+                4
+            };
+            assert!(
+                seen.contains(&format!("\n[IMAGE 48x{height}]\n")),
+                "{mode:?}: {seen}"
+            );
+        }
+    }
+
+    /// A 48 × 4 black PNG, base64.
+    fn png_4x48() -> String {
+        use base64::Engine as _;
+        let img = image::GrayImage::from_pixel(48, 4, image::Luma([0]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+    }
+
+    #[test]
+    fn chinese_reads_back_in_double_byte_mode() {
+        let bytes = b"\x1b@\x1c&\xc4\xe3\xba\xc3\x1c. ok\n";
+        assert!(preview(bytes, &opts(32)).ends_with("\n\u{4f60}\u{597d} ok\n"));
     }
 
     #[test]
@@ -131,7 +311,7 @@ mod tests {
             b"\x1dv0\x00\xff\xff\xff\xff",
             b"\x1dk\x02123",
         ] {
-            assert!(preview(bytes, 32).starts_with("[raw ESC/POS"));
+            assert!(preview(bytes, &opts(32)).starts_with("[raw ESC/POS"));
         }
     }
 }
