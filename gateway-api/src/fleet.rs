@@ -255,6 +255,11 @@ impl Fleet {
             }
             match self.expire_silent(Instant::now()) {
                 Ok(expired) => {
+                    // Counted as soon as the view says offline, not after
+                    // the flush below (which can take long on a busy disk).
+                    for (_, t) in &expired {
+                        metrics.presence_transition(*t);
+                    }
                     // Their `kiosk.offline` events reach readers once durable.
                     if !expired.is_empty()
                         && let Err(e) = self.store.flush().await
@@ -262,7 +267,6 @@ impl Fleet {
                         tracing::error!(error = %e, "could not flush heartbeat timeouts");
                     }
                     for (kiosk, t) in expired {
-                        metrics.presence_transition(t);
                         tracing::info!(kiosk = %kiosk, to = "offline", reason = t.reason.as_str(),
                             "kiosk presence: no message for three heartbeats");
                     }
