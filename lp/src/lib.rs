@@ -3,7 +3,8 @@
 //! printer class 1.1, 4.2.2). This crate holds the workspace's only
 //! `unsafe` block, so that every other crate keeps `unsafe_code = "forbid"`.
 //! It also opens a printer's read side without blocking ([`open_read_side`]),
-//! which needs the `O_NONBLOCK` and `O_NOCTTY` flags of `libc`.
+//! which needs the `O_NONBLOCK` and `O_NOCTTY` flags of `libc`, and puts a
+//! serial printer's tty in raw mode ([`make_raw_if_tty`], through `nix`).
 
 use std::io;
 use std::os::fd::AsFd;
@@ -71,6 +72,35 @@ pub fn open_read_side(path: &std::path::Path) -> io::Result<std::fs::File> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
+}
+
+/// When `file` is a terminal (a serial printer on `/dev/ttyUSB0`, a pty),
+/// puts it in raw mode (`cfmakeraw`: no line editing, no echo, no `\n` to
+/// `\r\n`, 8 bits), keeping its speed, so job bytes and status answers
+/// pass unchanged. Returns whether it was a terminal; anything else is left
+/// alone.
+///
+/// # Errors
+/// The operating system's error from `tcgetattr`/`tcsetattr`.
+#[cfg(target_os = "linux")]
+pub fn make_raw_if_tty(file: &std::fs::File) -> io::Result<bool> {
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    if !nix::unistd::isatty(file).unwrap_or(false) {
+        return Ok(false);
+    }
+    let mut termios = tcgetattr(file).map_err(io::Error::from)?;
+    cfmakeraw(&mut termios);
+    tcsetattr(file, SetArg::TCSANOW, &termios).map_err(io::Error::from)?;
+    Ok(true)
+}
+
+/// Off Linux terminals are left as they are.
+///
+/// # Errors
+/// Never.
+#[cfg(not(target_os = "linux"))]
+pub fn make_raw_if_tty(_file: &std::fs::File) -> io::Result<bool> {
+    Ok(false)
 }
 
 /// Off Linux the read side is not used.

@@ -10,8 +10,10 @@
 //! ([`FakeDevicePrinter::received`]). [`FakeDevicePrinter::set_silent`]
 //! makes it a printer without a usable read side.
 //!
-//! The pty is raw (no echo, no line editing, no `\n` to `\r\n`), so bytes
-//! arrive as written.
+//! The pty starts cooked, as a fresh `/dev/ttyUSB0` does (line editing,
+//! echo, `\n` to `\r\n`): a program that does not put it in raw mode
+//! itself gets its one-byte answers only after a newline and has its job
+//! bytes changed, as on a real serial line.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,7 @@ impl FakeDevicePrinter {
     pub fn start(dir: &Path) -> io::Result<FakeDevicePrinter> {
         let link = dir.join("lp0");
         let master = pty::plug(&link)?;
+        cook(&link)?;
         let state = Arc::new(Mutex::new(State::default()));
         let task = tokio::spawn(serve(master, Arc::clone(&state)));
         Ok(FakeDevicePrinter { link, state, task })
@@ -107,6 +110,21 @@ impl Drop for FakeDevicePrinter {
     }
 }
 
+/// Sets the pty at `link` to a fresh terminal's cooked mode. The setting
+/// stays with the pty (its master is open) after this descriptor closes.
+fn cook(link: &Path) -> io::Result<()> {
+    use nix::sys::termios::{InputFlags, LocalFlags, OutputFlags, SetArg, tcgetattr, tcsetattr};
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(link)?;
+    let mut t = tcgetattr(&slave).map_err(io::Error::from)?;
+    t.local_flags |= LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHOCTL;
+    t.output_flags |= OutputFlags::OPOST | OutputFlags::ONLCR;
+    t.input_flags |= InputFlags::ICRNL;
+    tcsetattr(&slave, SetArg::TCSANOW, &t).map_err(io::Error::from)
+}
+
 async fn serve(mut master: tokio_serial::SerialStream, state: Arc<Mutex<State>>) {
     let mut scanner = Scanner::default();
     let mut buf = vec![0u8; 16 * 1024];
@@ -154,6 +172,7 @@ mod tests {
                 .write(true)
                 .open(path)
                 .unwrap();
+            raw(&port);
             port.write_all(&[0x10, 0x04, 0x04]).unwrap();
             let mut answer = [0u8; 1];
             port.read_exact(&mut answer).unwrap();
@@ -161,6 +180,14 @@ mod tests {
         })
         .await
         .unwrap()
+    }
+
+    /// What a program must do with the cooked pty.
+    fn raw(port: &std::fs::File) {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let mut t = tcgetattr(port).unwrap();
+        cfmakeraw(&mut t);
+        tcsetattr(port, SetArg::TCSANOW, &t).unwrap();
     }
 
     #[tokio::test]
@@ -177,6 +204,7 @@ mod tests {
         let path = printer.path().to_owned();
         tokio::task::spawn_blocking(move || {
             let mut port = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            raw(&port);
             // Raw: `\n` stays `\n`, and bytes above 0x7f pass.
             port.write_all(b"\x1b@caf\x82\n\x1dV\x00").unwrap();
         })
@@ -185,5 +213,22 @@ mod tests {
         let got = printer.wait_for_bytes(10, Duration::from_secs(5)).await;
         assert_eq!(got.as_deref(), Some(&b"\x1b@caf\x82\n\x1dV\x00"[..]));
         assert_eq!(printer.status_queries(), 2);
+    }
+
+    /// Without raw mode the line discipline gets in the way, as on a real
+    /// serial port: `\n` goes out as `\r\n`.
+    #[tokio::test]
+    async fn the_pty_starts_cooked() {
+        let dir = tempfile::tempdir().unwrap();
+        let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+        let path = printer.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut port = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            port.write_all(b"a\n").unwrap();
+        })
+        .await
+        .unwrap();
+        let got = printer.wait_for_bytes(3, Duration::from_secs(5)).await;
+        assert_eq!(got.as_deref(), Some(&b"a\r\n"[..]));
     }
 }

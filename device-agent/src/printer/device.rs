@@ -8,9 +8,13 @@
 //! - **The read side:** the agent sends `DLE EOT 1`, `2` and `4` (Epson
 //!   ESC/POS reference) to the device and reads the answers, as on `tcp`:
 //!   online, cover open, paper near end and out. Many USB receipt printers
-//!   have no usable read side; a device that does not answer within
-//!   [`ANSWER_WAIT`] the first time it is asked is not asked again (until
-//!   its node goes away and comes back), so it costs one wait.
+//!   have no usable read side; a device that does not answer within the
+//!   answer wait when first asked is asked again only every
+//!   [`SILENT_RETRY`] or when its node changes, so it costs one wait a
+//!   minute. A device that has answered and stops is not ready until it
+//!   answers again, as a silent `tcp` printer is: a printer switched off
+//!   behind a serial adapter keeps its node, and writing jobs into it would
+//!   lose them.
 //! - **The port status:** a USB printer (`usblp`) tells its paper and online
 //!   state through the `LPGETSTATUS` ioctl (`linux/lp.h`), which the kernel
 //!   answers with the printer's GET_PORT_STATUS byte (USB printer class
@@ -23,6 +27,10 @@
 //! status; a path that answers neither (a regular file, a pipe,
 //! `/dev/null`) stays one-way: paper unknown, ready when the path can be
 //! written.
+//!
+//! A terminal (a serial printer on `/dev/ttyUSB0`) is put in raw mode on
+//! every open ([`kiosk_lp::make_raw_if_tty`]), at the speed it is set to,
+//! so neither job bytes nor answers are changed by the line discipline.
 //!
 //! The path is opened for appending on every job. A regular file is created
 //! when its parent directory exists; nothing is ever created under `/dev`,
@@ -46,14 +54,13 @@ use super::{PrinterDriver, PrinterError, Progress, not_ready, realtime, write_co
 pub use kiosk_lp::{LP_PERRORP, LP_POUTPA, LP_PSELECD, LPGETSTATUS};
 
 /// How long a device has to answer each `DLE EOT` request on its read side
-/// (500 ms). Printers answer real-time requests within milliseconds, busy
-/// or not.
+/// unless set ([`DeviceDriver::with_answer_wait`]): 500 ms. Printers answer
+/// real-time requests within milliseconds, busy or not.
 pub const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
-/// Requests in a row that a device which used to answer may leave
-/// unanswered before it is taken as one without a read side (3); until
-/// then each miss makes it not ready, as a silent `tcp` printer is.
-pub const MISSES_BEFORE_ONE_WAY: u32 = 3;
+/// How often a device that gave no answer is asked again (60 s), in case
+/// it was only slow (just switched on) the first time.
+pub const SILENT_RETRY: Duration = Duration::from_secs(60);
 
 /// How often a read waiting for an answer looks again (5 ms).
 const POLL_ANSWER: Duration = Duration::from_millis(5);
@@ -137,21 +144,21 @@ pub fn status_from_port(reading: io::Result<i32>) -> Option<PrinterStatus> {
 /// What the device's read side has shown so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadSide {
-    /// Not asked yet, or the node went away since.
+    /// Not asked yet, or the node changed since.
     Untried,
-    /// Answered; the last `misses` requests in a row went unanswered.
-    Answers { misses: u32 },
-    /// No answer: not asked again until the node goes away.
-    Silent,
+    /// Has answered: its status comes from there.
+    Answers,
+    /// Gave no answer when asked at `since`.
+    Silent { since: Instant },
 }
 
-/// A non-blocking device file whose reads and writes wait up to
-/// [`ANSWER_WAIT`] each, polling, then fail with `TimedOut`.
-struct Deadline<'a>(&'a File);
+/// A non-blocking device file whose reads and writes wait up to `.1` each,
+/// polling, then fail with `TimedOut`.
+struct Deadline<'a>(&'a File, Duration);
 
 impl Deadline<'_> {
-    fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-        let until = Instant::now() + ANSWER_WAIT;
+    fn retry<T>(wait: Duration, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        let until = Instant::now() + wait;
         loop {
             match op() {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -183,14 +190,14 @@ impl Deadline<'_> {
 impl Read for Deadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut file = self.0;
-        Self::retry(|| file.read(buf))
+        Self::retry(self.1, || file.read(buf))
     }
 }
 
 impl Write for Deadline<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut file = self.0;
-        Self::retry(|| file.write(buf))
+        Self::retry(self.1, || file.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -204,6 +211,10 @@ pub struct DeviceDriver {
     path: PathBuf,
     port: Arc<dyn PortStatus>,
     read_side: ReadSide,
+    /// `(rdev, inode)` of the node last seen at the path.
+    node: Option<(u64, u64)>,
+    answer_wait: Duration,
+    silent_retry: Duration,
 }
 
 impl DeviceDriver {
@@ -220,6 +231,27 @@ impl DeviceDriver {
             path: path.into(),
             port,
             read_side: ReadSide::Untried,
+            node: None,
+            answer_wait: ANSWER_WAIT,
+            silent_retry: SILENT_RETRY,
+        }
+    }
+
+    /// This driver waiting `wait` for each `DLE EOT` answer (the agent
+    /// gives the printer's `timeout`, at most 2 s).
+    pub fn with_answer_wait(self, wait: Duration) -> Self {
+        DeviceDriver {
+            answer_wait: wait.max(Duration::from_millis(1)),
+            ..self
+        }
+    }
+
+    /// This driver asking a silent device again after `retry` instead of
+    /// [`SILENT_RETRY`] (tests).
+    pub fn with_silent_retry(self, retry: Duration) -> Self {
+        DeviceDriver {
+            silent_retry: retry,
+            ..self
         }
     }
 
@@ -234,10 +266,12 @@ impl DeviceDriver {
     }
 
     fn open(&self) -> io::Result<File> {
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .append(true)
             .create(self.may_create())
-            .open(&self.path)
+            .open(&self.path)?;
+        kiosk_lp::make_raw_if_tty(&file)?;
+        Ok(file)
     }
 
     fn io_error(&self, action: &'static str, source: io::Error) -> PrinterError {
@@ -295,15 +329,17 @@ impl DeviceDriver {
 impl DeviceDriver {
     /// Asks the device for `DLE EOT 1`, `2` and `4` on its read side.
     fn ask_read_side(&self) -> Result<PrinterStatus, PrinterError> {
-        let file = kiosk_lp::open_read_side(&self.path).map_err(|e| self.io_error("open", e))?;
-        let mut link = Deadline(&file);
+        let file = kiosk_lp::open_read_side(&self.path)
+            .and_then(|f| kiosk_lp::make_raw_if_tty(&f).map(|_| f))
+            .map_err(|e| self.io_error("open", e))?;
+        let mut link = Deadline(&file, self.answer_wait);
         link.drain();
         realtime::query(&mut link, &self.describe(), |action, e| {
             if e.kind() == io::ErrorKind::TimedOut {
                 PrinterError::Timeout {
                     action,
                     target: self.describe(),
-                    timeout: ANSWER_WAIT,
+                    timeout: self.answer_wait,
                 }
             } else {
                 self.io_error(action, e)
@@ -312,38 +348,54 @@ impl DeviceDriver {
     }
 
     /// The read side's status, or `None` when the device has none (then
-    /// the port status or one-way status stands). Asks on every call but
-    /// after a first silence ([`ReadSide`]).
+    /// the port status or one-way status stands). A silent device is asked
+    /// again after `silent_retry`; one that has answered is not ready while
+    /// it does not ([`ReadSide`]).
     fn read_side_status(&mut self) -> Option<PrinterStatus> {
-        let misses = match self.read_side {
-            ReadSide::Silent => return None,
-            ReadSide::Untried => None,
-            ReadSide::Answers { misses } => Some(misses),
-        };
-        match (self.ask_read_side(), misses) {
-            (Ok(status), seen) => {
-                if seen.is_none() {
+        match self.read_side {
+            ReadSide::Silent { since } if since.elapsed() < self.silent_retry => return None,
+            ReadSide::Untried | ReadSide::Silent { .. } | ReadSide::Answers => {}
+        }
+        match (self.ask_read_side(), self.read_side) {
+            (Ok(status), before) => {
+                if before != ReadSide::Answers {
                     tracing::info!(printer = %self.describe(), "device answers DLE EOT on its read side: status from there");
                 }
-                self.read_side = ReadSide::Answers { misses: 0 };
+                self.read_side = ReadSide::Answers;
                 Some(status)
             }
-            (Err(e), None) => {
-                tracing::info!(printer = %self.describe(), reason = %e, "device gives no DLE EOT answers on its read side: status from the port, else paper unknown");
-                self.read_side = ReadSide::Silent;
+            (Err(e), ReadSide::Answers) => Some(not_ready(e.to_string())),
+            (Err(e), before) => {
+                if before == ReadSide::Untried {
+                    tracing::info!(printer = %self.describe(), reason = %e, "device gives no DLE EOT answers on its read side: status from the port, else paper unknown; asked again every minute");
+                }
+                self.read_side = ReadSide::Silent {
+                    since: Instant::now(),
+                };
                 None
-            }
-            (Err(e), Some(misses)) if misses + 1 >= MISSES_BEFORE_ONE_WAY => {
-                tracing::warn!(printer = %self.describe(), reason = %e, misses = misses + 1, "device stopped answering DLE EOT: status from the port, else paper unknown, until it is plugged in again");
-                self.read_side = ReadSide::Silent;
-                None
-            }
-            (Err(e), Some(misses)) => {
-                self.read_side = ReadSide::Answers { misses: misses + 1 };
-                Some(not_ready(e.to_string()))
             }
         }
     }
+
+    /// Forgets what the read side showed when the node at the path is not
+    /// the one seen last (replugged, another printer).
+    fn note_node(&mut self, node: Option<(u64, u64)>) {
+        if node != self.node {
+            self.node = node;
+            self.read_side = ReadSide::Untried;
+        }
+    }
+}
+
+#[cfg(unix)]
+fn node_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.rdev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn node_of(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 #[cfg(unix)]
@@ -391,11 +443,11 @@ impl PrinterDriver for DeviceDriver {
         match self.writable() {
             Ok(Some(file)) => {
                 let port = status_from_port(self.port.read(&file));
-                let char_device = file.metadata().is_ok_and(|m| is_char_device(&m));
+                let meta = file.metadata().ok();
                 drop(file);
-                if !char_device {
-                    self.read_side = ReadSide::Untried;
-                } else if let Some(status) = self.read_side_status() {
+                let char_device = meta.as_ref().is_some_and(is_char_device);
+                self.note_node(meta.as_ref().and_then(node_of).filter(|_| char_device));
+                if char_device && let Some(status) = self.read_side_status() {
                     return status;
                 }
                 match port {
@@ -409,13 +461,13 @@ impl PrinterDriver for DeviceDriver {
                 }
             }
             Ok(None) => {
-                self.read_side = ReadSide::Untried;
+                self.note_node(None);
                 one_way()
             }
             Err(reason) => {
                 // Gone (unplugged, off): the next node may be another
                 // printer, asked afresh.
-                self.read_side = ReadSide::Untried;
+                self.note_node(None);
                 not_ready(reason)
             }
         }
@@ -569,16 +621,22 @@ mod tests {
         .unwrap()
     }
 
-    /// A printer answering `DLE EOT` on a real device node (a pty): near
-    /// end, cover open and paper out come from its answers, which the port
-    /// status cannot tell (the pty answers `LPGETSTATUS` with ENOTTY), and
-    /// the job's bytes arrive without status requests among them.
+    /// Answers well inside this on a loaded machine.
+    const WAIT_ANSWER: Duration = Duration::from_secs(2);
+    /// For devices that are meant to stay silent.
+    const WAIT_SILENCE: Duration = Duration::from_millis(200);
+
+    /// A printer answering `DLE EOT` on a real device node (a pty, cooked
+    /// as a fresh serial port is): near end, cover open and paper out come
+    /// from its answers, which the port status cannot tell (the pty answers
+    /// `LPGETSTATUS` with ENOTTY), and the job's bytes arrive unchanged
+    /// (raw mode: no `\r` before `\n`) without status requests among them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_device_answering_dle_eot_tells_paper_and_cover() {
         use kiosk_testkit::{FakeDevicePrinter, FakePaper, FakeStatus};
         let dir = tempfile::tempdir().unwrap();
         let printer = FakeDevicePrinter::start(dir.path()).unwrap();
-        let driver = DeviceDriver::new(printer.path());
+        let driver = DeviceDriver::new(printer.path()).with_answer_wait(WAIT_ANSWER);
 
         let (driver, status) = status_of(driver).await;
         assert_eq!(
@@ -629,17 +687,18 @@ mod tests {
         assert_eq!(got, Some(job));
     }
 
-    /// A device without a usable read side is asked once, then not again:
-    /// the port status stands (here a stub saying paper out), else paper
-    /// unknown. A new node under the path is asked afresh.
+    /// A device without a usable read side: the port status stands (here
+    /// a stub saying paper out), else paper unknown; it is not asked again
+    /// until a while has passed or the node at the path changes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_silent_device_is_asked_once_and_the_port_status_stands() {
+    async fn a_silent_device_is_asked_again_later_or_when_its_node_changes() {
         use kiosk_testkit::FakeDevicePrinter;
         let dir = tempfile::tempdir().unwrap();
         let printer = FakeDevicePrinter::start(dir.path()).unwrap();
         printer.set_silent(true);
         let port = StubPort::new(Ok(LP_POUTPA));
-        let driver = DeviceDriver::with_port_status(printer.path(), port.clone());
+        let driver = DeviceDriver::with_port_status(printer.path(), port.clone())
+            .with_answer_wait(WAIT_SILENCE);
 
         let (driver, status) = status_of(driver).await;
         assert!(!status.ready, "{status:?}");
@@ -649,47 +708,59 @@ mod tests {
         let (driver, status) = status_of(driver).await;
         assert!(status.ready, "{status:?}");
         assert_eq!(status.paper, PaperStatus::Unknown);
-        assert_eq!(printer.status_queries(), 1, "not asked again");
+        assert_eq!(printer.status_queries(), 1, "not asked again yet");
 
-        // Unplugged: the path is gone, then a printer that answers.
-        drop(printer);
-        let (driver, _) = status_of(driver).await;
-        let printer = FakeDevicePrinter::start(dir.path()).unwrap();
+        // Replugged: another node under the same name (the first one is
+        // kept open, so the new pty cannot reuse its number).
+        let replugged = FakeDevicePrinter::start(dir.path()).unwrap();
+        let (driver, status) = status_of(driver).await;
+        assert_eq!(status.paper, PaperStatus::Ok, "{status:?}");
+        assert_eq!(replugged.status_queries(), 3);
+
+        drop(driver);
+        // A device that was only slow: asked again once the retry is due.
+        let slow = FakeDevicePrinter::start(dir.path()).unwrap();
+        slow.set_silent(true);
+        let driver = DeviceDriver::new(slow.path())
+            .with_answer_wait(WAIT_SILENCE)
+            .with_silent_retry(Duration::ZERO);
+        let (driver, status) = status_of(driver).await;
+        assert_eq!(status.paper, PaperStatus::Unknown, "{status:?}");
+        slow.set_silent(false);
+        let driver = driver.with_answer_wait(WAIT_ANSWER);
         let (_driver, status) = status_of(driver).await;
         assert_eq!(status.paper, PaperStatus::Ok, "{status:?}");
-        assert_eq!(printer.status_queries(), 3);
+        drop((printer, replugged));
     }
 
-    /// A device that answered and then falls silent is not ready (its jobs
-    /// wait, as for a silent tcp printer) for a few requests, then taken as
-    /// one without a read side, so it cannot hold jobs forever.
+    /// A device that answered and then falls silent (switched off behind a
+    /// serial adapter, which keeps its node) is not ready, so jobs wait
+    /// instead of going into a dead line, until it answers again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_device_that_stops_answering_waits_then_goes_one_way() {
+    async fn a_device_that_stops_answering_holds_jobs_until_it_answers() {
         use kiosk_testkit::FakeDevicePrinter;
         let dir = tempfile::tempdir().unwrap();
         let printer = FakeDevicePrinter::start(dir.path()).unwrap();
-        let (mut driver, status) = status_of(DeviceDriver::new(printer.path())).await;
+        let driver = DeviceDriver::new(printer.path()).with_answer_wait(WAIT_ANSWER);
+        let (driver, status) = status_of(driver).await;
         assert_eq!(status.paper, PaperStatus::Ok);
 
         printer.set_silent(true);
-        for _ in 1..MISSES_BEFORE_ONE_WAY {
+        let mut driver = driver.with_answer_wait(WAIT_SILENCE);
+        for _ in 0..4 {
             let (next, status) = status_of(driver).await;
             driver = next;
             assert!(!status.ready && !status.online, "{status:?}");
             let error = status.error.unwrap();
             assert!(
-                error.contains("timed out after 500 ms") && error.contains("lp0"),
+                error.contains("timed out after 200 ms") && error.contains("lp0"),
                 "{error}"
             );
         }
-        let (driver, status) = status_of(driver).await;
-        assert!(status.ready, "{status:?}");
-        assert_eq!(status.paper, PaperStatus::Unknown);
-        let asked = printer.status_queries();
         printer.set_silent(false);
-        let (_driver, status) = status_of(driver).await;
-        assert_eq!(status.paper, PaperStatus::Unknown);
-        assert_eq!(printer.status_queries(), asked, "not asked again");
+        let (_driver, status) = status_of(driver.with_answer_wait(WAIT_ANSWER)).await;
+        assert!(status.ready, "{status:?}");
+        assert_eq!(status.paper, PaperStatus::Ok);
     }
 
     #[test]

@@ -40,6 +40,11 @@ use crate::config::{DriverKind, PrinterConfig};
 /// job (images, many copies), in bytes.
 pub const CHUNK_BYTES: usize = 16 * 1024;
 
+/// Longest wait for a device's `DLE EOT` answer (2 s): the printer's
+/// `timeout` when shorter. A device without a read side costs this once a
+/// minute.
+const MAX_ANSWER_WAIT: Duration = Duration::from_secs(2);
+
 /// A way to reach one printer.
 pub trait PrinterDriver: Send + Sync + 'static {
     /// Human-readable target, e.g. `"tcp 10.0.0.5:9100"` or
@@ -140,7 +145,10 @@ fn write_counted(out: &mut impl Write, bytes: &[u8], progress: &Progress) -> io:
 /// [`PrinterDriver::hand_over`] call.
 pub fn open(config: &PrinterConfig) -> Box<dyn PrinterDriver> {
     match config.driver {
-        DriverKind::Device => Box::new(device::DeviceDriver::new(&config.address)),
+        DriverKind::Device => Box::new(
+            device::DeviceDriver::new(&config.address)
+                .with_answer_wait(config.timeout.min(MAX_ANSWER_WAIT)),
+        ),
         DriverKind::Tcp => Box::new(tcp::TcpDriver::new(&config.address, config.timeout)),
         DriverKind::Cups => Box::new(cups::CupsDriver::new(
             config.queue.as_deref().unwrap_or_default(),

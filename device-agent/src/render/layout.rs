@@ -487,7 +487,6 @@ impl Layout {
     }
 }
 
-/// An image in the printer's image command.
 /// Lines fed instead of a cut on a printer without a cutter (`ESC d 4`,
 /// about 17 mm at the default line spacing): the last line clears the
 /// tear bar.
@@ -502,18 +501,21 @@ const GS_V_PARTIAL: [u8; 4] = [0x1d, b'V', 66, 0];
 /// wider than `dots`, with the 4-module quiet zone of ISO/IEC 18004.
 ///
 /// # Errors
-/// `qrcode`'s error when `data` is too long for any QR version (over
-/// about 2,300 bytes at level M).
-pub(crate) fn qr_bitmap(
-    data: &str,
-    module: u8,
-    dots: u16,
-) -> Result<Bitmap, qrcode::types::QrError> {
+/// Why not, for the log: `data` is too long for any QR version (over about
+/// 2,300 bytes at level M), or the code is wider than `dots` even at one
+/// dot a module.
+pub(crate) fn qr_bitmap(data: &str, module: u8, dots: u16) -> Result<Bitmap, String> {
     const QUIET: usize = 4;
-    let code = qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M)?;
+    let code = qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M)
+        .map_err(|e| e.to_string())?;
     let modules = code.width();
     let side = modules + 2 * QUIET;
-    let scale = usize::from(module).min(usize::from(dots) / side).max(1);
+    let scale = usize::from(module).min(usize::from(dots) / side);
+    if scale == 0 {
+        return Err(format!(
+            "{side} modules with the quiet zone do not fit {dots} dots"
+        ));
+    }
     let colors = code.to_colors();
     let px = u32::try_from(side * scale).unwrap_or(u32::MAX);
     let img = image::GrayImage::from_fn(px, px, |x, y| {

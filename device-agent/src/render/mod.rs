@@ -1038,9 +1038,9 @@ mod image_tests {
         );
     }
 
-    /// A QR code never comes out wider than the printer: modules shrink.
-    /// Data no QR version holds is an error (the renderer then prints it as
-    /// text).
+    /// A QR code never comes out wider than the printer: modules shrink,
+    /// and one that cannot fit at one dot a module is an error, as is data
+    /// no QR version holds (the renderer then prints the data as text).
     #[test]
     fn qr_images_fit_the_printer_and_overlong_data_is_refused() {
         let data = "x".repeat(300);
@@ -1051,6 +1051,9 @@ mod image_tests {
             "{wide:?} {narrow:?}"
         );
         assert!(layout::qr_bitmap(&"x".repeat(3000), 6, 576).is_err());
+        // 300 bytes: version 10, 57 modules + 8: never wider than 64 dots.
+        let err = layout::qr_bitmap(&data, 6, 64).unwrap_err();
+        assert!(err.contains("do not fit 64 dots"), "{err}");
     }
 
     #[test]

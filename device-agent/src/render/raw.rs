@@ -33,12 +33,16 @@ struct Reader<'a> {
     image: Option<Image>,
     page: Option<&'a Page>,
     wide: bool,
+    /// The last thing read was an `ESC *` band, which the LF after it
+    /// prints: that LF is part of the image.
+    after_column_band: bool,
 }
 
 impl Reader<'_> {
     /// An image band `width` × `height` dots: part of the image being
-    /// printed when as wide, else a new one.
-    fn band(&mut self, width: usize, height: usize) {
+    /// printed when as wide, else a new one. `column`: an `ESC *` band.
+    fn band(&mut self, width: usize, height: usize, column: bool) {
+        self.after_column_band = column;
         match &mut self.image {
             Some(image) if image.width == width => image.height += height,
             _ => {
@@ -61,22 +65,28 @@ impl Reader<'_> {
         }
     }
 
-    /// A line feed: ends the text line; between image bands (`ESC *` is
-    /// printed by the LF after it), nothing.
+    /// A line feed: ends the text line, or the image (but the one that
+    /// prints an `ESC *` band, which the next band may continue).
     fn feed(&mut self) {
-        if self.image.is_none() || !self.current.is_empty() {
+        if self.image.is_some() && self.current.is_empty() {
+            if !std::mem::take(&mut self.after_column_band) {
+                self.end_image();
+            }
+        } else {
             self.end_image();
             self.lines.push(std::mem::take(&mut self.current));
         }
     }
 
     fn text(&mut self, c: char) {
+        self.after_column_band = false;
         self.end_image();
         self.current.push(c);
     }
 
     /// A line of its own (a QR code's marker).
     fn marker(&mut self, text: String) {
+        self.after_column_band = false;
         self.end_image();
         self.end_text();
         self.lines.push(text);
@@ -97,6 +107,7 @@ pub(crate) fn preview(bytes: &[u8], opts: &RenderOptions) -> String {
         image: None,
         page: Some(charset.start_page()),
         wide: false,
+        after_column_band: false,
     };
     let mut i = 0;
     while i < bytes.len() {
@@ -115,12 +126,12 @@ pub(crate) fn preview(bytes: &[u8], opts: &RenderOptions) -> String {
                     (FS, b'&') => r.wide = true,
                     (FS, b'.') => r.wide = false,
                     // GS v 0 m xL xH yL yH: bytes a row, rows.
-                    (GS, b'v') => r.band(word(4) * 8, word(6)),
+                    (GS, b'v') => r.band(word(4) * 8, word(6), false),
                     // ESC * m nL nH: columns of 8 or 24 dots.
-                    (ESC, b'*') => r.band(word(3), if at(2) >= 32 { 24 } else { 8 }),
+                    (ESC, b'*') => r.band(word(3), if at(2) >= 32 { 24 } else { 8 }, true),
                     // GS ( L pL pH 48 112 a bx by c xL xH yL yH: store.
                     (GS, b'(') if at(2) == usize::from(b'L') && at(6) == 112 => {
-                        r.band(word(11), word(13));
+                        r.band(word(11), word(13), false);
                     }
                     // GS ( k pL pH 49 80 48 d1..dk: store QR code data.
                     (GS, b'(') if at(2) == usize::from(b'k') && at(5) == 49 && at(6) == 80 => {
@@ -139,12 +150,15 @@ pub(crate) fn preview(bytes: &[u8], opts: &RenderOptions) -> String {
             }
             b'\n' | 0x0c => r.feed(),
             0x20..=0x7e => r.text(char::from(b)),
-            0x80..=0xff if r.wide && i + 1 < bytes.len() => {
+            // A double-byte character's second byte is 0x40 or above.
+            0x80..=0xff if r.wide && bytes.get(i + 1).is_some_and(|&b| b >= 0x40) => {
                 let c = charset.wide_char([b, bytes[i + 1]]);
                 r.text(c.unwrap_or('?'));
                 i += 2;
                 continue;
             }
+            // A lead byte without its second: no character.
+            0x80..=0xff if r.wide => r.text('?'),
             0x80..=0xff => {
                 let c = r.page.and_then(|p| p.table.char_of(b));
                 r.text(c.unwrap_or('?'));
@@ -301,6 +315,21 @@ mod tests {
     fn chinese_reads_back_in_double_byte_mode() {
         let bytes = b"\x1b@\x1c&\xc4\xe3\xba\xc3\x1c. ok\n";
         assert!(preview(bytes, &opts(32)).ends_with("\n\u{4f60}\u{597d} ok\n"));
+        // A lone lead byte before a line feed does not swallow the feed.
+        let bytes = b"\x1c&\xc4\nnext\n";
+        assert!(preview(bytes, &opts(32)).ends_with("\n?\nnext\n"));
+    }
+
+    /// Two images of one width with a line feed between are two images;
+    /// the `ESC *` bands of one image, each printed by its LF, are one.
+    #[test]
+    fn images_end_at_a_line_feed_but_column_bands_go_on() {
+        let raster = b"\x1dv0\x00\x01\x00\x02\x00\xff\xff";
+        let bytes = [&raster[..], b"\n", raster, b"\n"].concat();
+        assert!(preview(&bytes, &opts(32)).ends_with("]\n[IMAGE 8x2]\n[IMAGE 8x2]\n"));
+        let band = b"\x1b*\x21\x02\x00\xff\xff\xff\xff\xff\xff\n";
+        let bytes = [&band[..], band, b"after\n"].concat();
+        assert!(preview(&bytes, &opts(32)).ends_with("]\n[IMAGE 2x48]\nafter\n"));
     }
 
     #[test]
