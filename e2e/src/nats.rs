@@ -44,7 +44,7 @@ pub fn binary_or_skip() -> Option<PathBuf> {
 pub struct NatsServer {
     /// Its MQTT listener.
     pub mqtt_addr: SocketAddr,
-    _child: Child,
+    child: Child,
 }
 
 impl NatsServer {
@@ -85,9 +85,11 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Some(NatsServer {
-            mqtt_addr,
-            _child: child,
-        })
+        Some(NatsServer { mqtt_addr, child })
+    }
+
+    /// The server's process id (for its RSS in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
