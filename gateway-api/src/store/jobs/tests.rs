@@ -976,14 +976,23 @@ fn pages_skip_and_repeat_nothing_while_jobs_are_created() {
     for f in &filters {
         let before = expected(&s, f);
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        // The other thread creates one job per page, while the next page
+        // is read: however the threads are scheduled (a busy machine may
+        // not run it at all otherwise), and no faster (jobs it made would
+        // pile up for the next filter to page through).
         let stop = AtomicBool::new(false);
+        let allowed = AtomicUsize::new(1);
         let created = AtomicUsize::new(0);
         let seen = std::thread::scope(|scope| {
             let creator = scope.spawn(|| {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    if n == allowed.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                        continue;
+                    }
                     let kiosk = if n % 2 == 0 { "k1" } else { "k2" };
-                    let id = format!("new-{}-{n}", f.states.len());
+                    let id = format!("new-{}-{}-{n}", f.states.len(), f.kiosk.is_some());
                     s.create_job(job(&id, kiosk), PAYLOAD, None).unwrap();
                     n += 1;
                     created.store(n, Ordering::Release);
@@ -995,13 +1004,11 @@ fn pages_skip_and_repeat_nothing_while_jobs_are_created() {
             loop {
                 let page = s.list_jobs(f, cursor.as_ref(), 7).unwrap();
                 seen.extend(page.jobs.iter().map(|r| r.job_id.as_str().to_owned()));
-                // The other thread creates at least one job between any
-                // two pages, however the threads are scheduled (a busy
-                // machine may not run it at all otherwise).
-                let mark = created.load(Ordering::Acquire);
-                while created.load(Ordering::Acquire) == mark {
+                // The job allowed during this page is made; allow the next.
+                while created.load(Ordering::Acquire) < allowed.load(Ordering::Acquire) {
                     std::thread::yield_now();
                 }
+                allowed.fetch_add(1, Ordering::AcqRel);
                 // And one more between pages, for sure.
                 let id = format!("between-{}-{pages}", f.states.len());
                 s.create_job(job(&id, "k1"), PAYLOAD, None).unwrap();
