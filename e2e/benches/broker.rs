@@ -31,19 +31,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kiosk_broker::{BrokerConfig, EmbeddedBroker, Role, generate_secret, hash_generated_secret};
+use kiosk_e2e::bench::{env_usize, rss_kib};
 use kiosk_schemas::Secret;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
 use tokio::task::JoinSet;
 
 /// Set in the child process: the broker config file to run.
 const CHILD_ENV: &str = "KIOSK_BENCH_BROKER_CONFIG";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
@@ -246,18 +240,6 @@ async fn child(config: &Path) -> anyhow::Result<()> {
     eprintln!("broker: {stats:?}");
     broker.shutdown().await;
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Kiosks that fit the open-files limit: three descriptors per connection

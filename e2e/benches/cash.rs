@@ -14,14 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kiosk_e2e::TestFleet;
+use kiosk_e2e::bench::env_usize;
 use kiosk_testkit::{CutProxy, FakeAcceptor, FakePrinter};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[(((sorted.len() as f64) - 1.0) * p).round() as usize]

@@ -23,16 +23,10 @@ use image::{GrayImage, Luma};
 use kiosk_agent::config::{AgentConfig, Checked};
 use kiosk_agent::render::{ImageMode, render};
 use kiosk_e2e::TestFleet;
+use kiosk_e2e::bench::{env_usize, status_kib};
 use kiosk_schemas::Document;
 use kiosk_testkit::FakePrinter;
 use serde_json::{Value, json};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A logo the size restaurants send: full width, 240 rows, gray levels.
 fn logo_png(path: &std::path::Path) {
@@ -59,16 +53,6 @@ fn receipt() -> Value {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn render_figures(fleet: &TestFleet, logo: &std::path::Path, printer: std::net::SocketAddr) {

@@ -17,15 +17,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiosk_e2e::bench::env_usize;
 use kiosk_e2e::{TestFleet, text_job};
 use kiosk_testkit::FakePrinter;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod nats;

@@ -250,13 +250,7 @@ async fn a_session_moves_to_the_next_broker_when_its_broker_goes() {
     let shutdown = CancellationToken::new();
     let mut options = a.options("k1", "k1", &a.k1);
     options.alternates = vec![(b_addr.ip().to_string(), b_addr.port())];
-    let (publisher, session) = Session::new(&options, ());
-    let mut connects = session.connects();
-    tokio::spawn(session.run_publisher(shutdown.clone()));
-    timeout(WAIT, connects.wait_for(|n| *n == 1))
-        .await
-        .unwrap()
-        .unwrap();
+    let (publisher, mut connects) = started(&options, &shutdown).await;
     assert_eq!(publisher.broker(), Some(a.addr.to_string()));
     // The first broker dies: the next connection is to the second.
     a.handle.take().unwrap().shutdown().await;
@@ -277,15 +271,25 @@ async fn a_session_moves_to_the_next_broker_when_its_broker_goes() {
     let mut options = a.options("k1", "k1", &a.k1);
     (options.host, options.port) = (dead_addr.ip().to_string(), dead_addr.port());
     options.alternates = vec![(b_addr.ip().to_string(), b_addr.port())];
-    let (publisher, session) = Session::new(&options, ());
+    let (publisher, _) = started(&options, &shutdown).await;
+    assert_eq!(publisher.broker(), Some(b_addr.to_string()));
+    shutdown.cancel();
+}
+
+/// A publisher-only session on `options`, run until `shutdown`, once its
+/// first connection is up; with its count of connections.
+async fn started(
+    options: &SessionOptions,
+    shutdown: &CancellationToken,
+) -> (Publisher, watch::Receiver<u64>) {
+    let (publisher, session) = Session::new(options, ());
     let mut connects = session.connects();
     tokio::spawn(session.run_publisher(shutdown.clone()));
     timeout(WAIT, connects.wait_for(|n| *n == 1))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(publisher.broker(), Some(b_addr.to_string()));
-    shutdown.cancel();
+    (publisher, connects)
 }
 
 #[tokio::test]

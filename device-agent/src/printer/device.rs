@@ -387,26 +387,18 @@ impl DeviceDriver {
     }
 }
 
+/// `(rdev, inode)` of a character device; `None` for anything else.
 #[cfg(unix)]
-fn node_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    Some((meta.rdev(), meta.ino()))
+fn char_device_node(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type()
+        .is_char_device()
+        .then(|| (meta.rdev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
-fn node_of(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+fn char_device_node(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
-}
-
-#[cfg(unix)]
-fn is_char_device(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    meta.file_type().is_char_device()
-}
-
-#[cfg(not(unix))]
-fn is_char_device(_meta: &std::fs::Metadata) -> bool {
-    false
 }
 
 #[cfg(unix)]
@@ -443,11 +435,12 @@ impl PrinterDriver for DeviceDriver {
         match self.writable() {
             Ok(Some(file)) => {
                 let port = status_from_port(self.port.read(&file));
-                let meta = file.metadata().ok();
+                let node = file.metadata().ok().as_ref().and_then(char_device_node);
                 drop(file);
-                let char_device = meta.as_ref().is_some_and(is_char_device);
-                self.note_node(meta.as_ref().and_then(node_of).filter(|_| char_device));
-                if char_device && let Some(status) = self.read_side_status() {
+                self.note_node(node);
+                if node.is_some()
+                    && let Some(status) = self.read_side_status()
+                {
                     return status;
                 }
                 match port {
